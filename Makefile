@@ -1,0 +1,40 @@
+# Observatory — the two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test ui services stop bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+## Run the demo on the embedded defaults: Postgres, migrations, sample data through Dagster, a summary.
+demo: $(VENV)/.installed
+	$(BIN)/observatory demo
+
+## Install and run the whole test suite.
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The Dagster UI on http://127.0.0.1:3000 (webserver + daemon, instance in the embedded Postgres).
+ui: $(VENV)/.installed
+	$(BIN)/observatory services start
+	eval "$$($(BIN)/observatory env)" && PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+services: $(VENV)/.installed
+	$(BIN)/observatory services start
+
+stop:
+	$(BIN)/observatory services stop
+
+## Benchmarks: each prints one JSON object.
+bench: $(VENV)/.installed
+	$(BIN)/python bench/ingest.py
+
+clean: stop
+	rm -rf .observatory

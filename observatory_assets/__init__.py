@@ -1,0 +1,1 @@
+"""Observatory: Dagster software-defined assets for media monitoring on PostgreSQL."""

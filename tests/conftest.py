@@ -1,0 +1,135 @@
+"""Test fixtures: one real embedded PostgreSQL (18 + pgvector) per test session, a freshly
+migrated database per test (cloned from a migrated template), a local object store."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from observatory_assets import schema
+from resources import ObjectStoreResource, PostgresResource
+from resources.embedded import database_url_in, start_embedded_postgres, stop_embedded_postgres
+from resources.object_store import LocalObjectStore
+from resources.postgres import engine_for
+from resources.settings import as_libpq_dsn
+
+TEMPLATE = "observatory_template"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pg")
+
+
+@pytest.fixture(scope="session")
+def pg_server(pg_home: Path):
+    """Superuser URL of the session's embedded server."""
+    pgdata = pg_home / "pgdata"
+    url = start_embedded_postgres(pgdata)
+    yield url
+    stop_embedded_postgres(pgdata)
+
+
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(as_libpq_dsn(server_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        conn.execute(statement)
+    return database_url_in(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    engine_for(database_url_in(server_url, name)).dispose()
+    with psycopg.connect(as_libpq_dsn(server_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_server: str) -> str:
+    url = create_database(pg_server, TEMPLATE)
+    schema.upgrade(url)
+    engine_for(url).dispose()
+    return TEMPLATE
+
+
+@pytest.fixture
+def empty_database_url(pg_server: str):
+    """A brand-new database with nothing in it."""
+    name = f"empty_{uuid.uuid4().hex[:10]}"
+    yield create_database(pg_server, name)
+    drop_database(pg_server, name)
+
+
+@pytest.fixture
+def database_url(pg_server: str, migrated_template: str):
+    """A database migrated to head, private to the test."""
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    yield create_database(pg_server, name, template=migrated_template)
+    drop_database(pg_server, name)
+
+
+@pytest.fixture
+def engine(database_url: str):
+    return engine_for(database_url)
+
+
+@pytest.fixture
+def objects_root(tmp_path: Path) -> Path:
+    return tmp_path / "objects"
+
+
+@pytest.fixture
+def store(objects_root: Path) -> LocalObjectStore:
+    return LocalObjectStore(objects_root)
+
+
+@pytest.fixture
+def resources(database_url: str, objects_root: Path) -> dict:
+    """The Dagster resources pointed at this test's database and object store."""
+    return {
+        "postgres": PostgresResource(url=database_url),
+        "object_store": ObjectStoreResource(local_root=str(objects_root)),
+    }
+
+
+@pytest.fixture
+def dagster_env(pg_server: str, database_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for subprocesses (the dagster and observatory CLIs) bound to this test's
+    database, object store and a Dagster instance stored in Postgres."""
+    import yaml
+
+    from resources.embedded import dagster_instance_yaml
+
+    name = f"dagster_{uuid.uuid4().hex[:10]}"
+    dagster_url = create_database(pg_server, name)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(dagster_instance_yaml(dagster_url)))
+    env = {
+        **os.environ,
+        "OBSERVATORY_HOME": str(tmp_path),  # objects land in tmp_path/objects, as with `store`
+        "OBSERVATORY_DATABASE_URL": database_url,
+        "OBSERVATORY_DAGSTER_DATABASE_URL": dagster_url,
+        "DAGSTER_HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    }
+    yield env
+    drop_database(pg_server, name)
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path

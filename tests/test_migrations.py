@@ -1,0 +1,83 @@
+"""Alembic owns the schema: up and down on an empty and on a populated database."""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import inspect, text
+
+from observatory_assets import schema
+from observatory_assets.collect import SourceRequest, collect
+from observatory_assets.loading import ingest_collection_run
+from resources.postgres import engine_for
+from tests.conftest import write
+
+TABLES = {
+    "sources", "query_designs", "collection_runs", "item_keys", "raw_items", "item_duplicates", "rejected_items",
+    "item_embeddings", "events", "event_items", "trends", "trend_evidence", "trend_snapshots", "publish_records",
+    "takedown_requests", "audit_log", "exports", "backups",
+}  # fmt: skip
+
+
+def _tables(url: str) -> set[str]:
+    engine = engine_for(url)
+    with engine.connect() as conn:
+        return set(inspect(conn).get_table_names()) - {"alembic_version"}
+
+
+def _partitions(url: str, parent: str) -> list[str]:
+    with engine_for(url).connect() as conn:
+        return list(
+            conn.execute(
+                text("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                     "WHERE i.inhparent = CAST(:p AS regclass) ORDER BY 1"),
+                {"p": parent},
+            ).scalars()
+        )
+
+
+def test_upgrade_and_downgrade_on_an_empty_database(empty_database_url):
+    schema.upgrade(empty_database_url)
+    assert TABLES <= _tables(empty_database_url)
+    month = datetime.now(UTC).strftime("%Y_%m")
+    for parent in ("raw_items", "trend_snapshots"):
+        parts = _partitions(empty_database_url, parent)
+        assert f"{parent}_default" in parts and f"{parent}_{month}" in parts
+        assert len(parts) == 6  # previous month, this month, three ahead, DEFAULT
+    with engine_for(empty_database_url).connect() as conn:
+        assert conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+        indexes = set(conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'raw_items'")).scalars())
+    assert {"raw_items_terms", "raw_items_metadata", "raw_items_search", "raw_items_run"} <= indexes
+    schema.downgrade(empty_database_url)
+    assert _tables(empty_database_url) == set()
+    schema.upgrade(empty_database_url)
+    assert TABLES <= _tables(empty_database_url)
+
+
+def test_downgrade_and_upgrade_on_a_populated_database(database_url, store, tmp_path):
+    engine = engine_for(database_url)
+    payload = write(tmp_path / "items.jsonl", '{"id": "1", "title": "A", "published_at": "2024-02-03T10:00:00Z"}\n'
+                                               '{"id": "2", "title": "B"}\n')
+    run_id = collect(engine, store, [SourceRequest("s", "jsonl", path=str(payload))])
+    assert ingest_collection_run(engine, store, run_id).loaded == 2
+    assert "raw_items_2024_02" in _partitions(database_url, "raw_items")  # created on demand
+    schema.downgrade(database_url)
+    assert _tables(database_url) == set()
+    schema.upgrade(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM raw_items")).scalar() == 0
+
+
+def test_new_month_partition_takes_its_rows_out_of_default(engine):
+    with engine.begin() as conn:
+        source = conn.execute(text("INSERT INTO sources (name, type) VALUES ('s', 'rss') RETURNING id")).scalar()
+        run = conn.execute(text("INSERT INTO collection_runs (status) VALUES ('completed') RETURNING id")).scalar()
+        conn.execute(
+            text("INSERT INTO raw_items (id, source_id, collection_run_id, record_no, external_id, published_at, "
+                 "fetched_at, content_hash) VALUES (1, :s, :r, 1, 'x', '2019-05-31 23:30:00+00', now(), '\\x00'), "
+                 "(2, :s, :r, 2, 'y', '2019-06-01 00:30:00+00', now(), '\\x01')"),
+            {"s": source, "r": run},
+        )
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT ensure_month_partition('raw_items', DATE '2019-05-01')")).scalar()
+        assert not conn.execute(text("SELECT ensure_month_partition('raw_items', DATE '2019-05-01')")).scalar()
+        where = dict(conn.execute(text("SELECT external_id, tableoid::regclass::text FROM raw_items")).all())
+    assert where == {"x": "raw_items_2019_05", "y": "raw_items_default"}
