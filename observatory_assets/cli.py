@@ -8,6 +8,7 @@ report run status, and run the whole demo.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -15,6 +16,9 @@ from pathlib import Path
 from resources.settings import ENVIRONMENT, mask_dsn, platform_settings
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
+
+#: Domain modules that add their own subcommands through ``register_commands(subparsers)``.
+COMMAND_MODULES: list[str] = []
 
 
 def _engine_and_store():
@@ -259,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     sub.add_parser("demo", help="run the whole demo on the embedded defaults").set_defaults(func=cmd_demo)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register_commands(sub)
 
     config = sub.add_parser("config", help="list the OBSERVATORY_* settings")
     config.set_defaults(func=lambda _: print("\n".join(f"{k:34} {v}" for k, v in ENVIRONMENT.items())) or 0)

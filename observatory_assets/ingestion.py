@@ -188,3 +188,10 @@ ingest_job = dg.define_asset_job(
     partitions_def=collection_run_partitions,
     description="Load one collection run (a partition) into raw_items.",
 )
+
+
+defs = dg.Definitions(
+    assets=[collection_runs, raw_items],
+    asset_checks=[raw_items_unique_keys, raw_items_default_partition, raw_items_rows_accounted_for],
+    jobs=[collect_job, ingest_job],
+)
