@@ -12,6 +12,11 @@ in one transaction, what each delivered row became:
 * **rejected** — it could not be read or normalized: a row in
   ``rejected_items`` with a machine-readable reason.
 
+Rows are resolved in chunks while a reader thread parses the next chunk, so
+Python parsing overlaps with the server's index work and memory stays bounded.
+Within and across chunks the first delivered row (by ``record_no``) of a key or
+content wins, exactly as if rows were loaded one by one.
+
 Every outcome is keyed by ``(collection_run_id, record_no)``, so ingesting a run
 again, or after a crash half way (the transaction never committed), produces
 exactly the same tables. A run whose payloads and counts are already in place
@@ -22,8 +27,11 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -37,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: Bump when parsing or normalization changes what a payload loads as; forces re-ingestion.
 LOADER_VERSION = "1"
+#: Rows resolved per round of set-based statements, and rows per hand-over from the reader thread.
+CHUNK_ROWS = 20_000
+BATCH_ROWS = 1_000
 
 STAGED_COLUMNS = (
     "record_no", "source_id", "payload_key", "reason", "detail", "payload", "payload_bytes",
@@ -57,23 +68,20 @@ CREATE TEMP TABLE staged (
     published_at timestamptz, fetched_at timestamptz, language text,
     content_hash bytea, raw_metadata jsonb
 ) ON COMMIT DROP;
-CREATE TEMP TABLE resolved (record_no integer PRIMARY KEY, item_id bigint NOT NULL, outcome text NOT NULL)
+CREATE TEMP TABLE resolved (record_no integer NOT NULL, item_id bigint NOT NULL, outcome text NOT NULL)
     ON COMMIT DROP;
-CREATE TEMP TABLE new_items (item_id bigint PRIMARY KEY, record_no integer NOT NULL) ON COMMIT DROP;
+CREATE TEMP TABLE new_items (item_id bigint NOT NULL, record_no integer NOT NULL) ON COMMIT DROP;
 """
 
-# Rows not yet resolved; the first by key and by content among them become items.
+NEXT_CHUNK = "TRUNCATE staged, resolved, new_items"
+
+# ON CONFLICT DO NOTHING also skips a row that conflicts with one inserted earlier by the
+# same statement, so inserting in record_no order keeps the first row of every key and content.
 INSERT_NEW_KEYS = """
-WITH pending AS (
-    SELECT s.record_no, s.source_id, s.external_id, s.content_hash, s.published_at,
-           row_number() OVER (PARTITION BY s.source_id, s.external_id ORDER BY s.record_no) AS key_rank,
-           row_number() OVER (PARTITION BY s.content_hash ORDER BY s.record_no) AS hash_rank
-      FROM staged s
-     WHERE s.reason IS NULL AND NOT EXISTS (SELECT 1 FROM resolved r WHERE r.record_no = s.record_no)
-), inserted AS (
+WITH inserted AS (
     INSERT INTO item_keys (source_id, external_id, content_hash, published_at, collection_run_id, record_no)
     SELECT source_id, external_id, content_hash, published_at, :run_id, record_no
-      FROM pending WHERE key_rank = 1 AND hash_rank = 1
+      FROM staged WHERE reason IS NULL
      ORDER BY record_no
     ON CONFLICT DO NOTHING
     RETURNING item_id, record_no
@@ -81,7 +89,7 @@ WITH pending AS (
 INSERT INTO new_items SELECT item_id, record_no FROM inserted
 """
 
-# Each pending row is now either its own item (this run, this record) or repeats one.
+# Every valid row now is its own item (this run, this record) or repeats one by key or content.
 RESOLVE = """
 INSERT INTO resolved (record_no, item_id, outcome)
 SELECT s.record_no,
@@ -94,8 +102,6 @@ SELECT s.record_no,
   LEFT JOIN item_keys k ON k.source_id = s.source_id AND k.external_id = s.external_id
   LEFT JOIN item_keys h ON h.content_hash = s.content_hash
  WHERE s.reason IS NULL
-   AND NOT EXISTS (SELECT 1 FROM resolved r WHERE r.record_no = s.record_no)
-   AND (k.item_id IS NOT NULL OR h.item_id IS NOT NULL)
 """
 
 INSERT_RAW_ITEMS = """
@@ -203,28 +209,28 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
             ).all()
         )
 
-    with engine.connect() as conn, conn.begin():
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('observatory.ingest'), :run_id)"), {"run_id": run_id})
+    reader = _PayloadReader(store, run.payloads, source_ids, run.started_at)
+    by_source: dict[str, Counter] = {}
+    new_items = 0
+    created: list[str] = []
+    params = {"run_id": run_id}
+    with engine.connect() as conn, conn.begin(), reader:
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('observatory.ingest'), :run_id)"), params)
         conn.exec_driver_sql(CREATE_STAGING)
-        delivered, months, reasons = _stage_payloads(conn, store, run.payloads, source_ids, run.started_at)
-        created = ensure_month_partitions(engine, "raw_items", months)
-        valid = delivered - sum(reasons.values())
-        params = {"run_id": run_id}
-        resolved = 0
-        new_items = 0
-        while resolved < valid:
+        while reader.stage_chunk(conn):
+            created += ensure_month_partitions(conn, "raw_items", reader.take_new_months())
             new_items += conn.execute(text(INSERT_NEW_KEYS), params).rowcount
-            resolved += conn.execute(text(RESOLVE), params).rowcount
-        conn.execute(text(INSERT_RAW_ITEMS), params)
-        conn.execute(text(INSERT_DUPLICATES), params)
-        conn.execute(text(INSERT_REJECTS), params)
-        by_source = {
-            row.name: {"loaded": row.loaded, "duplicates": row.duplicates, "rejected": row.rejected}
-            for row in conn.execute(text(OUTCOMES_BY_SOURCE))
-        }
-        loaded = sum(s["loaded"] for s in by_source.values())
-        duplicates = sum(s["duplicates"] for s in by_source.values())
-        rejected = sum(s["rejected"] for s in by_source.values())
+            conn.execute(text(RESOLVE), params)
+            conn.execute(text(INSERT_RAW_ITEMS), params)
+            conn.execute(text(INSERT_DUPLICATES), params)
+            conn.execute(text(INSERT_REJECTS), params)
+            for row in conn.execute(text(OUTCOMES_BY_SOURCE)):
+                by_source.setdefault(row.name, Counter()).update(
+                    loaded=row.loaded, duplicates=row.duplicates, rejected=row.rejected
+                )
+            conn.exec_driver_sql(NEXT_CHUNK)
+        totals = sum(by_source.values(), Counter())
+        delivered = reader.records
         if delivered != run.items_collected:
             log.warning("collection run %s delivered %s rows, the collector counted %s", run_id, delivered, run.items_collected)
         conn.execute(
@@ -236,76 +242,149 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
                  WHERE id = :run_id
                 """
             ),
-            {
-                "run_id": run_id,
-                "delivered": delivered,
-                "loaded": loaded,
-                "duplicates": duplicates,
-                "rejected": rejected,
-                "fingerprint": fingerprint,
-            },
+            {**params, "delivered": delivered, "fingerprint": fingerprint,
+             **{k: totals[k] for k in ("loaded", "duplicates", "rejected")}},
         )
     return IngestResult(
         run_id=run_id,
         delivered=delivered,
-        loaded=loaded,
-        duplicates=duplicates,
-        rejected=rejected,
+        loaded=totals["loaded"],
+        duplicates=totals["duplicates"],
+        rejected=totals["rejected"],
         new_items=new_items,
-        by_source=by_source,
-        reject_reasons=dict(reasons),
+        by_source={name: {k: counts[k] for k in ("loaded", "duplicates", "rejected")} for name, counts in by_source.items()},
+        reject_reasons=dict(reader.reasons),
         partitions_created=created,
         seconds=time.perf_counter() - started,
     )
 
 
-def _stage_payloads(
-    conn: Connection, store: ObjectStore, manifest: list[dict], source_ids: dict[str, int], fetched_at: datetime
-) -> tuple[int, set[date], Counter]:
-    """COPY every record of every payload into ``staged``; returns (rows, months seen, reject reasons)."""
-    now = datetime.now(UTC)
-    months: set[date] = set()
-    reasons: Counter = Counter()
-    record_no = 0
-    cursor = conn.connection.driver_connection.cursor()
-    columns = ", ".join(STAGED_COLUMNS)
-    with cursor.copy(f"COPY staged ({columns}) FROM STDIN") as copy:
-        copy.set_types(_STAGED_TYPES)
-        for payload in manifest:
-            source_id = source_ids[payload["name"]]
+_END = object()
+
+
+class _PayloadReader:
+    """Parses and normalizes a run's payloads on a background thread, handing rows to the
+    loading connection in batches through a bounded queue (memory stays flat in run size,
+    and parsing overlaps with the server's work on the previous chunk)."""
+
+    def __init__(self, store: ObjectStore, manifest: list[dict], source_ids: dict[str, int], fetched_at: datetime):
+        self._store = store
+        self._manifest = manifest
+        self._source_ids = source_ids
+        self._fetched_at = fetched_at
+        self._queue: queue.Queue = queue.Queue(maxsize=CHUNK_ROWS // BATCH_ROWS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="payload-reader", daemon=True)
+        self._finished = False
+        self._months: set[date] = set()
+        self._ensured: set[date] = set()
+        self.records = 0
+        self.reasons: Counter = Counter()
+
+    def __enter__(self) -> _PayloadReader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for batch in self._batches():
+                if not self._put(batch):
+                    return
+            self._put(_END)
+        except BaseException as error:  # handed to the loading thread, which raises it
+            self._put(error)
+
+    def _batches(self) -> Iterator[tuple[list[tuple], set[date]]]:
+        now = datetime.now(UTC)
+        record_no = 0
+        rows: list[tuple] = []
+        months: set[date] = set()
+        for payload in self._manifest:
+            source_id = self._source_ids[payload["name"]]
             key = payload["key"]
-            with store.open(key) as stream:
+            with self._store.open(key) as stream:
                 for record in iter_records(stream, payload["fmt"]):
                     record_no += 1
-                    outcome = record if isinstance(record, Rejection) else normalize_record(record, now)
-                    if isinstance(outcome, Rejection):
-                        reasons[outcome.reason] += 1
-                        size = len(record.raw.encode("utf-8", "surrogatepass")) if not isinstance(record, Rejection) else None
-                        copy.write_row(
-                            (record_no, source_id, key, outcome.reason, outcome.detail, outcome.payload, size)
-                            + (None,) * 10
-                        )
-                        continue
-                    published = outcome.published_at
-                    if published is not None:
-                        months.add(date(published.year, published.month, 1))
-                    copy.write_row(
-                        (
-                            record_no, source_id, key, None, None, None, None,
-                            outcome.external_id, outcome.url, outcome.title, outcome.text, outcome.author,
-                            published, fetched_at, outcome.language, outcome.content_hash,
-                            json.dumps(outcome.raw_metadata, ensure_ascii=False, default=str),
-                        )
-                    )  # fmt: skip
-    cursor.close()
-    return record_no, months, reasons
+                    rows.append(_staged_row(record, record_no, source_id, key, self._fetched_at, now, months))
+                    if len(rows) >= BATCH_ROWS:
+                        yield rows, months
+                        rows, months = [], set()
+        yield rows, months
+
+    def stage_chunk(self, conn: Connection) -> bool:
+        """COPY the next chunk (up to CHUNK_ROWS rows) into ``staged``; False when the run is done."""
+        if self._finished:
+            return False
+        staged = 0
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor.copy(f"COPY staged ({', '.join(STAGED_COLUMNS)}) FROM STDIN") as copy:
+            copy.set_types(_STAGED_TYPES)
+            while staged < CHUNK_ROWS:
+                item = self._queue.get()
+                if item is _END:
+                    self._finished = True
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                rows, months = item
+                for row in rows:
+                    copy.write_row(row)
+                    if row[3] is not None:
+                        self.reasons[row[3]] += 1
+                staged += len(rows)
+                self._months |= months
+        cursor.close()
+        self.records += staged
+        return staged > 0
+
+    def take_new_months(self) -> set[date]:
+        """Months seen in staged rows that have not been handed out before."""
+        new = self._months - self._ensured
+        self._ensured |= new
+        return new
 
 
-def ensure_month_partitions(engine: Engine, table: str, months: set[date]) -> list[str]:
-    """Create the missing monthly partitions of ``table`` (each in its own short transaction)."""
+def _staged_row(record, record_no: int, source_id: int, key: str, fetched_at: datetime, now: datetime,
+                months: set[date]) -> tuple:
+    """One row of ``staged`` (see STAGED_COLUMNS) for a record: an item or a rejection."""
+    outcome = record if isinstance(record, Rejection) else normalize_record(record, now)
+    if isinstance(outcome, Rejection):
+        size = None if isinstance(record, Rejection) else len(record.raw.encode("utf-8", "surrogatepass"))
+        return (record_no, source_id, key, outcome.reason, outcome.detail.replace("\x00", ""), outcome.payload, size,
+                *(None,) * 10)
+    published = outcome.published_at
+    if published is not None:
+        months.add(date(published.year, published.month, 1))
+    return (
+        record_no, source_id, key, None, None, None, None,
+        outcome.external_id, outcome.url, outcome.title, outcome.text, outcome.author,
+        published, fetched_at, outcome.language, outcome.content_hash,
+        json.dumps(outcome.raw_metadata, ensure_ascii=False, default=str),
+    )  # fmt: skip
+
+
+def ensure_month_partitions(conn: Connection, table: str, months: set[date]) -> list[str]:
+    """Create the missing monthly partitions of ``table``; returns the names created."""
     created = []
     for month in sorted(months):
-        with engine.begin() as conn:
-            if conn.execute(text("SELECT ensure_month_partition(CAST(:t AS regclass), :m)"), {"t": table, "m": month}).scalar():
-                created.append(f"{table}_{month:%Y_%m}")
+        if conn.execute(text("SELECT ensure_month_partition(CAST(:t AS regclass), :m)"), {"t": table, "m": month}).scalar():
+            created.append(f"{table}_{month:%Y_%m}")
     return created

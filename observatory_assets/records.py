@@ -39,7 +39,6 @@ FUTURE_TOLERANCE = timedelta(days=1)
 
 _TRACKING_PARAMS = re.compile(r"^(utm_[a-z]+|fbclid|gclid|dclid|msclkid|mc_cid|mc_eid|igshid|ref_src)$", re.I)
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_WHITESPACE = re.compile(r"\s+")
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -321,23 +320,33 @@ def content_hash(title: str | None, text: str | None) -> bytes:
 
 
 def _collapse(text: str) -> str:
-    return _WHITESPACE.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 def _clean_text(value: Any, notes: set[str]) -> str | None:
+    """Text without NUL and other control characters, newlines unified, NFC-normalized.
+
+    This runs several times per delivered row, so the common case (nothing to fix)
+    is decided by C-level string predicates before any regular expression runs.
+    """
     if value is None:
         return None
     if isinstance(value, list | dict):
         raise TypeError(type(value).__name__)
-    text = str(value)
-    if "\x00" in text:
-        notes.add("nul_bytes_removed")
-    if _SURROGATES.search(text):
-        notes.add("lone_surrogates_replaced")
-        text = _SURROGATES.sub("\ufffd", text)
-    text = _CONTROL_CHARS.sub("", text)
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
-    return text or None
+    text = value if isinstance(value, str) else str(value)
+    if not text.isprintable():
+        if "\x00" in text:
+            notes.add("nul_bytes_removed")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        text = _CONTROL_CHARS.sub("", text)
+    if not text.isascii():
+        if _SURROGATES.search(text):
+            notes.add("lone_surrogates_replaced")
+            text = _SURROGATES.sub("\ufffd", text)
+        if not unicodedata.is_normalized("NFC", text):
+            text = unicodedata.normalize("NFC", text)
+    return text.strip() or None
 
 
 def _clean_metadata(value: Any, notes: set[str]) -> Any:

@@ -1,0 +1,61 @@
+"""Shared benchmark plumbing: scratch databases on the configured server, child-process timing."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from observatory_assets import schema  # noqa: E402
+from resources.embedded import database_url_in, resolve_database_urls  # noqa: E402
+from resources.postgres import engine_for  # noqa: E402
+from resources.settings import as_libpq_dsn  # noqa: E402
+
+
+@contextmanager
+def scratch_database(migrated: bool = True):
+    """A new database on the configured (default: embedded) server, dropped afterwards."""
+    server_url = resolve_database_urls()[0]
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(as_libpq_dsn(server_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = database_url_in(server_url, name)
+    try:
+        if migrated:
+            schema.upgrade(url)
+        yield url
+    finally:
+        engine_for(url).dispose()
+        with psycopg.connect(as_libpq_dsn(server_url), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def run_child(script: Path, *args: str) -> dict:
+    """Run a benchmark step in a fresh Python process (so its peak RSS is its own); it prints one JSON object."""
+    done = subprocess.run([sys.executable, str(script), *args], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[:1500] + " ... " + done.stderr[-1500:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+@contextmanager
+def timed(results: dict, name: str):
+    started = time.perf_counter()
+    yield
+    results[name] = time.perf_counter() - started

@@ -1,0 +1,142 @@
+"""Benchmark: the raw_items ingest path against a bare COPY floor and pandas.to_sql.
+
+Generates N items (about 1 KB of text each, 5% duplicates, 1% bad rows), collects
+them as one collection run and, each in a fresh process on a fresh database:
+
+* ours   — ``ingest_collection_run`` (parse, normalize, COPY to staging, set-based dedup);
+* reingest / forced_reingest — the same run again (verified skip; full re-parse with ``force``);
+* floor  — bare ``COPY`` of the same clean rows into the same partitioned, indexed table;
+* pandas — ``DataFrame.to_sql(method="multi")`` of the same clean rows (what a user would write).
+
+Prints one JSON object. Usage: python bench/ingest.py [--n 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import peak_rss_mb, run_child, scratch_database, timed  # noqa: E402
+
+from observatory_assets.collect import SourceRequest, collect  # noqa: E402
+from observatory_assets.demo_data import iter_items, write_jsonl  # noqa: E402
+from resources.object_store import LocalObjectStore  # noqa: E402
+from resources.postgres import engine_for  # noqa: E402
+from resources.settings import as_libpq_dsn  # noqa: E402
+
+CLEAN_COLUMNS = ("id, source_id, collection_run_id, record_no, external_id, url, title, text, author, published_at, "
+                 "fetched_at, language, content_hash, raw_metadata")
+
+
+def child_ingest(url: str, objects: str, run_id: str, force: str) -> dict:
+    from observatory_assets.loading import ingest_collection_run
+
+    result = ingest_collection_run(engine_for(url), LocalObjectStore(Path(objects)), int(run_id), force=force == "1")
+    return {"seconds": result.seconds, "delivered": result.delivered, "loaded": result.loaded,
+            "duplicates": result.duplicates, "rejected": result.rejected, "skipped": result.skipped,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def child_floor(url: str, clean_file: str) -> dict:
+    import psycopg
+
+    times: dict = {}
+    with psycopg.connect(as_libpq_dsn(url)) as conn, open(clean_file, "rb") as data:
+        _prepare_target(conn)
+        with timed(times, "seconds"), conn.cursor().copy(f"COPY raw_items ({CLEAN_COLUMNS}) FROM STDIN") as copy:
+            while chunk := data.read(1 << 20):
+                copy.write(chunk)
+        conn.commit()
+    return {**times, "peak_rss_mb": peak_rss_mb()}
+
+
+def child_pandas(url: str, clean_file: str) -> dict:
+    import pandas as pd
+
+    columns = [c.strip() for c in CLEAN_COLUMNS.split(",")]
+    frame = pd.read_csv(clean_file, sep="\t", names=columns, header=None, na_values=["\\N"], keep_default_na=False,
+                        quoting=3, dtype=str)
+    frame["content_hash"] = frame["content_hash"].map(lambda h: bytes.fromhex(h[3:]))
+    for column in ("id", "source_id", "collection_run_id", "record_no"):
+        frame[column] = frame[column].astype("int64")
+    for column in ("published_at", "fetched_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    frame["raw_metadata"] = frame["raw_metadata"].map(json.loads)
+    import psycopg
+    from sqlalchemy import LargeBinary
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    with psycopg.connect(as_libpq_dsn(url)) as conn:
+        _prepare_target(conn)
+        conn.commit()
+    engine = engine_for(url)
+    times: dict = {}
+    with timed(times, "seconds"):
+        frame.to_sql("raw_items", engine, if_exists="append", index=False, method="multi", chunksize=1000,
+                     dtype={"raw_metadata": JSONB, "content_hash": LargeBinary})
+    return {**times, "peak_rss_mb": peak_rss_mb()}
+
+
+def _prepare_target(conn) -> None:
+    """The floor and pandas load the same rows: give them the same sources, run and partitions."""
+    conn.execute("INSERT INTO sources (name, type) VALUES ('bench', 'jsonl')")
+    conn.execute("INSERT INTO collection_runs (status) VALUES ('completed')")
+    conn.execute("SELECT ensure_month_partition('raw_items', m::date) FROM generate_series("
+                 "DATE '2026-09-01', DATE '2026-12-01', interval '1 month') m")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    args = parser.parse_args()
+    script = Path(__file__).resolve()
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, scratch_database() as ours_url:
+        payload = Path(tmp) / "items.jsonl"
+        write_jsonl(payload, iter_items(args.n, seed=11, text_chars=1000))
+        objects = Path(tmp) / "objects"
+        run_id = collect(engine_for(ours_url), LocalObjectStore(objects), [SourceRequest("bench", "jsonl", path=str(payload))])
+        first = run_child(script, "ingest", ours_url, str(objects), str(run_id), "0")
+        again = run_child(script, "ingest", ours_url, str(objects), str(run_id), "0")
+        forced = run_child(script, "ingest", ours_url, str(objects), str(run_id), "1")
+
+        clean = Path(tmp) / "clean.tsv"
+        import psycopg
+
+        with psycopg.connect(as_libpq_dsn(ours_url)) as conn, open(clean, "wb") as out:
+            with conn.cursor().copy(f"COPY (SELECT {CLEAN_COLUMNS} FROM raw_items) TO STDOUT") as copy:
+                for chunk in copy:
+                    out.write(chunk)
+        with scratch_database() as floor_url:
+            floor = run_child(script, "floor", floor_url, str(clean))
+        with scratch_database() as pandas_url:
+            pandas = run_child(script, "pandas", pandas_url, str(clean))
+
+    print(json.dumps({
+        "n": args.n,
+        "delivered": first["delivered"], "loaded": first["loaded"],
+        "duplicates": first["duplicates"], "rejected": first["rejected"],
+        "seconds": round(first["seconds"], 3),
+        "items_per_s": round(args.n / first["seconds"]),
+        "floor_seconds": round(floor["seconds"], 3),
+        "floor_rows_per_s": round(first["loaded"] / floor["seconds"]),
+        "ratio_to_floor": round(first["seconds"] / floor["seconds"], 3),
+        "pandas_seconds": round(pandas["seconds"], 3),
+        "speedup_vs_pandas": round(pandas["seconds"] / first["seconds"], 2),
+        "reingest_ratio": round(again["seconds"] / first["seconds"], 4),
+        "reingest_skipped": again["skipped"],
+        "forced_reingest_ratio": round(forced["seconds"] / first["seconds"], 3),
+        "peak_rss_mb": first["peak_rss_mb"],
+        "pandas_peak_rss_mb": pandas["peak_rss_mb"],
+    }))
+
+
+if __name__ == "__main__":
+    steps = {"ingest": child_ingest, "floor": child_floor, "pandas": child_pandas}
+    if len(sys.argv) > 1 and sys.argv[1] in steps:
+        print(json.dumps(steps[sys.argv[1]](*sys.argv[2:])))
+    else:
+        main()

@@ -1,0 +1,2 @@
+-- The Dagster instance (runs, event log, schedules) gets a database of its own.
+CREATE DATABASE dagster OWNER observatory;

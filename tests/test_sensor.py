@@ -1,0 +1,91 @@
+"""collection_run_sensor against a real Dagster instance and a real database."""
+
+import json
+
+import dagster as dg
+from sqlalchemy import text
+
+from observatory_assets.collect import SourceRequest, collect, create_collection_run, run_collection
+from observatory_assets.definitions import defs
+from observatory_assets.ingestion import collection_run_partitions
+from sensors.collection_runs import collection_run_sensor
+from tests.conftest import write
+
+ITEM = '{"id": "%s", "title": "Item %s", "published_at": "2026-11-01T10:00:00Z"}\n'
+
+
+def _tick(instance, resources, cursor=None) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+    return collection_run_sensor(context)
+
+
+def _apply(instance, result: dg.SensorResult) -> None:
+    """What the sensor daemon does with a result: add the partitions."""
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+
+
+def test_one_run_per_completed_collection_run_and_nothing_for_pending(engine, store, resources, tmp_path):
+    completed = [collect(engine, store, [SourceRequest("s", "jsonl", path=str(write(tmp_path / f"{i}.jsonl", ITEM % (i, i))))])
+                 for i in range(2)]  # fmt: skip
+    pending = create_collection_run(engine, [SourceRequest("s", "jsonl", path=str(tmp_path / "0.jsonl"))])
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = _tick(instance, resources)
+        assert [r.partition_key for r in result.run_requests] == [str(r) for r in completed]
+        assert str(pending) not in {r.partition_key for r in result.run_requests}
+        assert len({r.run_key for r in result.run_requests}) == 2
+        assert set(result.dynamic_partitions_requests[0].partition_keys) == {str(r) for r in completed}
+        assert json.loads(result.cursor)["completed_at"]
+        _apply(instance, result)
+        assert set(instance.get_dynamic_partitions(collection_run_partitions.name)) == {str(r) for r in completed}
+
+        run_collection(engine, store, pending)  # the pending run completes later
+        later = _tick(instance, resources, cursor=result.cursor)
+        new_keys = {r.partition_key for r in later.run_requests}
+        assert str(pending) in new_keys
+
+
+def test_ingested_runs_are_not_requested_again_and_a_failed_ingestion_is_retried(engine, store, resources, tmp_path):
+    ok = collect(engine, store, [SourceRequest("s", "jsonl", path=str(write(tmp_path / "ok.jsonl", ITEM % (1, 1))))])
+    broken = collect(engine, store, [SourceRequest("s", "jsonl", path=str(write(tmp_path / "b.jsonl", ITEM % (2, 2))))])
+    with engine.connect() as conn:
+        broken_key = conn.execute(text("SELECT payloads->0->>'key' FROM collection_runs WHERE id = :id"), {"id": broken}).scalar()
+    saved = (store.root / broken_key).read_bytes()
+    (store.root / broken_key).unlink()  # the payload is missing: its ingestion fails for real
+
+    job = defs.resolve_job_def("ingest_collection_run")
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = _tick(instance, resources)
+        _apply(instance, first)
+        keys = {r.partition_key: r.run_key for r in first.run_requests}
+        for partition in keys:
+            result = job.execute_in_process(
+                instance=instance, partition_key=partition, resources=resources, raise_on_error=False,
+                tags={"dagster/partition": partition},
+            )
+            assert result.success == (partition == str(ok))
+
+        retry = _tick(instance, resources, cursor=first.cursor)
+        assert [r.partition_key for r in retry.run_requests] == [str(broken)]  # the ingested run is done
+        assert retry.run_requests[0].run_key != keys[str(broken)]  # a new key, so Dagster launches it
+
+        (store.root / broken_key).write_bytes(saved)
+        assert job.execute_in_process(instance=instance, partition_key=str(broken), resources=resources).success
+        done = _tick(instance, resources, cursor=retry.cursor)
+        assert done.run_requests == [] and done.skip_reason
+
+
+def test_a_failed_collection_run_is_ignored_until_it_is_collected_again(engine, store, resources, tmp_path):
+    missing = tmp_path / "later.jsonl"
+    run_id = create_collection_run(engine, [SourceRequest("s", "jsonl", path=str(missing))])
+    try:
+        run_collection(engine, store, run_id)
+    except FileNotFoundError:
+        pass
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM collection_runs WHERE id = :id"), {"id": run_id}).scalar() == "failed"
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert _tick(instance, resources).run_requests == []
+        write(missing, ITEM % (1, 1))
+        run_collection(engine, store, run_id)  # retrying the collection completes it
+        assert [r.partition_key for r in _tick(instance, resources).run_requests] == [str(run_id)]
