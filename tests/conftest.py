@@ -92,6 +92,18 @@ def store(objects_root: Path) -> LocalObjectStore:
     return LocalObjectStore(objects_root)
 
 
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3 HTTP endpoint on loopback (moto's server): ``host:port``."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture
 def resources(database_url: str, objects_root: Path) -> dict:
     """The Dagster resources pointed at this test's database and object store."""

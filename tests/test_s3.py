@@ -4,7 +4,6 @@ import io
 import urllib.request
 
 import pytest
-from moto.server import ThreadedMotoServer
 from sqlalchemy import text
 
 from observatory_assets.collect import SourceRequest, collect
@@ -12,15 +11,6 @@ from observatory_assets.loading import ingest_collection_run
 from resources import ObjectStoreResource, PostgresResource
 from resources.object_store import put_bytes, staged_upload
 from tests.conftest import write
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
