@@ -35,6 +35,9 @@ stop:
 ## Benchmarks: each prints one JSON object.
 bench: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/events.py --n 100000
+	$(BIN)/python bench/backup.py
+	$(BIN)/python bench/exports.py
 
 clean: stop
 	rm -rf .observatory

