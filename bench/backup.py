@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import run_child, scratch_database  # noqa: E402
+from common import peak_rss_mb, run_child, scratch_database  # noqa: E402
 
 from observatory_assets.backups import libpq_args, pg_tool, take_backup, verify_backup  # noqa: E402
 from observatory_assets.collect import SourceRequest, collect  # noqa: E402
@@ -32,14 +32,6 @@ from observatory_assets.demo_data import iter_items, write_jsonl  # noqa: E402
 from observatory_assets.loading import ingest_collection_run  # noqa: E402
 from resources.object_store import LocalObjectStore  # noqa: E402
 from resources.postgres import engine_for  # noqa: E402
-
-
-def peak_rss_since_exec_mb() -> float:
-    """This process's peak RSS since it started. ``ru_maxrss`` would also count the pages it
-    shared with the parent it was forked from (which just loaded a million items)."""
-    with open("/proc/self/status") as status:
-        kilobytes = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    return round(kilobytes / 1024, 1)
 
 
 def child_floor(url: str, out_dir: str) -> dict:
@@ -67,7 +59,7 @@ def child_backup(url: str, out_dir: str) -> dict:
     return {
         "seconds": backup.seconds, "bytes": backup.size, "verify_s": verification.seconds,
         "verify_download_s": verification.download_s, "verify_restore_s": verification.restore_s,
-        "verify_compare_s": verification.compare_s, "rows": verification.rows, "peak_rss_mb": peak_rss_since_exec_mb(),
+        "verify_compare_s": verification.compare_s, "rows": verification.rows, "peak_rss_mb": peak_rss_mb(),
     }  # fmt: skip
 
 

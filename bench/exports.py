@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import run_child, scratch_database  # noqa: E402
+from common import peak_rss_mb, run_child, scratch_database  # noqa: E402
 
 from observatory_assets import exports  # noqa: E402
 from observatory_assets.collect import SourceRequest, collect  # noqa: E402
@@ -42,14 +42,6 @@ from resources.object_store import LocalObjectStore  # noqa: E402
 from resources.postgres import engine_for  # noqa: E402
 
 FILTERS = exports.build_filters()  # the scratch database holds only the benchmark's items
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak RSS (VmHWM). ``ru_maxrss`` is not used: on Linux a child started
-    with vfork + exec reports the parent's peak there when the parent's was higher."""
-    with open("/proc/self/status") as status:
-        kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    return round(kb / 1024, 1)
 
 
 def typed_rows_query(limit: int = 0) -> str:

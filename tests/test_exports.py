@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from lxml import etree
-from moto.server import ThreadedMotoServer
 from sqlalchemy import text
 
 from observatory_assets import exports
@@ -360,15 +359,6 @@ def test_network_uses_events_when_they_exist(engine, store, dataset):
 
     crowded, _ = export_network(engine, store, build_filters(), request_id="crowded", max_authors_per_context=2)
     assert crowded.details["crowded_contexts_skipped"] == sum(1 for a in contexts.values() if len(a) > 2)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"{host}:{port}"
-    server.stop()
 
 
 def test_s3_exports_download_through_the_presigned_url(engine, dataset, s3_endpoint):
