@@ -36,6 +36,7 @@ stop:
 bench: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/events.py --n 100000
+	$(BIN)/python bench/cluster_quality.py --labelled bench/data/news_headlines_labelled.csv --embedder hashing
 	$(BIN)/python bench/backup.py
 	$(BIN)/python bench/exports.py
 
