@@ -625,9 +625,9 @@ defs = dg.Definitions(
 
 
 def _cli_context() -> tuple[Engine, ObjectStore, str]:
-    from observatory_assets.cli import _engine_and_store
+    from observatory_assets.cli import engine_and_store
 
-    engine, store = _engine_and_store()
+    engine, store = engine_and_store()
     return engine, store, engine.url.render_as_string(hide_password=False)
 
 

@@ -21,7 +21,7 @@ SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
 COMMAND_MODULES: list[str] = ["observatory_assets.backups", "observatory_assets.exports", "observatory_assets.events"]
 
 
-def _engine_and_store():
+def engine_and_store():
     """The database engine and object store, configured as the Dagster resources are."""
     from resources import observatory_resources
 
@@ -82,7 +82,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     from observatory_assets.collect import SourceRequest, collect, guess_format
 
-    engine, store = _engine_and_store()
+    engine, store = engine_and_store()
     location = args.file or args.url
     request = SourceRequest(args.source, args.format or guess_format(location), path=args.file, url=args.url)
     run_id = collect(engine, store, [request])
@@ -111,7 +111,7 @@ def ingest_runs(run_ids: list[int] | None = None, force: bool = False) -> list[d
 
     from observatory_assets.definitions import defs
 
-    engine, _ = _engine_and_store()
+    engine, _ = engine_and_store()
     with engine.connect() as conn:
         if run_ids is None:
             run_ids = list(
@@ -190,7 +190,7 @@ def run_status(engine) -> dict:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    engine, _ = _engine_and_store()
+    engine, _ = engine_and_store()
     status = run_status(engine)
     if args.json:
         print(json.dumps(status, indent=2))
@@ -216,7 +216,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     schema.upgrade(app_url)
     home = prepare_dagster_home(settings)
-    engine, store = _engine_and_store()
+    engine, store = engine_and_store()
     samples = sorted(p for p in SAMPLE_DIR.iterdir() if p.suffix in (".xml", ".atom", ".jsonl", ".csv"))
     for path in samples:
         run_id = collect(engine, store, [SourceRequest(path.stem, guess_format(path.name), path=str(path))])

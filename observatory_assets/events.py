@@ -643,11 +643,11 @@ SELECT DISTINCT r.collection_run_id
 
 
 def cmd_enrich(args) -> int:
-    from observatory_assets.cli import _engine_and_store, register_partitions
+    from observatory_assets.cli import engine_and_store, register_partitions
     from observatory_assets.embedders import EmbedderResource
     from resources.embedded import prepare_dagster_home
 
-    engine, _ = _engine_and_store()
+    engine, _ = engine_and_store()
     if args.run:
         run_ids = [args.run]
     else:
@@ -665,19 +665,19 @@ def cmd_enrich(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from observatory_assets.cli import _engine_and_store
+    from observatory_assets.cli import engine_and_store
     from observatory_assets.enrichment import search_items
 
-    engine, _ = _engine_and_store()
+    engine, _ = engine_and_store()
     for hit in search_items(engine, args.query, language=args.language, limit=args.limit):
         print(f"{hit['id']:>8} {hit['language'] or '-':4} {hit['config']:10} {hit['rank']:.3f}  {hit['title']}")
     return 0
 
 
 def cmd_events(args) -> int:
-    from observatory_assets.cli import _engine_and_store
+    from observatory_assets.cli import engine_and_store
 
-    engine, _ = _engine_and_store()
+    engine, _ = engine_and_store()
     with engine.connect() as conn:
         rows = conn.execute(
             text(

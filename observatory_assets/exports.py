@@ -1189,10 +1189,10 @@ def _print_results(results: list[ExportResult]) -> None:
 
 
 def cmd_export_items(args) -> int:
-    from observatory_assets.cli import _engine_and_store
+    from observatory_assets.cli import engine_and_store
 
     filters = _filters_from(args)
-    engine, store = _engine_and_store()
+    engine, store = engine_and_store()
     results = export_content(
         engine, store, filters, args.formats or CONTENT_FORMATS, request_id=args.request_id,
         include_metadata=args.metadata, actor="cli",
@@ -1202,10 +1202,10 @@ def cmd_export_items(args) -> int:
 
 
 def cmd_export_network(args) -> int:
-    from observatory_assets.cli import _engine_and_store
+    from observatory_assets.cli import engine_and_store
 
     filters = _filters_from(args)
-    engine, store = _engine_and_store()
+    engine, store = engine_and_store()
     result, _ = export_network(
         engine, store, filters, request_id=args.request_id, pseudonymize=args.pseudonymize,
         dynamic=args.dynamic, max_authors_per_context=args.max_authors_per_context, actor="cli",
@@ -1215,9 +1215,9 @@ def cmd_export_network(args) -> int:
 
 
 def cmd_export_list(args) -> int:
-    from observatory_assets.cli import _engine_and_store
+    from observatory_assets.cli import engine_and_store
 
-    engine, _ = _engine_and_store()
+    engine, _ = engine_and_store()
     with engine.connect() as conn:
         rows = conn.execute(
             text(
