@@ -49,7 +49,7 @@ from sqlalchemy.engine import make_url
 from observatory_assets.operations import OPERATIONS, table_fingerprint
 from resources import ObjectStoreResource, PostgresResource
 from resources.embedded import database_url_in
-from resources.object_store import ObjectStore, put_bytes
+from resources.object_store import ObjectStore, download_metadata, put_bytes
 from resources.postgres import engine_for
 from resources.settings import as_libpq_dsn, mask_dsn
 
@@ -517,14 +517,13 @@ def postgres_backups(config: BackupConfig, postgres: PostgresResource,
     engine, store = postgres.get_engine(), object_store.get_store()
     backup = take_backup(engine, store, postgres.resolved_url(), config.pg_bin_dir)
     pruned = prune_backups(engine, store, config.keep_days, config.keep_min)
-    location = store.download_url(backup.key)
     with engine.connect() as conn:
         kept = conn.execute(text("SELECT count(*) FROM backups WHERE status = 'completed'")).scalar_one()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(kept),
             "key": backup.key,
-            "url": dg.MetadataValue.url(location) if "://" in location else dg.MetadataValue.path(location),
+            "url": download_metadata(store.download_url(backup.key)),
             "size_mb": dg.MetadataValue.float(round(backup.size / 1e6, 3)),
             "sha256": backup.sha256,
             "seconds": dg.MetadataValue.float(round(backup.seconds, 3)),

@@ -109,8 +109,6 @@ def ingest_runs(run_ids: list[int] | None = None, force: bool = False) -> list[d
     import dagster as dg
     from sqlalchemy import text
 
-    from observatory_assets.definitions import defs
-
     engine, _ = engine_and_store()
     with engine.connect() as conn:
         if run_ids is None:
@@ -120,19 +118,31 @@ def ingest_runs(run_ids: list[int] | None = None, force: bool = False) -> list[d
                 ).scalars()
             )
     register_partitions(run_ids)
-    job = defs.resolve_job_def("ingest_collection_run")
-    outcomes = []
     with dg.DagsterInstance.get() as instance:
-        for run_id in run_ids:
-            run_config = {
-                "ops": {"raw_items": {"config": {"force": force}}},
-                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-            }
-            result = job.execute_in_process(
-                instance=instance, partition_key=str(run_id), run_config=run_config, raise_on_error=False
-            )
-            outcomes.append({"collection_run": run_id, "dagster_run": result.run_id, "success": result.success})
-    return outcomes
+        return [
+            run_job(instance, "ingest_collection_run", partition_key=str(run_id), ops_config={"raw_items": {"force": force}})
+            for run_id in run_ids
+        ]
+
+
+def run_job(instance, name: str, partition_key: str | None = None, ops_config: dict | None = None) -> dict:
+    """Run a job of the code location in-process, recorded in ``instance`` as the daemon's runs are,
+    with console logging kept to warnings. Returns what happened, for people and scripts."""
+    from observatory_assets.definitions import defs
+
+    run_config = {
+        "ops": {op: {"config": config} for op, config in (ops_config or {}).items()},
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+    }
+    result = defs.resolve_job_def(name).execute_in_process(
+        instance=instance, partition_key=partition_key, run_config=run_config, raise_on_error=False
+    )
+    return {
+        "job": name,
+        "collection_run": int(partition_key) if partition_key else None,
+        "dagster_run": result.run_id,
+        "success": result.success,
+    }
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -147,18 +157,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 #: The unpartitioned jobs the demo runs after ingestion and clustering: the rest of the asset graph.
 DEMO_JOBS = ("partition_rollover", "export_content_and_network", "nightly_backup", "restore_verification")
-
-
-def run_jobs(instance, names) -> list[dict]:
-    """Run Dagster jobs in-process with their default config, recorded in ``instance``."""
-    from observatory_assets.definitions import defs
-
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    outcomes = []
-    for name in names:
-        result = defs.resolve_job_def(name).execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
-        outcomes.append({"job": name, "dagster_run": result.run_id, "success": result.success})
-    return outcomes
 
 
 def run_status(engine) -> dict:
@@ -228,7 +226,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     outcomes = ingest_runs()
     with dg.DagsterInstance.get() as instance:
         outcomes += materialize_enrichment_and_events(instance, [o["collection_run"] for o in outcomes])
-        outcomes += run_jobs(instance, DEMO_JOBS)
+        outcomes += [run_job(instance, name) for name in DEMO_JOBS]
     failed = [o for o in outcomes if not o["success"]]
     status = run_status(engine)
     with engine.connect() as conn:

@@ -609,19 +609,10 @@ def events_after_enrichment(context: dg.RunStatusSensorContext):
 def materialize_enrichment_and_events(instance: dg.DagsterInstance, run_ids: list[int]) -> list[dict]:
     """Enrich the given collection runs (partitions) and then cluster events, in-process through Dagster,
     recorded in ``instance`` like the sensors' runs (for the demo and the CLI)."""
-    from observatory_assets.definitions import defs
+    from observatory_assets.cli import run_job
 
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    outcomes = []
-    enrich = defs.resolve_job_def(enrich_job.name)
-    for run_id in run_ids:
-        result = enrich.execute_in_process(
-            instance=instance, partition_key=str(run_id), run_config=quiet, raise_on_error=False
-        )
-        outcomes.append({"job": enrich_job.name, "collection_run": run_id, "dagster_run": result.run_id, "success": result.success})
-    result = defs.resolve_job_def(events_job.name).execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
-    outcomes.append({"job": events_job.name, "collection_run": None, "dagster_run": result.run_id, "success": result.success})
-    return outcomes
+    outcomes = [run_job(instance, enrich_job.name, partition_key=str(run_id)) for run_id in run_ids]
+    return outcomes + [run_job(instance, events_job.name)]
 
 
 defs = dg.Definitions(

@@ -52,9 +52,9 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from sqlalchemy import Connection, Engine, text
 
-from observatory_assets.ingestion import _markdown_table
+from observatory_assets.ingestion import markdown_table
 from resources import ObjectStoreResource, PostgresResource
-from resources.object_store import ObjectStore, StoredObject, staged_upload
+from resources.object_store import ObjectStore, StoredObject, download_metadata, staged_upload
 
 EXPORTS = "exports"
 
@@ -1039,10 +1039,6 @@ class NetworkExportsConfig(ExportFiltersConfig):
     )
 
 
-def _location(url: str) -> dg.MetadataValue:
-    return dg.MetadataValue.url(url) if url.startswith(("http://", "https://")) else dg.MetadataValue.path(url)
-
-
 def _stored_check(store: ObjectStore, results: list[ExportResult], check_name: str) -> dg.AssetCheckResult:
     sizes = {r.format: store.size(r.object_key) for r in results}
     wrong = {r.format: {"stored": sizes[r.format], "written": r.size} for r in results if sizes[r.format] != r.size}
@@ -1082,10 +1078,10 @@ def content_exports(
         "dagster/row_count": dg.MetadataValue.int(results[0].record_count),
         "filters": dg.MetadataValue.json(filters.as_json()),
         "record_counts": dg.MetadataValue.json(counts),
-        "preview": dg.MetadataValue.md(_markdown_table(preview(engine, filters))),
+        "preview": dg.MetadataValue.md(markdown_table(preview(engine, filters))),
     }
     for r in results:
-        metadata[f"{r.format}_download"] = _location(r.download_url)
+        metadata[f"{r.format}_download"] = download_metadata(r.download_url)
         metadata[f"{r.format}_object_key"] = r.object_key
         metadata[f"{r.format}_sha256"] = r.sha256
         metadata[f"{r.format}_bytes"] = dg.MetadataValue.int(r.size)
@@ -1139,14 +1135,14 @@ def network_exports(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(result.details["nodes"]),
             "filters": dg.MetadataValue.json(filters.as_json()),
-            "gexf_download": _location(result.download_url),
+            "gexf_download": download_metadata(result.download_url),
             "object_key": result.object_key,
             "sha256": result.sha256,
             "bytes": dg.MetadataValue.int(result.size),
             "export_id": dg.MetadataValue.int(result.export_id),
             "network": dg.MetadataValue.json(result.details),
             "top_actors_by_weighted_degree": dg.MetadataValue.md(
-                _markdown_table([{"actor": str(n), "weighted_degree": str(d)} for n, d in top])
+                markdown_table([{"actor": str(n), "weighted_degree": str(d)} for n, d in top])
             ),
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         },

@@ -81,12 +81,12 @@ def raw_items(
             "reject_reasons": dg.MetadataValue.json(result.reject_reasons),
             "partitions_created": dg.MetadataValue.json(result.partitions_created),
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
-            "preview": dg.MetadataValue.md(_markdown_table(preview_rows)),
+            "preview": dg.MetadataValue.md(markdown_table(preview_rows)),
         }
     )
 
 
-def _markdown_table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict]) -> str:
     if not rows:
         return "_no items_"
     header = list(rows[0])

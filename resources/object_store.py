@@ -180,6 +180,11 @@ def put_bytes(store: ObjectStore, key: str, data: bytes, content_type: str = "ap
     return store.put_stream(key, io.BytesIO(data), content_type)
 
 
+def download_metadata(url: str) -> dg.MetadataValue:
+    """A download location for materialization metadata: a clickable (pre-signed) URL, or a local path."""
+    return dg.MetadataValue.url(url) if url.startswith(("http://", "https://")) else dg.MetadataValue.path(url)
+
+
 @contextmanager
 def staged_upload(store: ObjectStore, key: str, content_type: str = "application/octet-stream") -> Iterator[BinaryIO]:
     """Write an object through a local temporary file, uploaded atomically when the block ends.
