@@ -111,12 +111,14 @@ class LocalObjectStore:
         return path.stat().st_size if path.is_file() else None
 
     def list(self, prefix: str) -> Iterator[str]:
-        base = self.root
-        for path in sorted(base.rglob("*")):
-            if path.is_file() and ".partial" not in path.relative_to(base).parts[:1]:
-                key = path.relative_to(base).as_posix()
-                if key.startswith(prefix):
-                    yield key
+        # walk only the directory the prefix names, not the whole store
+        start = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not start.is_dir():
+            return
+        for path in sorted(start.rglob("*")):
+            key = path.relative_to(self.root).as_posix()
+            if path.is_file() and key.startswith(prefix) and not key.startswith(".partial/"):
+                yield key
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
