@@ -219,12 +219,6 @@ class ObjectStoreResource(dg.ConfigurableResource):
             return LocalObjectStore(Path(self.local_root))
         return _s3_store(self.endpoint, self.bucket, self.access_key, self.secret_key, self.secure, self.region)
 
-    @property
-    def location(self) -> str:
-        """Where objects live, for people (no credentials)."""
-        scheme = "https" if self.secure else "http"
-        return f"s3 {scheme}://{self.endpoint}/{self.bucket}" if self.endpoint else f"local {self.local_root}"
-
 
 _S3_STORES: dict[tuple, S3ObjectStore] = {}
 

@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 from sqlalchemy import Engine, create_engine
 
-from resources.settings import as_libpq_dsn, as_psycopg_url, mask_dsn
+from resources.settings import as_psycopg_url, mask_dsn
 
 
 @lru_cache(maxsize=8)
@@ -40,10 +40,6 @@ class PostgresResource(dg.ConfigurableResource):
 
     def get_engine(self) -> Engine:
         return engine_for(self.resolved_url())
-
-    def libpq_dsn(self) -> str:
-        """Plain DSN for raw psycopg connections and libpq tools (contains the password)."""
-        return as_libpq_dsn(self.resolved_url())
 
     @property
     def display_url(self) -> str:
