@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test ui services stop bench clean
+.PHONY: demo test lint ui services stop bench clean ghost
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/observatory demo
 
-## Install and run the whole test suite.
-test: $(VENV)/.installed
+## Install, lint (ruff, one-way imports) and run the whole test suite.
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## ruff (lint and format) and import-linter's architecture contracts (pyproject.toml).
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 ## The Dagster UI on http://127.0.0.1:3000 (webserver + daemon, instance in the embedded Postgres).
 ui: $(VENV)/.installed
@@ -42,3 +48,7 @@ bench: $(VENV)/.installed
 
 clean: stop
 	rm -rf .observatory
+
+## A real Ghost 6 for the publishing tests (Node 22, ghost-cli, SQLite) in $OBSERVATORY_GHOST_DIR or /opt/observatory-ghost.
+ghost:
+	bash scripts/install-ghost.sh

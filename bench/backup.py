@@ -26,10 +26,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import peak_rss_mb, run_child, scratch_database  # noqa: E402
 
-from observatory_assets.backups import libpq_args, pg_tool, take_backup, verify_backup  # noqa: E402
-from observatory_assets.collect import SourceRequest, collect  # noqa: E402
-from observatory_assets.demo_data import iter_items, write_jsonl  # noqa: E402
-from observatory_assets.loading import ingest_collection_run  # noqa: E402
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
+from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl  # noqa: E402
+from observatory_assets.defs.ingestion.loading import ingest_collection_run  # noqa: E402
+from observatory_assets.defs.operations.backups import libpq_args, pg_tool, take_backup  # noqa: E402
+from observatory_assets.defs.operations.restore import verify_backup  # noqa: E402
 from resources.object_store import LocalObjectStore  # noqa: E402
 from resources.postgres import engine_for  # noqa: E402
 

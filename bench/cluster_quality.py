@@ -25,11 +25,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, scratch_database  # noqa: E402
 
-from observatory_assets.collect import SourceRequest, collect  # noqa: E402
-from observatory_assets.embedders import make_embedder  # noqa: E402
-from observatory_assets.enrichment import embed_run, featurize_run  # noqa: E402
-from observatory_assets.events import ClusteringParams, cluster_events  # noqa: E402
-from observatory_assets.loading import ingest_collection_run  # noqa: E402
+from observatory_assets.defs.enrichment.embedders import make_embedder  # noqa: E402
+from observatory_assets.defs.enrichment.embeddings import embed_run  # noqa: E402
+from observatory_assets.defs.enrichment.features import featurize_run  # noqa: E402
+from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events  # noqa: E402
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
+from observatory_assets.defs.ingestion.loading import ingest_collection_run  # noqa: E402
 from resources.object_store import LocalObjectStore  # noqa: E402
 from resources.postgres import engine_for  # noqa: E402
 
@@ -123,7 +124,7 @@ def evaluate(rows: list[dict], embedder_name: str, overrides: dict) -> dict:
 def write_generated(path: Path, stories: int = 60, seed: int = 11) -> int:
     """A labelled set from the demo generator: each story retold by several demo sources, in Danish and
     English paraphrases, plus one-off items as noise."""
-    from observatory_assets.demo_data import DEFAULT_ANCHOR, SOURCES, _item, make_stories
+    from observatory_assets.defs.ingestion.demo_data import DEFAULT_ANCHOR, SOURCES, _item, make_stories
 
     rng = random.Random(seed)
     story_list = make_stories(stories + stories // 2, rng, DEFAULT_ANCHOR, days=45)
@@ -152,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generate", type=Path, help="write the generated labelled set to this path and exit")
     for f in fields(ClusteringParams):
         kind = float if f.name == "threshold" else type(f.default)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, help=f"default: {f.default}" if f.name != "threshold" else "default: the embedder's join_threshold")
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=kind,
+            help=f"default: {f.default}" if f.name != "threshold" else "default: the embedder's join_threshold",
+        )
     args = parser.parse_args(argv)
     if args.generate:
         print(json.dumps({"written": write_generated(args.generate), "path": str(args.generate)}))

@@ -16,7 +16,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from observatory_assets import schema  # noqa: E402
+from observatory_assets.lib import migrations  # noqa: E402
 from resources.embedded import database_url_in, resolve_database_urls  # noqa: E402
 from resources.postgres import engine_for  # noqa: E402
 from resources.settings import as_libpq_dsn  # noqa: E402
@@ -32,7 +32,7 @@ def scratch_database(migrated: bool = True):
     url = database_url_in(server_url, name)
     try:
         if migrated:
-            schema.upgrade(url)
+            migrations.upgrade(url)
         yield url
     finally:
         engine_for(url).dispose()

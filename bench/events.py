@@ -27,12 +27,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_quality import fresh_database  # noqa: E402
 
-from observatory_assets.collect import SourceRequest, collect  # noqa: E402
-from observatory_assets.demo_data import iter_items, write_jsonl  # noqa: E402
-from observatory_assets.embedders import HashingEmbedder  # noqa: E402
-from observatory_assets.enrichment import embed_run, featurize_run, register_vector_type  # noqa: E402
-from observatory_assets.events import ClusteringParams, cluster_events  # noqa: E402
-from observatory_assets.loading import ingest_collection_run  # noqa: E402
+from observatory_assets.defs.enrichment.embedders import HashingEmbedder  # noqa: E402
+from observatory_assets.defs.enrichment.embeddings import embed_run  # noqa: E402
+from observatory_assets.defs.enrichment.features import featurize_run  # noqa: E402
+from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events  # noqa: E402
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
+from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl  # noqa: E402
+from observatory_assets.defs.ingestion.loading import ingest_collection_run  # noqa: E402
+from resources.postgres import register_vector_type  # noqa: E402
 
 NAIVE_SAMPLE = 2000
 
@@ -57,7 +59,9 @@ def embedding_write_floor(engine, embedder: HashingEmbedder, sample: int) -> flo
         conn = sa_conn.connection.driver_connection
         register_vector_type(conn)
         with conn.transaction():
-            conn.execute(f"CREATE TEMP TABLE floor_vectors (item_id bigint, embedding vector({embedder.dimensions})) ON COMMIT DROP")
+            conn.execute(
+                f"CREATE TEMP TABLE floor_vectors (item_id bigint, embedding vector({embedder.dimensions})) ON COMMIT DROP"
+            )
             started = time.perf_counter()
             with conn.cursor() as cursor, cursor.copy("COPY floor_vectors FROM STDIN WITH (FORMAT BINARY)") as copy:
                 copy.set_types(["int8", "vector"])
@@ -109,12 +113,14 @@ def naive_clustering(engine, embedder_name: str, params: ClusteringParams, sampl
 
 def minilm_rate(sample: int) -> float | None:
     try:
-        from observatory_assets.embedders import MiniLMEmbedder
+        from observatory_assets.defs.enrichment.embedders import MiniLMEmbedder
 
         embedder = MiniLMEmbedder()
     except (ImportError, RuntimeError):
         return None
-    documents = [(json.loads(line).get("title"), json.loads(line).get("text")) for line in iter_items(sample, seed=3, bad_rate=0)]
+    documents = [
+        (json.loads(line).get("title"), json.loads(line).get("text")) for line in iter_items(sample, seed=3, bad_rate=0)
+    ]
     started = time.perf_counter()
     embedder.embed(documents)
     return _rate(len(documents), time.perf_counter() - started)
@@ -173,7 +179,10 @@ def run(n: int, scaling: list[int], seed: int, minilm_sample: int) -> dict:
 
 
 def _hashing_compute_rate(embedder: HashingEmbedder, sample: int, seed: int) -> float:
-    documents = [(json.loads(line).get("title"), json.loads(line).get("text")) for line in iter_items(sample, seed=seed + 1, bad_rate=0)]
+    documents = [
+        (json.loads(line).get("title"), json.loads(line).get("text"))
+        for line in iter_items(sample, seed=seed + 1, bad_rate=0)
+    ]
     started = time.perf_counter()
     embedder.embed(documents)
     return _rate(len(documents), time.perf_counter() - started)

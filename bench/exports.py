@@ -20,7 +20,7 @@ a fresh process so its peak RSS is its own:
 ``ratio_to_floor`` = our seconds / floor seconds (1.0 = as fast as the floor; target ≤ 1.5);
 ``speedup_vs_pandas`` = our rows/s / pandas rows/s; ``peak_rss_mb`` is the exporting process's
 peak RSS, imports included. Prints one JSON object keyed by format.
-Usage: python bench/exports.py [--n 1000000] [--formats csv,parquet] [--pandas-rows 250000]
+Usage: python bench/py [--n 1000000] [--formats csv,parquet] [--pandas-rows 250000]
        [--pandas-xlsx-rows 100000]
 """
 
@@ -34,23 +34,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import peak_rss_mb, run_child, scratch_database  # noqa: E402
 
-from observatory_assets import exports  # noqa: E402
-from observatory_assets.collect import SourceRequest, collect  # noqa: E402
-from observatory_assets.demo_data import iter_items, write_jsonl  # noqa: E402
-from observatory_assets.loading import ingest_collection_run  # noqa: E402
+from observatory_assets.defs.exports.columns import COLUMNS, parquet_schema  # noqa: E402
+from observatory_assets.defs.exports.delivery import CONTENT_FORMATS, export_content  # noqa: E402
+from observatory_assets.defs.exports.filters import SELECTION_FROM, SELECTION_ORDER, build_filters, selection_where  # noqa: E402
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
+from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl  # noqa: E402
+from observatory_assets.defs.ingestion.loading import ingest_collection_run  # noqa: E402
 from resources.object_store import LocalObjectStore  # noqa: E402
 from resources.postgres import engine_for  # noqa: E402
 
-FILTERS = exports.build_filters()  # the scratch database holds only the benchmark's items
+FILTERS = build_filters()  # the scratch database holds only the benchmark's items
 
 
 def typed_rows_query(limit: int = 0) -> str:
     """The exported columns as Postgres types, in export order: what the floor and pandas read."""
-    where, params = exports.selection_where(FILTERS)
+    where, params = selection_where(FILTERS)
     assert not params
-    columns = ", ".join(f'{c.sql} AS "{c.name}"' for c in exports.COLUMNS)
+    columns = ", ".join(f'{c.sql} AS "{c.name}"' for c in COLUMNS)
     tail = f" LIMIT {int(limit)}" if limit else ""
-    return f"SELECT {columns}{exports.SELECTION_FROM} WHERE {where} {exports.SELECTION_ORDER}{tail}"
+    return f"SELECT {columns}{SELECTION_FROM} WHERE {where} {SELECTION_ORDER}{tail}"
 
 
 def load(url: str, n: int, tmp: Path) -> int:
@@ -79,13 +81,14 @@ def load(url: str, n: int, tmp: Path) -> int:
 
 
 def child_export(url: str, out_dir: str, fmt: str) -> dict:
-    result = exports.export_content(engine_for(url), LocalObjectStore(Path(out_dir) / "objects"), FILTERS, [fmt])[0]
+    result = export_content(engine_for(url), LocalObjectStore(Path(out_dir) / "objects"), FILTERS, [fmt])[0]
     return {"rows": result.record_count, "seconds": result.seconds, "bytes": result.size, "peak_rss_mb": peak_rss_mb()}
 
 
 def child_floor_csv(url: str) -> dict:
-    from resources.settings import as_libpq_dsn
     import psycopg
+
+    from resources.settings import as_libpq_dsn
 
     size = 0
     with psycopg.connect(as_libpq_dsn(url)) as conn, conn.cursor() as cursor:
@@ -99,15 +102,15 @@ def child_floor_csv(url: str) -> dict:
 
 
 def child_floor_parquet(url: str, out_dir: str) -> dict:
+    import psycopg
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from resources.settings import as_libpq_dsn
-    import psycopg
 
     with psycopg.connect(as_libpq_dsn(url)) as conn:
         rows = conn.execute(typed_rows_query()).fetchall()
-    schema = exports.parquet_schema(include_metadata=False)
+    schema = parquet_schema(include_metadata=False)
     target = Path(out_dir) / "floor.parquet"
     started = time.perf_counter()
     columns = list(zip(*rows)) if rows else [[] for _ in schema]
@@ -148,7 +151,7 @@ CHILDREN = {"export": child_export, "floor_csv": child_floor_csv, "floor_parquet
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="generated items")
-    parser.add_argument("--formats", default=",".join(exports.CONTENT_FORMATS))
+    parser.add_argument("--formats", default=",".join(CONTENT_FORMATS))
     parser.add_argument("--pandas-rows", type=int, default=250_000, help="cap for the pandas baseline")
     parser.add_argument("--pandas-xlsx-rows", type=int, default=100_000, help="cap for pandas.to_excel")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)

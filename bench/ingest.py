@@ -22,23 +22,31 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import peak_rss_mb, run_child, scratch_database, timed  # noqa: E402
 
-from observatory_assets.collect import SourceRequest, collect  # noqa: E402
-from observatory_assets.demo_data import iter_items, write_jsonl  # noqa: E402
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
+from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl  # noqa: E402
 from resources.object_store import LocalObjectStore  # noqa: E402
 from resources.postgres import engine_for  # noqa: E402
 from resources.settings import as_libpq_dsn  # noqa: E402
 
-CLEAN_COLUMNS = ("id, source_id, collection_run_id, record_no, external_id, url, title, text, author, published_at, "
-                 "fetched_at, language, content_hash, raw_metadata")
+CLEAN_COLUMNS = (
+    "id, source_id, collection_run_id, record_no, external_id, url, title, text, author, published_at, "
+    "fetched_at, language, content_hash, raw_metadata"
+)
 
 
 def child_ingest(url: str, objects: str, run_id: str, force: str) -> dict:
-    from observatory_assets.loading import ingest_collection_run
+    from observatory_assets.defs.ingestion.loading import ingest_collection_run
 
     result = ingest_collection_run(engine_for(url), LocalObjectStore(Path(objects)), int(run_id), force=force == "1")
-    return {"seconds": result.seconds, "delivered": result.delivered, "loaded": result.loaded,
-            "duplicates": result.duplicates, "rejected": result.rejected, "skipped": result.skipped,
-            "peak_rss_mb": peak_rss_mb()}
+    return {
+        "seconds": result.seconds,
+        "delivered": result.delivered,
+        "loaded": result.loaded,
+        "duplicates": result.duplicates,
+        "rejected": result.rejected,
+        "skipped": result.skipped,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def child_floor(url: str, clean_file: str) -> dict:
@@ -58,8 +66,9 @@ def child_pandas(url: str, clean_file: str) -> dict:
     import pandas as pd
 
     columns = [c.strip() for c in CLEAN_COLUMNS.split(",")]
-    frame = pd.read_csv(clean_file, sep="\t", names=columns, header=None, na_values=["\\N"], keep_default_na=False,
-                        quoting=3, dtype=str)
+    frame = pd.read_csv(
+        clean_file, sep="\t", names=columns, header=None, na_values=["\\N"], keep_default_na=False, quoting=3, dtype=str
+    )
     frame["content_hash"] = frame["content_hash"].map(lambda h: bytes.fromhex(h[3:]))
     for column in ("id", "source_id", "collection_run_id", "record_no"):
         frame[column] = frame[column].astype("int64")
@@ -76,8 +85,15 @@ def child_pandas(url: str, clean_file: str) -> dict:
     engine = engine_for(url)
     times: dict = {}
     with timed(times, "seconds"):
-        frame.to_sql("raw_items", engine, if_exists="append", index=False, method="multi", chunksize=1000,
-                     dtype={"raw_metadata": JSONB, "content_hash": LargeBinary})
+        frame.to_sql(
+            "raw_items",
+            engine,
+            if_exists="append",
+            index=False,
+            method="multi",
+            chunksize=1000,
+            dtype={"raw_metadata": JSONB, "content_hash": LargeBinary},
+        )
     return {**times, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -85,8 +101,10 @@ def _prepare_target(conn) -> None:
     """The floor and pandas load the same rows: give them the same sources, run and partitions."""
     conn.execute("INSERT INTO sources (name, type) VALUES ('bench', 'jsonl')")
     conn.execute("INSERT INTO collection_runs (status) VALUES ('completed')")
-    conn.execute("SELECT ensure_month_partition('raw_items', m::date) FROM generate_series("
-                 "DATE '2026-09-01', DATE '2026-12-01', interval '1 month') m")
+    conn.execute(
+        "SELECT ensure_month_partition('raw_items', m::date) FROM generate_series("
+        "DATE '2026-09-01', DATE '2026-12-01', interval '1 month') m"
+    )
 
 
 def main() -> None:
@@ -98,7 +116,9 @@ def main() -> None:
         payload = Path(tmp) / "items.jsonl"
         write_jsonl(payload, iter_items(args.n, seed=11, text_chars=1000))
         objects = Path(tmp) / "objects"
-        run_id = collect(engine_for(ours_url), LocalObjectStore(objects), [SourceRequest("bench", "jsonl", path=str(payload))])
+        run_id = collect(
+            engine_for(ours_url), LocalObjectStore(objects), [SourceRequest("bench", "jsonl", path=str(payload))]
+        )
         first = run_child(script, "ingest", ours_url, str(objects), str(run_id), "0")
         again = run_child(script, "ingest", ours_url, str(objects), str(run_id), "0")
         forced = run_child(script, "ingest", ours_url, str(objects), str(run_id), "1")
@@ -115,23 +135,29 @@ def main() -> None:
         with scratch_database() as pandas_url:
             pandas = run_child(script, "pandas", pandas_url, str(clean))
 
-    print(json.dumps({
-        "n": args.n,
-        "delivered": first["delivered"], "loaded": first["loaded"],
-        "duplicates": first["duplicates"], "rejected": first["rejected"],
-        "seconds": round(first["seconds"], 3),
-        "items_per_s": round(args.n / first["seconds"]),
-        "floor_seconds": round(floor["seconds"], 3),
-        "floor_rows_per_s": round(first["loaded"] / floor["seconds"]),
-        "ratio_to_floor": round(first["seconds"] / floor["seconds"], 3),
-        "pandas_seconds": round(pandas["seconds"], 3),
-        "speedup_vs_pandas": round(pandas["seconds"] / first["seconds"], 2),
-        "reingest_ratio": round(again["seconds"] / first["seconds"], 4),
-        "reingest_skipped": again["skipped"],
-        "forced_reingest_ratio": round(forced["seconds"] / first["seconds"], 3),
-        "peak_rss_mb": first["peak_rss_mb"],
-        "pandas_peak_rss_mb": pandas["peak_rss_mb"],
-    }))
+    print(
+        json.dumps(
+            {
+                "n": args.n,
+                "delivered": first["delivered"],
+                "loaded": first["loaded"],
+                "duplicates": first["duplicates"],
+                "rejected": first["rejected"],
+                "seconds": round(first["seconds"], 3),
+                "items_per_s": round(args.n / first["seconds"]),
+                "floor_seconds": round(floor["seconds"], 3),
+                "floor_rows_per_s": round(first["loaded"] / floor["seconds"]),
+                "ratio_to_floor": round(first["seconds"] / floor["seconds"], 3),
+                "pandas_seconds": round(pandas["seconds"], 3),
+                "speedup_vs_pandas": round(pandas["seconds"] / first["seconds"], 2),
+                "reingest_ratio": round(again["seconds"] / first["seconds"], 4),
+                "reingest_skipped": again["skipped"],
+                "forced_reingest_ratio": round(forced["seconds"] / first["seconds"], 3),
+                "peak_rss_mb": first["peak_rss_mb"],
+                "pandas_peak_rss_mb": pandas["peak_rss_mb"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

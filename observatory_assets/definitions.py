@@ -1,21 +1,32 @@
-"""The Observatory code location: every asset, check, job, sensor and schedule, and the resources.
+"""The Observatory code location: the one composition root.
 
-Each domain module defines its own ``defs`` (assets, checks, jobs, schedules);
-this entry point merges them and binds the resources for the environment.
+Each domain under ``defs/`` defines its own ``defs`` (assets, checks, jobs,
+schedules) in its ``assets.py``; every sensor lives in ``sensors/``. This module
+merges them and binds the resources for the environment (embedded parts, or the
+servers the ``OBSERVATORY_*`` variables point at).
 """
 
 import dagster as dg
 
-from observatory_assets import backups, enrichment, events, exports, ingestion, operations
+from observatory_assets.defs.enrichment import assets as enrichment
+from observatory_assets.defs.events import assets as events
+from observatory_assets.defs.exports import assets as exports
+from observatory_assets.defs.ingestion import assets as ingestion
+from observatory_assets.defs.operations import assets as operations
 from resources import observatory_resources
-from sensors import collection_run_sensor
+from sensors import SENSORS
+
+
+def resources() -> dict[str, dg.ConfigurableResource]:
+    """Infrastructure resources plus the configured embedder (``OBSERVATORY_EMBEDDER``)."""
+    return {**observatory_resources(), "embedder": enrichment.EmbedderResource.from_env()}
+
 
 defs = dg.Definitions.merge(
     ingestion.defs,
-    operations.defs,
-    backups.defs,
-    exports.defs,
     enrichment.defs,
     events.defs,
-    dg.Definitions(sensors=[collection_run_sensor], resources=observatory_resources()),
+    exports.defs,
+    operations.defs,
+    dg.Definitions(sensors=SENSORS, resources=resources()),
 )

@@ -10,7 +10,7 @@ from resources.settings import PlatformSettings, platform_settings
 
 
 def observatory_resources(settings: PlatformSettings | None = None) -> dict[str, dg.ConfigurableResource]:
-    """The resources for the current environment: embedded parts where no ``OBSERVATORY_*``
+    """The infrastructure resources for the current environment: embedded parts where no ``OBSERVATORY_*``
     variable points elsewhere, external servers (configured through ``EnvVar``, so secrets
     never reach the UI) where one does."""
     settings = settings or platform_settings()
@@ -29,9 +29,8 @@ def observatory_resources(settings: PlatformSettings | None = None) -> dict[str,
             secure=settings.s3_secure,
             region=settings.s3_region,
         )
-    from observatory_assets.embedders import EmbedderResource
 
-    return {"postgres": postgres, "object_store": object_store, "embedder": EmbedderResource.from_env()}
+    return {"postgres": postgres, "object_store": object_store}
 
 
 __all__ = ["ObjectStoreResource", "PostgresResource", "observatory_resources"]

@@ -175,7 +175,9 @@ class S3ObjectStore:
         return self.client.presigned_get_object(self.bucket, _check_key(key), expires=expires)
 
 
-def put_bytes(store: ObjectStore, key: str, data: bytes, content_type: str = "application/octet-stream") -> StoredObject:
+def put_bytes(
+    store: ObjectStore, key: str, data: bytes, content_type: str = "application/octet-stream"
+) -> StoredObject:
     """Store a small in-memory payload."""
     import io
 

@@ -45,3 +45,11 @@ class PostgresResource(dg.ConfigurableResource):
     def display_url(self) -> str:
         """The URL with its password masked, safe for logs and metadata."""
         return mask_dsn(self.url) if self.url else f"embedded ({self.embedded_home or 'default home'})"
+
+
+def register_vector_type(dbapi_connection) -> None:
+    """Teach a psycopg connection pgvector's ``vector`` type (numpy in, ``Vector`` out; binary COPY)."""
+    from pgvector.psycopg.vector import register_vector_info
+    from psycopg.types import TypeInfo
+
+    register_vector_info(dbapi_connection, TypeInfo.fetch(dbapi_connection, "vector"))

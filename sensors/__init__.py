@@ -1,5 +1,9 @@
-"""Sensors that start Observatory runs when new data arrives."""
+"""Sensors that start Observatory runs when new data arrives, one module per domain."""
 
 from sensors.collection_runs import collection_run_sensor
+from sensors.enrichment import enrich_after_ingest, events_after_enrichment
 
-__all__ = ["collection_run_sensor"]
+#: Every sensor of the code location.
+SENSORS = [collection_run_sensor, enrich_after_ingest, events_after_enrichment]
+
+__all__ = ["SENSORS", "collection_run_sensor", "enrich_after_ingest", "events_after_enrichment"]

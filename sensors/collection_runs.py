@@ -8,7 +8,8 @@ from datetime import datetime
 import dagster as dg
 from sqlalchemy import text
 
-from observatory_assets.ingestion import collection_run_partitions, ingest_job
+from observatory_assets.defs.ingestion.assets import ingest_job
+from observatory_assets.lib.dagster import collection_run_partitions
 from resources import PostgresResource
 
 MAX_RUNS_PER_TICK = 200
@@ -32,9 +33,7 @@ def ingestion_run_key(run_id: int, failed_attempts: int) -> str:
 
 def _ingestion_history(instance: dg.DagsterInstance, partition_key: str) -> tuple[bool, int]:
     """(an ingestion run of this partition is queued or running, how many have failed)."""
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(job_name=ingest_job.name, tags={"dagster/partition": partition_key})
-    )
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=ingest_job.name, tags={"dagster/partition": partition_key}))
     in_flight = any(not run.is_finished for run in runs)
     failed = sum(1 for run in runs if run.status == dg.DagsterRunStatus.FAILURE)
     return in_flight, failed
@@ -74,7 +73,9 @@ def collection_run_sensor(context: dg.SensorEvaluationContext, postgres: Postgre
     newest = max([run.completed_at for run in waiting] + ([seen_until] if seen_until else []), default=None)
     return dg.SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=[collection_run_partitions.build_add_request(new_partitions)] if new_partitions else [],
+        dynamic_partitions_requests=[collection_run_partitions.build_add_request(new_partitions)]
+        if new_partitions
+        else [],
         cursor=json.dumps({"completed_at": newest.isoformat()}) if newest else context.cursor,
         skip_reason=None if requests else "no collection runs waiting for ingestion",
     )

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from observatory_assets import schema
+from observatory_assets.lib import migrations
 from resources import ObjectStoreResource, PostgresResource
 from resources.embedded import database_url_in, start_embedded_postgres, stop_embedded_postgres
 from resources.object_store import LocalObjectStore
@@ -56,7 +56,7 @@ def drop_database(server_url: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def migrated_template(pg_server: str) -> str:
     url = create_database(pg_server, TEMPLATE)
-    schema.upgrade(url)
+    migrations.upgrade(url)
     engine_for(url).dispose()
     return TEMPLATE
 
@@ -92,16 +92,28 @@ def store(objects_root: Path) -> LocalObjectStore:
     return LocalObjectStore(objects_root)
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A real S3 HTTP endpoint on loopback (moto's server): ``host:port``."""
-    from moto.server import ThreadedMotoServer
+@pytest.fixture(scope="session")
+def s3_session_server():
+    """One real S3 server (SeaweedFS ``weed mini``) on loopback for the session, keys required."""
+    from tests.support.s3 import SeaweedS3
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"{host}:{port}"
-    server.stop()
+    server = SeaweedS3().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def s3_server(s3_session_server):
+    """The session's SeaweedFS S3 server, running (a fault test before may have stopped it):
+    ``.endpoint``, ``.access_key``, ``.secret_key``, ``.bucket``, ``.stop()``, ``.restart()``."""
+    yield s3_session_server.start()
+    s3_session_server.start()  # a test that stopped it and failed leaves it running for the next
+
+
+@pytest.fixture
+def s3_endpoint(s3_server) -> str:
+    """``host:port`` of the real S3 server; its keys are ``s3_server.access_key``/``.secret_key``."""
+    return s3_server.endpoint
 
 
 @pytest.fixture

@@ -5,28 +5,43 @@ under the final key and leaves the earlier good backups alone."""
 
 import hashlib
 import json
+import re
 import subprocess
-import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import dagster as dg
 import psycopg
 import pytest
-from moto.server import ThreadedMotoServer
 from sqlalchemy import text
 
-from observatory_assets import backups as bk
-from observatory_assets.collect import SourceRequest, collect
-from observatory_assets.demo_data import write_demo_dataset
-from observatory_assets.loading import ingest_collection_run
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect
+from observatory_assets.defs.ingestion.demo_data import write_demo_dataset
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
+from observatory_assets.defs.operations.assets import (
+    backup_verification,
+    backups_recent_and_verified,
+    nightly_backup_schedule,
+    postgres_backups,
+    weekly_restore_verification_schedule,
+)
+from observatory_assets.defs.operations.backups import (
+    CHECKSUM_TABLES,
+    BackupError,
+    backup_key,
+    libpq_args,
+    prune_backups,
+    sidecar_key,
+    take_backup,
+)
+from observatory_assets.defs.operations.restore import backup_record, newest_backup, restore_backup, verify_backup
+from observatory_assets.defs.operations.retention import table_fingerprint
 from resources import ObjectStoreResource
 from resources.object_store import LocalObjectStore, put_bytes
 from resources.postgres import engine_for
 from resources.settings import as_libpq_dsn
 from tests.conftest import drop_database
+from tests.support.s3 import SERVER_GONE, StoppingUploads
 
 
 def _load_demo(engine, tmp_path) -> None:
@@ -46,58 +61,29 @@ def _row(engine, key: str):
         return conn.execute(text("SELECT * FROM backups WHERE object_key = :k"), {"k": key}).mappings().one()
 
 
-class S3:
-    """A moto S3 server on loopback; ``restart`` brings the same buckets back on a new port."""
-
-    def __init__(self) -> None:
-        self.server = None
-        self.start()
-
-    def start(self) -> None:
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-        self.server.start()
-        host, port = self.server.get_host_and_port()
-        self.endpoint = f"{host}:{port}"
-
-        self.bucket = getattr(self, "bucket", f"backups-{uuid.uuid4().hex[:12]}")  # moto keeps buckets per process
-
-    def store(self):
-        return ObjectStoreResource(
-            endpoint=self.endpoint, access_key="test", secret_key="test", bucket=self.bucket
-        ).get_store()
-
-    def client(self):
-        return boto3.client("s3", endpoint_url=f"http://{self.endpoint}", aws_access_key_id="test",
-                            aws_secret_access_key="test", region_name="us-east-1")  # fmt: skip
-
-
-@pytest.fixture
-def s3():
-    server = S3()
-    yield server
-    server.server.stop()
+def _s3_store(s3_server, prefix: str = "backups"):
+    """A bucket of this test's own on the session's SeaweedFS server (buckets outlive a test)."""
+    return ObjectStoreResource(endpoint=s3_server.endpoint, bucket=f"{prefix}-{uuid.uuid4().hex[:12]}",
+                               access_key=s3_server.access_key, secret_key=s3_server.secret_key).get_store()  # fmt: skip
 
 
 @pytest.fixture(params=["local", "s3"])
 def any_store(request, store):
     if request.param == "local":
-        yield store
-    else:
-        server = S3()
-        yield server.store()
-        server.server.stop()
+        return store
+    return _s3_store(request.getfixturevalue("s3_server"))
 
 
 def test_backup_restores_with_identical_counts_and_checksums(engine, database_url, pg_server, any_store, tmp_path):
     _load_demo(engine, tmp_path)
-    backup = bk.take_backup(engine, any_store, database_url)
+    backup = take_backup(engine, any_store, database_url)
     assert backup.key.startswith(f"postgres/{datetime.now(UTC):%Y/%m/%d}/observatory_") and backup.key.endswith(".dump")
-    assert backup.table_counts["raw_items"] > 0 and set(backup.table_checksums) == set(bk.CHECKSUM_TABLES)
+    assert backup.table_counts["raw_items"] > 0 and set(backup.table_checksums) == set(CHECKSUM_TABLES)
     row = _row(engine, backup.key)
     assert row["status"] == "completed" and row["size_bytes"] == any_store.size(backup.key) == backup.size
     assert row["sha256"] == _sha256(any_store, backup.key) == backup.sha256
 
-    result = bk.verify_backup(engine, any_store, database_url, backup.key)
+    result = verify_backup(engine, any_store, database_url, backup.key)
     assert result.mismatches == {} and result.rows == sum(backup.table_counts.values())
     assert _row(engine, backup.key)["verified_at"] is not None
     with psycopg.connect(as_libpq_dsn(pg_server)) as conn:
@@ -106,10 +92,10 @@ def test_backup_restores_with_identical_counts_and_checksums(engine, database_ur
 
     target = f"restored_{backup.id}_{len(backup.sha256)}"
     try:
-        url = bk.restore_backup(engine, any_store, database_url, backup.key, target_db=target)
+        url = restore_backup(engine, any_store, database_url, backup.key, target_db=target)
         with engine_for(url).connect() as restored, engine.connect() as live:
             for table in ("raw_items", "item_keys", "rejected_items", "item_duplicates", "collection_runs"):
-                assert bk.table_fingerprint(restored, table, only=False) == bk.table_fingerprint(live, table, only=False)
+                assert table_fingerprint(restored, table, only=False) == table_fingerprint(live, table, only=False)
             audit = restored.execute(text("SELECT action, object_id FROM audit_log")).all()
         assert [tuple(a) for a in audit] == [("restore", backup.key)]
     finally:
@@ -117,11 +103,11 @@ def test_backup_restores_with_identical_counts_and_checksums(engine, database_ur
 
 
 def test_restore_refuses_to_overwrite_the_live_or_an_existing_database_without_force(engine, database_url, store):
-    backup = bk.take_backup(engine, store, database_url)
+    backup = take_backup(engine, store, database_url)
     with pytest.raises(ValueError, match="refusing to overwrite the live database"):
-        bk.restore_backup(engine, store, database_url, backup.key)
+        restore_backup(engine, store, database_url, backup.key)
     with pytest.raises(ValueError, match="existing database 'postgres'"):
-        bk.restore_backup(engine, store, database_url, backup.key, target_db="postgres")
+        restore_backup(engine, store, database_url, backup.key, target_db="postgres")
 
 
 def _ballast(engine, megabytes: int) -> None:
@@ -135,62 +121,55 @@ def _ballast(engine, megabytes: int) -> None:
         )  # fmt: skip
 
 
-def test_s3_endpoint_stopping_mid_upload_leaves_no_object_and_earlier_backups(engine, database_url, s3):
-    store = s3.store()
-    good = bk.take_backup(engine, store, database_url)
+def test_s3_endpoint_stopping_mid_upload_leaves_no_object_and_earlier_backups(engine, database_url, s3_server):
+    store = _s3_store(s3_server)
+    good = take_backup(engine, store, database_url)
     _ballast(engine, 24)
-    stopped = threading.Event()
-
-    def stop_when_a_multipart_upload_is_under_way():
-        client = s3.client()
-        while not stopped.is_set():
-            if client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads"):
-                s3.server.stop()
-                stopped.set()
-            time.sleep(0.005)
-
-    watcher = threading.Thread(target=stop_when_a_multipart_upload_is_under_way, daemon=True)
-    watcher.start()
-    with pytest.raises(bk.BackupError, match="failed"):
-        bk.take_backup(engine, store, database_url)
-    stopped.set()
-    watcher.join()
+    # the real server killed (SIGKILL) once the first 16 MiB part of the dump went up
+    dying = StoppingUploads(store, s3_server, after_bytes=20 * 1024 * 1024)
+    with pytest.raises(BackupError, match=f"(?s)failed.*({SERVER_GONE})") as failure:
+        take_backup(engine, dying, database_url)
+    assert dying.stream.stopped and not s3_server.running
+    assert f"port={s3_server.port}" in str(failure.value)  # the reason names the endpoint that went away
 
     with engine.connect() as conn:
         failed = conn.execute(text("SELECT object_key, error FROM backups WHERE status = 'failed'")).one()
-    s3.start()
-    store = s3.store()
-    assert store.size(failed.object_key) is None and store.size(bk.sidecar_key(failed.object_key)) is None
-    assert list(store.list("postgres/")) == [good.key, bk.sidecar_key(good.key)]
+    assert re.search(SERVER_GONE, failed.error)
+    s3_server.start()
+    assert store.size(failed.object_key) is None and store.size(sidecar_key(failed.object_key)) is None
+    assert list(store.list("postgres/")) == [good.key, sidecar_key(good.key)]
     assert _sha256(store, good.key) == good.sha256 and _row(engine, good.key)["status"] == "completed"
+
+    retried = take_backup(engine, store, database_url)  # the server back, the next backup succeeds
+    assert _row(engine, retried.key)["status"] == "completed" and store.size(retried.key) == retried.size
 
 
 def test_pg_dump_failing_leaves_no_object_and_earlier_backups(engine, database_url, store):
-    good = bk.take_backup(engine, store, database_url)
+    good = take_backup(engine, store, database_url)
     locker = psycopg.connect(as_libpq_dsn(database_url))
     try:
         locker.execute("LOCK TABLE sources IN ACCESS EXCLUSIVE MODE")
-        with pytest.raises(bk.BackupError, match=r"(?s)pg_dump failed \(exit 1\).*LOCK TABLE"):
-            bk.take_backup(engine, store, database_url, lock_wait_timeout_s=1)
+        with pytest.raises(BackupError, match=r"(?s)pg_dump failed \(exit 1\).*LOCK TABLE"):
+            take_backup(engine, store, database_url, lock_wait_timeout_s=1)
     finally:
         locker.close()
     with engine.connect() as conn:
         failed = conn.execute(text("SELECT object_key, error FROM backups WHERE status = 'failed'")).one()
     assert "pg_dump failed" in failed.error and store.size(failed.object_key) is None
-    assert list(store.list("postgres/")) == [good.key, bk.sidecar_key(good.key)]
+    assert list(store.list("postgres/")) == [good.key, sidecar_key(good.key)]
     assert _sha256(store, good.key) == good.sha256
     assert not list(store.list(".partial")) and not any((store.root / ".partial").iterdir())
 
 
 def test_a_missing_tool_gives_a_clear_error(engine, database_url, store, tmp_path):
-    with pytest.raises(bk.BackupError, match="no pg_dump for PostgreSQL 18"):
-        bk.take_backup(engine, store, database_url, bin_dir=str(tmp_path))
+    with pytest.raises(BackupError, match="no pg_dump for PostgreSQL 18"):
+        take_backup(engine, store, database_url, bin_dir=str(tmp_path))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "corrupted"])
 def test_a_damaged_backup_object_fails_verification_and_restore_clearly(engine, database_url, pg_server, store, damage):
-    older = bk.take_backup(engine, store, database_url)
-    newer = bk.take_backup(engine, store, database_url)
+    older = take_backup(engine, store, database_url)
+    newer = take_backup(engine, store, database_url)
     path = store.root / newer.key
     data = path.read_bytes()
     if damage == "truncated":
@@ -198,20 +177,20 @@ def test_a_damaged_backup_object_fails_verification_and_restore_clearly(engine, 
     else:
         path.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
     expected = "truncated" if damage == "truncated" else "corrupted: SHA-256"
-    with pytest.raises(bk.BackupError, match=expected):
-        bk.restore_backup(engine, store, database_url, newer.key, target_db="never_created")
+    with pytest.raises(BackupError, match=expected):
+        restore_backup(engine, store, database_url, newer.key, target_db="never_created")
     with psycopg.connect(as_libpq_dsn(pg_server)) as conn:
         assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'never_created'").fetchone() is None
-    with pytest.raises(bk.BackupError, match=expected):
-        bk.verify_backup(engine, store, database_url, newer.key)
+    with pytest.raises(BackupError, match=expected):
+        verify_backup(engine, store, database_url, newer.key)
     assert _row(engine, newer.key)["status"] == "failed" and "verification failed" in _row(engine, newer.key)["error"]
-    assert bk.newest_backup(engine) == older.key
-    assert bk.verify_backup(engine, store, database_url, older.key).mismatches == {}
+    assert newest_backup(engine) == older.key
+    assert verify_backup(engine, store, database_url, older.key).mismatches == {}
 
 
 def test_a_sidecar_lets_a_backup_be_checked_without_its_database_row(engine, database_url, store):
-    backup = bk.take_backup(engine, store, database_url)
-    record = bk.backup_record(None, store, backup.key)
+    backup = take_backup(engine, store, database_url)
+    record = backup_record(None, store, backup.key)
     assert (record.size, record.sha256, record.table_counts) == (backup.size, backup.sha256, backup.table_counts)
 
 
@@ -222,10 +201,12 @@ def _fake_backups(engine, store, ages_days: list[float], verified: set[int] = fr
     with engine.begin() as conn:
         for n, age in enumerate(ages_days):
             started = now - timedelta(days=age)
-            key = bk.backup_key(started)
+            key = backup_key(started)
             put_bytes(store, key, b"dump %d" % n)
             conn.execute(
-                text("INSERT INTO backups (object_key, status, started_at, verified_at) VALUES (:k, 'completed', :s, :v)"),
+                text(
+                    "INSERT INTO backups (object_key, status, started_at, verified_at) VALUES (:k, 'completed', :s, :v)"
+                ),
                 {"k": key, "s": started, "v": started if n in verified else None},
             )
             keys.append(key)
@@ -234,26 +215,26 @@ def _fake_backups(engine, store, ages_days: list[float], verified: set[int] = fr
 
 def test_pruning_by_age_keeps_the_minimum_and_the_newest_verified(engine, store):
     keys = _fake_backups(engine, store, [0.1, 1, 2, 15, 16, 17, 30], verified={5})
-    pruned = bk.prune_backups(engine, store, keep_days=14, keep_min=2)
+    pruned = prune_backups(engine, store, keep_days=14, keep_min=2)
     assert pruned == [keys[3], keys[4], keys[6]]
     for key in keys:
         assert (store.size(key) is None) == (key in pruned)
     with engine.connect() as conn:
         statuses = dict(conn.execute(text("SELECT object_key, status FROM backups")).all())
     assert {k for k, s in statuses.items() if s == "pruned"} == set(pruned)
-    assert bk.prune_backups(engine, store, keep_days=14, keep_min=2) == []
+    assert prune_backups(engine, store, keep_days=14, keep_min=2) == []
 
 
 def test_pruning_never_deletes_the_newest_good_backup(engine, store):
     keys = _fake_backups(engine, store, [40, 50, 60])
-    assert bk.prune_backups(engine, store, keep_days=1, keep_min=0) == keys[1:]
+    assert prune_backups(engine, store, keep_days=1, keep_min=0) == keys[1:]
     assert store.size(keys[0]) is not None
 
 
 def _check_passed(resources) -> tuple[bool, str | None]:
     with dg.DagsterInstance.ephemeral() as instance:
-        result = dg.materialize([bk.backups_recent_and_verified], instance=instance, resources=resources,
-                                selection=dg.AssetSelection.checks(bk.backups_recent_and_verified))  # fmt: skip
+        result = dg.materialize([backups_recent_and_verified], instance=instance, resources=resources,
+                                selection=dg.AssetSelection.checks(backups_recent_and_verified))  # fmt: skip
     evaluation = result.get_asset_check_evaluations()[0]
     return evaluation.passed, evaluation.description
 
@@ -262,7 +243,7 @@ def test_assets_back_up_verify_and_the_check_watches_their_age(engine, resources
     passed, why = _check_passed(resources)
     assert not passed and "newest backup missing" in why
     with dg.DagsterInstance.ephemeral() as instance:
-        result = dg.materialize([bk.postgres_backups, bk.backup_verification], instance=instance, resources=resources)
+        result = dg.materialize([postgres_backups, backup_verification], instance=instance, resources=resources)
     backup_md = result.asset_materializations_for_node("postgres_backups")[0].metadata
     verify_md = result.asset_materializations_for_node("backup_verification")[0].metadata
     assert backup_md["key"].value == verify_md["key"].value and backup_md["dagster/row_count"].value == 1
@@ -281,8 +262,8 @@ def test_assets_back_up_verify_and_the_check_watches_their_age(engine, resources
 @pytest.mark.parametrize(
     ("schedule", "when", "job"),
     [
-        (bk.nightly_backup_schedule, datetime(2026, 11, 21, 1, 30, tzinfo=UTC), "nightly_backup"),
-        (bk.weekly_restore_verification_schedule, datetime(2026, 11, 22, 3, 30, tzinfo=UTC), "restore_verification"),
+        (nightly_backup_schedule, datetime(2026, 11, 21, 1, 30, tzinfo=UTC), "nightly_backup"),
+        (weekly_restore_verification_schedule, datetime(2026, 11, 22, 3, 30, tzinfo=UTC), "restore_verification"),
     ],
 )
 def test_schedules_request_their_runs(schedule, when, job):
@@ -294,7 +275,7 @@ def test_schedules_request_their_runs(schedule, when, job):
 
 def test_cli_lists_refuses_restores_and_verifies(engine, database_url, pg_server, dagster_env, tmp_path):
     store = LocalObjectStore(tmp_path / "objects")
-    backup = bk.take_backup(engine, store, database_url)
+    backup = take_backup(engine, store, database_url)
 
     def observatory(*args: str) -> subprocess.CompletedProcess:
         command = ["observatory", "backup", *args]
@@ -318,6 +299,6 @@ def test_cli_lists_refuses_restores_and_verifies(engine, database_url, pg_server
 
 
 def test_passwords_go_to_the_environment_never_to_the_command_line():
-    dsn, env = bk.libpq_args("postgresql+psycopg://app:s3cret@db.example:5432/observatory")
+    dsn, env = libpq_args("postgresql+psycopg://app:s3cret@db.example:5432/observatory")
     assert "s3cret" not in dsn and dsn == "postgresql://app@db.example:5432/observatory"
     assert env["PGPASSWORD"] == "s3cret"

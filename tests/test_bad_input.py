@@ -5,11 +5,15 @@ import json
 import pytest
 from sqlalchemy import text
 
-from observatory_assets.collect import SourceRequest, collect
-from observatory_assets.loading import ingest_collection_run
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from tests.conftest import write
 
-GOOD = {"title": "Regeringen fremlægger ny klimaplan", "text": "København og Aarhus.", "published_at": "2026-11-10T08:00:00+01:00"}
+GOOD = {
+    "title": "Regeringen fremlægger ny klimaplan",
+    "text": "København og Aarhus.",
+    "published_at": "2026-11-10T08:00:00+01:00",
+}
 
 
 def _ingest(engine, store, path, fmt, source="src"):
@@ -21,12 +25,18 @@ def _ingest(engine, store, path, fmt, source="src"):
 
 def _rejects(engine, run_id) -> dict[int, str]:
     with engine.connect() as conn:
-        return dict(conn.execute(text("SELECT record_no, reason FROM rejected_items WHERE collection_run_id = :r"), {"r": run_id}).all())
+        return dict(
+            conn.execute(
+                text("SELECT record_no, reason FROM rejected_items WHERE collection_run_id = :r"), {"r": run_id}
+            ).all()
+        )
 
 
 def _titles(engine, run_id) -> set[str]:
     with engine.connect() as conn:
-        return set(conn.execute(text("SELECT title FROM raw_items WHERE collection_run_id = :r"), {"r": run_id}).scalars())
+        return set(
+            conn.execute(text("SELECT title FROM raw_items WHERE collection_run_id = :r"), {"r": run_id}).scalars()
+        )
 
 
 def test_jsonl_bad_rows_are_rejected_with_reasons_and_good_rows_load(engine, store, tmp_path):
@@ -54,10 +64,16 @@ def test_jsonl_bad_rows_are_rejected_with_reasons_and_good_rows_load(engine, sto
     }  # fmt: skip
     assert _titles(engine, run_id) == {GOOD["title"], "No date at all", "NULbyte", "Second good row"}
     with engine.connect() as conn:
-        huge = conn.execute(text("SELECT payload_bytes, length(payload), payload_key FROM rejected_items "
-                                 "WHERE reason = 'field_too_large'")).one()
+        huge = conn.execute(
+            text(
+                "SELECT payload_bytes, length(payload), payload_key FROM rejected_items "
+                "WHERE reason = 'field_too_large'"
+            )
+        ).one()
         nul_meta = conn.execute(text("SELECT raw_metadata FROM raw_items WHERE external_id = 'nul'")).scalar()
-        undated = conn.execute(text("SELECT tableoid::regclass::text FROM raw_items WHERE external_id = 'nodate'")).scalar()
+        undated = conn.execute(
+            text("SELECT tableoid::regclass::text FROM raw_items WHERE external_id = 'nodate'")
+        ).scalar()
     assert huge[0] > 10 * 1024 * 1024 and huge[1] < 70_000 and huge[2].startswith(f"collection_runs/{run_id}/")
     assert nul_meta["_normalized"] == ["nul_bytes_removed"]
     assert undated == "raw_items_default"
@@ -65,11 +81,15 @@ def test_jsonl_bad_rows_are_rejected_with_reasons_and_good_rows_load(engine, sto
 
 def test_csv_with_a_broken_row_and_invalid_utf8(engine, store, tmp_path):
     content = (
-        "id,title,text,published_at\r\n"
-        "1,Good one,body,2026-11-01T10:00:00Z\r\n"
-        "2,Too few fields\r\n"
-        "3,\"Quoted, with comma\",\"multi\nline\",2026-11-02T10:00:00Z\r\n"
-    ).encode() + "4,Bad \u00f8 bytes,x,2026-11-02\r\n".encode("latin-1") + b"5,Last good,x,2026-11-03\r\n"
+        (
+            b"id,title,text,published_at\r\n"
+            b"1,Good one,body,2026-11-01T10:00:00Z\r\n"
+            b"2,Too few fields\r\n"
+            b'3,"Quoted, with comma","multi\nline",2026-11-02T10:00:00Z\r\n'
+        )
+        + "4,Bad \u00f8 bytes,x,2026-11-02\r\n".encode("latin-1")
+        + b"5,Last good,x,2026-11-03\r\n"
+    )
     run_id, result = _ingest(engine, store, write(tmp_path / "f.csv", content), "csv")
     assert result.delivered == 5
     assert _rejects(engine, run_id) == {2: "csv_field_count", 4: "invalid_utf8"}
@@ -88,9 +108,11 @@ def test_unreadable_feed_is_one_rejected_row(engine, store, tmp_path, document):
 
 
 def test_truncated_feed_loads_the_entries_it_still_has(engine, store, tmp_path):
-    feed = ('<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
-            "<item><guid>a</guid><title>Complete entry</title><pubDate>Tue, 10 Nov 2026 08:00:00 GMT</pubDate></item>"
-            "<item><guid>b</guid><title>Cut off")
+    feed = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+        "<item><guid>a</guid><title>Complete entry</title><pubDate>Tue, 10 Nov 2026 08:00:00 GMT</pubDate></item>"
+        "<item><guid>b</guid><title>Cut off"
+    )
     run_id, result = _ingest(engine, store, write(tmp_path / "feed.xml", feed), "rss")
     assert "Complete entry" in _titles(engine, run_id)
     with engine.connect() as conn:
@@ -110,16 +132,27 @@ def test_duplicate_ids_inside_one_batch_are_counted_and_linked(engine, store, tm
     assert (result.loaded, result.duplicates, result.rejected) == (2, 2, 0)
     with engine.connect() as conn:
         links = conn.execute(
-            text("SELECT d.record_no, d.matched_on, k.record_no FROM item_duplicates d "
-                 "JOIN item_keys k ON k.item_id = d.duplicate_of_item_id ORDER BY 1")
+            text(
+                "SELECT d.record_no, d.matched_on, k.record_no FROM item_duplicates d "
+                "JOIN item_keys k ON k.item_id = d.duplicate_of_item_id ORDER BY 1"
+            )
         ).all()
     assert [tuple(link) for link in links] == [(2, "source_external_id", 1), (3, "content_hash", 1)]
 
 
 def test_hostile_strings_are_stored_as_text_not_executed(engine, store, tmp_path):
     rows = [
-        {"id": "x'); DROP TABLE raw_items;--", "title": "Robert'); DELETE FROM sources;--", "published_at": "2026-11-01"},
-        {"id": "html", "title": "<script>alert(1)</script>", "text": "<img src=x onerror=alert(1)>", "published_at": "2026-11-01"},
+        {
+            "id": "x'); DROP TABLE raw_items;--",
+            "title": "Robert'); DELETE FROM sources;--",
+            "published_at": "2026-11-01",
+        },
+        {
+            "id": "html",
+            "title": "<script>alert(1)</script>",
+            "text": "<img src=x onerror=alert(1)>",
+            "published_at": "2026-11-01",
+        },
         {"id": "copy", "title": "tab\there \\N and \\. newline\nend", "published_at": "2026-11-01"},
     ]
     path = write(tmp_path / "h.jsonl", "\n".join(json.dumps(r) for r in rows))

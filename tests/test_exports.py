@@ -1,15 +1,17 @@
 """Exports read back with independent readers and compared with the database: csv (utf-8-sig),
 openpyxl and pandas (XLSX), json per line (NDJSON), pyarrow (Parquet), lxml against the official
-GEXF 1.3 schema plus networkx (GEXF); local and S3 (moto on loopback) object stores."""
+GEXF 1.3 schema plus networkx (GEXF); local and S3 (a real SeaweedFS server on loopback) object stores."""
 
 import csv
 import hashlib
 import io
 import itertools
 import json
+import re
 import subprocess
 import sys
 import urllib.request
+import uuid
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -22,13 +24,23 @@ import pytest
 from lxml import etree
 from sqlalchemy import text
 
-from observatory_assets import exports
-from observatory_assets.collect import SourceRequest, collect
-from observatory_assets.demo_data import write_demo_dataset
-from observatory_assets.exports import ExportFilterError, build_filters, export_content, export_network
-from observatory_assets.loading import ingest_collection_run
+from observatory_assets.defs.exports.assets import content_exports, network_exports
+from observatory_assets.defs.exports.columns import (
+    COLUMNS,
+    TRUNCATION_MARKER,
+    XLSX_MAX_CELL_CHARS,
+    export_columns,
+    parquet_schema,
+)
+from observatory_assets.defs.exports.delivery import export_content, export_network, object_key
+from observatory_assets.defs.exports.filters import ExportFilterError, build_filters
+from observatory_assets.defs.exports.network import PSEUDONYM_KEY_VARIABLE, pseudonym, pseudonym_key
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect
+from observatory_assets.defs.ingestion.demo_data import write_demo_dataset
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from resources import ObjectStoreResource
 from tests.conftest import ROOT, write
+from tests.support.s3 import SERVER_GONE, StoppingUploads
 
 GEXF_XSD = ROOT.parent / "shared" / "schemas" / "gexf-1.3" / "gexf.xsd"
 HOSTILE_FIRST_CHARACTERS = ("=", "+", "-", "@")
@@ -45,7 +57,7 @@ SPECIAL_ITEMS = [
      "published_at": "2026-11-10T11:00:00Z", "language": "da"},
     {"id": "gone", "title": "Removed after a takedown", "text": "must never be exported", "author": "Mallory",
      "published_at": "2026-11-10T12:00:00Z", "language": "en"},
-    {"id": "review", "title": "Takedown under review", "text": "still exported", "author": "Mallory",
+    {"id": "review", "title": "Takedown cancelled", "text": "still exported", "author": "Mallory",
      "published_at": "2026-11-10T13:00:00Z", "language": "en"},
 ]  # fmt: skip
 
@@ -57,7 +69,7 @@ def _item_id(conn, external_id: str) -> int:
 @pytest.fixture
 def dataset(engine, store, tmp_path) -> dict:
     """The demo sources through the real collect + ingest path, a query design, hostile and Danish items,
-    terms as item_features would set them, one takedown done and one open."""
+    terms as item_features would set them, one takedown removed and one cancelled."""
     with engine.begin() as conn:
         design = conn.execute(text("INSERT INTO query_designs (name) VALUES ('klima') RETURNING id")).scalar_one()
     runs = []
@@ -80,8 +92,9 @@ def dataset(engine, store, tmp_path) -> dict:
         gone, review = _item_id(conn, "gone"), _item_id(conn, "review")
         conn.execute(
             text(
-                "INSERT INTO takedown_requests (item_id, requested_by, reason, status) "
-                "VALUES (:gone, 'dpo', 'gdpr', 'done'), (:review, 'dpo', 'gdpr', 'open')"
+                "WITH requests AS (INSERT INTO takedown_requests (item_id, requested_by, reason, status) "
+                "VALUES (:gone, 'dpo', 'gdpr', 'removed'), (:review, 'dpo', 'gdpr', 'cancelled') RETURNING id, item_id) "
+                "INSERT INTO takedown_items (request_id, item_id) SELECT id, item_id FROM requests"
             ),
             {"gone": gone, "review": review},
         )
@@ -93,7 +106,8 @@ SELECT r.id, s.name AS source, r.title, r.text, r.url, r.author, r.published_at,
        r.collection_run_id, qd.name AS query_design, r.search_terms_matched, r.raw_metadata
   FROM raw_items r JOIN sources s ON s.id = r.source_id
   JOIN collection_runs c ON c.id = r.collection_run_id LEFT JOIN query_designs qd ON qd.id = c.query_design_id
- WHERE r.id NOT IN (SELECT item_id FROM takedown_requests WHERE status = 'done')
+ WHERE r.id NOT IN (SELECT item_id FROM takedown_items JOIN takedown_requests t ON t.id = request_id
+                     WHERE t.status <> 'cancelled')
  ORDER BY r.published_at NULLS LAST, r.id
 """
 
@@ -133,7 +147,7 @@ def test_bad_filters_fail_before_any_work(engine, store, dataset):
     with pytest.raises(ExportFilterError, match="formats"):
         export_content(engine, store, build_filters(), ["docx"])
     with pytest.raises(ExportFilterError, match="OBSERVATORY_PSEUDONYM_KEY"):
-        exports.pseudonym_key({})
+        pseudonym_key({})
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM exports")).scalar() == 0
     assert not list(store.list("exports/"))
@@ -182,7 +196,7 @@ def test_every_format_reads_back_equal_to_the_database(engine, store, dataset):
 
     # Parquet: the explicit schema, values equal
     table = pq.read_table(io.BytesIO(read_object(store, results["parquet"].object_key)))
-    assert table.schema.equals(exports.parquet_schema(include_metadata=True))
+    assert table.schema.equals(parquet_schema(include_metadata=True))
     assert table.schema.field("published_at").type == pa.timestamp("us", tz="UTC")
     assert table.schema.field("likes").type == pa.int64()
     assert table.schema.field("search_terms_matched").type == pa.list_(pa.string())
@@ -198,14 +212,14 @@ def test_every_format_reads_back_equal_to_the_database(engine, store, dataset):
     book = openpyxl.load_workbook(io.BytesIO(xlsx))
     sheet = book["items"]
     assert sheet.freeze_panes == "A2" and all(cell.font.bold for cell in sheet[1])
-    assert [c.value for c in sheet[1]] == [c.name for c in exports.export_columns(True)]
+    assert [c.value for c in sheet[1]] == [c.name for c in export_columns(True)]
     assert sheet.column_dimensions["G"].width == 80
     cells = [cell for row in sheet.iter_rows(min_row=2) for cell in row]
     assert all(c.data_type != "f" for c in cells)  # no formulas anywhere
     frame = pd.read_excel(io.BytesIO(xlsx), sheet_name="items", dtype={"title": str, "text": str})
     assert frame["item_id"].tolist() == ids
     long_text = frame.loc[frame["title"] == "A very long post", "text"].item()
-    assert len(long_text) == exports.XLSX_MAX_CELL_CHARS and long_text.endswith(exports.TRUNCATION_MARKER)
+    assert len(long_text) == XLSX_MAX_CELL_CHARS and long_text.endswith(TRUNCATION_MARKER)
     assert frame.loc[frame["title"] == "'-2+3", "text"].item() == "'@SUM(1,2)"
     first = by_id[ids[0]]
     assert frame["published_at"].iloc[0].to_pydatetime() == first.published_at.astimezone(UTC).replace(
@@ -229,11 +243,11 @@ def test_a_filter_matching_nothing_gives_valid_files_with_a_header(engine, store
     results = export_content(engine, store, build_filters(published_to="1999-01-01"))
     assert all(r.record_count == 0 for r in results)
     files = {r.format: read_object(store, r.object_key) for r in results}
-    header = [c.name for c in exports.COLUMNS]
+    header = [c.name for c in COLUMNS]
     assert list(csv.reader(io.StringIO(files["csv"].decode("utf-8-sig")))) == [header]
     assert files["ndjson"] == b""
     table = pq.read_table(io.BytesIO(files["parquet"]))
-    assert table.num_rows == 0 and table.schema.equals(exports.parquet_schema(False))
+    assert table.num_rows == 0 and table.schema.equals(parquet_schema(False))
     assert pd.read_excel(io.BytesIO(files["xlsx"])).columns.tolist() == header
     with engine.connect() as conn:
         states = conn.execute(text("SELECT status, record_count FROM exports")).all()
@@ -253,7 +267,7 @@ def test_filters_select_exactly_the_matching_items(engine, store, dataset):
         (build_filters(collection_runs=[run]), lambda r: r.collection_run_id == run),
         (build_filters(search_terms=["energi"]), lambda r: "energi" in r.search_terms_matched),
         (build_filters(text_query='"Blåbærgrød på Ærø"'), lambda r: r.title == "Blåbærgrød på Ærø 🎉"),
-        (build_filters(text_query="takedown"), lambda r: r.title == "Takedown under review"),
+        (build_filters(text_query="takedown"), lambda r: r.title == "Takedown cancelled"),
         (build_filters(sources=["special"], languages=["en"], search_terms=["klima"]),
          lambda r: r.source == "special" and r.language == "en" and "klima" in r.search_terms_matched),
     ]  # fmt: skip
@@ -299,18 +313,22 @@ def test_network_by_search_term_and_run_validates_and_matches_the_database(engin
     assert set(graph.nodes) == {r.author for r in rows}
     posts = {a: sum(1 for r in rows if r.author == a) for a in graph.nodes}
     assert {n: d["posts"] for n, d in graph.nodes(data=True)} == posts
-    got = {tuple(sorted((a, b))): (int(d["weight"]), d["shared_terms"].split("; ")) for a, b, d in graph.edges(data=True)}
+    got = {
+        tuple(sorted((a, b))): (int(d["weight"]), d["shared_terms"].split("; ")) for a, b, d in graph.edges(data=True)
+    }
     assert got == expected
     assert "Mallory" in graph and "Removed after a takedown" not in data.decode()
 
     key = "a-secret-key-of-some-length"
-    monkeypatch.setenv(exports.PSEUDONYM_KEY_VARIABLE, key)
+    monkeypatch.setenv(PSEUDONYM_KEY_VARIABLE, key)
     hidden, _ = export_network(engine, store, build_filters(), request_id="hidden", pseudonymize=True, dynamic=True)
     data, pseudonymous = _gexf(store, hidden)
     text_of_file = data.decode()
     assert not any(author in text_of_file for author in posts)
-    renamed = {a: exports.pseudonym(a, key.encode()) for a in graph}
-    assert {frozenset(e) for e in pseudonymous.edges()} == {frozenset((renamed[a], renamed[b])) for a, b in graph.edges()}
+    renamed = {a: pseudonym(a, key.encode()) for a in graph}
+    assert {frozenset(e) for e in pseudonymous.edges()} == {
+        frozenset((renamed[a], renamed[b])) for a, b in graph.edges()
+    }
     assert pseudonymous.graph["mode"] == "dynamic" and 'timeformat="date"' in text_of_file
     assert all("start" in d for _, d in pseudonymous.nodes(data=True))
 
@@ -361,8 +379,14 @@ def test_network_uses_events_when_they_exist(engine, store, dataset):
     assert crowded.details["crowded_contexts_skipped"] == sum(1 for a in contexts.values() if len(a) > 2)
 
 
-def test_s3_exports_download_through_the_presigned_url(engine, dataset, s3_endpoint):
-    store = ObjectStoreResource(endpoint=s3_endpoint, bucket="exports-ok", access_key="test", secret_key="test").get_store()
+def _s3_store(s3_server, bucket: str):
+    """A bucket of this test's own on the session's SeaweedFS server (buckets outlive a test)."""
+    return ObjectStoreResource(endpoint=s3_server.endpoint, bucket=f"{bucket}-{uuid.uuid4().hex[:8]}",
+                               access_key=s3_server.access_key, secret_key=s3_server.secret_key).get_store()  # fmt: skip
+
+
+def test_s3_exports_download_through_the_presigned_url(engine, dataset, s3_server):
+    store = _s3_store(s3_server, "exports-ok")
     results = export_content(engine, store, build_filters(), ["csv", "parquet"], request_id="via-s3")
     for result in results:
         assert result.download_url.startswith("http://") and "X-Amz-Signature" in result.download_url
@@ -401,21 +425,34 @@ class FailingUploads:
         return self._store.put_stream(key, io.BufferedReader(Dying()), content_type)
 
 
-def test_a_fault_mid_upload_leaves_no_object_and_a_failed_export(engine, store, tmp_path, s3_endpoint):
+def test_a_fault_mid_upload_leaves_no_object_and_a_failed_export(engine, store, tmp_path, s3_server):
     big = write(tmp_path / "big.jsonl", "\n".join(
         json.dumps({"id": f"big-{n}", "title": f"Big {n}", "text": f"{n} " + "å" * 600_000,
                     "published_at": "2026-11-02T00:00:00Z"}) for n in range(16)
     ))  # fmt: skip
     ingest_collection_run(engine, store, collect(engine, store, [SourceRequest("big", "jsonl", path=str(big))]))
-    s3 = ObjectStoreResource(endpoint=s3_endpoint, bucket="exports-fault", access_key="test", secret_key="test").get_store()
+    s3 = _s3_store(s3_server, "exports-fault")
     # more than one 16 MiB part goes up before the fault, so a multipart upload is in flight
     with pytest.raises(ConnectionResetError):
         export_content(engine, FailingUploads(s3, 17 * 1024 * 1024), build_filters(), ["csv"], request_id="fault")
-    assert s3.size(exports.object_key("fault", "csv")) is None
+    assert s3.size(object_key("fault", "csv")) is None
     assert list(s3.list("exports/")) == []
     with engine.connect() as conn:
         status, error, sha = conn.execute(text("SELECT status, error, sha256 FROM exports")).one()
     assert status == "failed" and "producer died" in error and sha is None
+
+    # the S3 server itself killed (SIGKILL) after the first part went up
+    dying = StoppingUploads(s3, s3_server, after_bytes=17 * 1024 * 1024)
+    with pytest.raises(Exception, match=SERVER_GONE):
+        export_content(engine, dying, build_filters(), ["csv"], request_id="fault")
+    assert dying.stream.stopped and not s3_server.running
+    with engine.connect() as conn:
+        status, error, sha = conn.execute(text("SELECT status, error, sha256 FROM exports")).one()
+    assert status == "failed" and re.search(SERVER_GONE, error) and sha is None
+    assert f"port={s3_server.port}" in error  # the reason names the endpoint that went away
+    s3_server.start()
+    assert s3.size(object_key("fault", "csv")) is None
+    assert list(s3.list("exports/")) == []
 
     retried = export_content(engine, s3, build_filters(), ["csv"], request_id="fault")[0]
     assert s3.size(retried.object_key) == retried.size > 17 * 1024 * 1024
@@ -436,7 +473,7 @@ def test_repeating_a_request_replaces_its_files_and_rows(engine, store, dataset)
 
 def test_assets_materialize_with_run_config_and_pass_their_checks(resources, engine, dataset):
     result = dg.materialize(
-        [exports.content_exports, exports.network_exports],
+        [content_exports, network_exports],
         resources=resources,
         run_config={
             "ops": {
@@ -456,12 +493,27 @@ def test_assets_materialize_with_run_config_and_pass_their_checks(resources, eng
 
 
 def test_the_cli_exports_and_refuses_bad_filters(dagster_env, dataset):
-    command = [sys.executable, "-m", "observatory_assets.cli", "export", "items", "--format", "csv", "--source", "special"]
+    command = [
+        sys.executable,
+        "-m",
+        "observatory_assets.cli",
+        "export",
+        "items",
+        "--format",
+        "csv",
+        "--source",
+        "special",
+    ]
     done = subprocess.run(command, env=dagster_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout.splitlines()[-1])
     assert record["format"] == "csv" and record["records"] == len(SPECIAL_ITEMS) - 1
     bad = subprocess.run(
-        [*command[:-2], "--from", "yesterday-ish"], env=dagster_env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        [*command[:-2], "--from", "yesterday-ish"],
+        env=dagster_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert bad.returncode == 2 and "published_from" in bad.stderr

@@ -10,9 +10,9 @@ import time
 import psycopg
 from sqlalchemy import text
 
-from observatory_assets.collect import SourceRequest, collect
-from observatory_assets.demo_data import iter_items, write_demo_dataset, write_jsonl
-from observatory_assets.loading import ingest_collection_run
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect
+from observatory_assets.defs.ingestion.demo_data import iter_items, write_demo_dataset, write_jsonl
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from resources.postgres import engine_for
 from resources.settings import as_libpq_dsn
 from tests.conftest import ROOT, create_database, drop_database
@@ -46,9 +46,13 @@ def test_every_delivered_row_is_loaded_a_duplicate_or_rejected(engine, store, tm
         result = ingest_collection_run(engine, store, run_id)
         assert result.accounted_for and result.loaded > 0 or result.delivered == result.rejected
     with engine.connect() as conn:
-        items, keys = conn.execute(text("SELECT (SELECT count(*) FROM raw_items), (SELECT count(*) FROM item_keys)")).one()
+        items, keys = conn.execute(
+            text("SELECT (SELECT count(*) FROM raw_items), (SELECT count(*) FROM item_keys)")
+        ).one()
         collected = conn.execute(text("SELECT sum(items_collected) FROM collection_runs")).scalar()
-        outcomes = conn.execute(text("SELECT (SELECT count(*) FROM item_duplicates) + (SELECT count(*) FROM rejected_items)")).scalar()
+        outcomes = conn.execute(
+            text("SELECT (SELECT count(*) FROM item_duplicates) + (SELECT count(*) FROM rejected_items)")
+        ).scalar()
     assert items == keys and items + outcomes == collected
 
 
@@ -80,20 +84,24 @@ def _backend_busy_with(database_url: str, fragment: str, timeout: float) -> bool
     deadline = time.monotonic() + timeout
     with psycopg.connect(as_libpq_dsn(database_url), autocommit=True) as conn:
         while time.monotonic() < deadline:
-            queries = conn.execute("SELECT query FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()")
+            queries = conn.execute(
+                "SELECT query FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()"
+            )
             if any(fragment in query for (query,) in queries):
                 return True
             time.sleep(0.02)
     return False
 
 
-def test_a_run_killed_half_way_and_retried_equals_one_clean_run(pg_server, migrated_template, database_url, engine, store, tmp_path):
+def test_a_run_killed_half_way_and_retried_equals_one_clean_run(
+    pg_server, migrated_template, database_url, engine, store, tmp_path
+):
     payload = tmp_path / "big.jsonl"
     write_jsonl(payload, iter_items(30_000, seed=3, text_chars=300))
     run_id = collect(engine, store, [SourceRequest("bulk", "jsonl", path=str(payload))])
     script = (
         "import sys; from resources.postgres import engine_for; from resources.object_store import LocalObjectStore;"
-        "from observatory_assets.loading import ingest_collection_run;"
+        "from observatory_assets.defs.ingestion.loading import ingest_collection_run;"
         "ingest_collection_run(engine_for(sys.argv[1]), LocalObjectStore(sys.argv[2]), int(sys.argv[3]))"
     )
     worker = subprocess.Popen([sys.executable, "-c", script, database_url, str(store.root), str(run_id)], cwd=ROOT)

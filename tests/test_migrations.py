@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import inspect, text
 
-from observatory_assets import schema
-from observatory_assets.collect import SourceRequest, collect
-from observatory_assets.loading import ingest_collection_run
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
+from observatory_assets.lib import migrations
 from resources.postgres import engine_for
 from tests.conftest import write
 
@@ -27,15 +27,17 @@ def _partitions(url: str, parent: str) -> list[str]:
     with engine_for(url).connect() as conn:
         return list(
             conn.execute(
-                text("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                     "WHERE i.inhparent = CAST(:p AS regclass) ORDER BY 1"),
+                text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = CAST(:p AS regclass) ORDER BY 1"
+                ),
                 {"p": parent},
             ).scalars()
         )
 
 
 def test_upgrade_and_downgrade_on_an_empty_database(empty_database_url):
-    schema.upgrade(empty_database_url)
+    migrations.upgrade(empty_database_url)
     assert TABLES <= _tables(empty_database_url)
     month = datetime.now(UTC).strftime("%Y_%m")
     for parent in ("raw_items", "trend_snapshots"):
@@ -46,22 +48,24 @@ def test_upgrade_and_downgrade_on_an_empty_database(empty_database_url):
         assert conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
         indexes = set(conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'raw_items'")).scalars())
     assert {"raw_items_terms", "raw_items_metadata", "raw_items_search", "raw_items_run"} <= indexes
-    schema.downgrade(empty_database_url)
+    migrations.downgrade(empty_database_url)
     assert _tables(empty_database_url) == set()
-    schema.upgrade(empty_database_url)
+    migrations.upgrade(empty_database_url)
     assert TABLES <= _tables(empty_database_url)
 
 
 def test_downgrade_and_upgrade_on_a_populated_database(database_url, store, tmp_path):
     engine = engine_for(database_url)
-    payload = write(tmp_path / "items.jsonl", '{"id": "1", "title": "A", "published_at": "2024-02-03T10:00:00Z"}\n'
-                                               '{"id": "2", "title": "B"}\n')
+    payload = write(
+        tmp_path / "items.jsonl",
+        '{"id": "1", "title": "A", "published_at": "2024-02-03T10:00:00Z"}\n{"id": "2", "title": "B"}\n',
+    )
     run_id = collect(engine, store, [SourceRequest("s", "jsonl", path=str(payload))])
     assert ingest_collection_run(engine, store, run_id).loaded == 2
     assert "raw_items_2024_02" in _partitions(database_url, "raw_items")  # created on demand
-    schema.downgrade(database_url)
+    migrations.downgrade(database_url)
     assert _tables(database_url) == set()
-    schema.upgrade(database_url)
+    migrations.upgrade(database_url)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM raw_items")).scalar() == 0
 
@@ -71,9 +75,11 @@ def test_new_month_partition_takes_its_rows_out_of_default(engine):
         source = conn.execute(text("INSERT INTO sources (name, type) VALUES ('s', 'rss') RETURNING id")).scalar()
         run = conn.execute(text("INSERT INTO collection_runs (status) VALUES ('completed') RETURNING id")).scalar()
         conn.execute(
-            text("INSERT INTO raw_items (id, source_id, collection_run_id, record_no, external_id, published_at, "
-                 "fetched_at, content_hash) VALUES (1, :s, :r, 1, 'x', '2019-05-31 23:30:00+00', now(), '\\x00'), "
-                 "(2, :s, :r, 2, 'y', '2019-06-01 00:30:00+00', now(), '\\x01')"),
+            text(
+                "INSERT INTO raw_items (id, source_id, collection_run_id, record_no, external_id, published_at, "
+                "fetched_at, content_hash) VALUES (1, :s, :r, 1, 'x', '2019-05-31 23:30:00+00', now(), '\\x00'), "
+                "(2, :s, :r, 2, 'y', '2019-06-01 00:30:00+00', now(), '\\x01')"
+            ),
             {"s": source, "r": run},
         )
     with engine.begin() as conn:

@@ -13,9 +13,31 @@ import pytest
 from moto.server import ThreadedMotoServer
 from sqlalchemy import text
 
-from observatory_assets import operations as ops
-from observatory_assets.collect import SourceRequest, collect
-from observatory_assets.loading import ingest_collection_run
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
+from observatory_assets.defs.operations.assets import (
+    default_partitions_empty,
+    monthly_partitions,
+    months_ready_ahead,
+    partition_rollover_schedule,
+)
+from observatory_assets.defs.operations.retention import (
+    ArchiveVerificationError,
+    PartitionChangedError,
+    apply_retention,
+    archive_month,
+    drop_archived_month,
+    verify_archive,
+)
+from observatory_assets.defs.operations.rollover import (
+    PARTITIONED_TABLES,
+    add_months,
+    month_partitions,
+    month_start,
+    partition_health,
+    partition_name,
+    roll_over,
+)
 from resources import ObjectStoreResource
 from resources.settings import as_libpq_dsn
 from tests.conftest import write
@@ -25,7 +47,7 @@ FUTURE = date(2031, 6, 10)  # far from the months the migration creates around t
 
 def _partitions(engine, table: str) -> set[str]:
     with engine.connect() as conn:
-        return set(ops.month_partitions(conn, table).values())
+        return set(month_partitions(conn, table).values())
 
 
 def _seed_items(engine, rows: list[tuple[str, str | None]]) -> None:
@@ -63,11 +85,11 @@ def _rows(engine, table: str) -> list[tuple]:
 
 
 def test_rollover_creates_exactly_the_missing_months_with_indexes_and_is_idempotent(engine):
-    before = {t: _partitions(engine, t) for t in ops.PARTITIONED_TABLES}
-    result = ops.roll_over(engine, months_ahead=3, today=FUTURE)
-    expected = {f"{t}_2031_{m:02d}" for t in ops.PARTITIONED_TABLES for m in (6, 7, 8, 9)}
+    before = {t: _partitions(engine, t) for t in PARTITIONED_TABLES}
+    result = roll_over(engine, months_ahead=3, today=FUTURE)
+    expected = {f"{t}_2031_{m:02d}" for t in PARTITIONED_TABLES for m in (6, 7, 8, 9)}
     assert set(result.created) == expected and not result.moved_rows and not result.busy
-    for table in ops.PARTITIONED_TABLES:
+    for table in PARTITIONED_TABLES:
         assert _partitions(engine, table) == before[table] | {n for n in expected if n.startswith(table)}
     with engine.connect() as conn:
         index_counts = dict(
@@ -82,9 +104,9 @@ def test_rollover_creates_exactly_the_missing_months_with_indexes_and_is_idempot
     assert index_counts["raw_items_2031_07"] == index_counts["raw_items"] >= 8
     assert index_counts["trend_snapshots_2031_07"] == index_counts["trend_snapshots"] >= 1
 
-    again = ops.roll_over(engine, months_ahead=3, today=FUTURE)
+    again = roll_over(engine, months_ahead=3, today=FUTURE)
     assert again.created == [] and again.moved_rows == {}
-    health = ops.partition_health(engine, "raw_items", 3, today=FUTURE)
+    health = partition_health(engine, "raw_items", 3, today=FUTURE)
     assert health.missing_months == [] and health.months_ready_ahead == 3
 
 
@@ -96,29 +118,34 @@ def test_rows_in_default_move_to_their_month_with_counts_unchanged(engine):
     ])  # fmt: skip
     _seed_snapshots(engine, ["2019-12-01", "2019-12-31", "2020-01-01"])
     items_before, snapshots_before = _rows(engine, "raw_items"), _rows(engine, "trend_snapshots")
-    assert ops.partition_health(engine, "raw_items").default_dated_rows == 3
+    assert partition_health(engine, "raw_items").default_dated_rows == 3
 
-    result = ops.roll_over(engine, months_ahead=0)
+    result = roll_over(engine, months_ahead=0)
     assert result.moved_rows == {
         "raw_items_2020_03": 2, "raw_items_2020_04": 1, "trend_snapshots_2019_12": 2, "trend_snapshots_2020_01": 1,
     }  # fmt: skip
     assert _rows(engine, "raw_items") == items_before and _rows(engine, "trend_snapshots") == snapshots_before
     with engine.connect() as conn:
         where = dict(conn.execute(text("SELECT external_id, tableoid::regclass::text FROM raw_items")).all())
-    assert where == {"a": "raw_items_2020_03", "b": "raw_items_2020_03", "c": "raw_items_2020_04", "d": "raw_items_default"}
-    for table in ops.PARTITIONED_TABLES:
-        health = ops.partition_health(engine, table, 0)
+    assert where == {
+        "a": "raw_items_2020_03",
+        "b": "raw_items_2020_03",
+        "c": "raw_items_2020_04",
+        "d": "raw_items_default",
+    }
+    for table in PARTITIONED_TABLES:
+        health = partition_health(engine, table, 0)
         assert health.default_dated_rows == 0 and health.missing_months == []
-    assert ops.roll_over(engine, months_ahead=0).created == []
+    assert roll_over(engine, months_ahead=0).created == []
 
 
 def test_archive_then_drop_reads_back_the_same_rows_before_the_partition_goes(engine, store):
     _seed_items(engine, [(f"x{n}", f"2020-05-{n % 28 + 1:02d}T12:00:00Z") for n in range(50)] + [("y", "2031-01-02")])
     _seed_snapshots(engine, ["2020-05-03", "2020-05-04"])
-    ops.roll_over(engine, months_ahead=0)
+    roll_over(engine, months_ahead=0)
     may = _rows(engine, "raw_items_2020_05")
 
-    result = ops.apply_retention(engine, store, {"raw_items": 12, "trend_snapshots": 12}, today=date(2021, 6, 1))
+    result = apply_retention(engine, store, {"raw_items": 12, "trend_snapshots": 12}, today=date(2021, 6, 1))
     assert result.kept == {}
     archived = {a.partition: a for a in result.archived}
     assert set(archived) == {"raw_items_2020_05", "trend_snapshots_2020_05"} and all(a.dropped for a in result.archived)
@@ -130,44 +157,44 @@ def test_archive_then_drop_reads_back_the_same_rows_before_the_partition_goes(en
     with store.open(items.manifest_key) as stream:
         manifest = json.load(stream)
     assert manifest["rows"] == 50 and manifest["dropped_at"] and manifest["sha256"] == items.sha256
-    ops.verify_archive(store, manifest)
+    verify_archive(store, manifest)
     table = pq.read_table(store.download_url(items.key))
     assert table.num_rows == 50
     assert sorted(table.column("external_id").to_pylist()) == sorted(r[4] for r in may)
     assert table.schema.field("published_at").type.tz == "UTC"
     assert sorted(table.column("title").to_pylist()) == sorted(r[6] for r in may)
 
-    again = ops.apply_retention(engine, store, {"raw_items": 12, "trend_snapshots": 12}, today=date(2021, 6, 1))
+    again = apply_retention(engine, store, {"raw_items": 12, "trend_snapshots": 12}, today=date(2021, 6, 1))
     assert again.archived == [] and again.kept == {}
 
 
 def test_a_corrupted_archive_fails_verification(engine, store):
     _seed_items(engine, [(f"x{n}", "2020-05-05T00:00:00Z") for n in range(5)])
-    ops.roll_over(engine, months_ahead=0)
-    archive = ops.archive_month(engine, store, "raw_items", date(2020, 5, 1))
+    roll_over(engine, months_ahead=0)
+    archive = archive_month(engine, store, "raw_items", date(2020, 5, 1))
     with store.open(archive.manifest_key) as stream:
         manifest = json.load(stream)
     path = store.root / archive.key
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(ops.ArchiveVerificationError, match="SHA-256"):
-        ops.verify_archive(store, manifest)
+    with pytest.raises(ArchiveVerificationError, match="SHA-256"):
+        verify_archive(store, manifest)
 
 
 def test_a_partition_that_changed_after_archiving_is_kept(engine, store):
     _seed_items(engine, [(f"x{n}", "2020-05-05T00:00:00Z") for n in range(5)])
-    ops.roll_over(engine, months_ahead=0)
-    archive = ops.archive_month(engine, store, "raw_items", date(2020, 5, 1))
-    assert ops.archive_month(engine, store, "raw_items", date(2020, 5, 1)).reused
+    roll_over(engine, months_ahead=0)
+    archive = archive_month(engine, store, "raw_items", date(2020, 5, 1))
+    assert archive_month(engine, store, "raw_items", date(2020, 5, 1)).reused
     with engine.begin() as conn:
         conn.execute(text("UPDATE raw_items SET title = 'edited' WHERE external_id = 'x1'"))
-    with pytest.raises(ops.PartitionChangedError):
-        ops.drop_archived_month(engine, archive)
+    with pytest.raises(PartitionChangedError):
+        drop_archived_month(engine, archive)
     assert "raw_items_2020_05" in _partitions(engine, "raw_items")
-    fresh = ops.archive_month(engine, store, "raw_items", date(2020, 5, 1))
+    fresh = archive_month(engine, store, "raw_items", date(2020, 5, 1))
     assert not fresh.reused and fresh.key == "archive/raw_items/2020-05.1.parquet"
-    ops.drop_archived_month(engine, fresh)
+    drop_archived_month(engine, fresh)
     assert "raw_items_2020_05" not in _partitions(engine, "raw_items")
 
 
@@ -189,10 +216,10 @@ def test_a_failed_upload_leaves_the_partition_in_place(engine, s3_endpoint):
     server, endpoint = s3_endpoint
     store = _s3_store(endpoint)
     _seed_items(engine, [(f"x{n}", "2020-05-05T00:00:00Z") for n in range(5)])
-    ops.roll_over(engine, months_ahead=0)
+    roll_over(engine, months_ahead=0)
     before = _rows(engine, "raw_items")
     server.stop()
-    result = ops.apply_retention(engine, store, {"raw_items": 1}, today=date(2021, 1, 1))
+    result = apply_retention(engine, store, {"raw_items": 1}, today=date(2021, 1, 1))
     assert list(result.kept) == ["raw_items_2020_05"] and result.archived == []
     assert "raw_items_2020_05" in _partitions(engine, "raw_items") and _rows(engine, "raw_items") == before
 
@@ -201,11 +228,12 @@ def test_archive_and_drop_on_s3(engine, s3_endpoint):
     _, endpoint = s3_endpoint
     store = _s3_store(endpoint)
     _seed_items(engine, [(f"x{n}", "2020-05-05T00:00:00Z") for n in range(20)])
-    ops.roll_over(engine, months_ahead=0)
-    result = ops.apply_retention(engine, store, {"raw_items": 1}, today=date(2021, 1, 1))
+    roll_over(engine, months_ahead=0)
+    result = apply_retention(engine, store, {"raw_items": 1}, today=date(2021, 1, 1))
     assert result.kept == {} and [a.rows for a in result.archived] == [20]
     assert set(store.list("archive/raw_items/")) == {
-        "archive/raw_items/2020-05.parquet", "archive/raw_items/2020-05.manifest.json"
+        "archive/raw_items/2020-05.parquet",
+        "archive/raw_items/2020-05.manifest.json",
     }
 
 
@@ -217,25 +245,25 @@ def test_old_collection_run_payloads_are_archived_verified_then_deleted(engine, 
     with engine.begin() as conn:
         conn.execute(text("UPDATE collection_runs SET completed_at = '2020-01-01' WHERE id = :id"), {"id": run_id})
 
-    assert ops.apply_retention(engine, store, {"collection_payloads": 24}, today=date(2021, 12, 1)).payload_runs == []
-    result = ops.apply_retention(engine, store, {"collection_payloads": 12}, today=date(2021, 12, 1))
+    assert apply_retention(engine, store, {"collection_payloads": 24}, today=date(2021, 12, 1)).payload_runs == []
+    result = apply_retention(engine, store, {"collection_payloads": 12}, today=date(2021, 12, 1))
     assert [p.run_id for p in result.payload_runs] == [run_id] and result.kept == {}
     assert store.size(original) is None and store.size(f"archive/{original}") is not None
     with store.open(f"archive/collection_runs/{run_id}.manifest.json") as stream:
         manifest = json.load(stream)
     assert manifest["payloads"][0]["key"] == original
-    assert ops.apply_retention(engine, store, {"collection_payloads": 12}, today=date(2021, 12, 1)).payload_runs == []
+    assert apply_retention(engine, store, {"collection_payloads": 12}, today=date(2021, 12, 1)).payload_runs == []
 
 
 def test_unknown_retention_keys_are_refused(engine, store):
     with pytest.raises(ValueError, match="unknown retention"):
-        ops.apply_retention(engine, store, {"raw_itemz": 3})
+        apply_retention(engine, store, {"raw_itemz": 3})
 
 
 def test_the_job_reports_what_it_did_and_its_checks_flag_problems(engine, resources):
     _seed_items(engine, [("a", "2019-02-02T00:00:00Z")])
     with dg.DagsterInstance.ephemeral() as instance:
-        check_defs = [ops.months_ready_ahead, ops.default_partitions_empty]
+        check_defs = [months_ready_ahead, default_partitions_empty]
         # Before the rollover a dated row waits in DEFAULT.
         failing = dg.materialize(
             check_defs, instance=instance, resources=resources, selection=dg.AssetSelection.checks(*check_defs)
@@ -245,7 +273,7 @@ def test_the_job_reports_what_it_did_and_its_checks_flag_problems(engine, resour
         assert not evaluations["default_partitions_empty"].passed
 
         result = dg.materialize(
-            [ops.monthly_partitions, *check_defs],
+            [monthly_partitions, *check_defs],
             instance=instance,
             resources=resources,
             run_config={"ops": {"monthly_partitions": {"config": {"months_ahead": 5}}}},
@@ -257,7 +285,7 @@ def test_the_job_reports_what_it_did_and_its_checks_flag_problems(engine, resour
         assert evaluations["months_ready_ahead"].passed and evaluations["default_partitions_empty"].passed
         assert evaluations["months_ready_ahead"].metadata["months_ahead_required"].value == 5
 
-        last = ops.partition_name("trend_snapshots", ops.add_months(ops.month_start(datetime.now(UTC).date()), 5))
+        last = partition_name("trend_snapshots", add_months(month_start(datetime.now(UTC).date()), 5))
         with engine.begin() as conn:
             conn.execute(text(f"DROP TABLE {last}"))
         again = dg.materialize(check_defs, instance=instance, resources=resources,
@@ -271,18 +299,18 @@ def test_the_daily_schedule_requests_one_rollover_run():
     with dg.DagsterInstance.ephemeral() as instance:
         tick = datetime(2026, 11, 21, 0, 15, tzinfo=UTC)
         context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
-        data = ops.partition_rollover_schedule.evaluate_tick(context)
+        data = partition_rollover_schedule.evaluate_tick(context)
     assert len(data.run_requests) == 1
-    assert ops.partition_rollover_schedule.name == ops.partition_rollover_schedule.job_name == "partition_rollover"
-    assert ops.partition_rollover_schedule.cron_schedule == "15 0 * * *"
+    assert partition_rollover_schedule.name == partition_rollover_schedule.job_name == "partition_rollover"
+    assert partition_rollover_schedule.cron_schedule == "15 0 * * *"
 
 
 def test_a_month_that_cannot_be_locked_in_time_is_reported_busy_not_waited_for(engine, database_url):
     reader = psycopg.connect(as_libpq_dsn(database_url))
     try:
         reader.execute("SELECT count(*) FROM raw_items")  # an open transaction, as a long ingestion would hold
-        result = ops.roll_over(engine, months_ahead=1, today=FUTURE, tables=["raw_items"], lock_timeout_s=0.2)
+        result = roll_over(engine, months_ahead=1, today=FUTURE, tables=["raw_items"], lock_timeout_s=0.2)
     finally:
         reader.close()
     assert result.busy == ["raw_items_2031_06", "raw_items_2031_07"] and result.created == []
-    assert ops.roll_over(engine, months_ahead=1, today=FUTURE, tables=["raw_items"]).created == result.busy
+    assert roll_over(engine, months_ahead=1, today=FUTURE, tables=["raw_items"]).created == result.busy

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from observatory_assets.records import (
+from observatory_assets.defs.ingestion.records import (
     Record,
     Rejection,
     content_hash,
@@ -71,10 +71,26 @@ def test_html_to_text_drops_markup_and_scripts():
 
 
 def test_normalize_record_maps_aliases_and_keeps_the_rest_as_metadata():
-    record = Record({"guid": "g1", "headline": " A  title ", "body": "Text\r\nhere", "link": "https://x.dk/a?fbclid=1",
-                     "date": "2026-11-20T10:00:00Z", "lang": "DA", "likes": 7}, raw="{}")
+    record = Record(
+        {
+            "guid": "g1",
+            "headline": " A  title ",
+            "body": "Text\r\nhere",
+            "link": "https://x.dk/a?fbclid=1",
+            "date": "2026-11-20T10:00:00Z",
+            "lang": "DA",
+            "likes": 7,
+        },
+        raw="{}",
+    )
     item = normalize_record(record, NOW)
-    assert (item.external_id, item.title, item.text, item.url, item.language) == ("g1", "A title", "Text\nhere", "https://x.dk/a", "da")
+    assert (item.external_id, item.title, item.text, item.url, item.language) == (
+        "g1",
+        "A title",
+        "Text\nhere",
+        "https://x.dk/a",
+        "da",
+    )
     assert item.raw_metadata == {"likes": 7, "original_url": "https://x.dk/a?fbclid=1"}
 
 
@@ -91,9 +107,18 @@ def test_lone_surrogates_from_json_escapes_are_replaced_not_fatal():
 
 
 def test_4cat_ndjson_posts_are_flattened():
-    line = json.dumps({"source_platform": "tiktok.com", "timestamp_collected": 1795100000000,
-                       "item": {"id": "v1", "desc": "Video about klimaplan", "createTime": 1795000000,
-                                "author": {"uniqueId": "creator"}}})
+    line = json.dumps(
+        {
+            "source_platform": "tiktok.com",
+            "timestamp_collected": 1795100000000,
+            "item": {
+                "id": "v1",
+                "desc": "Video about klimaplan",
+                "createTime": 1795000000,
+                "author": {"uniqueId": "creator"},
+            },
+        }
+    )
     (record,) = list(iter_records(io.BytesIO(line.encode()), "jsonl"))
     item = normalize_record(record, NOW)
     assert (item.external_id, item.text, item.author) == ("v1", "Video about klimaplan", "creator")

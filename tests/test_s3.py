@@ -1,22 +1,34 @@
-"""The S3 object-store path against a real S3 HTTP endpoint on loopback (moto's server)."""
+"""The S3 object-store path against a real S3 server on loopback (SeaweedFS's ``weed mini``, keys
+required): payloads, formats, pre-signed URLs, and uploads broken off by the producer or by the
+server itself being killed mid-upload leave nothing under the final key."""
 
 import io
+import re
 import urllib.request
+import uuid
 
 import pytest
+from minio.error import S3Error
 from sqlalchemy import text
 
-from observatory_assets.collect import SourceRequest, collect
-from observatory_assets.loading import ingest_collection_run
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect, create_collection_run, run_collection
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from resources import ObjectStoreResource, PostgresResource
 from resources.object_store import put_bytes, staged_upload
 from tests.conftest import write
+from tests.support.s3 import SERVER_GONE, StoppingUploads
+
+
+def _bucket_for(request) -> str:
+    """A bucket of this test's own (the session's server keeps every bucket until it ends)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    return f"obs-{slug}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
-def s3(s3_endpoint, request):
-    bucket = "obs-" + request.node.name.replace("_", "-")[:40].lower()
-    return ObjectStoreResource(endpoint=s3_endpoint, bucket=bucket, access_key="test", secret_key="test")
+def s3(s3_server, request):
+    return ObjectStoreResource(endpoint=s3_server.endpoint, bucket=_bucket_for(request),
+                               access_key=s3_server.access_key, secret_key=s3_server.secret_key)  # fmt: skip
 
 
 def test_collect_and_ingest_through_s3(engine, database_url, s3, tmp_path):
@@ -35,9 +47,11 @@ def test_collect_and_ingest_through_s3(engine, database_url, s3, tmp_path):
 
 def test_every_payload_format_reads_back_from_s3(engine, s3, tmp_path):
     store = s3.get_store()
-    rss = ('<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
-           "<item><guid>r1</guid><title>Feed item</title><pubDate>Tue, 10 Nov 2026 08:00:00 GMT</pubDate></item>"
-           "</channel></rss>")
+    rss = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+        "<item><guid>r1</guid><title>Feed item</title><pubDate>Tue, 10 Nov 2026 08:00:00 GMT</pubDate></item>"
+        "</channel></rss>"
+    )
     requests = [
         SourceRequest("csv", "csv", path=str(write(tmp_path / "a.csv", "id,title\n1,CSV item\n2,Another\n"))),
         SourceRequest("rss", "rss", path=str(write(tmp_path / "a.xml", rss))),
@@ -86,6 +100,57 @@ def test_a_failed_upload_leaves_no_object_under_the_key(s3, size):
         handle.write(b"a,b\n")
         raise RuntimeError("writer failed")
     assert store.size("exports/never.csv") is None
+
+
+def test_the_server_requires_keys(s3_server, s3):
+    s3.get_store()  # the right keys work (and create the bucket)
+    with pytest.raises(S3Error) as wrong_secret:
+        list(s3_server.client(secret_key="not-the-secret").list_objects(s3.bucket))
+    assert wrong_secret.value.code in ("SignatureDoesNotMatch", "AccessDenied")
+    with pytest.raises(S3Error) as anonymous:
+        list(s3_server.client(access_key="", secret_key="").list_objects(s3.bucket))
+    assert anonymous.value.code == "AccessDenied"
+    with pytest.raises(S3Error) as unknown:
+        ObjectStoreResource(endpoint=s3_server.endpoint, bucket=s3.bucket, access_key="intruder",
+                            secret_key=s3_server.secret_key).get_store()  # fmt: skip
+    assert unknown.value.code in ("InvalidAccessKeyId", "AccessDenied")
+
+
+def test_the_server_killed_mid_upload_leaves_no_object_and_the_retry_succeeds(s3_server, s3):
+    # The server dies once the body is read, before it is sent. Killed between the parts of a
+    # multipart upload: the export and backup fault tests (test_exports.py, test_backups.py).
+    store = s3.get_store()
+    size = 64 * 1024
+    dying = StoppingUploads(store, s3_server, after_bytes=size)
+    with pytest.raises(Exception, match=SERVER_GONE) as failure:
+        dying.put_stream("collection_runs/1/000-big.jsonl", io.BytesIO(b"y" * size))
+    assert dying.stream.stopped and not s3_server.running
+    assert f"port={s3_server.port}" in str(failure.value)  # the error names the endpoint
+    s3_server.start()
+    assert store.size("collection_runs/1/000-big.jsonl") is None
+    assert list(store.list("collection_runs/")) == []
+    stored = store.put_stream("collection_runs/1/000-big.jsonl", io.BytesIO(b"y" * size))
+    assert store.size(stored.key) == stored.size == size
+
+
+def test_the_server_killed_mid_payload_upload_fails_the_run_and_the_retry_loads_it(engine, s3_server, s3, tmp_path):
+    store = s3.get_store()
+    lines = "".join(f'{{"id": "{n}", "title": "Item {n}", "text": "{"z" * 2000}"}}\n' for n in range(600))
+    payload = write(tmp_path / "p.jsonl", lines)  # about 1.2 MB: one part
+    run_id = create_collection_run(engine, [SourceRequest("s3-fault", "jsonl", path=str(payload))])
+    with pytest.raises(Exception, match=SERVER_GONE):
+        run_collection(engine, StoppingUploads(store, s3_server, after_bytes=1), run_id)
+    with engine.connect() as conn:
+        status, error = conn.execute(
+            text("SELECT status, error FROM collection_runs WHERE id = :id"), {"id": run_id}
+        ).one()
+    assert status == "failed" and re.search(SERVER_GONE, error)
+    s3_server.start()
+    assert list(store.list(f"collection_runs/{run_id}/")) == []
+    run_collection(engine, store, run_id)  # the retry of the same run
+    result = ingest_collection_run(engine, store, run_id)
+    assert (result.loaded, result.rejected) == (600, 0)
+    assert len(list(store.list(f"collection_runs/{run_id}/"))) == 1
 
 
 def test_the_database_url_shown_in_metadata_never_holds_the_password():

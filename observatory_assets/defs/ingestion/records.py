@@ -261,7 +261,9 @@ def parse_timestamp(value: Any) -> datetime | None:
         parsed = value
     elif isinstance(value, bool):
         raise ValueError(f"not a timestamp: {value!r}")
-    elif isinstance(value, int | float) or (isinstance(value, str) and re.fullmatch(r"\d{9,13}(\.\d+)?", value.strip())):
+    elif isinstance(value, int | float) or (
+        isinstance(value, str) and re.fullmatch(r"\d{9,13}(\.\d+)?", value.strip())
+    ):
         seconds = float(value)
         if seconds > 1e11:  # milliseconds
             seconds /= 1000
@@ -410,7 +412,9 @@ def normalize_record(record: Record, now: datetime | None = None) -> Item | Reje
     elif published_at > now + FUTURE_TOLERANCE:
         return reject("future_date", f"published_at {published_at.isoformat()} is in the future")
     elif published_at < EARLIEST_PLAUSIBLE:
-        return reject("implausible_date", f"published_at {published_at.isoformat()} is before {EARLIEST_PLAUSIBLE.year}")
+        return reject(
+            "implausible_date", f"published_at {published_at.isoformat()} is before {EARLIEST_PLAUSIBLE.year}"
+        )
     url = normalize_url(picked["url"])
     if picked["url"] and url is None:
         notes.add("url_not_http")

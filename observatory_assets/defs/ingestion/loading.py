@@ -37,8 +37,8 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from observatory_assets.collect import payload_fingerprint
-from observatory_assets.records import Rejection, iter_records, normalize_record
+from observatory_assets.defs.ingestion.collect import payload_fingerprint
+from observatory_assets.defs.ingestion.records import Rejection, iter_records, normalize_record
 from resources.object_store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,9 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
         totals = sum(by_source.values(), Counter())
         delivered = reader.records
         if delivered != run.items_collected:
-            log.warning("collection run %s delivered %s rows, the collector counted %s", run_id, delivered, run.items_collected)
+            log.warning(
+                "collection run %s delivered %s rows, the collector counted %s", run_id, delivered, run.items_collected
+            )
         conn.execute(
             text(
                 """
@@ -242,8 +244,12 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
                  WHERE id = :run_id
                 """
             ),
-            {**params, "delivered": delivered, "fingerprint": fingerprint,
-             **{k: totals[k] for k in ("loaded", "duplicates", "rejected")}},
+            {
+                **params,
+                "delivered": delivered,
+                "fingerprint": fingerprint,
+                **{k: totals[k] for k in ("loaded", "duplicates", "rejected")},
+            },
         )
     return IngestResult(
         run_id=run_id,
@@ -252,7 +258,9 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
         duplicates=totals["duplicates"],
         rejected=totals["rejected"],
         new_items=new_items,
-        by_source={name: {k: counts[k] for k in ("loaded", "duplicates", "rejected")} for name, counts in by_source.items()},
+        by_source={
+            name: {k: counts[k] for k in ("loaded", "duplicates", "rejected")} for name, counts in by_source.items()
+        },
         reject_reasons=dict(reader.reasons),
         partitions_created=created,
         seconds=time.perf_counter() - started,
@@ -362,14 +370,23 @@ class _PayloadReader:
         return new
 
 
-def _staged_row(record, record_no: int, source_id: int, key: str, fetched_at: datetime, now: datetime,
-                months: set[date]) -> tuple:
+def _staged_row(
+    record, record_no: int, source_id: int, key: str, fetched_at: datetime, now: datetime, months: set[date]
+) -> tuple:
     """One row of ``staged`` (see STAGED_COLUMNS) for a record: an item or a rejection."""
     outcome = record if isinstance(record, Rejection) else normalize_record(record, now)
     if isinstance(outcome, Rejection):
         size = None if isinstance(record, Rejection) else len(record.raw.encode("utf-8", "surrogatepass"))
-        return (record_no, source_id, key, outcome.reason, outcome.detail.replace("\x00", ""), outcome.payload, size,
-                *(None,) * 10)
+        return (
+            record_no,
+            source_id,
+            key,
+            outcome.reason,
+            outcome.detail.replace("\x00", ""),
+            outcome.payload,
+            size,
+            *(None,) * 10,
+        )
     published = outcome.published_at
     if published is not None:
         months.add(date(published.year, published.month, 1))
@@ -385,6 +402,8 @@ def ensure_month_partitions(conn: Connection, table: str, months: set[date]) -> 
     """Create the missing monthly partitions of ``table``; returns the names created."""
     created = []
     for month in sorted(months):
-        if conn.execute(text("SELECT ensure_month_partition(CAST(:t AS regclass), :m)"), {"t": table, "m": month}).scalar():
+        if conn.execute(
+            text("SELECT ensure_month_partition(CAST(:t AS regclass), :m)"), {"t": table, "m": month}
+        ).scalar():
             created.append(f"{table}_{month:%Y_%m}")
     return created

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 
-from observatory_assets.records import FORMATS, count_records
+from observatory_assets.defs.ingestion.records import FORMATS, count_records
 from resources.object_store import ObjectStore, put_bytes
 
 FETCH_TIMEOUT_S = 30
@@ -156,7 +156,9 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
         raise
 
 
-def collect(engine: Engine, store: ObjectStore, requests: list[SourceRequest], query_design_id: int | None = None) -> int:
+def collect(
+    engine: Engine, store: ObjectStore, requests: list[SourceRequest], query_design_id: int | None = None
+) -> int:
     """Create and run a collection run in one go; returns its id."""
     run_id = create_collection_run(engine, requests, query_design_id)
     run_collection(engine, store, run_id)

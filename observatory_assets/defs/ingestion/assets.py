@@ -9,13 +9,12 @@ import dagster as dg
 from pydantic import Field
 from sqlalchemy import text
 
-from observatory_assets.collect import SourceRequest, collect, guess_format
-from observatory_assets.loading import ingest_collection_run
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect, guess_format
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
+from observatory_assets.lib.dagster import collection_run_partitions, markdown_table
 from resources import ObjectStoreResource, PostgresResource
 
 INGESTION = "ingestion"
-
-collection_run_partitions = dg.DynamicPartitionsDefinition(name="collection_runs")
 
 collection_runs = dg.AssetSpec(
     "collection_runs",
@@ -56,16 +55,20 @@ def raw_items(
     if result.skipped:
         context.log.info(f"collection run {run_id}: payloads already loaded, counts verified")
     with engine.connect() as conn:
-        preview = conn.execute(
-            text(
-                """
+        preview = (
+            conn.execute(
+                text(
+                    """
                 SELECT r.id, s.name AS source, r.published_at, left(r.title, 80) AS title, r.language
                   FROM raw_items r JOIN sources s ON s.id = r.source_id
                  WHERE r.collection_run_id = :run_id ORDER BY r.id LIMIT 10
                 """
-            ),
-            {"run_id": run_id},
-        ).mappings().all()
+                ),
+                {"run_id": run_id},
+            )
+            .mappings()
+            .all()
+        )
     preview_rows = [{k: (str(v) if v is not None else "") for k, v in row.items()} for row in preview]
     return dg.MaterializeResult(
         metadata={
@@ -84,16 +87,6 @@ def raw_items(
             "preview": dg.MetadataValue.md(markdown_table(preview_rows)),
         }
     )
-
-
-def markdown_table(rows: list[dict]) -> str:
-    if not rows:
-        return "_no items_"
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        lines.append("| " + " | ".join(str(row[h]).replace("|", "\\|").replace("\n", " ") for h in header) + " |")
-    return "\n".join(lines)
 
 
 @dg.asset_check(asset=raw_items, description="No (source, external_id) and no content hash appears twice.")
@@ -149,7 +142,11 @@ def raw_items_rows_accounted_for(postgres: PostgresResource) -> dg.AssetCheckRes
                 """
             )
         ).all()
-    unbalanced = {str(r.id): {"delivered": r.items_collected, "accounted": r.accounted} for r in rows if r.items_collected != r.accounted}
+    unbalanced = {
+        str(r.id): {"delivered": r.items_collected, "accounted": r.accounted}
+        for r in rows
+        if r.items_collected != r.accounted
+    }
     return dg.AssetCheckResult(
         passed=not unbalanced,
         metadata={"runs_checked": len(rows), "unbalanced_runs": dg.MetadataValue.json(unbalanced)},
@@ -166,8 +163,9 @@ class CollectConfig(dg.Config):
 
 
 @dg.op(description="Fetch a source into a new collection run and mark it completed.")
-def collect_source(context: dg.OpExecutionContext, config: CollectConfig, postgres: PostgresResource,
-                   object_store: ObjectStoreResource) -> int:
+def collect_source(
+    context: dg.OpExecutionContext, config: CollectConfig, postgres: PostgresResource, object_store: ObjectStoreResource
+) -> int:
     location = config.path or config.url or ""
     request = SourceRequest(config.source, config.format or guess_format(location), path=config.path, url=config.url)
     run_id = collect(postgres.get_engine(), object_store.get_store(), [request])

@@ -41,19 +41,17 @@ item with its title, and an extractive summary (that item's first sentence);
 Everything of one clustering run is written in one transaction.
 """
 
+from __future__ import annotations
+
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import dagster as dg
 import numpy as np
-from pydantic import Field
 from sqlalchemy import Engine, text
 
-from observatory_assets.embedders import EmbedderResource
-from observatory_assets.enrichment import enrich_job, item_embeddings, register_vector_type
-from resources import PostgresResource
+from resources.postgres import register_vector_type
 
 EVENTS = "events"
 CHUNK_SIZE = 5000
@@ -300,9 +298,7 @@ class _Clustering:
             events[event_id].add(item_id, at_, item_hash, source_id, embedding.to_numpy().astype(np.float64))
         stored = {
             r[0]: r[1:]
-            for r in self.conn.execute(
-                "SELECT id, item_count, last_seen_at FROM events WHERE id = ANY(%s)", (ids,)
-            )
+            for r in self.conn.execute("SELECT id, item_count, last_seen_at FROM events WHERE id = ANY(%s)", (ids,))
         }
         now = at.timestamp()
         for event in sorted(events.values(), key=lambda e: (e.first or at, e.first_hash or b"")):
@@ -444,9 +440,10 @@ def cluster_events(
 def nearest_events(engine: Engine, item_id: int, limit: int = 5) -> list[dict]:
     """The events whose centroids are nearest to an item's vector (pgvector HNSW, cosine), with similarity."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                """
+        rows = (
+            conn.execute(
+                text(
+                    """
                 SELECT ev.id AS event, ev.title, ev.item_count, 1 - (ev.centroid <=> e.embedding) AS similarity
                   FROM item_embeddings e
                   JOIN events ev ON ev.embedder = e.embedder
@@ -454,9 +451,12 @@ def nearest_events(engine: Engine, item_id: int, limit: int = 5) -> list[dict]:
                  ORDER BY ev.centroid <=> e.embedding
                  LIMIT :limit
                 """
-            ),
-            {"item_id": item_id, "limit": limit},
-        ).mappings().all()
+                ),
+                {"item_id": item_id, "limit": limit},
+            )
+            .mappings()
+            .all()
+        )
     return [dict(r) for r in rows]
 
 
@@ -464,238 +464,3 @@ def event_memberships(engine: Engine) -> dict[int, int]:
     """item id → event id for every clustered item."""
     with engine.connect() as conn:
         return dict(conn.execute(text("SELECT item_id, event_id FROM event_items")).all())
-
-
-# ---------------------------------------------------------------- Dagster
-
-
-class EventsConfig(dg.Config):
-    window_hours: float = Field(default=72.0, description="An event stays open this long after its newest item.")
-    max_span_hours: float = Field(default=168.0, description="An event takes no items this long after its first.")
-    threshold: float | None = Field(
-        default=None, description="Similarity from which an item joins an event; default: the embedder's calibrated one."
-    )
-    time_penalty: float = Field(default=0.1, description="Similarity lost when an event was last seen a window ago.")
-    large_event_size: int = Field(default=5, description="From this size on, joining needs a close member too.")
-    member_margin: float = Field(default=0.1, description="How much closer that member must be than the threshold.")
-
-    def params(self, default_threshold: float) -> ClusteringParams:
-        return ClusteringParams(
-            threshold=default_threshold if self.threshold is None else self.threshold,
-            window_hours=self.window_hours,
-            max_span_hours=self.max_span_hours,
-            time_penalty=self.time_penalty,
-            large_event_size=self.large_event_size,
-            member_margin=self.member_margin,
-        )
-
-
-@dg.asset(deps=[item_embeddings], group_name=EVENTS, kinds={"postgres"})
-def events(
-    context: dg.AssetExecutionContext, config: EventsConfig, postgres: PostgresResource, embedder: EmbedderResource
-) -> dg.MaterializeResult:
-    """News events: embedded items clustered online in publication order (72 h window, similarity
-    threshold, stricter check for large events). Incremental: each run clusters the items not clustered
-    yet; re-running never duplicates, and batching does not change the result."""
-    current = embedder.get_embedder()
-    result = cluster_events(postgres.get_engine(), current.name, current.dimensions, config.params(current.join_threshold))
-    if result.rebuilt:
-        context.log.warning(f"events of another embedder were dropped and rebuilt with {current.name}")
-    with postgres.get_engine().connect() as conn:
-        total = conn.execute(text("SELECT count(*) FROM events")).scalar_one()
-    largest = "\n".join(
-        ["| event | items | sources | title |", "|---|---|---|---|"]
-        + [f"| {e['event']} | {e['items']} | {e['sources']} | {e['title'].replace('|', '/')} |" for e in result.largest_events]
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": dg.MetadataValue.int(total),
-            "embedder": dg.MetadataValue.text(current.name),
-            "items_assigned": dg.MetadataValue.int(result.items_assigned),
-            "new_events": dg.MetadataValue.int(result.new_events),
-            "joined_existing_events": dg.MetadataValue.int(result.joined_existing),
-            "events_updated": dg.MetadataValue.int(result.events_updated),
-            "events_removed": dg.MetadataValue.int(result.events_removed),
-            "late_items_reclustered": dg.MetadataValue.int(result.reopened_items),
-            "rebuilt_for_new_embedder": dg.MetadataValue.bool(result.rebuilt),
-            "largest_events": dg.MetadataValue.md(largest if result.largest_events else "_no events changed_"),
-            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
-            "items_per_second": dg.MetadataValue.float(round(result.items_assigned / max(result.seconds, 1e-9), 1)),
-        }
-    )
-
-
-def check_events_have_items(engine: Engine) -> dict:
-    """Events without items, and events whose stored item count differs from their memberships."""
-    with engine.connect() as conn:
-        empty, miscounted = conn.execute(
-            text(
-                """
-                SELECT count(*) FILTER (WHERE n IS NULL), count(*) FILTER (WHERE n IS DISTINCT FROM e.item_count)
-                  FROM events e
-                  LEFT JOIN (SELECT event_id, count(*) AS n FROM event_items GROUP BY event_id) x ON x.event_id = e.id
-                """
-            )
-        ).one()
-    return {"events_without_items": empty, "events_with_wrong_item_count": miscounted}
-
-
-def check_items_in_one_event(engine: Engine, embedder: str) -> dict:
-    """Embedded items (of ``embedder``) in no event, and memberships of items without such a vector.
-
-    ``event_items`` is keyed on the item, so no item can be in two events."""
-    with engine.connect() as conn:
-        unclustered, orphaned = conn.execute(
-            text(
-                """
-                SELECT (SELECT count(*) FROM item_embeddings e WHERE e.embedder = :embedder
-                           AND NOT EXISTS (SELECT 1 FROM event_items x WHERE x.item_id = e.item_id)),
-                       (SELECT count(*) FROM event_items x WHERE NOT EXISTS
-                           (SELECT 1 FROM item_embeddings e WHERE e.item_id = x.item_id AND e.embedder = :embedder))
-                """
-            ),
-            {"embedder": embedder},
-        ).one()
-    return {"embedded_items_in_no_event": unclustered, "clustered_items_without_vector": orphaned}
-
-
-def check_centroids(engine: Engine, embedder: str, dimensions: int) -> dict:
-    """Events whose centroid is not in the embedder's space (other embedder or dimensions)."""
-    with engine.connect() as conn:
-        wrong = conn.execute(
-            text("SELECT count(*) FROM events WHERE embedder <> :embedder OR vector_dims(centroid) <> :dimensions"),
-            {"embedder": embedder, "dimensions": dimensions},
-        ).scalar_one()
-    return {"events_in_another_space": wrong}
-
-
-@dg.asset_check(asset=events, description="Every event has at least one item, and its item count is right.")
-def events_have_items(postgres: PostgresResource) -> dg.AssetCheckResult:
-    found = check_events_have_items(postgres.get_engine())
-    return dg.AssetCheckResult(passed=not any(found.values()), metadata=found)
-
-
-@dg.asset_check(asset=events, description="Every embedded item is in exactly one event.")
-def embedded_items_in_one_event(postgres: PostgresResource, embedder: EmbedderResource) -> dg.AssetCheckResult:
-    found = check_items_in_one_event(postgres.get_engine(), embedder.get_embedder().name)
-    return dg.AssetCheckResult(passed=not any(found.values()), metadata=found)
-
-
-@dg.asset_check(asset=events, description="Centroids have the embedder's dimensions and come from its space.")
-def centroids_match_embedder(postgres: PostgresResource, embedder: EmbedderResource) -> dg.AssetCheckResult:
-    current = embedder.get_embedder()
-    found = check_centroids(postgres.get_engine(), current.name, current.dimensions)
-    return dg.AssetCheckResult(
-        passed=not any(found.values()), metadata={**found, "embedder": current.name, "dimensions": current.dimensions}
-    )
-
-
-events_job = dg.define_asset_job(
-    "cluster_events", selection=dg.AssetSelection.assets(events), description="Cluster newly embedded items into events."
-)
-
-
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[enrich_job],
-    request_job=events_job,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Clusters new items into events whenever a collection run has been enriched.",
-)
-def events_after_enrichment(context: dg.RunStatusSensorContext):
-    return dg.RunRequest(run_key=f"events-after-{context.dagster_run.run_id}")
-
-
-def materialize_enrichment_and_events(instance: dg.DagsterInstance, run_ids: list[int]) -> list[dict]:
-    """Enrich the given collection runs (partitions) and then cluster events, in-process through Dagster,
-    recorded in ``instance`` like the sensors' runs (for the demo and the CLI)."""
-    from observatory_assets.cli import run_job
-
-    outcomes = [run_job(instance, enrich_job.name, partition_key=str(run_id)) for run_id in run_ids]
-    return outcomes + [run_job(instance, events_job.name)]
-
-
-defs = dg.Definitions(
-    assets=[events],
-    asset_checks=[events_have_items, embedded_items_in_one_event, centroids_match_embedder],
-    jobs=[events_job],
-    sensors=[events_after_enrichment],
-)
-
-
-# ---------------------------------------------------------------- CLI
-
-_RUNS_TO_ENRICH = """
-SELECT DISTINCT r.collection_run_id
-  FROM raw_items r LEFT JOIN item_embeddings e ON e.item_id = r.id
- WHERE r.processing_status = 'loaded' OR e.item_id IS NULL OR e.embedder <> :embedder
- ORDER BY 1
-"""
-
-
-def cmd_enrich(args) -> int:
-    from observatory_assets.cli import engine_and_store, register_partitions
-    from observatory_assets.embedders import EmbedderResource
-    from resources.embedded import prepare_dagster_home
-
-    engine, _ = engine_and_store()
-    if args.run:
-        run_ids = [args.run]
-    else:
-        with engine.connect() as conn:
-            name = EmbedderResource.from_env().get_embedder().name
-            run_ids = list(conn.execute(text(_RUNS_TO_ENRICH), {"embedder": name}).scalars())
-    register_partitions(run_ids)
-    prepare_dagster_home()
-    with dg.DagsterInstance.get() as instance:
-        outcomes = materialize_enrichment_and_events(instance, run_ids)
-    for o in outcomes:
-        what = f"collection run {o['collection_run']}" if o["collection_run"] is not None else "events"
-        print(f"{o['job']:24} {what}: {'ok' if o['success'] else 'FAILED'} (dagster run {o['dagster_run']})")
-    return 0 if all(o["success"] for o in outcomes) else 1
-
-
-def cmd_search(args) -> int:
-    from observatory_assets.cli import engine_and_store
-    from observatory_assets.enrichment import search_items
-
-    engine, _ = engine_and_store()
-    for hit in search_items(engine, args.query, language=args.language, limit=args.limit):
-        print(f"{hit['id']:>8} {hit['language'] or '-':4} {hit['config']:10} {hit['rank']:.3f}  {hit['title']}")
-    return 0
-
-
-def cmd_events(args) -> int:
-    from observatory_assets.cli import engine_and_store
-
-    engine, _ = engine_and_store()
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT id, item_count, source_count, first_seen_at, last_seen_at, title FROM events "
-                "ORDER BY item_count DESC, last_seen_at DESC LIMIT :limit"
-            ),
-            {"limit": args.limit},
-        ).all()
-    print(f"{'event':>7} {'items':>6} {'sources':>7}  {'first seen':16}  {'last seen':16}  title")
-    for r in rows:
-        print(f"{r.id:>7} {r.item_count:>6} {r.source_count:>7}  {r.first_seen_at:%Y-%m-%d %H:%M}  "
-              f"{r.last_seen_at:%Y-%m-%d %H:%M}  {r.title or ''}")  # fmt: skip
-    return 0
-
-
-def register_commands(subparsers) -> None:
-    """``observatory enrich``, ``observatory search`` and ``observatory events``."""
-    enrich = subparsers.add_parser("enrich", help="features, embeddings and events for ingested runs, through Dagster")
-    enrich.add_argument("--run", type=int, help="only this collection run (default: every run with items to enrich)")
-    enrich.set_defaults(func=cmd_enrich)
-
-    search = subparsers.add_parser("search", help="full-text search of items (per-language stemming)")
-    search.add_argument("query", help='websearch syntax: words, "a phrase", -excluded, or')
-    search.add_argument("--language", help="only items of this language (ISO code, e.g. da)")
-    search.add_argument("--limit", type=int, default=20)
-    search.set_defaults(func=cmd_search)
-
-    listing = subparsers.add_parser("events", help="the largest events")
-    listing.add_argument("--limit", type=int, default=20)
-    listing.set_defaults(func=cmd_events)

@@ -24,37 +24,89 @@ from xml.sax.saxutils import escape
 DEFAULT_ANCHOR = datetime(2026, 11, 16, 12, 0, tzinfo=UTC)
 
 _EN = {
-    "actors": ["The government", "Parliament", "The central bank", "City council", "Health authorities",
-               "Union leaders", "The energy agency", "Police", "Researchers", "Farmers"],
-    "actions": [("announces", "unveils", "presents"), ("rejects", "votes down", "turns down"),
-                ("warns about", "raises alarm over", "cautions on"), ("investigates", "opens inquiry into", "probes"),
-                ("approves", "backs", "green-lights")],
-    "topics": ["new climate plan", "interest rates", "housing prices", "wind farm expansion", "hospital waiting lists",
-               "rail strike", "drought damage", "school reform", "data breach", "bird flu outbreak"],
+    "actors": [
+        "The government",
+        "Parliament",
+        "The central bank",
+        "City council",
+        "Health authorities",
+        "Union leaders",
+        "The energy agency",
+        "Police",
+        "Researchers",
+        "Farmers",
+    ],
+    "actions": [
+        ("announces", "unveils", "presents"),
+        ("rejects", "votes down", "turns down"),
+        ("warns about", "raises alarm over", "cautions on"),
+        ("investigates", "opens inquiry into", "probes"),
+        ("approves", "backs", "green-lights"),
+    ],
+    "topics": [
+        "new climate plan",
+        "interest rates",
+        "housing prices",
+        "wind farm expansion",
+        "hospital waiting lists",
+        "rail strike",
+        "drought damage",
+        "school reform",
+        "data breach",
+        "bird flu outbreak",
+    ],
     "places": ["Copenhagen", "Aarhus", "London", "Brussels", "Odense", "Manchester", "Aalborg", "Berlin"],
 }
 _DA = {
-    "actors": ["Regeringen", "Folketinget", "Nationalbanken", "Byrådet", "Sundhedsstyrelsen",
-               "Fagbevægelsen", "Energistyrelsen", "Politiet", "Forskere", "Landmænd"],
-    "actions": [("præsenterer", "fremlægger", "lancerer"), ("afviser", "stemmer nej til", "forkaster"),
-                ("advarer om", "slår alarm over", "bekymrer sig om"), ("undersøger", "indleder undersøgelse af", "granskner"),
-                ("godkender", "bakker op om", "vedtager")],
-    "topics": ["ny klimaplan", "renten", "boligpriserne", "udbygning af vindmøller", "ventelister på hospitaler",
-               "togstrejke", "tørkeskader", "skolereform", "datalæk", "fugleinfluenza"],
+    "actors": [
+        "Regeringen",
+        "Folketinget",
+        "Nationalbanken",
+        "Byrådet",
+        "Sundhedsstyrelsen",
+        "Fagbevægelsen",
+        "Energistyrelsen",
+        "Politiet",
+        "Forskere",
+        "Landmænd",
+    ],
+    "actions": [
+        ("præsenterer", "fremlægger", "lancerer"),
+        ("afviser", "stemmer nej til", "forkaster"),
+        ("advarer om", "slår alarm over", "bekymrer sig om"),
+        ("undersøger", "indleder undersøgelse af", "granskner"),
+        ("godkender", "bakker op om", "vedtager"),
+    ],
+    "topics": [
+        "ny klimaplan",
+        "renten",
+        "boligpriserne",
+        "udbygning af vindmøller",
+        "ventelister på hospitaler",
+        "togstrejke",
+        "tørkeskader",
+        "skolereform",
+        "datalæk",
+        "fugleinfluenza",
+    ],
     "places": ["København", "Aarhus", "London", "Bruxelles", "Odense", "Manchester", "Aalborg", "Berlin"],
 }
 _FILLER = {
-    "en": ("Officials said the decision followed months of debate. Critics argued the measures go too far, "
-           "while supporters said they were long overdue. More details are expected later this week. "),
-    "da": ("Ifølge embedsfolk kommer beslutningen efter måneders debat. Kritikere mener, at tiltagene går for vidt, "
-           "mens tilhængere siger, at de er længe ventede. Flere detaljer ventes senere på ugen. "),
+    "en": (
+        "Officials said the decision followed months of debate. Critics argued the measures go too far, "
+        "while supporters said they were long overdue. More details are expected later this week. "
+    ),
+    "da": (
+        "Ifølge embedsfolk kommer beslutningen efter måneders debat. Kritikere mener, at tiltagene går for vidt, "
+        "mens tilhængere siger, at de er længe ventede. Flere detaljer ventes senere på ugen. "
+    ),
 }
 
 _DETAIL_WORDS = {
     "en": "minister mayor budget vote report sources morning evening analysts residents officials statement "
-          "spokesperson figures survey critics plan deadline crisis talks agreement".split(),
+    "spokesperson figures survey critics plan deadline crisis talks agreement".split(),
     "da": "minister borgmester budget afstemning rapport kilder morgen aften analytikere borgere embedsfolk udtalelse "
-          "talsperson tal undersøgelse kritikere plan frist krise forhandlinger aftale".split(),
+    "talsperson tal undersøgelse kritikere plan frist krise forhandlinger aftale".split(),
 }
 
 #: (name, format, language, credibility)
@@ -126,13 +178,20 @@ def _item(story: Story, source: str, language: str, rng: random.Random, n: int, 
 _HOSTILE = [
     ("<script>alert('x')</script>Breaking", "<img src=x onerror=alert(1)> body"),
     ("Robert'); DROP TABLE raw_items;--", "'; DELETE FROM sources; --"),
-    ("=HYPERLINK(\"http://evil.example\")", "+cmd|' /C calc'!A0"),
+    ('=HYPERLINK("http://evil.example")', "+cmd|' /C calc'!A0"),
 ]
 
 
-def iter_items(n: int, seed: int = 7, anchor: datetime = DEFAULT_ANCHOR, language: str = "mixed",
-               source: str = "bench", text_chars: int = 1000, duplicate_rate: float = 0.05,
-               bad_rate: float = 0.01) -> Iterator[str]:
+def iter_items(
+    n: int,
+    seed: int = 7,
+    anchor: datetime = DEFAULT_ANCHOR,
+    language: str = "mixed",
+    source: str = "bench",
+    text_chars: int = 1000,
+    duplicate_rate: float = 0.05,
+    bad_rate: float = 0.01,
+) -> Iterator[str]:
     """``n`` JSONL lines: realistic items, ``duplicate_rate`` exact duplicates, ``bad_rate`` bad rows."""
     rng = random.Random(seed)
     stories = make_stories(max(10, n // 20), rng, anchor)
@@ -161,7 +220,9 @@ def _bad_jsonl_row(i: int, rng: random.Random) -> str:
     if kind == 1:
         return json.dumps({"id": f"nodate-{i}", "title": f"Undated item {i}", "published_at": "sometime soon"})
     if kind == 2:
-        return json.dumps({"id": f"future-{i}", "title": f"From the future {i}", "published_at": "2199-01-01T00:00:00Z"})
+        return json.dumps(
+            {"id": f"future-{i}", "title": f"From the future {i}", "published_at": "2199-01-01T00:00:00Z"}
+        )
     if kind == 3:
         return json.dumps({"id": f"empty-{i}", "title": "", "text": ""})
     return "[1, 2, 3]"
@@ -182,13 +243,19 @@ def _rss(items: list[dict], title: str, language: str) -> str:
         f"<item><guid>{escape(it['id'])}</guid><title>{escape(it['title'])}</title>"
         f"<link>{escape(it['url'])}</link><description>{escape('<p>' + it['text'] + '</p>')}</description>"
         f"<author>{escape(it['author'])}</author>"
-        + (f"<pubDate>{format_datetime(datetime.fromisoformat(it['published_at']))}</pubDate>" if it.get("published_at") else "")
+        + (
+            f"<pubDate>{format_datetime(datetime.fromisoformat(it['published_at']))}</pubDate>"
+            if it.get("published_at")
+            else ""
+        )
         + "</item>"
         for it in items
     )
-    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>{escape(title)}</title>'
-            f"<language>{language}</language><link>https://example.org/</link><description>demo</description>"
-            f"{entries}</channel></rss>")
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>{escape(title)}</title>'
+        f"<language>{language}</language><link>https://example.org/</link><description>demo</description>"
+        f"{entries}</channel></rss>"
+    )
 
 
 def _atom(items: list[dict], title: str) -> str:
@@ -198,13 +265,16 @@ def _atom(items: list[dict], title: str) -> str:
         f"<author><name>{escape(it['author'])}</name></author><updated>{it['published_at']}</updated></entry>"
         for it in items
     )
-    return (f'<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
-            f"<title>{escape(title)}</title><id>urn:demo:{escape(title)}</id><updated>2026-11-16T12:00:00Z</updated>"
-            f"{entries}</feed>")
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+        f"<title>{escape(title)}</title><id>urn:demo:{escape(title)}</id><updated>2026-11-16T12:00:00Z</updated>"
+        f"{entries}</feed>"
+    )
 
 
-def write_demo_dataset(out_dir: Path, items_per_source: int = 60, stories: int = 25, seed: int = 7,
-                       anchor: datetime = DEFAULT_ANCHOR) -> list[tuple[str, str, Path]]:
+def write_demo_dataset(
+    out_dir: Path, items_per_source: int = 60, stories: int = 25, seed: int = 7, anchor: datetime = DEFAULT_ANCHOR
+) -> list[tuple[str, str, Path]]:
     """Write one payload per demo source into ``out_dir``; returns (source, format, path) triples.
 
     Stories are shared across sources, so the same event is told many times.
@@ -232,7 +302,11 @@ def write_demo_dataset(out_dir: Path, items_per_source: int = 60, stories: int =
         elif fmt == "jsonl":
             lines = [json.dumps(it, ensure_ascii=False) for it in items]
             lines += [_bad_jsonl_row(k, rng) for k in range(5)]
-            lines.append(json.dumps({"id": f"{name}-nul", "title": "NUL\u0000in title", "published_at": items[0]["published_at"]}))
+            lines.append(
+                json.dumps(
+                    {"id": f"{name}-nul", "title": "NUL\u0000in title", "published_at": items[0]["published_at"]}
+                )
+            )
             data = ("\n".join(lines) + "\n").encode("utf-8") + b'{"id": "latin1", "title": "K\xf8benhavn"}\n'
             path.write_bytes(data)
         else:

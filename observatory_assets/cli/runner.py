@@ -1,0 +1,73 @@
+"""Running the code location's jobs in-process, recorded in the Dagster instance as the daemon's runs are."""
+
+from __future__ import annotations
+
+import dagster as dg
+from sqlalchemy import text
+
+from observatory_assets.lib.dagster import collection_run_partitions
+from resources import observatory_resources
+from resources.embedded import prepare_dagster_home
+
+
+def engine_and_store():
+    """The database engine and object store, configured as the Dagster resources are."""
+    resources = {name: r.process_config_and_initialize() for name, r in observatory_resources().items()}
+    return resources["postgres"].get_engine(), resources["object_store"].get_store()
+
+
+def register_partitions(run_ids: list[int]) -> None:
+    """Make collection runs visible as ``raw_items`` partitions in the Dagster instance."""
+    prepare_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(collection_run_partitions.name, [str(r) for r in run_ids])
+
+
+def ingest_runs(run_ids: list[int] | None = None, force: bool = False) -> list[dict]:
+    """Materialize ``raw_items`` for the given (default: all completed, not yet ingested) runs
+    through Dagster in-process, recorded in the Dagster instance as the sensor's runs are."""
+    engine, _ = engine_and_store()
+    with engine.connect() as conn:
+        if run_ids is None:
+            run_ids = list(
+                conn.execute(
+                    text(
+                        "SELECT id FROM collection_runs WHERE status = 'completed' AND ingested_at IS NULL ORDER BY id"
+                    )
+                ).scalars()
+            )
+    register_partitions(run_ids)
+    with dg.DagsterInstance.get() as instance:
+        return [
+            run_job(
+                instance, "ingest_collection_run", partition_key=str(run_id), ops_config={"raw_items": {"force": force}}
+            )
+            for run_id in run_ids
+        ]
+
+
+def run_job(instance, name: str, partition_key: str | None = None, ops_config: dict | None = None) -> dict:
+    """Run a job of the code location in-process, recorded in ``instance`` as the daemon's runs are,
+    with console logging kept to warnings. Returns what happened, for people and scripts."""
+    from observatory_assets.definitions import defs
+
+    run_config = {
+        "ops": {op: {"config": config} for op, config in (ops_config or {}).items()},
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+    }
+    result = defs.resolve_job_def(name).execute_in_process(
+        instance=instance, partition_key=partition_key, run_config=run_config, raise_on_error=False
+    )
+    return {
+        "job": name,
+        "collection_run": int(partition_key) if partition_key else None,
+        "dagster_run": result.run_id,
+        "success": result.success,
+    }
+
+
+def materialize_enrichment_and_events(instance: dg.DagsterInstance, run_ids: list[int]) -> list[dict]:
+    """Enrich the given collection runs (partitions) and then cluster events, in-process through Dagster,
+    recorded in ``instance`` like the sensors' runs (for the demo and the CLI)."""
+    outcomes = [run_job(instance, "enrich_collection_run", partition_key=str(run_id)) for run_id in run_ids]
+    return outcomes + [run_job(instance, "cluster_events")]

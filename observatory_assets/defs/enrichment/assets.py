@@ -1,0 +1,176 @@
+"""Enrichment: what each loaded item is about, in a form Postgres and the clustering can use.
+
+* ``item_features`` — per item of a collection run: the detected language and
+  the detector's confidence (``py3langid``, a maintained langid.py fork), the
+  text-search configuration of that language (``danish``, ``english``, …;
+  ``simple`` when the language has none or the detector is not confident), the
+  weighted full-text vector (title A, text B) and the search terms of the run's
+  query design that occur in title or text (case- and accent-insensitive,
+  whole words and phrases).
+* ``item_embeddings`` — one vector per item from the configured
+  :class:`~observatory_assets.embedders.EmbedderResource`, tagged with the
+  embedder's name so a change of backend re-embeds instead of mixing spaces.
+
+Both are partitioned like ``raw_items`` (one partition per collection run), run
+in chunks of a few thousand items on a pool of connections (Python work of one
+chunk overlaps the SQL of another) and are idempotent: every value is a pure
+function of the item, written with UPDATE / upsert keyed on the item id.
+"""
+
+import os
+
+import dagster as dg
+from pydantic import Field
+from sqlalchemy import text
+
+from observatory_assets.defs.enrichment.embedders import Embedder, make_embedder
+from observatory_assets.defs.enrichment.embeddings import embed_run
+from observatory_assets.defs.enrichment.features import featurize_run
+from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR
+from observatory_assets.lib.dagster import collection_run_partitions
+from resources import PostgresResource
+
+ENRICHMENT = "enrichment"
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """Which embedder turns items into vectors (``OBSERVATORY_EMBEDDER``: hashing or minilm).
+
+    Changing it re-embeds items on their next ``item_embeddings`` run and
+    rebuilds ``events`` in the new space; vectors of two backends never mix.
+    """
+
+    backend: str = Field(default="hashing", description="hashing (default, no model) or minilm (extra [semantic]).")
+
+    @classmethod
+    def from_env(cls) -> "EmbedderResource":
+        return cls(backend=os.environ.get("OBSERVATORY_EMBEDDER") or "hashing")
+
+    def get_embedder(self) -> Embedder:
+        return make_embedder(self.backend)
+
+
+class ItemFeaturesConfig(dg.Config):
+    confidence_floor: float = Field(
+        default=DEFAULT_CONFIDENCE_FLOOR,
+        description="Below this detector probability an item gets the 'simple' text-search configuration.",
+    )
+
+
+@dg.asset(
+    partitions_def=collection_run_partitions,
+    deps=["raw_items"],
+    group_name=ENRICHMENT,
+    kinds={"postgres"},
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+)
+def item_features(
+    context: dg.AssetExecutionContext, config: ItemFeaturesConfig, postgres: PostgresResource
+) -> dg.MaterializeResult:
+    """Language (with confidence), text-search configuration, full-text vector and matched query-design
+    search terms of every item of one collection run. Idempotent per run."""
+    run_id = int(context.partition_key)
+    result = featurize_run(postgres.get_engine(), run_id, confidence_floor=config.confidence_floor)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(result.items),
+            "collection_run": dg.MetadataValue.int(run_id),
+            "languages": dg.MetadataValue.json(result.languages),
+            "text_search_configs": dg.MetadataValue.json(result.configs),
+            "below_confidence_floor": dg.MetadataValue.int(result.low_confidence),
+            "items_matching_search_terms": dg.MetadataValue.int(result.with_terms),
+            "search_terms_matched": dg.MetadataValue.json(result.terms),
+            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+            "items_per_second": dg.MetadataValue.float(round(result.items / max(result.seconds, 1e-9), 1)),
+        }
+    )
+
+
+@dg.asset_check(
+    asset=item_features,
+    description="Every featurized item has a text-search configuration and a full-text vector.",
+)
+def item_features_complete(postgres: PostgresResource) -> dg.AssetCheckResult:
+    with postgres.get_engine().connect() as conn:
+        incomplete, featurized = conn.execute(
+            text(
+                "SELECT count(*) FILTER (WHERE text_search_config IS NULL OR search_vector IS NULL), count(*) "
+                "FROM raw_items WHERE processing_status = 'featurized'"
+            )
+        ).one()
+    return dg.AssetCheckResult(
+        passed=incomplete == 0, metadata={"featurized_items": featurized, "without_config_or_vector": incomplete}
+    )
+
+
+class ItemEmbeddingsConfig(dg.Config):
+    force: bool = Field(default=False, description="Embed every item of the run again, even if already embedded.")
+
+
+@dg.asset(
+    partitions_def=collection_run_partitions,
+    deps=[item_features],
+    group_name=ENRICHMENT,
+    kinds={"postgres"},
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+)
+def item_embeddings(
+    context: dg.AssetExecutionContext,
+    config: ItemEmbeddingsConfig,
+    postgres: PostgresResource,
+    embedder: EmbedderResource,
+) -> dg.MaterializeResult:
+    """One vector per item of a collection run (pgvector, HNSW cosine index), tagged with the embedder's
+    name and dimensions; items embedded by another backend are embedded again. Idempotent per run."""
+    run_id = int(context.partition_key)
+    result = embed_run(postgres.get_engine(), embedder.get_embedder(), run_id, force=config.force)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(result.embedded + result.already_embedded),
+            "collection_run": dg.MetadataValue.int(run_id),
+            "embedder": dg.MetadataValue.text(result.embedder),
+            "dimensions": dg.MetadataValue.int(result.dimensions),
+            "embedded": dg.MetadataValue.int(result.embedded),
+            "already_embedded": dg.MetadataValue.int(result.already_embedded),
+            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+            "items_per_second": dg.MetadataValue.float(round(result.embedded / max(result.seconds, 1e-9), 1)),
+        }
+    )
+
+
+@dg.asset_check(
+    asset=item_embeddings,
+    description="Every vector comes from the configured embedder with its dimensions (others await re-embedding).",
+)
+def item_embeddings_one_space(postgres: PostgresResource, embedder: EmbedderResource) -> dg.AssetCheckResult:
+    current = embedder.get_embedder()
+    with postgres.get_engine().connect() as conn:
+        rows = conn.execute(
+            text("SELECT embedder, dimensions, count(*) AS n FROM item_embeddings GROUP BY 1, 2 ORDER BY 3 DESC")
+        ).all()
+    other = {
+        f"{r.embedder} ({r.dimensions})": r.n
+        for r in rows
+        if (r.embedder, r.dimensions) != (current.name, current.dimensions)
+    }
+    return dg.AssetCheckResult(
+        passed=not other,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"embedder": current.name, "vectors_of_other_embedders": dg.MetadataValue.json(other)},
+        description=None if not other else "re-materialize item_embeddings for the affected collection runs",
+    )
+
+
+enrich_job = dg.define_asset_job(
+    "enrich_collection_run",
+    selection=dg.AssetSelection.assets(item_features, item_embeddings),
+    partitions_def=collection_run_partitions,
+    description="Features and embeddings of one collection run (a partition).",
+)
+
+
+defs = dg.Definitions(
+    assets=[item_features, item_embeddings],
+    asset_checks=[item_features_complete, item_embeddings_one_space],
+    jobs=[enrich_job],
+)

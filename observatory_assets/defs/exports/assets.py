@@ -1,0 +1,191 @@
+"""Dagster definitions of ``content_exports`` and ``network_exports``."""
+
+from typing import Any
+
+import dagster as dg
+import networkx as nx
+from pydantic import Field
+
+from observatory_assets.defs.exports.delivery import (
+    CONTENT_FORMATS,
+    EXPORTS,
+    ExportResult,
+    export_content,
+    export_network,
+    preview,
+)
+from observatory_assets.defs.exports.filters import ExportFilters, build_filters
+from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, PSEUDONYM_KEY_VARIABLE
+from observatory_assets.lib.dagster import markdown_table
+from resources import ObjectStoreResource, PostgresResource
+from resources.object_store import ObjectStore, download_metadata
+
+# ---------------------------------------------------------------- Dagster
+
+
+class ExportFiltersConfig(dg.Config):
+    """Which items to export; every field narrows the selection, empty means everything."""
+
+    published_from: str | None = Field(default=None, description="ISO date or date-time, inclusive (UTC if no offset).")
+    published_to: str | None = Field(default=None, description="ISO date or date-time, exclusive (UTC if no offset).")
+    sources: list[str] = Field(default=[], description="Source names.")
+    arenas: list[str] = Field(default=[], description="Arenas (a source's config 'arena', else its type).")
+    languages: list[str] = Field(default=[], description="Language codes, e.g. 'da', 'en'.")
+    query_designs: list[str] = Field(default=[], description="Query design names.")
+    collection_runs: list[int] = Field(default=[], description="Collection run ids.")
+    search_terms: list[str] = Field(default=[], description="Items that matched any of these search terms.")
+    text_query: str | None = Field(default=None, description="Full-text query in web-search syntax.")
+
+    def filters(self) -> ExportFilters:
+        return build_filters(
+            self.published_from, self.published_to, self.sources, self.arenas, self.languages,
+            self.query_designs, self.collection_runs, self.search_terms, self.text_query,
+        )  # fmt: skip
+
+
+class ContentExportsConfig(ExportFiltersConfig):
+    formats: list[str] = Field(default=list(CONTENT_FORMATS), description="Any of csv, xlsx, ndjson, parquet.")
+    include_metadata: bool = Field(default=False, description="Add the item's metadata as a JSON column.")
+
+
+class NetworkExportsConfig(ExportFiltersConfig):
+    pseudonymize: bool = Field(default=False, description=f"Authors as keyed pseudonyms ({PSEUDONYM_KEY_VARIABLE}).")
+    dynamic: bool = Field(default=False, description="Add time spans to nodes and edges (Gephi timeline).")
+    max_authors_per_context: int = Field(
+        default=MAX_AUTHORS_PER_CONTEXT, description="Events or (run, term) pairs with more authors link nobody."
+    )
+
+
+def _stored_check(store: ObjectStore, results: list[ExportResult], check_name: str) -> dg.AssetCheckResult:
+    sizes = {r.format: store.size(r.object_key) for r in results}
+    wrong = {r.format: {"stored": sizes[r.format], "written": r.size} for r in results if sizes[r.format] != r.size}
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=not wrong,
+        metadata={"objects": len(results), "missing_or_wrong_size": dg.MetadataValue.json(wrong)},
+    )
+
+
+@dg.asset(
+    group_name=EXPORTS,
+    deps=["raw_items"],
+    kinds={"postgres", "csv", "parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "export_objects_stored",
+            asset="content_exports",
+            description="Every file is in object storage with the size that was written.",
+        ),
+        dg.AssetCheckSpec(
+            "formats_agree",
+            asset="content_exports",
+            description="All formats of the export hold the same number of items (one snapshot).",
+        ),
+    ],  # fmt: skip
+)
+def content_exports(
+    context: dg.AssetExecutionContext, config: ContentExportsConfig, postgres: PostgresResource,
+    object_store: ObjectStoreResource,
+) -> dg.MaterializeResult:  # fmt: skip
+    """The filtered items as CSV (UTF-8 BOM), XLSX, NDJSON and Parquet files in object storage, with a
+    download URL (S3, valid 1 hour) or path; takedown-removed items are never included. Configure
+    filters and formats in the launchpad; each run writes `exports/<run id>/items.<ext>`."""
+    filters = config.filters()
+    engine, store = postgres.get_engine(), object_store.get_store()
+    results = export_content(
+        engine, store, filters, config.formats, request_id=context.run_id,
+        include_metadata=config.include_metadata, actor=f"dagster:{context.run_id}",
+    )  # fmt: skip
+    counts = {r.format: r.record_count for r in results}
+    metadata: dict[str, Any] = {
+        "dagster/row_count": dg.MetadataValue.int(results[0].record_count),
+        "filters": dg.MetadataValue.json(filters.as_json()),
+        "record_counts": dg.MetadataValue.json(counts),
+        "preview": dg.MetadataValue.md(markdown_table(preview(engine, filters))),
+    }
+    for r in results:
+        metadata[f"{r.format}_download"] = download_metadata(r.download_url)
+        metadata[f"{r.format}_object_key"] = r.object_key
+        metadata[f"{r.format}_sha256"] = r.sha256
+        metadata[f"{r.format}_bytes"] = dg.MetadataValue.int(r.size)
+        metadata[f"{r.format}_seconds"] = dg.MetadataValue.float(round(r.seconds, 3))
+        metadata[f"{r.format}_export_id"] = dg.MetadataValue.int(r.export_id)
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            _stored_check(store, results, "export_objects_stored"),
+            dg.AssetCheckResult(
+                check_name="formats_agree", passed=len(set(counts.values())) == 1, metadata={"record_counts": counts}
+            ),
+        ],
+    )
+
+
+@dg.asset(
+    group_name=EXPORTS,
+    deps=["raw_items", "events"],
+    kinds={"postgres", "networkx"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "export_objects_stored",
+            asset="network_exports",
+            description="The GEXF file is in object storage with the size that was written.",
+        ),
+        dg.AssetCheckSpec(
+            "network_consistent",
+            asset="network_exports",
+            description="No self-loops, every weight at least 1, node posts add up to the posts used, "
+            "and no author name is visible when pseudonymized.",
+        ),
+    ],  # fmt: skip
+)
+def network_exports(
+    context: dg.AssetExecutionContext, config: NetworkExportsConfig, postgres: PostgresResource,
+    object_store: ObjectStoreResource,
+) -> dg.MaterializeResult:  # fmt: skip
+    """A GEXF 1.3 actor co-occurrence network (authors joined by shared events, or by the same search
+    term in the same collection run before events exist) for Gephi, in object storage with a
+    download URL or path. Optional keyed pseudonyms and time spans."""
+    filters = config.filters()
+    engine, store = postgres.get_engine(), object_store.get_store()
+    result, graph = export_network(
+        engine, store, filters, request_id=context.run_id, pseudonymize=config.pseudonymize,
+        dynamic=config.dynamic, max_authors_per_context=config.max_authors_per_context,
+        actor=f"dagster:{context.run_id}",
+    )  # fmt: skip
+    consistent = (
+        nx.number_of_selfloops(graph) == 0
+        and all(w >= 1 for _, _, w in graph.edges(data="weight"))
+        and sum(p for _, p in graph.nodes(data="posts")) == result.details["posts"]
+        and (not config.pseudonymize or all(str(n).startswith("actor-") for n in graph.nodes))
+    )
+    top = sorted(graph.degree(weight="weight"), key=lambda pair: (-pair[1], str(pair[0])))[:10]
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(result.details["nodes"]),
+            "filters": dg.MetadataValue.json(filters.as_json()),
+            "gexf_download": download_metadata(result.download_url),
+            "object_key": result.object_key,
+            "sha256": result.sha256,
+            "bytes": dg.MetadataValue.int(result.size),
+            "export_id": dg.MetadataValue.int(result.export_id),
+            "network": dg.MetadataValue.json(result.details),
+            "top_actors_by_weighted_degree": dg.MetadataValue.md(
+                markdown_table([{"actor": str(n), "weighted_degree": str(d)} for n, d in top])
+            ),
+            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+        },
+        check_results=[
+            _stored_check(store, [result], "export_objects_stored"),
+            dg.AssetCheckResult(check_name="network_consistent", passed=consistent, metadata=result.details),
+        ],
+    )
+
+
+export_job = dg.define_asset_job(
+    "export_content_and_network",
+    selection=[content_exports, network_exports],
+    description="Export the items (CSV, XLSX, NDJSON, Parquet) and the actor network (GEXF); filters in run config.",
+)
+
+defs = dg.Definitions(assets=[content_exports, network_exports], jobs=[export_job])

@@ -1,0 +1,258 @@
+"""Dagster definitions of operations: monthly partitions, backups, restore verification and their schedules."""
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+import dagster as dg
+from pydantic import Field
+from sqlalchemy import text
+
+from observatory_assets.defs.operations.backups import (
+    CHECKSUM_TABLES,
+    DEFAULT_KEEP_DAYS,
+    DEFAULT_KEEP_MIN,
+    MAX_BACKUP_AGE,
+    MAX_VERIFIED_AGE,
+    PG_BIN_ENV,
+    prune_backups,
+    take_backup,
+)
+from observatory_assets.defs.operations.restore import newest_backup, verify_backup
+from observatory_assets.defs.operations.retention import apply_retention
+from observatory_assets.defs.operations.rollover import (
+    DEFAULT_LOCK_TIMEOUT_S,
+    DEFAULT_MONTHS_AHEAD,
+    OPERATIONS,
+    PARTITIONED_TABLES,
+    month_partitions,
+    partition_health,
+    roll_over,
+)
+from observatory_assets.lib.dagster import utc_schedule
+from resources import ObjectStoreResource, PostgresResource
+from resources.object_store import download_metadata
+
+
+class PartitionRolloverConfig(dg.Config):
+    months_ahead: int = Field(default=DEFAULT_MONTHS_AHEAD, description="Months after the current one that must exist.")
+    retention_months: dict[str, int] = Field(
+        default={},
+        description="Months to keep per table (raw_items, trend_snapshots) and for collection_payloads; "
+        "unset or 0 keeps everything. Older months are archived to Parquet, verified, then dropped.",
+    )
+    lock_timeout_s: float = Field(default=DEFAULT_LOCK_TIMEOUT_S, description="Longest wait for a table lock.")
+
+
+@dg.asset(
+    group_name=OPERATIONS,
+    kinds={"postgres", "parquet"},
+    description="The monthly partitions of raw_items and trend_snapshots: the current and the next N months "
+    "exist, DEFAULT holds no dated rows, months past retention are archived to Parquet and dropped.",
+)
+def monthly_partitions(
+    context: dg.AssetExecutionContext,
+    config: PartitionRolloverConfig,
+    postgres: PostgresResource,
+    object_store: ObjectStoreResource,
+) -> dg.MaterializeResult:
+    engine, store = postgres.get_engine(), object_store.get_store()
+    rollover = roll_over(engine, config.months_ahead, lock_timeout_s=config.lock_timeout_s)
+    retention = apply_retention(engine, store, config.retention_months, lock_timeout_s=config.lock_timeout_s)
+    health = [partition_health(engine, table, config.months_ahead) for table in PARTITIONED_TABLES]
+    with engine.connect() as conn:
+        partitions = sum(len(month_partitions(conn, table)) for table in PARTITIONED_TABLES)
+    archives = [
+        {"partition": a.partition, "rows": a.rows, "key": a.key, "url": store.download_url(a.key), "dropped": a.dropped}
+        for a in retention.archived
+    ]
+    metadata = {
+        "dagster/row_count": dg.MetadataValue.int(partitions),
+        "months_ahead": dg.MetadataValue.int(config.months_ahead),
+        "retention_months": dg.MetadataValue.json(config.retention_months),
+        "partitions_created": dg.MetadataValue.json(rollover.created),
+        "rows_moved_from_default": dg.MetadataValue.json(rollover.moved_rows),
+        "busy_skipped": dg.MetadataValue.json(rollover.busy),
+        "health": dg.MetadataValue.json([asdict(h) for h in health]),
+        "archived": dg.MetadataValue.json(archives),
+        "payload_runs_archived": dg.MetadataValue.json([asdict(p) for p in retention.payload_runs]),
+        "kept_after_failure": dg.MetadataValue.json(retention.kept),
+        "rollover_seconds": dg.MetadataValue.float(round(rollover.seconds, 3)),
+        "retention_seconds": dg.MetadataValue.float(round(retention.seconds, 3)),
+    }
+    if retention.kept:
+        raise dg.Failure(
+            description=f"retention kept {len(retention.kept)} item(s) in place after a failure: "
+            + "; ".join(f"{k}: {v}" for k, v in retention.kept.items()),
+            metadata=metadata,
+        )
+    context.log.info(f"created {len(rollover.created)} partition(s), archived {len(archives)} month(s)")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _configured_months_ahead(context: dg.AssetCheckExecutionContext) -> int:
+    event = context.instance.get_latest_materialization_event(monthly_partitions.key)
+    recorded = (
+        event.asset_materialization.metadata.get("months_ahead") if event and event.asset_materialization else None
+    )
+    return int(recorded.value) if recorded is not None else DEFAULT_MONTHS_AHEAD
+
+
+@dg.asset_check(asset=monthly_partitions, description="The current month and the next N months exist for every table.")
+def months_ready_ahead(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
+    months_ahead = _configured_months_ahead(context)
+    health = [partition_health(postgres.get_engine(), table, months_ahead) for table in PARTITIONED_TABLES]
+    missing = {h.table: h.missing_months for h in health if h.missing_months}
+    return dg.AssetCheckResult(
+        passed=not missing,
+        metadata={
+            "months_ahead_required": months_ahead,
+            "months_ready_ahead": dg.MetadataValue.json({h.table: h.months_ready_ahead for h in health}),
+            "missing_months": dg.MetadataValue.json(missing),
+        },
+        description=None if not missing else "run the partition_rollover job",
+    )
+
+
+@dg.asset_check(
+    asset=monthly_partitions,
+    description="No DEFAULT partition holds dated rows (rows without a partition key value have nowhere else to go).",
+)
+def default_partitions_empty(postgres: PostgresResource) -> dg.AssetCheckResult:
+    health = [partition_health(postgres.get_engine(), table) for table in PARTITIONED_TABLES]
+    dated = {h.table: h.default_dated_rows for h in health}
+    return dg.AssetCheckResult(
+        passed=not any(dated.values()),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "dated_rows_in_default": dg.MetadataValue.json(dated),
+            "undated_rows_in_default": dg.MetadataValue.json({h.table: h.default_undated_rows for h in health}),
+        },
+        description=None
+        if not any(dated.values())
+        else "run the partition_rollover job to move them into their months",
+    )
+
+
+partition_rollover_job = dg.define_asset_job(
+    "partition_rollover",
+    selection=dg.AssetSelection.assets(monthly_partitions),
+    description="Roll monthly partitions ahead, empty DEFAULT, archive and drop months past retention.",
+)
+
+partition_rollover_schedule = utc_schedule(
+    partition_rollover_job, "15 0 * * *", "partition_rollover", "Daily partition rollover and retention (idempotent)."
+)
+
+
+class BackupConfig(dg.Config):
+    keep_days: int = Field(default=DEFAULT_KEEP_DAYS, description="Delete completed backups older than this ...")
+    keep_min: int = Field(default=DEFAULT_KEEP_MIN, description="... but always keep this many newest ones.")
+    pg_bin_dir: str = Field(default="", description=f"Directory of pg_dump/pg_restore; default ${PG_BIN_ENV}, "
+                            "then the embedded server's tools, then PATH.")  # fmt: skip
+
+
+@dg.asset(
+    group_name=OPERATIONS,
+    kinds={"postgres"},
+    description="Nightly `pg_dump -Fc` of the application database in object storage "
+    "(postgres/YYYY/MM/DD/observatory_YYYYMMDD_HHMMSS.dump) with size, SHA-256, row counts and key-table "
+    "fingerprints in `backups`; old backups pruned by age, keeping a minimum number.",
+)
+def postgres_backups(
+    config: BackupConfig, postgres: PostgresResource, object_store: ObjectStoreResource
+) -> dg.MaterializeResult:
+    engine, store = postgres.get_engine(), object_store.get_store()
+    backup = take_backup(engine, store, postgres.resolved_url(), config.pg_bin_dir)
+    pruned = prune_backups(engine, store, config.keep_days, config.keep_min)
+    with engine.connect() as conn:
+        kept = conn.execute(text("SELECT count(*) FROM backups WHERE status = 'completed'")).scalar_one()
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(kept),
+            "key": backup.key,
+            "url": download_metadata(store.download_url(backup.key)),
+            "size_mb": dg.MetadataValue.float(round(backup.size / 1e6, 3)),
+            "sha256": backup.sha256,
+            "seconds": dg.MetadataValue.float(round(backup.seconds, 3)),
+            "mb_per_s": dg.MetadataValue.float(round(backup.mb_per_s, 2)),
+            "rows_in_backup": dg.MetadataValue.int(sum(backup.table_counts.values())),
+            "table_counts": dg.MetadataValue.json(backup.table_counts),
+            "pruned": dg.MetadataValue.json(pruned),
+            "database": postgres.display_url,
+        }
+    )
+
+
+@dg.asset_check(
+    asset=postgres_backups,
+    description=f"The newest backup is younger than {MAX_BACKUP_AGE.total_seconds() / 3600:.0f} hours and the newest "
+    f"verified one younger than {MAX_VERIFIED_AGE.days} days.",
+)
+def backups_recent_and_verified(postgres: PostgresResource) -> dg.AssetCheckResult:
+    with postgres.get_engine().connect() as conn:
+        newest, verified = conn.execute(
+            text("SELECT max(started_at), max(verified_at) FROM backups WHERE status = 'completed'")
+        ).one()
+    now = datetime.now(UTC)
+    problems = []
+    if newest is None or now - newest > MAX_BACKUP_AGE:
+        problems.append(f"newest backup {'missing' if newest is None else f'from {newest:%Y-%m-%d %H:%M} UTC'}")
+    if verified is None or now - verified > MAX_VERIFIED_AGE:
+        problems.append(f"newest verification {'missing' if verified is None else f'from {verified:%Y-%m-%d}'}")
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={
+            "newest_backup": str(newest) if newest else "none",
+            "newest_verified": str(verified) if verified else "none",
+        },
+        description="; ".join(problems) or None,
+    )
+
+
+@dg.asset(
+    deps=[postgres_backups],
+    group_name=OPERATIONS,
+    kinds={"postgres"},
+    description="The newest backup restored into a scratch database and compared, table by table, with "
+    "the row counts and key-table fingerprints it recorded; sets `backups.verified_at`.",
+)
+def backup_verification(
+    config: BackupConfig, postgres: PostgresResource, object_store: ObjectStoreResource
+) -> dg.MaterializeResult:
+    engine = postgres.get_engine()
+    key = newest_backup(engine)
+    if key is None:
+        raise dg.Failure("there is no completed backup to verify; materialize postgres_backups first")
+    result = verify_backup(engine, object_store.get_store(), postgres.resolved_url(), key, config.pg_bin_dir)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(result.rows),
+            "key": key,
+            "tables_compared": dg.MetadataValue.int(result.tables),
+            "checksummed_tables": dg.MetadataValue.json(list(CHECKSUM_TABLES)),
+            "download_seconds": dg.MetadataValue.float(round(result.download_s, 3)),
+            "restore_seconds": dg.MetadataValue.float(round(result.restore_s, 3)),
+            "compare_seconds": dg.MetadataValue.float(round(result.compare_s, 3)),
+        }
+    )
+
+
+nightly_backup_job = dg.define_asset_job(
+    "nightly_backup", selection=dg.AssetSelection.assets(postgres_backups), description="Back up and prune."
+)
+restore_verification_job = dg.define_asset_job(
+    "restore_verification",
+    selection=dg.AssetSelection.assets(backup_verification),
+    description="Restore the newest backup into a scratch database and compare it.",
+)
+nightly_backup_schedule = utc_schedule(nightly_backup_job, "30 1 * * *", "nightly_backup")
+weekly_restore_verification_schedule = utc_schedule(
+    restore_verification_job, "30 3 * * 0", "weekly_restore_verification"
+)
+
+defs = dg.Definitions(
+    assets=[monthly_partitions, postgres_backups, backup_verification],
+    asset_checks=[months_ready_ahead, default_partitions_empty, backups_recent_and_verified],
+    jobs=[partition_rollover_job, nightly_backup_job, restore_verification_job],
+    schedules=[partition_rollover_schedule, nightly_backup_schedule, weekly_restore_verification_schedule],
+)

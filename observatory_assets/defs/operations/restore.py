@@ -1,0 +1,244 @@
+"""Restoring and verifying backups: download, check, ``pg_restore``, compare."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from observatory_assets.defs.operations.backups import (
+    _CHUNK,
+    BackupError,
+    database_contents,
+    libpq_args,
+    pg_tool,
+    sidecar_key,
+)
+from resources.embedded import database_url_in
+from resources.object_store import ObjectStore
+from resources.postgres import engine_for
+from resources.settings import as_libpq_dsn
+
+# --- download, restore, verify ----------------------------------------------------------------------
+
+
+@dataclass
+class BackupRecord:
+    """What is known about a backup object: from ``backups``, else from its sidecar."""
+
+    key: str
+    size: int | None
+    sha256: str | None
+    table_counts: dict[str, int] = field(default_factory=dict)
+    table_checksums: dict[str, str] = field(default_factory=dict)
+
+
+def backup_record(engine: Engine | None, store: ObjectStore, key: str) -> BackupRecord:
+    """The recorded size, checksum and contents of a backup; the sidecar answers when the
+    database does not know the key (for example after losing the database)."""
+    if engine is not None:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT size_bytes, sha256, table_counts, table_checksums, status FROM backups WHERE object_key = :k"
+                ),
+                {"k": key},
+            ).one_or_none()
+        if row is not None:
+            if row.status not in ("completed",):
+                raise BackupError(f"backup {key} is {row.status}, not a completed backup")
+            return BackupRecord(key, row.size_bytes, row.sha256, row.table_counts, row.table_checksums)
+    if store.size(sidecar_key(key)) is not None:
+        with store.open(sidecar_key(key)) as stream:
+            sidecar = json.load(stream)
+        return BackupRecord(
+            key, sidecar["size"], sidecar["sha256"], sidecar["table_counts"], sidecar["table_checksums"]
+        )
+    if store.size(key) is None:
+        raise BackupError(f"no backup object {key}")
+    return BackupRecord(key, None, None)
+
+
+@contextmanager
+def downloaded(store: ObjectStore, record: BackupRecord) -> Iterator[Path]:
+    """The backup in a local temporary file, after checking its size and SHA-256 against the record."""
+    if store.size(record.key) is None:
+        raise BackupError(f"no backup object {record.key}")
+    digest, size = hashlib.sha256(), 0
+    with tempfile.TemporaryDirectory(prefix="observatory-restore-") as tmp:
+        path = Path(tmp) / "backup.dump"
+        with store.open(record.key) as stream, open(path, "wb") as out:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        if record.size is not None and size != record.size:
+            raise BackupError(f"backup {record.key} is {size} bytes, {record.size} were written: truncated or replaced")
+        if record.sha256 is not None and digest.hexdigest() != record.sha256:
+            raise BackupError(f"backup {record.key} is corrupted: SHA-256 {digest.hexdigest()[:16]}… "
+                              f"differs from the recorded {record.sha256[:16]}…")  # fmt: skip
+        yield path
+
+
+def _admin(url: str) -> psycopg.Connection:
+    return psycopg.connect(as_libpq_dsn(url), autocommit=True)
+
+
+def _database_exists(url: str, name: str) -> bool:
+    with _admin(url) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    engine_for(database_url_in(admin_url, name)).dispose()
+    with _admin(admin_url) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def restore_into(dump: Path, admin_url: str, target: str, bin_dir: str = "", jobs: int = 2) -> str:
+    """Create database ``target`` (dropping one of that name) on the server of ``admin_url`` and
+    ``pg_restore`` the dump into it; returns the target's URL. ``admin_url`` must be a database
+    other than ``target`` on the same server."""
+    if make_url(admin_url).database == target:
+        raise ValueError("connect through another database than the one being restored")
+    with _admin(admin_url) as conn:
+        major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+    _drop_database(admin_url, target)
+    with _admin(admin_url) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
+    target_url = database_url_in(admin_url, target)
+    dsn, env = libpq_args(target_url)
+    command = [pg_tool("pg_restore", major, bin_dir), "--exit-on-error", "--no-owner", f"--jobs={jobs}",
+               f"--dbname={dsn}", str(dump)]  # fmt: skip
+    finished = subprocess.run(command, capture_output=True, env=env)
+    if finished.returncode != 0:
+        raise BackupError(f"pg_restore failed (exit {finished.returncode}): "
+                          f"{finished.stderr[-2000:].decode('utf-8', 'replace').strip()}")  # fmt: skip
+    return target_url
+
+
+def _maintenance_url(database_url: str) -> str:
+    return database_url_in(database_url, "postgres")
+
+
+@dataclass
+class VerificationResult:
+    """A backup restored into a scratch database and compared with what it recorded."""
+
+    key: str
+    tables: int
+    rows: int
+    mismatches: dict[str, dict]
+    download_s: float
+    restore_s: float
+    compare_s: float
+
+    @property
+    def seconds(self) -> float:
+        return self.download_s + self.restore_s + self.compare_s
+
+
+def verify_backup(
+    engine: Engine, store: ObjectStore, database_url: str, key: str, bin_dir: str = ""
+) -> VerificationResult:
+    """Restore ``key`` into a scratch database, compare row counts and key-table fingerprints with
+    the recorded ones, set ``verified_at`` (or mark the backup failed) and drop the scratch database."""
+    record = backup_record(engine, store, key)
+    if not record.table_counts:
+        raise BackupError(f"backup {key} recorded no table counts to compare with")
+    admin_url = _maintenance_url(database_url)
+    scratch = f"observatory_verify_{uuid.uuid4().hex[:12]}"
+    timings = [time.perf_counter()]
+    try:
+        with downloaded(store, record) as dump:
+            timings.append(time.perf_counter())
+            scratch_url = restore_into(dump, admin_url, scratch, bin_dir)
+        timings.append(time.perf_counter())
+        with engine_for(scratch_url).connect() as conn, conn.begin():
+            counts, checksums = database_contents(conn)
+        timings.append(time.perf_counter())
+    except BackupError as error:
+        _record_verification(engine, key, str(error))
+        raise
+    finally:
+        _drop_database(admin_url, scratch)
+    mismatches = {
+        t: {"recorded": record.table_counts.get(t), "restored": counts.get(t)}
+        for t in sorted(set(record.table_counts) | set(counts))
+        if record.table_counts.get(t) != counts.get(t)
+    }
+    mismatches |= {
+        f"{t} (checksum)": {"recorded": c, "restored": checksums.get(t)}
+        for t, c in record.table_checksums.items()
+        if checksums.get(t) != c
+    }
+    _record_verification(engine, key, f"restored contents differ: {sorted(mismatches)}" if mismatches else None)
+    result = VerificationResult(key, len(counts), sum(counts.values()), mismatches,
+                                timings[1] - timings[0], timings[2] - timings[1], timings[3] - timings[2])  # fmt: skip
+    if mismatches:
+        raise BackupError(f"backup {key} restored with different contents: {json.dumps(mismatches)[:1500]}")
+    return result
+
+
+def _record_verification(engine: Engine, key: str, error: str | None) -> None:
+    with engine.begin() as conn:
+        if error is None:
+            conn.execute(text("UPDATE backups SET verified_at = now(), error = NULL WHERE object_key = :k"), {"k": key})
+        else:
+            conn.execute(
+                text("UPDATE backups SET status = 'failed', error = :e WHERE object_key = :k AND status = 'completed'"),
+                {"k": key, "e": f"verification failed: {error}"[:2000]},
+            )
+
+
+def newest_backup(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT object_key FROM backups WHERE status = 'completed' ORDER BY started_at DESC, id DESC LIMIT 1")
+        ).scalar()
+
+
+def restore_backup(
+    engine: Engine | None,
+    store: ObjectStore,
+    database_url: str,
+    key: str,
+    target_db: str | None = None,
+    force: bool = False,
+    bin_dir: str = "",
+) -> str:
+    """Restore backup ``key`` into ``target_db`` (default: the live database) after checking its size
+    and SHA-256. An existing database, and above all the live one, is only replaced with ``force``.
+    The restore is written to ``audit_log`` of the restored database. Returns the target's URL."""
+    live = make_url(database_url).database
+    target = target_db or live
+    admin_url = _maintenance_url(database_url)
+    if not force and _database_exists(admin_url, target):
+        which = "the live database" if target == live else "existing database"
+        raise ValueError(f"refusing to overwrite {which} {target!r}; pass --force to replace it")
+    record = backup_record(engine, store, key)
+    if engine is not None and target == live:
+        engine.dispose()
+    with downloaded(store, record) as dump:
+        target_url = restore_into(dump, admin_url, target, bin_dir)
+    with engine_for(target_url).begin() as conn:
+        conn.execute(
+            text("INSERT INTO audit_log (actor, action, object_type, object_id, details) "
+                 "VALUES (:actor, 'restore', 'backup', :key, CAST(:details AS jsonb))"),
+            {"actor": os.environ.get("USER", "observatory"), "key": key,
+             "details": json.dumps({"target_db": target, "sha256": record.sha256, "forced": force})},
+        )  # fmt: skip
+    return target_url

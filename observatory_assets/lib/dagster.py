@@ -1,0 +1,37 @@
+"""The one small Dagster helper module: partitions shared by several domains and metadata helpers.
+
+Domain modules stay plain Python; the ``assets.py`` modules and sensors use these
+to speak Dagster the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+#: One partition per collection run: ``raw_items``, ``item_features`` and ``item_embeddings`` share it.
+collection_run_partitions = dg.DynamicPartitionsDefinition(name="collection_runs")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A Markdown table of ``rows`` (dicts with the same keys) for ``MetadataValue.md``."""
+    if not rows:
+        return "_no items_"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row[h]).replace("|", "\\|").replace("\n", " ") for h in header) + " |")
+    return "\n".join(lines)
+
+
+def utc_schedule(
+    job: dg.JobDefinition | dg.UnresolvedAssetJobDefinition, cron: str, name: str, description: str | None = None
+) -> dg.ScheduleDefinition:
+    """A schedule of ``job`` on ``cron`` in UTC, running from the start, as every Observatory schedule does."""
+    return dg.ScheduleDefinition(
+        name=name,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description,
+    )
