@@ -11,7 +11,8 @@ from observatory_assets.defs.ingestion.collect import SourceRequest, collect, gu
 from observatory_assets.lib import migrations
 from resources.settings import mask_dsn, platform_settings
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
+#: The bundled sample the demo collects: one payload per source (package data of observatory_assets).
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 
 
 #: The unpartitioned jobs the demo runs after ingestion and clustering: the rest of the asset graph.
