@@ -8,19 +8,16 @@ import sys
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from observatory_assets.lib import migrations
 from resources import ObjectStoreResource, PostgresResource
-from resources.embedded import database_url_in, start_embedded_postgres, stop_embedded_postgres
+from resources.embedded import start_embedded_postgres, stop_embedded_postgres
 from resources.object_store import LocalObjectStore
 from resources.postgres import engine_for
-from resources.settings import as_libpq_dsn
+from tests.support.helpers import ROOT, create_database, drop_database, write  # noqa: F401 (shared with tests)
 
 TEMPLATE = "observatory_template"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -35,22 +32,6 @@ def pg_server(pg_home: Path):
     url = start_embedded_postgres(pgdata)
     yield url
     stop_embedded_postgres(pgdata)
-
-
-def create_database(server_url: str, name: str, template: str | None = None) -> str:
-    with psycopg.connect(as_libpq_dsn(server_url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template:
-            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-        conn.execute(statement)
-    return database_url_in(server_url, name)
-
-
-def drop_database(server_url: str, name: str) -> None:
-    engine_for(database_url_in(server_url, name)).dispose()
-    with psycopg.connect(as_libpq_dsn(server_url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")
@@ -148,12 +129,3 @@ def dagster_env(pg_server: str, database_url: str, tmp_path: Path) -> dict[str, 
     }
     yield env
     drop_database(pg_server, name)
-
-
-def write(path: Path, content: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return path

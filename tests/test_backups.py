@@ -40,7 +40,7 @@ from resources import ObjectStoreResource
 from resources.object_store import LocalObjectStore, put_bytes
 from resources.postgres import engine_for
 from resources.settings import as_libpq_dsn
-from tests.conftest import drop_database
+from tests.support.helpers import drop_database
 from tests.support.s3 import SERVER_GONE, StoppingUploads
 
 

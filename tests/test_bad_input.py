@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
-from tests.conftest import write
+from tests.support.helpers import write
 
 GOOD = {
     "title": "Regeringen fremlægger ny klimaplan",

@@ -7,13 +7,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from tests.conftest import ROOT, write
-
-
-def run(env, *args, timeout=300) -> str:
-    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+from tests.support.helpers import ROOT, run, write
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from observatory_assets.defs.ingestion.assets import collect_job
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect, guess_format
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
-from tests.conftest import write
+from tests.support.helpers import write
 
 FEED = ('<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Lokal</title>'
         "<item><guid>u1</guid><title>Byrådet vedtager budget</title><link>https://lokal.example/1</link>"

@@ -15,7 +15,7 @@ import yaml
 
 from resources.embedded import database_url_in
 from resources.settings import as_libpq_dsn
-from tests.conftest import ROOT, create_database, drop_database
+from tests.support.helpers import ROOT, create_database, drop_database
 from tests.support.s3 import GRPC_OFFSET, SeaweedS3, weed_binary
 
 SECRETS = {

@@ -10,6 +10,7 @@ ASSETS = {
     "events": "events",
     "content_exports": "exports", "network_exports": "exports",
     "monthly_partitions": "operations", "postgres_backups": "operations", "backup_verification": "operations",
+    "archive_integrity": "operations",
 }  # fmt: skip
 CHECKS = {
     "raw_items": {"raw_items_unique_keys", "raw_items_default_partition", "raw_items_rows_accounted_for"},
@@ -20,12 +21,18 @@ CHECKS = {
     "network_exports": {"export_objects_stored", "network_consistent"},
     "monthly_partitions": {"months_ready_ahead", "default_partitions_empty"},
     "postgres_backups": {"backups_recent_and_verified"},
+    "archive_integrity": {
+        "raw_items_archive_audit",
+        "item_features_archive_audit",
+        "item_embeddings_archive_audit",
+        "events_archive_audit",
+    },
 }
 JOBS = {"collect_job", "ingest_collection_run", "enrich_collection_run", "cluster_events", "export_content_and_network",
-        "partition_rollover", "nightly_backup", "restore_verification"}  # fmt: skip
+        "partition_rollover", "nightly_backup", "restore_verification", "integrity_audit"}  # fmt: skip
 SENSORS = {"collection_run_sensor", "enrich_after_ingest", "events_after_enrichment"}
 SCHEDULES = {"partition_rollover": "partition_rollover", "nightly_backup": "nightly_backup",
-             "weekly_restore_verification": "restore_verification"}  # fmt: skip
+             "weekly_restore_verification": "restore_verification", "weekly_integrity_audit": "integrity_audit"}  # fmt: skip
 
 
 def test_every_asset_is_present_in_its_group():

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support.helpers import ROOT
 
 
 def test_demo_runs_on_embedded_defaults_and_accounts_for_every_row(tmp_path):

@@ -17,27 +17,7 @@ from observatory_assets.defs.enrichment.terms import compile_terms
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import write_demo_dataset
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
-
-
-def load_rows(engine, store, tmp_path, rows: list[dict], name: str = "run", query_design_id: int | None = None) -> int:
-    """One ingested collection run of ``rows`` (title, text, source, published_at, key = external id)."""
-    by_source: dict[str, list[str]] = defaultdict(list)
-    for row in rows:
-        record = {
-            "id": row["key"],
-            "title": row["title"],
-            "text": row.get("text") or "",
-            "published_at": row["published_at"],
-        }
-        by_source[row["source"]].append(json.dumps(record, ensure_ascii=False))
-    requests = []
-    for source, lines in sorted(by_source.items()):
-        path = tmp_path / f"{name}-{source}.jsonl"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        requests.append(SourceRequest(source, "jsonl", path=str(path)))
-    run_id = collect(engine, store, requests, query_design_id=query_design_id)
-    ingest_collection_run(engine, store, run_id)
-    return run_id
+from tests.support.helpers import load_rows
 
 
 def test_language_detection_and_confidence_floor():

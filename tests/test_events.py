@@ -15,17 +15,14 @@ from observatory_assets.defs.enrichment.embedders import HashingEmbedder
 from observatory_assets.defs.enrichment.embeddings import embed_run
 from observatory_assets.defs.events.assets import (
     centroids_match_embedder,
-    check_centroids,
-    check_events_have_items,
-    check_items_in_one_event,
     embedded_items_in_one_event,
     events,
     events_have_items,
 )
 from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events, nearest_events
+from observatory_assets.defs.events.integrity import check_centroids, check_events_have_items, check_items_in_one_event
 from observatory_assets.lib.dagster import collection_run_partitions
-from tests.conftest import ROOT
-from tests.test_enrichment import load_rows
+from tests.support.helpers import ROOT, load_rows
 
 EMBEDDER = HashingEmbedder()
 PARAMS = ClusteringParams(threshold=EMBEDDER.join_threshold)

@@ -39,7 +39,7 @@ from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import write_demo_dataset
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from resources import ObjectStoreResource
-from tests.conftest import ROOT, write
+from tests.support.helpers import ROOT, write
 from tests.support.s3 import SERVER_GONE, StoppingUploads
 
 GEXF_XSD = ROOT.parent / "shared" / "schemas" / "gexf-1.3" / "gexf.xsd"

@@ -15,7 +15,7 @@ from observatory_assets.defs.ingestion.demo_data import iter_items, write_demo_d
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from resources.postgres import engine_for
 from resources.settings import as_libpq_dsn
-from tests.conftest import ROOT, create_database, drop_database
+from tests.support.helpers import ROOT, create_database, drop_database
 
 # Surrogate ids come from a sequence (not transactional), so tables are compared on natural keys.
 SNAPSHOT = {

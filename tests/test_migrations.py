@@ -8,7 +8,7 @@ from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.lib import migrations
 from resources.postgres import engine_for
-from tests.conftest import write
+from tests.support.helpers import write
 
 TABLES = {
     "sources", "query_designs", "collection_runs", "item_keys", "raw_items", "item_duplicates", "rejected_items",

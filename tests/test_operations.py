@@ -40,7 +40,7 @@ from observatory_assets.defs.operations.rollover import (
 )
 from resources import ObjectStoreResource
 from resources.settings import as_libpq_dsn
-from tests.conftest import write
+from tests.support.helpers import write
 
 FUTURE = date(2031, 6, 10)  # far from the months the migration creates around the real today
 

@@ -15,7 +15,7 @@ from observatory_assets.defs.ingestion.collect import SourceRequest, collect, cr
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from resources import ObjectStoreResource, PostgresResource
 from resources.object_store import put_bytes, staged_upload
-from tests.conftest import write
+from tests.support.helpers import write
 from tests.support.s3 import SERVER_GONE, StoppingUploads
 
 

@@ -9,7 +9,7 @@ from observatory_assets.definitions import defs
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect, create_collection_run, run_collection
 from observatory_assets.lib.dagster import collection_run_partitions
 from sensors.collection_runs import collection_run_sensor
-from tests.conftest import write
+from tests.support.helpers import write
 
 ITEM = '{"id": "%s", "title": "Item %s", "published_at": "2026-11-01T10:00:00Z"}\n'
 

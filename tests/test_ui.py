@@ -10,8 +10,7 @@ import urllib.request
 import pytest
 
 from observatory_assets.definitions import defs
-from tests.conftest import ROOT, write
-from tests.test_cli import run
+from tests.support.helpers import ROOT, run, write
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -35,3 +35,23 @@ def utc_schedule(
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=description,
     )
+
+
+def checked_partition(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey) -> str | None:
+    """The partition a per-run check looks at: the one its run materialized, else (a check run on its own
+    from the UI) the asset's latest materialized partition; None before the first materialization."""
+    partition = context.run.tags.get("dagster/partition")
+    if partition is not None:
+        return partition
+    event = context.instance.get_latest_materialization_event(asset_key)
+    return event.partition if event is not None else None
+
+
+def checked_since(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey, started_key: str) -> str | None:
+    """When the materialization a per-run check looks at started (its ``started_key`` metadata): the one
+    of this run, else the latest; None before the first materialization."""
+    event = context.instance.get_latest_materialization_event(asset_key)
+    if event is None or event.asset_materialization is None:
+        return None
+    started = event.asset_materialization.metadata.get(started_key)
+    return started.value if started is not None else None

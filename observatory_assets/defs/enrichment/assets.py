@@ -21,13 +21,13 @@ import os
 
 import dagster as dg
 from pydantic import Field
-from sqlalchemy import text
 
 from observatory_assets.defs.enrichment.embedders import Embedder, make_embedder
 from observatory_assets.defs.enrichment.embeddings import embed_run
 from observatory_assets.defs.enrichment.features import featurize_run
+from observatory_assets.defs.enrichment.integrity import incomplete_features, vectors_of_other_spaces
 from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR
-from observatory_assets.lib.dagster import collection_run_partitions
+from observatory_assets.lib.dagster import checked_partition, collection_run_partitions
 from resources import PostgresResource
 
 ENRICHMENT = "enrichment"
@@ -86,20 +86,26 @@ def item_features(
     )
 
 
+def _checked_run(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey) -> int | None:
+    partition = checked_partition(context, asset_key)
+    return int(partition) if partition is not None else None
+
+
+_NOTHING_ENRICHED = dg.AssetCheckResult(passed=True, description="no collection run enriched yet")
+
+
 @dg.asset_check(
     asset=item_features,
-    description="Every featurized item has a text-search configuration and a full-text vector.",
+    description="Every featurized item of the collection run has a text-search configuration and a full-text vector.",
 )
-def item_features_complete(postgres: PostgresResource) -> dg.AssetCheckResult:
+def item_features_complete(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
+    run_id = _checked_run(context, item_features.key)
+    if run_id is None:
+        return _NOTHING_ENRICHED
     with postgres.get_engine().connect() as conn:
-        incomplete, featurized = conn.execute(
-            text(
-                "SELECT count(*) FILTER (WHERE text_search_config IS NULL OR search_vector IS NULL), count(*) "
-                "FROM raw_items WHERE processing_status = 'featurized'"
-            )
-        ).one()
+        found = incomplete_features(conn, run_id)
     return dg.AssetCheckResult(
-        passed=incomplete == 0, metadata={"featurized_items": featurized, "without_config_or_vector": incomplete}
+        passed=found["without_config_or_vector"] == 0, metadata={"collection_run": run_id, **found}
     )
 
 
@@ -140,23 +146,25 @@ def item_embeddings(
 
 @dg.asset_check(
     asset=item_embeddings,
-    description="Every vector comes from the configured embedder with its dimensions (others await re-embedding).",
+    description="Every vector of the collection run comes from the configured embedder with its dimensions.",
 )
-def item_embeddings_one_space(postgres: PostgresResource, embedder: EmbedderResource) -> dg.AssetCheckResult:
+def item_embeddings_one_space(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource, embedder: EmbedderResource
+) -> dg.AssetCheckResult:
+    run_id = _checked_run(context, item_embeddings.key)
+    if run_id is None:
+        return _NOTHING_ENRICHED
     current = embedder.get_embedder()
     with postgres.get_engine().connect() as conn:
-        rows = conn.execute(
-            text("SELECT embedder, dimensions, count(*) AS n FROM item_embeddings GROUP BY 1, 2 ORDER BY 3 DESC")
-        ).all()
-    other = {
-        f"{r.embedder} ({r.dimensions})": r.n
-        for r in rows
-        if (r.embedder, r.dimensions) != (current.name, current.dimensions)
-    }
+        other = vectors_of_other_spaces(conn, current.name, current.dimensions, run_id)
     return dg.AssetCheckResult(
         passed=not other,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"embedder": current.name, "vectors_of_other_embedders": dg.MetadataValue.json(other)},
+        metadata={
+            "collection_run": run_id,
+            "embedder": current.name,
+            "vectors_of_other_embedders": dg.MetadataValue.json(other),
+        },
         description=None if not other else "re-materialize item_embeddings for the affected collection runs",
     )
 

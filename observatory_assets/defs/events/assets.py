@@ -1,14 +1,16 @@
 """Dagster definitions of the ``events`` asset and its checks."""
 
+from datetime import datetime
+
 import dagster as dg
 from pydantic import Field
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
 from observatory_assets.defs.enrichment.assets import EmbedderResource
 from observatory_assets.defs.events.clustering import EVENTS, ClusteringParams, cluster_events
+from observatory_assets.defs.events.integrity import check_centroids, check_events_have_items, check_items_in_one_event
+from observatory_assets.lib.dagster import checked_since
 from resources import PostgresResource
-
-# ---------------------------------------------------------------- Dagster
 
 
 class EventsConfig(dg.Config):
@@ -41,6 +43,8 @@ def events(
     threshold, stricter check for large events). Incremental: each run clusters the items not clustered
     yet; re-running never duplicates, and batching does not change the result."""
     current = embedder.get_embedder()
+    with postgres.get_engine().connect() as conn:
+        started_at = conn.execute(text("SELECT now()")).scalar_one()
     result = cluster_events(
         postgres.get_engine(), current.name, current.dimensions, config.params(current.join_threshold)
     )
@@ -58,6 +62,7 @@ def events(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(total),
+            CLUSTERED_SINCE: dg.MetadataValue.text(started_at.isoformat()),
             "embedder": dg.MetadataValue.text(current.name),
             "items_assigned": dg.MetadataValue.int(result.items_assigned),
             "new_events": dg.MetadataValue.int(result.new_events),
@@ -73,66 +78,35 @@ def events(
     )
 
 
-def check_events_have_items(engine: Engine) -> dict:
-    """Events without items, and events whose stored item count differs from their memberships."""
-    with engine.connect() as conn:
-        empty, miscounted = conn.execute(
-            text(
-                """
-                SELECT count(*) FILTER (WHERE n IS NULL), count(*) FILTER (WHERE n IS DISTINCT FROM e.item_count)
-                  FROM events e
-                  LEFT JOIN (SELECT event_id, count(*) AS n FROM event_items GROUP BY event_id) x ON x.event_id = e.id
-                """
-            )
-        ).one()
-    return {"events_without_items": empty, "events_with_wrong_item_count": miscounted}
+#: Metadata key of an events materialization: when its clustering began (checks look at what changed since).
+CLUSTERED_SINCE = "clustered_since"
 
 
-def check_items_in_one_event(engine: Engine, embedder: str) -> dict:
-    """Embedded items (of ``embedder``) in no event, and memberships of items without such a vector.
-
-    ``event_items`` is keyed on the item, so no item can be in two events."""
-    with engine.connect() as conn:
-        unclustered, orphaned = conn.execute(
-            text(
-                """
-                SELECT (SELECT count(*) FROM item_embeddings e WHERE e.embedder = :embedder
-                           AND NOT EXISTS (SELECT 1 FROM event_items x WHERE x.item_id = e.item_id)),
-                       (SELECT count(*) FROM event_items x WHERE NOT EXISTS
-                           (SELECT 1 FROM item_embeddings e WHERE e.item_id = x.item_id AND e.embedder = :embedder))
-                """
-            ),
-            {"embedder": embedder},
-        ).one()
-    return {"embedded_items_in_no_event": unclustered, "clustered_items_without_vector": orphaned}
+def _since(context: dg.AssetCheckExecutionContext) -> datetime | None:
+    started = checked_since(context, events.key, CLUSTERED_SINCE)
+    return datetime.fromisoformat(started) if started else None
 
 
-def check_centroids(engine: Engine, embedder: str, dimensions: int) -> dict:
-    """Events whose centroid is not in the embedder's space (other embedder or dimensions)."""
-    with engine.connect() as conn:
-        wrong = conn.execute(
-            text("SELECT count(*) FROM events WHERE embedder <> :embedder OR vector_dims(centroid) <> :dimensions"),
-            {"embedder": embedder, "dimensions": dimensions},
-        ).scalar_one()
-    return {"events_in_another_space": wrong}
-
-
-@dg.asset_check(asset=events, description="Every event has at least one item, and its item count is right.")
-def events_have_items(postgres: PostgresResource) -> dg.AssetCheckResult:
-    found = check_events_have_items(postgres.get_engine())
+@dg.asset_check(asset=events, description="Every event the run changed has items, and its item count is right.")
+def events_have_items(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
+    found = check_events_have_items(postgres.get_engine(), _since(context))
     return dg.AssetCheckResult(passed=not any(found.values()), metadata=found)
 
 
-@dg.asset_check(asset=events, description="Every embedded item is in exactly one event.")
-def embedded_items_in_one_event(postgres: PostgresResource, embedder: EmbedderResource) -> dg.AssetCheckResult:
-    found = check_items_in_one_event(postgres.get_engine(), embedder.get_embedder().name)
+@dg.asset_check(asset=events, description="Every item the run clustered is in exactly one event, with a vector.")
+def embedded_items_in_one_event(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource, embedder: EmbedderResource
+) -> dg.AssetCheckResult:
+    found = check_items_in_one_event(postgres.get_engine(), embedder.get_embedder().name, _since(context))
     return dg.AssetCheckResult(passed=not any(found.values()), metadata=found)
 
 
-@dg.asset_check(asset=events, description="Centroids have the embedder's dimensions and come from its space.")
-def centroids_match_embedder(postgres: PostgresResource, embedder: EmbedderResource) -> dg.AssetCheckResult:
+@dg.asset_check(asset=events, description="The centroids the run wrote have the embedder's dimensions and space.")
+def centroids_match_embedder(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource, embedder: EmbedderResource
+) -> dg.AssetCheckResult:
     current = embedder.get_embedder()
-    found = check_centroids(postgres.get_engine(), current.name, current.dimensions)
+    found = check_centroids(postgres.get_engine(), current.name, current.dimensions, _since(context))
     return dg.AssetCheckResult(
         passed=not any(found.values()), metadata={**found, "embedder": current.name, "dimensions": current.dimensions}
     )

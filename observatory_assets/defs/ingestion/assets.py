@@ -10,8 +10,9 @@ from pydantic import Field
 from sqlalchemy import text
 
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect, guess_format
+from observatory_assets.defs.ingestion.integrity import default_partition_rows, key_conflicts, unbalanced_runs
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
-from observatory_assets.lib.dagster import collection_run_partitions, markdown_table
+from observatory_assets.lib.dagster import checked_partition, collection_run_partitions, markdown_table
 from resources import ObjectStoreResource, PostgresResource
 
 INGESTION = "ingestion"
@@ -89,67 +90,64 @@ def raw_items(
     )
 
 
-@dg.asset_check(asset=raw_items, description="No (source, external_id) and no content hash appears twice.")
-def raw_items_unique_keys(postgres: PostgresResource) -> dg.AssetCheckResult:
-    with postgres.get_engine().connect() as conn:
-        by_key = conn.execute(
-            text("SELECT count(*) FROM (SELECT 1 FROM raw_items GROUP BY source_id, external_id HAVING count(*) > 1) d")
-        ).scalar_one()
-        by_hash = conn.execute(
-            text("SELECT count(*) FROM (SELECT 1 FROM raw_items GROUP BY content_hash HAVING count(*) > 1) d")
-        ).scalar_one()
-    return dg.AssetCheckResult(
-        passed=by_key == 0 and by_hash == 0,
-        metadata={"duplicate_keys": by_key, "duplicate_content_hashes": by_hash},
-    )
+def _checked_run(context: dg.AssetCheckExecutionContext) -> int | None:
+    partition = checked_partition(context, raw_items.key)
+    return int(partition) if partition is not None else None
+
+
+_NOTHING_INGESTED = dg.AssetCheckResult(passed=True, description="no collection run ingested yet")
 
 
 @dg.asset_check(
     asset=raw_items,
-    description="The DEFAULT partition holds only items without a publication date; anything else is flagged.",
+    description="No item of the collection run shares its (source, external_id) or content hash with another item.",
 )
-def raw_items_default_partition(postgres: PostgresResource) -> dg.AssetCheckResult:
+def raw_items_unique_keys(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
+    run_id = _checked_run(context)
+    if run_id is None:
+        return _NOTHING_INGESTED
     with postgres.get_engine().connect() as conn:
-        undated, dated = conn.execute(
-            text(
-                "SELECT count(*) FILTER (WHERE published_at IS NULL), count(*) FILTER (WHERE published_at IS NOT NULL) "
-                "FROM raw_items_default"
-            )
-        ).one()
+        found = key_conflicts(conn, run_id)
+    return dg.AssetCheckResult(passed=not any(found.values()), metadata={"collection_run": run_id, **found})
+
+
+@dg.asset_check(
+    asset=raw_items,
+    description="The run's items in the DEFAULT partition have no publication date; dated ones are flagged.",
+)
+def raw_items_default_partition(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    run_id = _checked_run(context)
+    if run_id is None:
+        return _NOTHING_INGESTED
+    with postgres.get_engine().connect() as conn:
+        found = default_partition_rows(conn, run_id)
+    dated = found["dated_items_waiting_for_a_partition"]
     return dg.AssetCheckResult(
         passed=dated == 0,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"undated_items": undated, "dated_items_waiting_for_a_partition": dated},
+        metadata={"collection_run": run_id, **found},
         description=None if dated == 0 else "run partition_rollover to move dated rows into their months",
     )
 
 
 @dg.asset_check(
     asset=raw_items,
-    description="For every ingested collection run, delivered = loaded + duplicates + rejected, counted from the tables.",
+    description="For the ingested collection run, delivered = loaded + duplicates + rejected, counted from the tables.",
 )
-def raw_items_rows_accounted_for(postgres: PostgresResource) -> dg.AssetCheckResult:
+def raw_items_rows_accounted_for(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    run_id = _checked_run(context)
+    if run_id is None:
+        return _NOTHING_INGESTED
     with postgres.get_engine().connect() as conn:
-        rows = conn.execute(
-            text(
-                """
-                SELECT r.id, r.items_collected,
-                       (SELECT count(*) FROM item_keys k WHERE k.collection_run_id = r.id)
-                     + (SELECT count(*) FROM item_duplicates d WHERE d.collection_run_id = r.id)
-                     + (SELECT count(*) FROM rejected_items x WHERE x.collection_run_id = r.id) AS accounted
-                  FROM collection_runs r
-                 WHERE r.ingested_at IS NOT NULL
-                """
-            )
-        ).all()
-    unbalanced = {
-        str(r.id): {"delivered": r.items_collected, "accounted": r.accounted}
-        for r in rows
-        if r.items_collected != r.accounted
-    }
+        checked, unbalanced = unbalanced_runs(conn, run_id)
     return dg.AssetCheckResult(
-        passed=not unbalanced,
-        metadata={"runs_checked": len(rows), "unbalanced_runs": dg.MetadataValue.json(unbalanced)},
+        passed=checked == 1 and not unbalanced,
+        metadata={"collection_run": run_id, "unbalanced_runs": dg.MetadataValue.json(unbalanced)},
+        description=None if checked == 1 else "the collection run has not been ingested",
     )
 
 

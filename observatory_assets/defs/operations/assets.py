@@ -7,6 +7,10 @@ import dagster as dg
 from pydantic import Field
 from sqlalchemy import text
 
+from observatory_assets.defs.enrichment.assets import EmbedderResource
+from observatory_assets.defs.enrichment.integrity import incomplete_features, vectors_of_other_spaces
+from observatory_assets.defs.events.integrity import check_centroids, check_events_have_items, check_items_in_one_event
+from observatory_assets.defs.ingestion.integrity import key_conflicts, unbalanced_runs
 from observatory_assets.defs.operations.backups import (
     CHECKSUM_TABLES,
     DEFAULT_KEEP_DAYS,
@@ -250,9 +254,84 @@ weekly_restore_verification_schedule = utc_schedule(
     restore_verification_job, "30 3 * * 0", "weekly_restore_verification"
 )
 
+
+#: The weekly audit's checks: one per archive-wide invariant of the domains.
+ARCHIVE_AUDITS = {
+    "raw_items_archive_audit": "No two items share a (source, external_id) or content hash; every ingested run adds up.",
+    "item_features_archive_audit": "Every featurized item has a text-search configuration and a full-text vector.",
+    "item_embeddings_archive_audit": "Every vector comes from the configured embedder (others await re-embedding).",
+    "events_archive_audit": "Every event has its items; every embedded item is in one event; centroids in one space.",
+}
+
+
+@dg.asset(
+    deps=["raw_items", "item_features", "item_embeddings", "events"],
+    group_name=OPERATIONS,
+    kinds={"postgres"},
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="archive_integrity", description=d) for name, d in ARCHIVE_AUDITS.items()
+    ],
+    description="The weekly integrity audit: the invariants the per-run checks guard, measured over the whole "
+    "archive (full scans, so it runs weekly, never per run).",
+)
+def archive_integrity(postgres: PostgresResource, embedder: EmbedderResource) -> dg.MaterializeResult:
+    engine, current = postgres.get_engine(), embedder.get_embedder()
+    with engine.connect() as conn:
+        keys = key_conflicts(conn)
+        runs_checked, unbalanced = unbalanced_runs(conn)
+        features = incomplete_features(conn)
+        other_spaces = vectors_of_other_spaces(conn, current.name, current.dimensions)
+    events = {
+        **check_events_have_items(engine),
+        **check_items_in_one_event(engine, current.name),
+        **check_centroids(engine, current.name, current.dimensions),
+    }
+    findings = {
+        "raw_items_archive_audit": {**keys, "runs_checked": runs_checked, "unbalanced_runs": len(unbalanced)},
+        "item_features_archive_audit": features,
+        "item_embeddings_archive_audit": {f"vectors of {space}": n for space, n in other_spaces.items()},
+        "events_archive_audit": events,
+    }
+    failing = {**keys, "unbalanced_runs": len(unbalanced), "incomplete": features["without_config_or_vector"]}
+    passed = {
+        "raw_items_archive_audit": not failing["duplicate_keys"]
+        and not failing["duplicate_content_hashes"]
+        and not unbalanced,
+        "item_features_archive_audit": not failing["incomplete"],
+        "item_embeddings_archive_audit": not other_spaces,
+        "events_archive_audit": not any(events.values()),
+    }
+    return dg.MaterializeResult(
+        metadata={name: dg.MetadataValue.json(found) for name, found in findings.items()},
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=name,
+                passed=passed[name],
+                metadata={k: dg.MetadataValue.int(v) for k, v in findings[name].items()},
+                severity=dg.AssetCheckSeverity.WARN if name == "item_embeddings_archive_audit" else None,
+            )
+            for name in ARCHIVE_AUDITS
+        ],
+    )
+
+
+integrity_audit_job = dg.define_asset_job(
+    "integrity_audit",
+    selection=dg.AssetSelection.assets(archive_integrity),
+    description="Measure every archive-wide invariant (full scans): the weekly integrity audit.",
+)
+integrity_audit_schedule = utc_schedule(
+    integrity_audit_job, "0 4 * * 6", "weekly_integrity_audit", "Weekly audit of the whole archive."
+)
+
 defs = dg.Definitions(
-    assets=[monthly_partitions, postgres_backups, backup_verification],
+    assets=[monthly_partitions, postgres_backups, backup_verification, archive_integrity],
     asset_checks=[months_ready_ahead, default_partitions_empty, backups_recent_and_verified],
-    jobs=[partition_rollover_job, nightly_backup_job, restore_verification_job],
-    schedules=[partition_rollover_schedule, nightly_backup_schedule, weekly_restore_verification_schedule],
+    jobs=[partition_rollover_job, nightly_backup_job, restore_verification_job, integrity_audit_job],
+    schedules=[
+        partition_rollover_schedule,
+        nightly_backup_schedule,
+        weekly_restore_verification_schedule,
+        integrity_audit_schedule,
+    ],
 )

@@ -1,0 +1,23 @@
+"""Indexes that let asset checks look at what one clustering run changed, not at every event.
+
+Revision ID: 0007
+Revises: 0002
+Create Date: 2026-12-01
+"""
+
+from alembic import op
+
+revision = "0007"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE INDEX events_created ON events (created_at)")
+    op.execute("CREATE INDEX events_updated ON events (updated_at)")
+    op.execute("CREATE INDEX event_items_assigned ON event_items (assigned_at)")
+
+
+def downgrade() -> None:
+    op.execute("DROP INDEX event_items_assigned, events_updated, events_created")

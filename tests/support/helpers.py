@@ -1,0 +1,71 @@
+"""Plain helpers the tests share: files, databases, the CLI as a subprocess, ingested runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
+from resources.embedded import database_url_in
+from resources.postgres import engine_for
+from resources.settings import as_libpq_dsn
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(as_libpq_dsn(server_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        conn.execute(statement)
+    return database_url_in(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    engine_for(database_url_in(server_url, name)).dispose()
+    with psycopg.connect(as_libpq_dsn(server_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def run(env, *args, timeout=300) -> str:
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def load_rows(engine, store, tmp_path, rows: list[dict], name: str = "run", query_design_id: int | None = None) -> int:
+    """One ingested collection run of ``rows`` (title, text, source, published_at, key = external id)."""
+    by_source: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        record = {
+            "id": row["key"],
+            "title": row["title"],
+            "text": row.get("text") or "",
+            "published_at": row["published_at"],
+        }
+        by_source[row["source"]].append(json.dumps(record, ensure_ascii=False))
+    requests = []
+    for source, lines in sorted(by_source.items()):
+        path = tmp_path / f"{name}-{source}.jsonl"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        requests.append(SourceRequest(source, "jsonl", path=str(path)))
+    run_id = collect(engine, store, requests, query_design_id=query_design_id)
+    ingest_collection_run(engine, store, run_id)
+    return run_id
