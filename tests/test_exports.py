@@ -106,7 +106,7 @@ SELECT r.id, s.name AS source, r.title, r.text, r.url, r.author, r.published_at,
        r.collection_run_id, qd.name AS query_design, r.search_terms_matched, r.raw_metadata
   FROM raw_items r JOIN sources s ON s.id = r.source_id
   JOIN collection_runs c ON c.id = r.collection_run_id LEFT JOIN query_designs qd ON qd.id = c.query_design_id
- WHERE r.id NOT IN (SELECT item_id FROM takedown_items JOIN takedown_requests t ON t.id = request_id
+ WHERE r.id NOT IN (SELECT ti.item_id FROM takedown_items ti JOIN takedown_requests t ON t.id = ti.request_id
                      WHERE t.status <> 'cancelled')
  ORDER BY r.published_at NULLS LAST, r.id
 """

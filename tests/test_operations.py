@@ -35,9 +35,9 @@ from observatory_assets.defs.operations.rollover import (
     month_partitions,
     month_start,
     partition_health,
-    partition_name,
     roll_over,
 )
+from observatory_assets.lib.sql import month_partition_name
 from resources import ObjectStoreResource
 from resources.settings import as_libpq_dsn
 from tests.support.helpers import write
@@ -285,7 +285,7 @@ def test_the_job_reports_what_it_did_and_its_checks_flag_problems(engine, resour
         assert evaluations["months_ready_ahead"].passed and evaluations["default_partitions_empty"].passed
         assert evaluations["months_ready_ahead"].metadata["months_ahead_required"].value == 5
 
-        last = partition_name("trend_snapshots", add_months(month_start(datetime.now(UTC).date()), 5))
+        last = month_partition_name("trend_snapshots", add_months(month_start(datetime.now(UTC).date()), 5))
         with engine.begin() as conn:
             conn.execute(text(f"DROP TABLE {last}"))
         again = dg.materialize(check_defs, instance=instance, resources=resources,

@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from observatory_assets.cli.runner import engine_and_store
 from observatory_assets.defs.exports.delivery import CONTENT_FORMATS, ExportResult, export_content, export_network
-from observatory_assets.defs.exports.filters import ExportFilters, build_filters
+from observatory_assets.defs.exports.filters import filters_from
 from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, PSEUDONYM_KEY_VARIABLE
 
 # ---------------------------------------------------------------- CLI
@@ -29,13 +29,6 @@ def _add_filter_arguments(parser) -> None:
     parser.add_argument("--request-id", help="reuse to replace an earlier export's files (default: a new id)")
 
 
-def _filters_from(args) -> ExportFilters:
-    return build_filters(
-        args.published_from, args.published_to, args.sources, args.arenas, args.languages,
-        args.query_designs, args.collection_runs, args.search_terms, args.text_query,
-    )  # fmt: skip
-
-
 def _print_results(results: list[ExportResult]) -> None:
     for r in results:
         print(json.dumps({
@@ -46,7 +39,7 @@ def _print_results(results: list[ExportResult]) -> None:
 
 def cmd_export_items(args) -> int:
 
-    filters = _filters_from(args)
+    filters = filters_from(args)
     engine, store = engine_and_store()
     results = export_content(
         engine, store, filters, args.formats or CONTENT_FORMATS, request_id=args.request_id,
@@ -58,7 +51,7 @@ def cmd_export_items(args) -> int:
 
 def cmd_export_network(args) -> int:
 
-    filters = _filters_from(args)
+    filters = filters_from(args)
     engine, store = engine_and_store()
     result, _ = export_network(
         engine, store, filters, request_id=args.request_id, pseudonymize=args.pseudonymize,

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
+from observatory_assets.lib.text import collapse_whitespace
+
 # ---------------------------------------------------------------- search terms
 
 _FOLD = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "ß": "ss", "ð": "d", "þ": "th", "ł": "l", "đ": "d"})
@@ -32,19 +34,17 @@ class TermMatcher:
         """The terms (as written in the query design) that occur in title or text, sorted."""
         if self.pattern is None:
             return []
-        found = {self.by_folded[_squash(m)] for m in self.pattern.findall(fold(f"{title or ''}\n{body or ''}"))}
+        found = {
+            self.by_folded[collapse_whitespace(m)] for m in self.pattern.findall(fold(f"{title or ''}\n{body or ''}"))
+        }
         return sorted(found)
-
-
-def _squash(value: str) -> str:
-    return " ".join(value.split())
 
 
 def compile_terms(terms: Iterable[str]) -> TermMatcher:
     """A matcher for ``terms``; a term matches as a whole word or phrase, whitespace-insensitively."""
     by_folded: dict[str, str] = {}
     for term in terms:
-        folded = _squash(fold(term))
+        folded = collapse_whitespace(fold(term))
         if folded:
             by_folded.setdefault(folded, term.strip())
     if not by_folded:

@@ -458,9 +458,3 @@ def nearest_events(engine: Engine, item_id: int, limit: int = 5) -> list[dict]:
             .all()
         )
     return [dict(r) for r in rows]
-
-
-def event_memberships(engine: Engine) -> dict[int, int]:
-    """item id → event id for every clustered item."""
-    with engine.connect() as conn:
-        return dict(conn.execute(text("SELECT item_id, event_id FROM event_items")).all())

@@ -14,7 +14,7 @@ from observatory_assets.defs.exports.delivery import (
     export_network,
     preview,
 )
-from observatory_assets.defs.exports.filters import ExportFilters, build_filters
+from observatory_assets.defs.exports.filters import ExportFilters, filters_from
 from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, PSEUDONYM_KEY_VARIABLE
 from observatory_assets.lib.dagster import markdown_table
 from resources import ObjectStoreResource, PostgresResource
@@ -37,10 +37,7 @@ class ExportFiltersConfig(dg.Config):
     text_query: str | None = Field(default=None, description="Full-text query in web-search syntax.")
 
     def filters(self) -> ExportFilters:
-        return build_filters(
-            self.published_from, self.published_to, self.sources, self.arenas, self.languages,
-            self.query_designs, self.collection_runs, self.search_terms, self.text_query,
-        )  # fmt: skip
+        return filters_from(self)
 
 
 class ContentExportsConfig(ExportFiltersConfig):

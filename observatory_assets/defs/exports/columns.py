@@ -16,6 +16,7 @@ from observatory_assets.defs.exports.filters import (
     ExportFilters,
     selection_where,
 )
+from observatory_assets.lib.sql import identifier
 
 XLSX_MAX_CELL_CHARS = 32_767
 XLSX_MAX_ROWS = 1_048_576  # per sheet, the header row included
@@ -94,10 +95,6 @@ def parquet_schema(include_metadata: bool) -> pa.Schema:
     return pa.schema([pa.field(c.name, _ARROW_TYPES[c.kind]) for c in export_columns(include_metadata)])
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _iso_utc(sql: str) -> str:
     return f"""to_char({sql} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
@@ -159,7 +156,7 @@ def _select_list(columns: Iterable[Column], fmt: str) -> str:
                 sql = f"array_to_string({sql}, '; ')"
         if column.kind in ("text", "json", "terms") and fmt == "parquet":
             sql = _line_breaks_escaped(sql)
-        rendered.append(f"{sql} AS {_quoted(column.name)}")
+        rendered.append(f"{sql} AS {identifier(column.name)}")
     return ",\n       ".join(rendered)
 
 

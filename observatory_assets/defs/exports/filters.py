@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -48,6 +48,10 @@ class ExportFilters:
             elif value not in (None, ()):
                 out[name] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+#: The filter fields, in :class:`ExportFilters` order: the names of the config fields and CLI arguments too.
+FILTER_FIELDS = tuple(f.name for f in fields(ExportFilters))
 
 
 def _parse_instant(name: str, value: str | date | datetime | None) -> datetime | None:
@@ -114,6 +118,12 @@ def build_filters(
         search_terms=_names("search_terms", search_terms),
         text_query=query or None,
     )
+
+
+def filters_from(values: object) -> ExportFilters:
+    """:func:`build_filters` from any object carrying the filter fields as attributes (a Dagster config,
+    parsed CLI arguments)."""
+    return build_filters(**{name: getattr(values, name) for name in FILTER_FIELDS})
 
 
 _ARENA = "coalesce(s.config->>'arena', s.type)"

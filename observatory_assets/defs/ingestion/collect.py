@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.ingestion.records import FORMATS, count_records
+from observatory_assets.lib.errors import failure_message
 from resources.object_store import ObjectStore, put_bytes
 
 FETCH_TIMEOUT_S = 30
@@ -151,7 +152,7 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
         with engine.begin() as conn:
             conn.execute(
                 text("UPDATE collection_runs SET status = 'failed', error = :error WHERE id = :id"),
-                {"id": run_id, "error": f"{type(error).__name__}: {error}"[:2000]},
+                {"id": run_id, "error": failure_message(error)},
             )
         raise
 

@@ -39,6 +39,7 @@ from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.ingestion.collect import payload_fingerprint
 from observatory_assets.defs.ingestion.records import Rejection, iter_records, normalize_record
+from observatory_assets.lib.sql import ensure_month_partition, month_partition_name
 from resources.object_store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -402,8 +403,6 @@ def ensure_month_partitions(conn: Connection, table: str, months: set[date]) -> 
     """Create the missing monthly partitions of ``table``; returns the names created."""
     created = []
     for month in sorted(months):
-        if conn.execute(
-            text("SELECT ensure_month_partition(CAST(:t AS regclass), :m)"), {"t": table, "m": month}
-        ).scalar():
-            created.append(f"{table}_{month:%Y_%m}")
+        if ensure_month_partition(conn, table, month):
+            created.append(month_partition_name(table, month))
     return created

@@ -28,6 +28,8 @@ from html.parser import HTMLParser
 from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from observatory_assets.lib.text import collapse_whitespace
+
 FORMATS = ("rss", "atom", "jsonl", "csv")
 #: Longest title and text an item may have; longer fields are rejected, not cut.
 MAX_TITLE_CHARS = 2_000
@@ -91,7 +93,7 @@ def iter_records(stream: BinaryIO, fmt: str) -> Iterator[Record | Rejection]:
     """Every delivered row of a payload, in order: a :class:`Record` or a :class:`Rejection`."""
     if fmt in ("rss", "atom"):
         yield from _feed_records(stream.read())
-    elif fmt in ("jsonl", "ndjson"):
+    elif fmt == "jsonl":
         yield from _jsonl_records(stream)
     elif fmt == "csv":
         yield from _csv_records(stream)
@@ -101,7 +103,7 @@ def iter_records(stream: BinaryIO, fmt: str) -> Iterator[Record | Rejection]:
 
 def count_records(stream: BinaryIO, fmt: str) -> int:
     """How many rows a payload delivers (what :func:`iter_records` yields)."""
-    if fmt in ("jsonl", "ndjson"):
+    if fmt == "jsonl":
         return sum(1 for _ in _jsonl_lines(stream))
     return sum(1 for _ in iter_records(stream, fmt))
 
@@ -317,12 +319,8 @@ def normalize_url(url: Any) -> str | None:
 
 def content_hash(title: str | None, text: str | None) -> bytes:
     """SHA-256 of the case-folded, whitespace-collapsed title and text: equal content, equal hash."""
-    canonical = f"{_collapse(title or '').casefold()}\x1f{_collapse(text or '').casefold()}"
+    canonical = f"{collapse_whitespace(title or '').casefold()}\x1f{collapse_whitespace(text or '').casefold()}"
     return hashlib.sha256(canonical.encode("utf-8")).digest()
-
-
-def _collapse(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _clean_text(value: Any, notes: set[str]) -> str | None:
@@ -402,7 +400,7 @@ def normalize_record(record: Record, now: datetime | None = None) -> Item | Reje
     if text is not None and len(text) > MAX_TEXT_CHARS:
         return reject("field_too_large", f"text has {len(text)} characters (limit {MAX_TEXT_CHARS})")
     if title is not None:
-        title = _collapse(title)
+        title = collapse_whitespace(title)
     try:
         published_at = parse_timestamp(picked["published_at"])
     except (ValueError, OverflowError, OSError) as error:

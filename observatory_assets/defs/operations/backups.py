@@ -41,6 +41,8 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
 from observatory_assets.defs.operations.retention import table_fingerprint
+from observatory_assets.lib.errors import failure_message
+from observatory_assets.lib.sql import identifier, set_lock_timeout
 from resources.object_store import ObjectStore, put_bytes
 from resources.settings import as_libpq_dsn
 
@@ -148,7 +150,7 @@ def _tables(conn: Connection) -> list[str]:
 def database_contents(conn: Connection) -> tuple[dict[str, int], dict[str, str]]:
     """(rows per table, fingerprints of the key tables) as seen by ``conn``'s snapshot."""
     conn.execute(text("SELECT set_config('TimeZone', 'UTC', true)"))
-    counts = {t: conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one() for t in _tables(conn)}
+    counts = {t: conn.execute(text(f"SELECT count(*) FROM {identifier(t)}")).scalar_one() for t in _tables(conn)}
     checksums = {t: table_fingerprint(conn, t, only=False)[1] for t in CHECKSUM_TABLES if t in counts}
     return counts, checksums
 
@@ -161,7 +163,7 @@ def _contents_in_snapshot(
         raise BackupError(f"unexpected snapshot id {snapshot!r}")
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
         conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-        conn.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": f"{lock_wait_timeout_s}s"})
+        set_lock_timeout(conn, lock_wait_timeout_s)
         return database_contents(conn)
 
 
@@ -241,7 +243,7 @@ def take_backup(
             "application/json",
         )  # fmt: skip
     except Exception as error:
-        message = str(error) if isinstance(error, BackupError) else f"{type(error).__name__}: {error}"
+        message = failure_message(str(error) if isinstance(error, BackupError) else error)
         # The key is this backup's own: a dump already uploaded but not fully recorded is removed too.
         # Best effort (the store may be the thing that failed); the original error is what matters.
         with suppress(Exception):
@@ -250,7 +252,7 @@ def take_backup(
         with engine.begin() as conn:
             conn.execute(
                 text("UPDATE backups SET status = 'failed', error = :e, finished_at = now() WHERE id = :id"),
-                {"id": backup_id, "e": message[:2000]},
+                {"id": backup_id, "e": message},
             )
         if isinstance(error, BackupError):
             raise

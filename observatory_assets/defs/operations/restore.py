@@ -27,6 +27,7 @@ from observatory_assets.defs.operations.backups import (
     pg_tool,
     sidecar_key,
 )
+from observatory_assets.lib.errors import failure_message
 from resources.embedded import database_url_in
 from resources.object_store import ObjectStore
 from resources.postgres import engine_for
@@ -200,7 +201,7 @@ def _record_verification(engine: Engine, key: str, error: str | None) -> None:
         else:
             conn.execute(
                 text("UPDATE backups SET status = 'failed', error = :e WHERE object_key = :k AND status = 'completed'"),
-                {"k": key, "e": f"verification failed: {error}"[:2000]},
+                {"k": key, "e": failure_message(f"verification failed: {error}")},
             )
 
 

@@ -20,13 +20,13 @@ from observatory_assets.defs.operations.rollover import (
     DEFAULT_LOCK_TIMEOUT_S,
     PARTITIONED_TABLES,
     _checked_table,
-    _quoted,
     _today,
     add_months,
     month_partitions,
     month_start,
-    partition_name,
 )
+from observatory_assets.lib.errors import failure_message
+from observatory_assets.lib.sql import identifier, month_partition_name, set_lock_timeout
 from resources.object_store import ObjectStore, put_bytes, staged_upload
 
 # --- retention: archive to Parquet, verify, then drop -------------------------------------------------
@@ -60,7 +60,7 @@ def _archive_columns(conn: Connection, table: str) -> tuple[list[str], pa.Schema
     select, fields = [], []
     for name, type_name in rows:
         arrow_type = _ARROW_TYPES.get(type_name)
-        select.append(_quoted(name) if arrow_type else f"{_quoted(name)}::text")
+        select.append(identifier(name) if arrow_type else f"{identifier(name)}::text")
         fields.append(pa.field(name, arrow_type or pa.string()))
     return select, pa.schema(fields)
 
@@ -104,7 +104,7 @@ def table_fingerprint(conn: Connection, table: str, only: bool = True) -> tuple[
     rows, digest = conn.execute(
         text(
             f"SELECT count(*), coalesce(sum(('x' || left(md5(t::text), 15))::bit(60)::bigint), 0)::text "
-            f"FROM {'ONLY ' if only else ''}{_quoted(table)} t"
+            f"FROM {'ONLY ' if only else ''}{identifier(table)} t"
         )
     ).one()
     return rows, digest
@@ -182,7 +182,7 @@ def archive_month(engine: Engine, store: ObjectStore, table: str, month: date) -
     """Write one month of ``table`` to Parquet in object storage with its manifest and verify it by
     reading it back. Idempotent: an existing archive of exactly these rows is verified and reused."""
     month = month_start(month)
-    partition = partition_name(_checked_table(table), month)
+    partition = month_partition_name(_checked_table(table), month)
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
         if month not in month_partitions(conn, table):
             raise ValueError(f"{partition} is not an attached partition of {table}")
@@ -197,7 +197,7 @@ def archive_month(engine: Engine, store: ObjectStore, table: str, month: date) -
         key = _free_archive_key(store, table, month)
         checksum = RowChecksum()
         result = conn.execution_options(yield_per=ARCHIVE_BATCH_ROWS).execute(
-            text(f"SELECT {', '.join(select)} FROM ONLY {_quoted(partition)}")
+            text(f"SELECT {', '.join(select)} FROM ONLY {identifier(partition)}")
         )
         with staged_upload(store, key, "application/vnd.apache.parquet") as handle:
             with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
@@ -230,16 +230,16 @@ class PartitionChangedError(RuntimeError):
 def drop_archived_month(engine: Engine, archive: ArchiveResult, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
     """Detach and drop an archived month, in one transaction that first locks the partition and
     proves (row count and PostgreSQL fingerprint) that it still holds exactly what was archived."""
-    partition = _quoted(archive.partition)
+    partition = identifier(archive.partition)
     with engine.begin() as conn:
-        conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{int(lock_timeout_s * 1000)}ms"})
+        set_lock_timeout(conn, lock_timeout_s)
         conn.execute(text(f"LOCK TABLE {partition} IN ACCESS EXCLUSIVE MODE"))
         rows, fingerprint = table_fingerprint(conn, archive.partition)
         if rows != archive.rows or fingerprint != archive.pg_fingerprint:
             raise PartitionChangedError(
                 f"{archive.partition} changed since it was archived ({rows} rows now, {archive.rows} archived); kept"
             )
-        conn.execute(text(f"ALTER TABLE {_quoted(archive.table)} DETACH PARTITION {partition}"))
+        conn.execute(text(f"ALTER TABLE {identifier(archive.table)} DETACH PARTITION {partition}"))
         conn.execute(text(f"DROP TABLE {partition}"))
     archive.dropped = True
 
@@ -376,12 +376,12 @@ def apply_retention(
                 drop_archived_month(engine, archive, lock_timeout_s)
                 _mark_dropped(store, archive)
             except Exception as error:  # the month stays; the failure is reported and fails the run
-                result.kept[partition_name(table, month)] = f"{type(error).__name__}: {error}"
+                result.kept[month_partition_name(table, month)] = failure_message(error)
     for run_id in expired_collection_runs(engine, store, retention_months.get(COLLECTION_PAYLOADS), today):
         try:
             result.payload_runs.append(archive_collection_payloads(engine, store, run_id))
         except Exception as error:
-            result.kept[f"collection_runs/{run_id}"] = f"{type(error).__name__}: {error}"
+            result.kept[f"collection_runs/{run_id}"] = failure_message(error)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -32,6 +32,8 @@ from datetime import UTC, date, datetime
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
+from observatory_assets.lib.sql import ensure_month_partition, identifier, month_partition_name, set_lock_timeout
+
 OPERATIONS = "operations"
 #: The month-partitioned tables this module manages.
 PARTITIONED_TABLES = ("raw_items", "trend_snapshots")
@@ -54,10 +56,6 @@ def add_months(month: date, count: int) -> date:
     return date(index // 12, index % 12 + 1, 1)
 
 
-def partition_name(table: str, month: date) -> str:
-    return f"{table}_{month:%Y_%m}"
-
-
 def _today() -> date:
     return datetime.now(UTC).date()
 
@@ -66,12 +64,6 @@ def _checked_table(table: str) -> str:
     if table not in PARTITIONED_TABLES:
         raise ValueError(f"{table!r} is not a month-partitioned table ({', '.join(PARTITIONED_TABLES)})")
     return table
-
-
-def _quoted(identifier: str) -> str:
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", identifier):
-        raise ValueError(f"not a plain identifier: {identifier!r}")
-    return f'"{identifier}"'
 
 
 @dataclass(frozen=True)
@@ -83,7 +75,7 @@ class PartitionKey:
 
     @property
     def month_expr(self) -> str:
-        column = _quoted(self.column)
+        column = identifier(self.column)
         value = f"({column} AT TIME ZONE 'UTC')" if self.is_timestamp else f"{column}::timestamp"
         return f"date_trunc('month', {value})::date"
 
@@ -124,7 +116,7 @@ def default_rows(conn: Connection, table: str) -> tuple[dict[date, int], int]:
     """Rows waiting in ``<table>_default``: (dated rows by month, rows without a key value)."""
     key = partition_key(conn, table)
     rows = conn.execute(
-        text(f"SELECT {key.month_expr} AS month, count(*) FROM {_quoted(table + '_default')} GROUP BY 1")
+        text(f"SELECT {key.month_expr} AS month, count(*) FROM {identifier(table + '_default')} GROUP BY 1")
     ).all()
     return {m: n for m, n in rows if m is not None}, sum(n for m, n in rows if m is None)
 
@@ -177,13 +169,13 @@ def _ensure_month(engine: Engine, table: str, month: date, lock_timeout_s: float
 
     The count runs in the creating transaction, so the new partition holds only moved rows."""
     with engine.begin() as conn:
-        conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{int(lock_timeout_s * 1000)}ms"})
-        created = conn.execute(
-            text("SELECT ensure_month_partition(CAST(:t AS regclass), :m)"), {"t": table, "m": month}
-        ).scalar_one()
+        set_lock_timeout(conn, lock_timeout_s)
+        created = ensure_month_partition(conn, table, month)
         if not created:
             return False, 0
-        moved = conn.execute(text(f"SELECT count(*) FROM {_quoted(partition_name(table, month))}")).scalar_one()
+        moved = conn.execute(
+            text(f"SELECT count(*) FROM {identifier(month_partition_name(table, month))}")
+        ).scalar_one()
         return True, moved
 
 
@@ -208,7 +200,7 @@ def roll_over(
             waiting, _ = default_rows(conn, table)
         wanted = {add_months(current, step) for step in range(months_ahead + 1)} | set(waiting)
         for month in sorted(wanted - set(existing)):
-            name = partition_name(table, month)
+            name = month_partition_name(table, month)
             try:
                 created, moved = _ensure_month(engine, table, month, lock_timeout_s)
             except OperationalError as error:
