@@ -5,10 +5,13 @@ from __future__ import annotations
 from functools import lru_cache
 
 import dagster as dg
+import psycopg
+from psycopg import sql
 from pydantic import Field
 from sqlalchemy import Engine, create_engine
 
-from resources.settings import as_psycopg_url, mask_dsn
+from resources.embedded import database_url_in
+from resources.settings import as_libpq_dsn, as_psycopg_url, mask_dsn
 
 
 @lru_cache(maxsize=8)
@@ -53,3 +56,33 @@ def register_vector_type(dbapi_connection) -> None:
     from psycopg.types import TypeInfo
 
     register_vector_info(dbapi_connection, TypeInfo.fetch(dbapi_connection, "vector"))
+
+
+def _server(url: str) -> psycopg.Connection:
+    """An autocommit libpq connection for server-level statements (CREATE/DROP DATABASE)."""
+    return psycopg.connect(as_libpq_dsn(url), autocommit=True)
+
+
+def database_exists(server_url: str, name: str) -> bool:
+    """Whether database ``name`` exists on the server behind ``server_url``."""
+    with _server(server_url) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    """(Re)create database ``name`` on the server of ``server_url`` (optionally from ``template``);
+    returns its URL."""
+    drop_database(server_url, name)
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with _server(server_url) as conn:
+        conn.execute(statement)
+    return database_url_in(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database ``name`` (closing this process's pooled and everyone else's connections to it)."""
+    engine_for(database_url_in(server_url, name)).dispose()
+    with _server(server_url) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -7,32 +7,11 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
-from resources.embedded import database_url_in
-from resources.postgres import engine_for
-from resources.settings import as_libpq_dsn
+from resources.postgres import create_database, drop_database  # noqa: F401 (shared with tests)
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def create_database(server_url: str, name: str, template: str | None = None) -> str:
-    with psycopg.connect(as_libpq_dsn(server_url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template:
-            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-        conn.execute(statement)
-    return database_url_in(server_url, name)
-
-
-def drop_database(server_url: str, name: str) -> None:
-    engine_for(database_url_in(server_url, name)).dispose()
-    with psycopg.connect(as_libpq_dsn(server_url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def write(path: Path, content: str | bytes) -> Path:

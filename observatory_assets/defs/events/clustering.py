@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from resources.postgres import register_vector_type
 
@@ -440,21 +440,15 @@ def cluster_events(
 def nearest_events(engine: Engine, item_id: int, limit: int = 5) -> list[dict]:
     """The events whose centroids are nearest to an item's vector (pgvector HNSW, cosine), with similarity."""
     with engine.connect() as conn:
-        rows = (
-            conn.execute(
-                text(
-                    """
-                SELECT ev.id AS event, ev.title, ev.item_count, 1 - (ev.centroid <=> e.embedding) AS similarity
-                  FROM item_embeddings e
-                  JOIN events ev ON ev.embedder = e.embedder
-                 WHERE e.item_id = :item_id
-                 ORDER BY ev.centroid <=> e.embedding
-                 LIMIT :limit
-                """
-                ),
-                {"item_id": item_id, "limit": limit},
-            )
-            .mappings()
-            .all()
-        )
-    return [dict(r) for r in rows]
+        rows = conn.exec_driver_sql(
+            """
+            SELECT ev.id AS event, ev.title, ev.item_count, 1 - (ev.centroid <=> e.embedding) AS similarity
+              FROM item_embeddings e
+              JOIN events ev ON ev.embedder = e.embedder
+             WHERE e.item_id = %(item_id)s
+             ORDER BY ev.centroid <=> e.embedding
+             LIMIT %(limit)s
+            """,
+            {"item_id": item_id, "limit": limit},
+        ).mappings()
+        return [dict(r) for r in rows]

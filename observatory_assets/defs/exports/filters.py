@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from observatory_assets.lib.takedowns import item_withdrawn_sql
 
@@ -129,10 +129,10 @@ def filters_from(values: object) -> ExportFilters:
 _ARENA = "coalesce(s.config->>'arena', s.type)"
 
 _KNOWN = {
-    "sources": ("SELECT name FROM sources WHERE name = ANY(:values)", "source"),
-    "arenas": (f"SELECT DISTINCT {_ARENA} FROM sources s WHERE {_ARENA} = ANY(:values)", "arena"),
-    "query_designs": ("SELECT name FROM query_designs WHERE name = ANY(:values)", "query design"),
-    "collection_runs": ("SELECT id FROM collection_runs WHERE id = ANY(:values)", "collection run"),
+    "sources": ("SELECT name FROM sources WHERE name = ANY(%(values)s)", "source"),
+    "arenas": (f"SELECT DISTINCT {_ARENA} FROM sources s WHERE {_ARENA} = ANY(%(values)s)", "arena"),
+    "query_designs": ("SELECT name FROM query_designs WHERE name = ANY(%(values)s)", "query design"),
+    "collection_runs": ("SELECT id FROM collection_runs WHERE id = ANY(%(values)s)", "collection run"),
 }
 
 
@@ -142,7 +142,7 @@ def validate_filters(conn: Connection, filters: ExportFilters) -> None:
         wanted = getattr(filters, name)
         if not wanted:
             continue
-        found = set(conn.execute(text(query), {"values": list(wanted)}).scalars())
+        found = {row[0] for row in conn.exec_driver_sql(query, {"values": list(wanted)})}
         missing = [w for w in wanted if w not in found]
         if missing:
             raise ExportFilterError(f"unknown {noun}{'s' if len(missing) > 1 else ''}: {', '.join(map(str, missing))}")

@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
@@ -30,8 +28,7 @@ from observatory_assets.defs.operations.backups import (
 from observatory_assets.lib.errors import failure_message
 from resources.embedded import database_url_in
 from resources.object_store import ObjectStore
-from resources.postgres import engine_for
-from resources.settings import as_libpq_dsn
+from resources.postgres import create_database, database_exists, drop_database, engine_for
 
 # --- download, restore, verify ----------------------------------------------------------------------
 
@@ -94,33 +91,15 @@ def downloaded(store: ObjectStore, record: BackupRecord) -> Iterator[Path]:
         yield path
 
 
-def _admin(url: str) -> psycopg.Connection:
-    return psycopg.connect(as_libpq_dsn(url), autocommit=True)
-
-
-def _database_exists(url: str, name: str) -> bool:
-    with _admin(url) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
-
-
-def _drop_database(admin_url: str, name: str) -> None:
-    engine_for(database_url_in(admin_url, name)).dispose()
-    with _admin(admin_url) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 def restore_into(dump: Path, admin_url: str, target: str, bin_dir: str = "", jobs: int = 2) -> str:
     """Create database ``target`` (dropping one of that name) on the server of ``admin_url`` and
     ``pg_restore`` the dump into it; returns the target's URL. ``admin_url`` must be a database
     other than ``target`` on the same server."""
     if make_url(admin_url).database == target:
         raise ValueError("connect through another database than the one being restored")
-    with _admin(admin_url) as conn:
-        major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
-    _drop_database(admin_url, target)
-    with _admin(admin_url) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
-    target_url = database_url_in(admin_url, target)
+    with engine_for(admin_url).connect() as conn:
+        major = int(conn.execute(text("SHOW server_version_num")).scalar_one()) // 10000
+    target_url = create_database(admin_url, target)
     dsn, env = libpq_args(target_url)
     command = [pg_tool("pg_restore", major, bin_dir), "--exit-on-error", "--no-owner", f"--jobs={jobs}",
                f"--dbname={dsn}", str(dump)]  # fmt: skip
@@ -175,7 +154,7 @@ def verify_backup(
         _record_verification(engine, key, str(error))
         raise
     finally:
-        _drop_database(admin_url, scratch)
+        drop_database(admin_url, scratch)
     mismatches = {
         t: {"recorded": record.table_counts.get(t), "restored": counts.get(t)}
         for t in sorted(set(record.table_counts) | set(counts))
@@ -227,7 +206,7 @@ def restore_backup(
     live = make_url(database_url).database
     target = target_db or live
     admin_url = _maintenance_url(database_url)
-    if not force and _database_exists(admin_url, target):
+    if not force and database_exists(admin_url, target):
         which = "the live database" if target == live else "existing database"
         raise ValueError(f"refusing to overwrite {which} {target!r}; pass --force to replace it")
     record = backup_record(engine, store, key)
