@@ -157,3 +157,21 @@ def write(path: Path, content: str | bytes) -> Path:
     else:
         path.write_text(content, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def ghost_server():
+    """One real Ghost 6 on 127.0.0.1 for the session (``make ghost`` installs it): skipped with the
+    install command when it is missing, except under CI=true, where a missing Ghost fails the run."""
+    from tests.support.ghost import INSTALL_HINT, GhostServer, ghost_dir, ghost_installed
+
+    if not ghost_installed(ghost_dir()):
+        message = f"Ghost not installed: run `{INSTALL_HINT}`"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{message} (CI=true requires a real Ghost)", pytrace=False)
+        pytest.skip(message)
+    server = GhostServer(ghost_dir()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
