@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from sqlalchemy import text
 
 from observatory_assets.cli.runner import engine_and_store, run_job
+from observatory_assets.defs.publishing.assets import FIRST_DIGEST_DAY
 from observatory_assets.defs.publishing.audit import audit_rows
 from observatory_assets.defs.publishing.site import INDEX_KEY, SITE_PREFIX
 from observatory_assets.defs.publishing.takedowns import cancel_takedown, list_takedowns, request_takedown
@@ -54,7 +55,13 @@ def publish(day: date, target: str | None = None) -> dict:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    outcome = publish(args.date or (datetime.now(UTC).date() - timedelta(days=1)), args.target)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    day = args.date or yesterday
+    if not FIRST_DIGEST_DAY <= day.isoformat() <= yesterday.isoformat():
+        raise ValueError(
+            f"a digest can be published for a day from {FIRST_DIGEST_DAY} to {yesterday} (days that have ended)"
+        )
+    outcome = publish(day, args.target)
     if not outcome["success"]:
         print(f"observatory: publishing {outcome['day']} to {outcome['target']} failed "
               f"(Dagster run {outcome['dagster_run']}): {outcome.get('error', 'see the run logs')}", file=sys.stderr)  # fmt: skip

@@ -5,7 +5,7 @@ novelty: the most recently first seen) with their canonical title, extractive su
 the day's source items, and the day's trend moves (each with its chart and its strongest evidence
 line). Items withdrawn by a takedown are left out of everything, and an event whose canonical item is
 withdrawn shows the title of its first remaining item and no summary (the summary quotes the
-withdrawn item).
+withdrawn item). An evidence line is shown only while its event keeps an item that is not withdrawn.
 
 Rendering is Jinja2 with autoescape on, then nh3 with an allow-list: no ``<script>``, no ``on*``
 attributes, no ``javascript:`` or ``data:`` URLs and no external resources. The one exception is a
@@ -134,7 +134,7 @@ SELECT ei.event_id, r.id, coalesce(nullif(r.title, ''), left(r.text, 120), '') A
  ORDER BY ei.event_id, ei.item_time, r.id
 """
 
-_TREND_MOVES = """
+_TREND_MOVES = f"""
 SELECT t.name, coalesce(t.definition->>'title', t.name) AS title, s.probability, s.evidence_count,
        s.log_odds - coalesce(
            (SELECT p.log_odds FROM trend_snapshots p
@@ -143,6 +143,8 @@ SELECT t.name, coalesce(t.definition->>'title', t.name) AS title, s.probability,
            t.baseline_log_odds) AS change,
        (SELECT ev.reasoning FROM trend_evidence ev
          WHERE ev.trend_id = s.trend_id AND ev.observed_at >= :start AND ev.observed_at < :end
+           AND EXISTS (SELECT 1 FROM event_items ei
+                        WHERE ei.event_id = ev.event_id AND NOT {item_withdrawn_sql("ei.item_id")})
          ORDER BY abs(ev.delta_log_odds) DESC, ev.id LIMIT 1) AS evidence
   FROM trend_snapshots s JOIN trends t ON t.id = s.trend_id
  WHERE s.snapshot_date = :day
