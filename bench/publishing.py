@@ -5,8 +5,8 @@ In a scratch database on the configured (default: embedded) server, with a fresh
 
 * ``first_publish_s`` — publishing the digest of a day with ``--events`` events (three sources each)
   to the static site (page, index, JSON Feed, Atom) and to Ghost (look-up, create);
-* ``republish_s`` — publishing it again unchanged (a recorded skip); ``republish_ratio`` =
-  republish / first publish (target: under 0.10);
+* ``republish_s`` — publishing it again unchanged (a recorded skip), median of 5 (``first_republish_s``:
+  the first of them); ``republish_ratio`` = republish / first publish (target: under 0.10);
 * ``takedown_latency_s`` — seconds from ``request_takedown`` until the item's event is gone from the
   site's page and feeds and from the Ghost post, with a real ``dagster-daemon`` running the code
   location (its ``takedown_sensor`` starts ``takedown_job`` in a new process, as in production).
@@ -18,6 +18,7 @@ Prints one JSON object. Usage: python bench/publishing.py [--events 50] [--in-pr
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,27 +47,34 @@ VICTIM = "Event to take down"
 
 
 def seed(engine, events: int) -> int:
-    """``events`` events of three sources each; returns the item of the one that is taken down."""
+    """``events`` events of three sources each; returns the id of the event that is taken down."""
     victim = None
     for n in range(events):
         title = VICTIM if n == events // 2 else f"Benchmark event {n}"
         items = [(f"{title}, report {s}", f"https://news{s}.example/{n}", f"source-{s}") for s in range(3)]
-        _, item_ids = seed_event(engine, DAY, title, f"Summary of {title.lower()}.", items, hour=n % 24)
-        victim = item_ids if title == VICTIM else victim
+        event_id, _ = seed_event(engine, DAY, title, f"Summary of {title.lower()}.", items, hour=n % 24)
+        victim = event_id if title == VICTIM else victim
     return victim
 
 
-def timed_publish(engine, store, target) -> dict:
+def timed_publish(engine, store, target, repeats: int = 5) -> dict:
+    """The first publish, then ``repeats`` unchanged re-publishes (the median is the steady state; the
+    first one, with cold caches, is reported too)."""
     started = time.perf_counter()
     first = publish_day(engine, store, target, DAY, actor="bench")
     first_s = time.perf_counter() - started
-    started = time.perf_counter()
-    again = publish_day(engine, store, target, DAY, actor="bench")
-    republish_s = time.perf_counter() - started
-    assert (first.action, again.action) == ("created", "unchanged"), (first.action, again.action)
+    again = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        outcome = publish_day(engine, store, target, DAY, actor="bench")
+        again.append(time.perf_counter() - started)
+        assert outcome.action == "unchanged", outcome.action
+    assert first.action == "created", first.action
+    republish_s = statistics.median(again)
     return {
         "first_publish_s": round(first_s, 3),
         "republish_s": round(republish_s, 4),
+        "first_republish_s": round(again[0], 4),
         "republish_ratio": round(republish_s / first_s, 4),
         "events": first.events,
         "external_id": first.external_id,
@@ -148,7 +156,7 @@ def takedown_with_daemon(engine, store, client, post_id, victim, env, home) -> d
     try:
         time.sleep(30)  # let the daemon load the code location and tick the sensor once (nothing due)
         started = time.perf_counter()
-        request_takedown(engine, "item", str(victim[0]), "benchmark", "bench")
+        request_takedown(engine, "event", str(victim), "benchmark", "bench")
         seen = wait_until_gone(store, client, post_id, started, lambda: time.sleep(0.5))
         return {**seen, "mode": "dagster-daemon (sensor every 5 s, run in a new process)"}
     finally:
@@ -176,7 +184,7 @@ def takedown_in_process(engine, store, client, post_id, victim, env) -> dict:
         time.sleep(TAKEDOWN_SENSOR_INTERVAL_SECONDS)
 
     started = time.perf_counter()
-    request_takedown(engine, "item", str(victim[0]), "benchmark", "bench")
+    request_takedown(engine, "event", str(victim), "benchmark", "bench")
     seen = wait_until_gone(store, client, post_id, started, tick)
     return {**seen, "mode": "in-process sensor loop"}
 

@@ -35,7 +35,10 @@ def seed_event(
     at = datetime.combine(day, time(hour), tzinfo=UTC)
     with engine.begin() as conn:
         run = conn.execute(
-            text("INSERT INTO collection_runs (status, completed_at) VALUES ('completed', now()) RETURNING id")
+            text(
+                "INSERT INTO collection_runs (status, completed_at, ingested_at) VALUES ('completed', now(), now()) "
+                "RETURNING id"
+            )
         ).scalar_one()
         item_ids, sources = [], []
         for n, (item_title, url, source) in enumerate(items):

@@ -151,7 +151,10 @@ def process_due_takedowns(
     return dg.Output(None, metadata=metadata)
 
 
-@dg.job(description="Processes due takedown stages; started by takedown_sensor or `observatory takedown run`.")
+@dg.job(
+    description="Processes due takedown stages; started by takedown_sensor or `observatory takedown run`.",
+    executor_def=dg.in_process_executor,  # one op: no step subprocess between the request and stage 1
+)
 def takedown_job() -> None:
     process_due_takedowns()
 
