@@ -242,3 +242,16 @@ def test_the_takedown_cli_requests_lists_runs_and_cancels(dagster_env, engine, o
     with engine.connect() as conn:
         actions = conn.execute(text("SELECT action FROM audit_log ORDER BY id")).scalars().all()
     assert actions == ["publish", "takedown_request", "update", "takedown_stage1", "takedown_cancel"]
+
+
+def test_the_sensor_waits_while_a_takedown_run_is_in_progress(engine, database_url, day) -> None:
+    _, (item,) = seed_event(engine, day, "Busy", None, [("B", None, "s1")])
+    request_takedown(engine, "item", str(item), "privacy", "editor")
+    resources = {"postgres": PostgresResource(url=database_url)}
+    with dg.DagsterInstance.ephemeral() as instance:
+        running = instance.create_run_for_job(takedown_job, status=dg.DagsterRunStatus.STARTED)
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            assert "still in progress" in takedown_sensor(context).skip_message
+        instance.report_run_failed(running)
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            assert isinstance(takedown_sensor(context), dg.RunRequest)
