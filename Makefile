@@ -45,6 +45,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/cluster_quality.py --labelled bench/data/news_headlines_labelled.csv --embedder hashing
 	$(BIN)/python bench/backup.py
 	$(BIN)/python bench/exports.py
+	$(BIN)/python bench/publishing.py
 
 clean: stop
 	rm -rf .observatory

@@ -6,6 +6,7 @@ import dagster as dg
 
 from resources.object_store import ObjectStoreResource
 from resources.postgres import PostgresResource
+from resources.publish_target import PublishTarget
 from resources.settings import PlatformSettings, platform_settings
 
 
@@ -30,7 +31,20 @@ def observatory_resources(settings: PlatformSettings | None = None) -> dict[str,
             region=settings.s3_region,
         )
 
-    return {"postgres": postgres, "object_store": object_store}
+    if settings.publish_target not in ("static", "ghost"):
+        raise ValueError(f"OBSERVATORY_PUBLISH_TARGET must be static or ghost, not {settings.publish_target!r}")
+    if settings.publish_target == "ghost" and not settings.ghost_configured:
+        raise ValueError("OBSERVATORY_PUBLISH_TARGET=ghost needs OBSERVATORY_GHOST_URL and OBSERVATORY_GHOST_ADMIN_KEY")
+    ghost = (
+        {"ghost_url": dg.EnvVar("OBSERVATORY_GHOST_URL"), "ghost_admin_key": dg.EnvVar("OBSERVATORY_GHOST_ADMIN_KEY")}
+        if settings.ghost_configured
+        else {}
+    )
+    publish_target = PublishTarget(
+        kind=settings.publish_target, site_url=settings.site_url,
+        takedown_grace_hours=settings.takedown_grace_hours, **ghost,
+    )  # fmt: skip
+    return {"postgres": postgres, "object_store": object_store, "publish_target": publish_target}
 
 
-__all__ = ["ObjectStoreResource", "PostgresResource", "observatory_resources"]
+__all__ = ["ObjectStoreResource", "PostgresResource", "PublishTarget", "observatory_resources"]

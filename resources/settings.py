@@ -29,6 +29,12 @@ ENVIRONMENT = {
     "OBSERVATORY_EMBEDDER": "item embedder: hashing (default, no model download) or minilm (extra [semantic])",
     "OBSERVATORY_PG_BIN": "directory of pg_dump/pg_restore matching an external server (default: embedded, then PATH)",
     "OBSERVATORY_PSEUDONYM_KEY": "secret key (16+ characters) for pseudonymized network exports",
+    "OBSERVATORY_PUBLISH_TARGET": "where daily digests are published: static (default, site/ in object storage) or ghost",
+    "OBSERVATORY_GHOST_URL": "Ghost site URL for the ghost publish target, e.g. https://news.example.org",
+    "OBSERVATORY_GHOST_ADMIN_KEY": "Ghost Admin API key id:secret (never shown)",
+    "OBSERVATORY_SITE_URL": "public base URL of the static site, used in feed links (default http://127.0.0.1:8765/)",
+    "OBSERVATORY_TAKEDOWN_GRACE_HOURS": "hours between takedown stage 1 (withdrawn) and stage 2 (deleted); default 72",
+    "OBSERVATORY_AUDIT_RETENTION_DAYS": "audit rows older than this are archived to Parquet and deleted; default 365, 0 keeps all",
 }
 
 
@@ -43,6 +49,11 @@ class PlatformSettings:
     s3_bucket: str
     s3_secure: bool = False
     s3_region: str = "us-east-1"
+    publish_target: str = "static"
+    ghost_configured: bool = False
+    site_url: str = "http://127.0.0.1:8765/"
+    takedown_grace_hours: float = 72.0
+    audit_retention_days: int = 365
 
     @property
     def embedded_database(self) -> bool:
@@ -77,6 +88,11 @@ def platform_settings(environ: dict[str, str] | None = None) -> PlatformSettings
         s3_bucket=env.get("OBSERVATORY_S3_BUCKET") or "observatory",
         s3_secure=(env.get("OBSERVATORY_S3_SECURE") or "false").strip().lower() in ("1", "true", "yes"),
         s3_region=env.get("OBSERVATORY_S3_REGION") or "us-east-1",
+        publish_target=(env.get("OBSERVATORY_PUBLISH_TARGET") or "static").strip().lower(),
+        ghost_configured=bool(env.get("OBSERVATORY_GHOST_URL") and env.get("OBSERVATORY_GHOST_ADMIN_KEY")),
+        site_url=env.get("OBSERVATORY_SITE_URL") or "http://127.0.0.1:8765/",
+        takedown_grace_hours=float(env.get("OBSERVATORY_TAKEDOWN_GRACE_HOURS") or 72),
+        audit_retention_days=int(env.get("OBSERVATORY_AUDIT_RETENTION_DAYS") or 365),
     )
 
 

@@ -129,3 +129,21 @@ def dagster_env(pg_server: str, database_url: str, tmp_path: Path) -> dict[str, 
     }
     yield env
     drop_database(pg_server, name)
+
+
+@pytest.fixture(scope="session")
+def ghost_server():
+    """One real Ghost 6 on 127.0.0.1 for the session (``make ghost`` installs it): skipped with the
+    install command when it is missing, except under CI=true, where a missing Ghost fails the run."""
+    from tests.support.ghost import INSTALL_HINT, GhostServer, ghost_dir, ghost_installed
+
+    if not ghost_installed(ghost_dir()):
+        message = f"Ghost not installed: run `{INSTALL_HINT}`"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{message} (CI=true requires a real Ghost)", pytrace=False)
+        pytest.skip(message)
+    server = GhostServer(ghost_dir()).start()
+    try:
+        yield server
+    finally:
+        server.stop()

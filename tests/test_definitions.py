@@ -11,6 +11,7 @@ ASSETS = {
     "content_exports": "exports", "network_exports": "exports",
     "monthly_partitions": "operations", "postgres_backups": "operations", "backup_verification": "operations",
     "archive_integrity": "operations",
+    "publish_records": "publishing", "audit_log_archive": "publishing",
 }  # fmt: skip
 CHECKS = {
     "raw_items": {"raw_items_unique_keys", "raw_items_default_partition", "raw_items_rows_accounted_for"},
@@ -27,12 +28,15 @@ CHECKS = {
         "item_embeddings_archive_audit",
         "events_archive_audit",
     },
+    "publish_records": {"target_matches_record"},
 }
 JOBS = {"collect_job", "ingest_collection_run", "enrich_collection_run", "cluster_events", "export_content_and_network",
-        "partition_rollover", "nightly_backup", "restore_verification", "integrity_audit"}  # fmt: skip
-SENSORS = {"collection_run_sensor", "enrich_after_ingest", "events_after_enrichment"}
+        "partition_rollover", "nightly_backup", "restore_verification", "integrity_audit", "publish_digest",
+        "takedown_job", "audit_retention"}  # fmt: skip
+SENSORS = {"collection_run_sensor", "enrich_after_ingest", "events_after_enrichment", "takedown_sensor"}
 SCHEDULES = {"partition_rollover": "partition_rollover", "nightly_backup": "nightly_backup",
-             "weekly_restore_verification": "restore_verification", "weekly_integrity_audit": "integrity_audit"}  # fmt: skip
+             "weekly_restore_verification": "restore_verification", "weekly_integrity_audit": "integrity_audit",
+             "daily_digest": "publish_digest", "audit_retention": "audit_retention"}  # fmt: skip
 
 
 def test_every_asset_is_present_in_its_group():
@@ -64,7 +68,7 @@ def test_jobs_sensors_schedules_and_resources():
     assert {job.name for job in defs.resolve_all_job_defs()} - {"__ASSET_JOB"} == JOBS
     assert {sensor.name for sensor in defs.sensors} == SENSORS
     assert {schedule.name: schedule.job_name for schedule in defs.schedules} == SCHEDULES
-    assert set(defs.resources) == {"postgres", "object_store", "embedder"}
+    assert set(defs.resources) == {"postgres", "object_store", "publish_target", "embedder"}
     defs.validate_loadable(defs)
 
 
@@ -73,3 +77,9 @@ def test_partitioned_assets_share_the_collection_run_partitions():
     for name in ("raw_items", "item_features", "item_embeddings"):
         partitions = graph.get(dg.AssetKey(name)).partitions_def
         assert isinstance(partitions, dg.DynamicPartitionsDefinition) and partitions.name == "collection_runs"
+
+
+def test_the_daily_digest_publishes_the_day_that_ended_at_six_utc():
+    schedule = defs.resolve_schedule_def("daily_digest")
+    assert schedule.cron_schedule == "0 6 * * *" and schedule.execution_timezone == "UTC"
+    assert isinstance(defs.resolve_assets_def("publish_records").partitions_def, dg.DailyPartitionsDefinition)

@@ -17,6 +17,9 @@ def test_demo_runs_on_embedded_defaults_and_accounts_for_every_row(tmp_path):
         demo = subprocess.run(["observatory", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "every delivered row accounted for: True" in demo.stdout
+        assert "published to the static site" in demo.stdout
+        index = tmp_path / "home" / "objects" / "site" / "index.html"
+        assert index.is_file() and "digests/" in index.read_text()
         assert (tmp_path / "home" / "pgdata" / "PG_VERSION").read_text().strip() == "18"
         assert (tmp_path / "home" / "dagster_home" / "dagster.yaml").exists()
         status = subprocess.run(

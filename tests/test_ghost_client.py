@@ -8,7 +8,6 @@ to answer 429/503 on demand.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,25 +23,10 @@ from observatory_assets.defs.publishing.ghost import (
     internal_tag,
     tag_slug,
 )
-from tests.support.ghost import INSTALL_HINT, GhostServer, ghost_dir, ghost_installed
+from tests.support.ghost import GhostServer
 
 SECRET_HEX = "ab" * 32
 FAKE_KEY = f"65f0c0ffee0000000000abcd:{SECRET_HEX}"
-
-
-# The lead will move this fixture to conftest.py.
-@pytest.fixture(scope="session")
-def ghost_server() -> Iterator[GhostServer]:
-    if not ghost_installed(ghost_dir()):
-        message = f"Ghost not installed: run `{INSTALL_HINT}`"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{message} (CI=true requires a real Ghost)", pytrace=False)
-        pytest.skip(message)
-    server = GhostServer(ghost_dir()).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

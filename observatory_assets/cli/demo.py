@@ -8,6 +8,7 @@ from pathlib import Path
 from observatory_assets.cli.ingestion import run_status
 from observatory_assets.cli.runner import engine_and_store, ingest_runs, materialize_enrichment_and_events, run_job
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect, guess_format
+from observatory_assets.defs.publishing.site import INDEX_KEY
 from observatory_assets.lib import migrations
 from resources.settings import mask_dsn, platform_settings
 
@@ -17,6 +18,22 @@ SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 
 #: The unpartitioned jobs the demo runs after ingestion and clustering: the rest of the asset graph.
 DEMO_JOBS = ("partition_rollover", "export_content_and_network", "nightly_backup", "restore_verification")
+#: Then the digest of the busiest day goes to the static site (`publish_digest`).
+
+
+def busiest_day(engine) -> str | None:
+    """The ended UTC day with the most events: the demo publishes its digest."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        day = conn.execute(
+            text(
+                "SELECT (item_time AT TIME ZONE 'UTC')::date AS day FROM event_items "
+                "WHERE item_time < date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' "
+                "GROUP BY 1 ORDER BY count(DISTINCT event_id) DESC, 1 DESC LIMIT 1"
+            )
+        ).scalar_one_or_none()
+    return day.isoformat() if day else None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -41,6 +58,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with dg.DagsterInstance.get() as instance:
         outcomes += materialize_enrichment_and_events(instance, [o["collection_run"] for o in outcomes])
         outcomes += [run_job(instance, name) for name in DEMO_JOBS]
+        digest_day = busiest_day(engine)
+        if digest_day is not None:
+            outcomes.append(
+                run_job(instance, "publish_digest", digest_day, ops_config={"publish_records": {"target": "static"}})
+            )
     failed = [o for o in outcomes if not o["success"]]
     status = run_status(engine)
     with engine.connect() as conn:
@@ -59,7 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     print("Observatory demo")
     print(
-        f"  Dagster runs (ingest, enrich, cluster, rollover, export, backup, verify): {len(outcomes)} ({len(failed)} failed)"
+        f"  Dagster runs (ingest, enrich, cluster, rollover, export, backup, verify, publish): {len(outcomes)} ({len(failed)} failed)"
     )
     print(
         f"  delivered {t['delivered']} rows: {t['loaded']} loaded, {t['duplicates']} duplicates, {t['rejected']} rejected"
@@ -70,6 +92,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("  exports: " + ", ".join(f"{fmt} ({count} records) {key}" for fmt, count, key in exported))
     if backup:
         print(f"  backup: {backup[0]} ({backup[1]} bytes, restore verified: {backup[2]})")
+    if digest_day is not None:
+        print(f"  digest:   {digest_day} published to the static site: {store.download_url(INDEX_KEY)}")
+        print("            (or run `observatory site serve` and open http://127.0.0.1:8765/)")
     print(f"  data:     {mask_dsn(app_url)}")
     print(f"  objects:  {settings.objects_root if settings.embedded_object_store else settings.s3_endpoint}")
     print(f"  Dagster:  DAGSTER_HOME={home} (runs, events and schedules in Postgres)")

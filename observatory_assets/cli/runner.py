@@ -6,6 +6,7 @@ import dagster as dg
 from sqlalchemy import text
 
 from observatory_assets.lib.dagster import collection_run_partitions
+from observatory_assets.lib.errors import failure_message
 from resources import observatory_resources
 from resources.embedded import prepare_dagster_home
 
@@ -58,12 +59,16 @@ def run_job(instance, name: str, partition_key: str | None = None, ops_config: d
     result = defs.resolve_job_def(name).execute_in_process(
         instance=instance, partition_key=partition_key, run_config=run_config, raise_on_error=False
     )
-    return {
+    failures = [event.step_failure_data.error for event in result.get_step_failure_events()]
+    outcome = {
         "job": name,
-        "collection_run": int(partition_key) if partition_key else None,
+        "collection_run": int(partition_key) if partition_key and partition_key.isdigit() else None,
         "dagster_run": result.run_id,
         "success": result.success,
     }
+    if failures and failures[0] is not None:
+        outcome["error"] = failure_message(" ".join(failures[0].message.split()))
+    return outcome
 
 
 def materialize_enrichment_and_events(instance: dg.DagsterInstance, run_ids: list[int]) -> list[dict]:

@@ -56,6 +56,7 @@ from observatory_assets.defs.exports.filters import (
 )
 from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, build_network, pseudonym_key, write_gexf
 from observatory_assets.defs.exports.writers import CONTENT_TYPES, write_csv, write_ndjson, write_parquet, write_xlsx
+from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.errors import failure_message
 from resources.object_store import ObjectStore, StoredObject, staged_upload
 
@@ -137,21 +138,10 @@ def _finish(engine: Engine, export_id: int, stored: StoredObject, records: int, 
             ),
             {"id": export_id, "records": records, "sha256": stored.sha256},
         )
-        conn.execute(
-            text(
-                """
-                INSERT INTO audit_log (actor, action, object_type, object_id, details)
-                VALUES (:actor, 'export', 'exports', :id, CAST(:details AS jsonb))
-                """
-            ),
-            {
-                "actor": actor,
-                "id": str(export_id),
-                "details": json.dumps(
-                    {"object_key": stored.key, "records": records, "sha256": stored.sha256, **details}
-                ),
-            },
-        )
+        record_audit(
+            conn, actor, "export", "exports", export_id,
+            details={"object_key": stored.key, "records": records, "sha256": stored.sha256, **details},
+        )  # fmt: skip
 
 
 def _fail(engine: Engine, export_id: int, error: BaseException) -> None:

@@ -25,6 +25,7 @@ from observatory_assets.defs.operations.backups import (
     pg_tool,
     sidecar_key,
 )
+from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.errors import failure_message
 from resources.embedded import database_url_in
 from resources.object_store import ObjectStore
@@ -215,10 +216,8 @@ def restore_backup(
     with downloaded(store, record) as dump:
         target_url = restore_into(dump, admin_url, target, bin_dir)
     with engine_for(target_url).begin() as conn:
-        conn.execute(
-            text("INSERT INTO audit_log (actor, action, object_type, object_id, details) "
-                 "VALUES (:actor, 'restore', 'backup', :key, CAST(:details AS jsonb))"),
-            {"actor": os.environ.get("USER", "observatory"), "key": key,
-             "details": json.dumps({"target_db": target, "sha256": record.sha256, "forced": force})},
+        record_audit(
+            conn, os.environ.get("USER", "observatory"), "restore", "backup", key,
+            details={"target_db": target, "sha256": record.sha256, "forced": force},
         )  # fmt: skip
     return target_url

@@ -1,0 +1,176 @@
+"""Dagster definitions of publishing: the daily digest (``publish_records``), takedowns and the audit
+trail's retention."""
+
+from datetime import date
+
+import dagster as dg
+from pydantic import Field
+
+from observatory_assets.defs.publishing.audit import archive_audit_log
+from observatory_assets.defs.publishing.publisher import PublishOutcome, publish_day
+from observatory_assets.defs.publishing.site import StaticTarget
+from observatory_assets.defs.publishing.takedowns import process_takedowns
+from observatory_assets.defs.publishing.targets import Target, build_targets, close_targets, target_for
+from observatory_assets.lib.dagster import utc_schedule
+from resources import ObjectStoreResource, PostgresResource, PublishTarget
+from resources.object_store import download_metadata
+from resources.settings import platform_settings
+
+PUBLISHING = "publishing"
+#: The first day a digest can be published for.
+FIRST_DIGEST_DAY = "2020-01-01"
+daily_partitions = dg.DailyPartitionsDefinition(start_date=FIRST_DIGEST_DAY, timezone="UTC")
+
+
+class PublishConfig(dg.Config):
+    target: str = Field(
+        default="", description="static or ghost; empty: the configured target (OBSERVATORY_PUBLISH_TARGET)."
+    )
+
+
+def _target_check(target: Target, outcome: PublishOutcome) -> dg.AssetCheckResult:
+    """Does the target show what the record says, for the one day this run wrote?"""
+    if isinstance(target, StaticTarget):
+        present = target.store.size(outcome.external_id) is not None if outcome.external_id else False
+        passed = outcome.record_id is None or present == outcome.live or outcome.action == "removed"
+        details = {"page": outcome.external_id, "present": present, "live": outcome.live}
+    else:
+        post = target.client.find_post(slug=f"observatory-digest-{outcome.day.isoformat()}")  # type: ignore[attr-defined]
+        expected = "published" if outcome.live else "draft"
+        passed = (
+            outcome.record_id is None or outcome.action == "removed" or (post is not None and post.status == expected)
+        )
+        details = {"post": post.id if post else None, "status": post.status if post else None, "expected": expected}
+    return dg.AssetCheckResult(check_name="target_matches_record", passed=passed, metadata=details)
+
+
+@dg.asset(
+    group_name=PUBLISHING,
+    partitions_def=daily_partitions,
+    deps=["events"],
+    kinds={"postgres", "html", "ghost"},
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
+    check_specs=[
+        dg.AssetCheckSpec(
+            "target_matches_record",
+            asset="publish_records",
+            description="The target shows the day's digest exactly when its record says it is live.",
+        )
+    ],
+)
+def publish_records(
+    context: dg.AssetExecutionContext, config: PublishConfig, postgres: PostgresResource,
+    object_store: ObjectStoreResource, publish_target: PublishTarget,
+) -> dg.MaterializeResult:  # fmt: skip
+    """The day's digest (top events by distinct sources, size and novelty; trend moves) published to the
+    static site (`site/` in object storage: index, page, JSON Feed, Atom) or to Ghost, one record per
+    target and day. Unchanged content is a recorded skip; a day removed by a takedown is never republished."""
+    day = date.fromisoformat(context.partition_key)
+    engine, store = postgres.get_engine(), object_store.get_store()
+    targets = build_targets(publish_target, store)
+    try:
+        target = target_for(targets, config.target or publish_target.kind)
+        outcome = publish_day(engine, store, target, day, actor=f"dagster:{context.run_id}")
+        check = _target_check(target, outcome)
+    finally:
+        close_targets(targets)
+    metadata: dict = {
+        "action": outcome.action,
+        "target": outcome.target,
+        "record_id": outcome.record_id,
+        "external_id": outcome.external_id,
+        "content_hash": outcome.content_hash,
+        "live": outcome.live,
+        "events": dg.MetadataValue.int(outcome.events),
+        "items": dg.MetadataValue.int(outcome.items),
+        "trend_moves": dg.MetadataValue.int(outcome.trends),
+        "seconds": dg.MetadataValue.float(round(outcome.seconds, 3)),
+    }
+    if outcome.url:
+        metadata["digest"] = download_metadata(outcome.url)
+    if isinstance(target, StaticTarget):
+        for name, link in target.links().items():
+            metadata[name] = download_metadata(link)
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+
+class AuditRetentionConfig(dg.Config):
+    retention_days: int = Field(
+        default=platform_settings().audit_retention_days,
+        description="Archive and delete audit rows older than this (OBSERVATORY_AUDIT_RETENTION_DAYS); 0 keeps all.",
+    )
+
+
+@dg.asset(group_name=PUBLISHING, kinds={"postgres", "parquet"})
+def audit_log_archive(
+    config: AuditRetentionConfig, postgres: PostgresResource, object_store: ObjectStoreResource
+) -> dg.MaterializeResult:
+    """Audit rows older than the retention, archived to Parquet in object storage (verified by reading it
+    back), then deleted from `audit_log`."""
+    archive = archive_audit_log(postgres.get_engine(), object_store.get_store(), config.retention_days)
+    if archive is None:
+        return dg.MaterializeResult(metadata={"archived_rows": dg.MetadataValue.int(0)})
+    return dg.MaterializeResult(
+        metadata={
+            "archived_rows": dg.MetadataValue.int(archive.rows),
+            "ids": f"{archive.first_id}-{archive.last_id}",
+            "cutoff": archive.cutoff,
+            "object_key": archive.key,
+            "bytes": dg.MetadataValue.int(archive.size),
+            "sha256": archive.sha256,
+        }
+    )
+
+
+class TakedownRunConfig(dg.Config):
+    force: bool = Field(default=False, description="Also retry failed requests now, without waiting for the backoff.")
+
+
+@dg.op(description="Runs every due takedown stage (stage 1, stage 2 past its deadline, restores after a cancel).")
+def process_due_takedowns(
+    context: dg.OpExecutionContext, config: TakedownRunConfig, postgres: PostgresResource,
+    object_store: ObjectStoreResource, publish_target: PublishTarget,
+) -> dg.Output:  # fmt: skip
+    engine, store = postgres.get_engine(), object_store.get_store()
+    targets = build_targets(publish_target, store)
+    try:
+        run = process_takedowns(engine, store, targets, actor=f"dagster:{context.run_id}", force=config.force)
+    finally:
+        close_targets(targets)
+    metadata = {
+        "withdrawn": dg.MetadataValue.json(run.withdrawn),
+        "removed": dg.MetadataValue.json(run.removed),
+        "restored": dg.MetadataValue.json(run.restored),
+        "steps": dg.MetadataValue.json({str(k): v for k, v in run.steps.items()}),
+    }
+    if run.failures:
+        raise dg.Failure(
+            description=f"{len(run.failures)} takedown request(s) failed and stay in their stage for a retry",
+            metadata={**metadata, "failures": dg.MetadataValue.json({str(k): v for k, v in run.failures.items()})},
+        )
+    return dg.Output(None, metadata=metadata)
+
+
+@dg.job(
+    description="Processes due takedown stages; started by takedown_sensor or `observatory takedown run`.",
+    executor_def=dg.in_process_executor,  # one op: no step subprocess between the request and stage 1
+)
+def takedown_job() -> None:
+    process_due_takedowns()
+
+
+publish_job = dg.define_asset_job("publish_digest", selection=[publish_records], partitions_def=daily_partitions)
+daily_digest = dg.build_schedule_from_partitioned_job(
+    publish_job, name="daily_digest", hour_of_day=6, minute_of_hour=0,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="At 06:00 UTC, publishes the digest of the day that just ended.",
+)  # fmt: skip
+audit_retention_job = dg.define_asset_job("audit_retention", selection=[audit_log_archive])
+audit_retention_schedule = utc_schedule(audit_retention_job, "15 2 * * *", "audit_retention")
+
+
+defs = dg.Definitions(
+    assets=[publish_records, audit_log_archive],
+    jobs=[publish_job, takedown_job, audit_retention_job],
+    schedules=[daily_digest, audit_retention_schedule],
+)

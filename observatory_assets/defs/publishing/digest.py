@@ -1,0 +1,264 @@
+"""The daily digest: what a day's publication holds, rendered to safe HTML.
+
+A digest of a UTC day holds the day's top events (ranked by distinct sources, then size, then
+novelty: the most recently first seen) with their canonical title, extractive summary and links to
+the day's source items, and the day's trend moves (each with its chart and its strongest evidence
+line). Items withdrawn by a takedown are left out of everything, and an event whose canonical item is
+withdrawn shows the title of its first remaining item and no summary (the summary quotes the
+withdrawn item). An evidence line is shown only while its event keeps an item that is not withdrawn.
+
+Rendering is Jinja2 with autoescape on, then nh3 with an allow-list: no ``<script>``, no ``on*``
+attributes, no ``javascript:`` or ``data:`` URLs and no external resources. The one exception is a
+trend chart of our own object store, inlined as a ``data:image/png`` URI that the sanitizer lets
+through only when it is exactly one of the charts this digest rendered.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+import jinja2
+import nh3
+from sqlalchemy import Connection, text
+
+from observatory_assets.lib.takedowns import item_withdrawn_sql
+from resources.object_store import ObjectStore
+
+#: Events shown in one digest.
+DEFAULT_EVENT_LIMIT = 50
+#: Source-item links shown per event (every item of the event counts towards its record's items).
+LINKS_PER_EVENT = 5
+SITE_TITLE = "Observatory"
+
+ALLOWED_TAGS = {
+    "a", "article", "div", "em", "figcaption", "figure", "h1", "h2", "h3", "header", "img", "li", "ol", "p",
+    "section", "small", "span", "strong", "time", "ul",
+}  # fmt: skip
+ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "width", "height"},
+    "time": {"datetime"},
+    "*": {"class"},
+}
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclass(frozen=True)
+class DigestItem:
+    item_id: int
+    title: str
+    url: str | None
+    source: str
+
+
+@dataclass(frozen=True)
+class DigestEvent:
+    event_id: int
+    title: str
+    summary: str | None
+    source_count: int
+    item_count: int
+    first_seen_at: datetime
+    links: tuple[DigestItem, ...]
+    item_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TrendMove:
+    name: str
+    title: str
+    probability: float
+    change: float  # in log-odds since the trend's previous snapshot
+    evidence_count: int
+    evidence: str | None
+    chart_uri: str | None = None
+
+
+@dataclass
+class Digest:
+    """One day's digest; ``item_ids`` are every item it shows (for takedowns to find it)."""
+
+    day: date
+    events: list[DigestEvent] = field(default_factory=list)
+    trends: list[TrendMove] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{SITE_TITLE} digest, {self.day:%d %B %Y}"
+
+    @property
+    def item_ids(self) -> list[int]:
+        return sorted({i for e in self.events for i in e.item_ids})
+
+    @property
+    def empty(self) -> bool:
+        return not self.events and not self.trends
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+_TOP_EVENTS = f"""
+WITH day_items AS (
+    SELECT ei.event_id, ei.item_id, ei.source_id
+      FROM event_items ei
+     WHERE ei.item_time >= :start AND ei.item_time < :end AND NOT {item_withdrawn_sql("ei.item_id")}
+), ranked AS (
+    SELECT event_id, count(DISTINCT source_id) AS sources, count(*) AS items, array_agg(item_id) AS item_ids
+      FROM day_items GROUP BY event_id
+)
+SELECT e.id, e.title, e.summary, e.first_seen_at, r.sources, r.items, r.item_ids,
+       e.canonical_item_id IS NOT NULL AND NOT {item_withdrawn_sql("e.canonical_item_id")} AS canonical_shown
+  FROM ranked r JOIN events e ON e.id = r.event_id
+ ORDER BY r.sources DESC, r.items DESC, e.first_seen_at DESC, e.id
+ LIMIT :limit
+"""
+
+_EVENT_LINKS = """
+SELECT ei.event_id, r.id, coalesce(nullif(r.title, ''), left(r.text, 120), '') AS title, r.url, s.name
+  FROM event_items ei JOIN raw_items r ON r.id = ei.item_id JOIN sources s ON s.id = r.source_id
+ WHERE ei.item_id = ANY(:ids)
+ ORDER BY ei.event_id, ei.item_time, r.id
+"""
+
+_TREND_MOVES = f"""
+SELECT t.name, coalesce(t.definition->>'title', t.name) AS title, s.probability, s.evidence_count,
+       s.log_odds - coalesce(
+           (SELECT p.log_odds FROM trend_snapshots p
+             WHERE p.trend_id = s.trend_id AND p.snapshot_date < s.snapshot_date
+             ORDER BY p.snapshot_date DESC LIMIT 1),
+           t.baseline_log_odds) AS change,
+       (SELECT ev.reasoning FROM trend_evidence ev
+         WHERE ev.trend_id = s.trend_id AND ev.observed_at >= :start AND ev.observed_at < :end
+           AND EXISTS (SELECT 1 FROM event_items ei
+                        WHERE ei.event_id = ev.event_id AND NOT {item_withdrawn_sql("ei.item_id")})
+         ORDER BY abs(ev.delta_log_odds) DESC, ev.id LIMIT 1) AS evidence
+  FROM trend_snapshots s JOIN trends t ON t.id = s.trend_id
+ WHERE s.snapshot_date = :day
+ ORDER BY abs(s.log_odds - coalesce(
+           (SELECT p.log_odds FROM trend_snapshots p
+             WHERE p.trend_id = s.trend_id AND p.snapshot_date < s.snapshot_date
+             ORDER BY p.snapshot_date DESC LIMIT 1),
+           t.baseline_log_odds)) DESC, t.name
+"""
+
+
+def chart_key(trend_name: str) -> str:
+    """Object key of a trend's chart, drawn by the trends domain."""
+    return f"trends/charts/{trend_name}.png"
+
+
+def _chart_uri(store: ObjectStore | None, trend_name: str) -> str | None:
+    if store is None:
+        return None
+    key = chart_key(trend_name)
+    try:
+        if store.size(key) is None:
+            return None
+    except ValueError:  # a trend name that is not a valid key has no chart
+        return None
+    with store.open(key) as stream:
+        png = stream.read()
+    if not png.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def load_digest(
+    conn: Connection, day: date, store: ObjectStore | None = None, limit: int = DEFAULT_EVENT_LIMIT
+) -> Digest:
+    """The digest of ``day`` from the database (withdrawn items excluded). With ``store`` the trend
+    charts are inlined; without it (Ghost) they are left out."""
+    start, end = day_bounds(day)
+    rows = conn.execute(text(_TOP_EVENTS), {"start": start, "end": end, "limit": limit}).all()
+    links: dict[int, list[DigestItem]] = {}
+    item_ids = [i for row in rows for i in row.item_ids]
+    for event_id, item_id, title, url, source in conn.execute(text(_EVENT_LINKS), {"ids": item_ids}):
+        links.setdefault(event_id, []).append(DigestItem(item_id, title, url, source))
+    events = []
+    for row in rows:
+        event_links = links.get(row.id, [])
+        title = row.title if row.canonical_shown and row.title else (event_links[0].title if event_links else "")
+        events.append(
+            DigestEvent(
+                event_id=row.id,
+                title=title or f"Event {row.id}",
+                summary=row.summary if row.canonical_shown else None,
+                source_count=row.sources,
+                item_count=row.items,
+                first_seen_at=row.first_seen_at,
+                links=tuple(event_links[:LINKS_PER_EVENT]),
+                item_ids=tuple(sorted(row.item_ids)),
+            )  # fmt: skip
+        )
+    trends = [
+        TrendMove(
+            name=r.name,
+            title=r.title,
+            probability=r.probability,
+            change=r.change,
+            evidence_count=r.evidence_count,
+            evidence=r.evidence,
+            chart_uri=_chart_uri(store, r.name),
+        )  # fmt: skip
+        for r in conn.execute(text(_TREND_MOVES), {"day": day, "start": start, "end": end})
+    ]
+    return Digest(day, events, trends)
+
+
+def sanitize(html: str, trusted_images: frozenset[str] = frozenset()) -> str:
+    """Reduce HTML to the allow-list: structure, text and links only. An ``<img>`` keeps its ``src``
+    only when it is one of ``trusted_images`` (our own inlined charts)."""
+
+    def keep(element: str, attribute: str, value: str) -> str | None:
+        if attribute in ("src", "href") and value.strip().lower().startswith("data:"):
+            return value if element == "img" and attribute == "src" and value in trusted_images else None
+        if element == "img" and attribute == "src":
+            return None  # no external resources
+        return value
+
+    return nh3.clean(
+        html,
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto", "data"},
+        attribute_filter=keep,
+        link_rel="noopener noreferrer nofollow",
+        strip_comments=True,
+    )
+
+
+def render_fragment(digest: Digest) -> str:
+    """The digest's body HTML (for the page, the feeds and the Ghost HTML card), sanitized."""
+    html = _TEMPLATES.get_template("digest.html.j2").render(digest=digest)
+    trusted = frozenset(t.chart_uri for t in digest.trends if t.chart_uri)
+    return sanitize(html, trusted)
+
+
+def render_page(title: str, fragment: str, home: str = "../index.html") -> str:
+    """A self-contained page (inline CSS, readable on a phone) around sanitized ``fragment``."""
+    return _TEMPLATES.get_template("page.html.j2").render(title=title, body=fragment, home=home)
+
+
+def render_index(entries: list[dict]) -> str:
+    """The site's home page: every live digest, newest first (``entries`` are already sorted)."""
+    body = sanitize(_TEMPLATES.get_template("index.html.j2").render(entries=entries, site_title=SITE_TITLE))
+    return render_page(f"{SITE_TITLE} digests", body, home="index.html")
+
+
+def content_hash(fragment: str) -> str:
+    """SHA-256 of what is sent to a target: equal hashes mean the target already shows it."""
+    return hashlib.sha256(fragment.encode("utf-8")).hexdigest()

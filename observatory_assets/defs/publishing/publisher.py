@@ -1,0 +1,174 @@
+"""Idempotent publishing of one day's digest to one target, recorded in ``publish_records``.
+
+``publish_records`` holds one row per (target, day). The digest is rendered from the database (items
+withdrawn by takedowns left out) and its content hash decides:
+
+- same hash as the record and the same visibility: a recorded skip, nothing is sent;
+- otherwise the target is brought in line (Ghost looks the post up by slug or tag before any create,
+  so a run killed after Ghost's create and before our commit finds its post on retry), then the record,
+  the items it shows and the audit row commit together.
+
+A record removed by a takedown is never published again (a recorded skip), so a removed item cannot
+come back under that day, and an empty day is not published at all. A day is processed under an
+advisory lock, so a scheduled publish and a takedown never race on one record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlalchemy import Connection, Engine, text
+
+from observatory_assets.defs.publishing.digest import content_hash, load_digest, render_fragment
+from observatory_assets.defs.publishing.targets import Target
+from observatory_assets.lib.audit import SKIPPED, record_audit
+from resources.object_store import ObjectStore
+
+CREATED, UPDATED, UNCHANGED, REMOVED, EMPTY = "created", "updated", "unchanged", "removed", "empty"
+
+
+@dataclass
+class PublishOutcome:
+    """What publishing one day to one target did."""
+
+    target: str
+    day: date
+    action: str  # created | updated | unchanged | removed (skipped: taken down) | empty (skipped)
+    record_id: int | None = None
+    external_id: str | None = None
+    url: str | None = None
+    content_hash: str | None = None
+    live: bool = False
+    events: int = 0
+    items: int = 0
+    trends: int = 0
+    seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> bool:
+        return self.action in (UNCHANGED, REMOVED, EMPTY)
+
+
+_RECORD = """
+SELECT id, external_id, content_hash, status, live, url FROM publish_records
+ WHERE target = :target AND digest_date = :day
+"""
+
+_UPSERT = """
+INSERT INTO publish_records (target, external_id, digest_date, content_hash, title, url, body_html, live,
+                             event_count, item_count)
+VALUES (:target, :external_id, :day, :hash, :title, :url, :html, :live, :events, :items)
+ON CONFLICT (target, digest_date) DO UPDATE
+   SET external_id = EXCLUDED.external_id, content_hash = EXCLUDED.content_hash, title = EXCLUDED.title,
+       url = EXCLUDED.url, body_html = EXCLUDED.body_html, live = EXCLUDED.live,
+       event_count = EXCLUDED.event_count, item_count = EXCLUDED.item_count, updated_at = clock_timestamp()
+RETURNING id
+"""
+
+
+@contextmanager
+def day_lock(engine: Engine, target: str, day: date) -> Iterator[None]:
+    """Serialize everything that changes one (target, day) record, across processes."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": f"publish:{target}:{day.isoformat()}"})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": f"publish:{target}:{day.isoformat()}"})
+            conn.commit()
+
+
+def _replace_items(conn: Connection, record_id: int, item_ids: list[int]) -> None:
+    conn.execute(text("DELETE FROM publish_record_items WHERE record_id = :id"), {"id": record_id})
+    conn.execute(
+        text("INSERT INTO publish_record_items (record_id, item_id) SELECT :id, unnest(CAST(:items AS bigint[]))"),
+        {"id": record_id, "items": item_ids},
+    )
+
+
+def publish_day(
+    engine: Engine, store: ObjectStore, target: Target, day: date, actor: str, reason: str = "publish"
+) -> PublishOutcome:
+    """Bring ``target`` in line with the digest of ``day``; idempotent, safe to kill and retry.
+    ``reason`` says why in the audit row (``publish``, or the takedown stage that re-rendered it)."""
+    started = time.perf_counter()
+    with day_lock(engine, target.kind, day):
+        with engine.connect() as conn:
+            digest = load_digest(conn, day, store if target.inline_charts else None)
+            record = conn.execute(text(_RECORD), {"target": target.kind, "day": day}).one_or_none()
+        fragment = render_fragment(digest)
+        digest_hash, live = content_hash(fragment), not digest.empty
+        outcome = PublishOutcome(
+            target.kind, day, UNCHANGED, content_hash=digest_hash, live=live, events=len(digest.events),
+            items=len(digest.item_ids), trends=len(digest.trends),
+        )  # fmt: skip
+        if record is not None:
+            outcome.record_id, outcome.external_id, outcome.url = record.id, record.external_id, record.url
+        if record is not None and record.status == "removed":
+            outcome.action = REMOVED
+        elif record is None and not live:
+            outcome.action = EMPTY
+        elif record is not None and record.content_hash == digest_hash and record.live == live:
+            outcome.action = UNCHANGED
+        else:
+            placement = target.put(
+                record.external_id if record else None, day, digest.title, fragment, digest_hash, live
+            )
+            with engine.begin() as conn:
+                outcome.record_id = conn.execute(
+                    text(_UPSERT),
+                    {"target": target.kind, "external_id": placement.external_id, "day": day, "hash": digest_hash,
+                     "title": digest.title, "url": placement.url, "html": fragment, "live": live,
+                     "events": len(digest.events), "items": len(digest.item_ids)},
+                ).scalar_one()  # fmt: skip
+                _replace_items(conn, outcome.record_id, digest.item_ids)
+                outcome.action = CREATED if record is None else UPDATED
+                outcome.external_id, outcome.url = placement.external_id, placement.url
+                outcome.seconds = time.perf_counter() - started
+                _audit(conn, actor, outcome, reason)
+        if outcome.skipped:
+            outcome.seconds = time.perf_counter() - started
+            with engine.begin() as conn:
+                _audit(conn, actor, outcome, reason)
+        target.finish(engine)
+    return outcome
+
+
+def _audit(conn: Connection, actor: str, outcome: PublishOutcome, reason: str) -> None:
+    action = {CREATED: "publish", UPDATED: "update"}.get(outcome.action, "skip")
+    record_audit(
+        conn, actor, action, "publish_record", outcome.record_id, target=outcome.target,
+        outcome=SKIPPED if outcome.skipped else "ok",
+        details={"day": outcome.day.isoformat(), "result": outcome.action, "reason": reason,
+                 "content_hash": outcome.content_hash, "external_id": outcome.external_id, "live": outcome.live,
+                 "events": outcome.events, "items": outcome.items, "seconds": round(outcome.seconds, 3)},
+    )  # fmt: skip
+
+
+def delete_record(engine: Engine, target: Target, record_id: int, actor: str, request_id: int) -> bool:
+    """Stage 2 for one record left empty by a takedown: delete its content from the target (a 404 counts
+    as done) and mark it ``removed``. Returns whether the target still had it."""
+    with engine.connect() as conn:
+        record = conn.execute(
+            text("SELECT external_id, digest_date FROM publish_records WHERE id = :id"), {"id": record_id}
+        ).one()
+    with day_lock(engine, target.kind, record.digest_date):
+        existed = target.delete(record.external_id)
+        with engine.begin() as conn:
+            conn.execute(
+                text("UPDATE publish_records SET status = 'removed', live = false, removed_at = clock_timestamp(), "
+                     "updated_at = clock_timestamp() WHERE id = :id"),
+                {"id": record_id},
+            )  # fmt: skip
+            record_audit(
+                conn, actor, "takedown_delete", "publish_record", record_id, target=target.kind,
+                details={"request_id": request_id, "external_id": record.external_id, "was_present": existed},
+            )  # fmt: skip
+        target.finish(engine)
+    return existed
