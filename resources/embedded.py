@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import yaml
+from sqlalchemy.engine import make_url
 
 from resources.settings import PlatformSettings, as_libpq_dsn, as_psycopg2_url, platform_settings
 
@@ -75,10 +76,20 @@ def resolve_database_urls(settings: PlatformSettings | None = None) -> tuple[str
     return app_url, dagster_url
 
 
+#: Where an instance whose storage URL holds a password reads that URL from (never from the file).
+DAGSTER_URL_VARIABLE = "OBSERVATORY_DAGSTER_DATABASE_URL"
+
+
 def dagster_instance_yaml(dagster_url: str) -> dict:
-    """``dagster.yaml`` for an instance whose runs, events and schedules live in Postgres."""
+    """``dagster.yaml`` for an instance whose runs, events and schedules live in Postgres. A URL with a
+    password is not written into the file: the instance reads it from ``$OBSERVATORY_DAGSTER_DATABASE_URL``."""
+    has_password = make_url(dagster_url).password is not None
     return {
-        "storage": {"postgres": {"postgres_url": as_psycopg2_url(dagster_url)}},
+        "storage": {
+            "postgres": {
+                "postgres_url": {"env": DAGSTER_URL_VARIABLE} if has_password else as_psycopg2_url(dagster_url)
+            }
+        },
         "run_coordinator": {
             "module": "dagster.core.run_coordinator",
             "class": "QueuedRunCoordinator",
@@ -97,6 +108,8 @@ def prepare_dagster_home(settings: PlatformSettings | None = None) -> Path:
     """
     settings = settings or platform_settings()
     _, dagster_url = resolve_database_urls(settings)
+    if make_url(dagster_url).password is not None and not os.environ.get(DAGSTER_URL_VARIABLE):
+        os.environ[DAGSTER_URL_VARIABLE] = as_psycopg2_url(dagster_url)  # for this process and its children
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_dump(dagster_instance_yaml(dagster_url), sort_keys=False)

@@ -70,6 +70,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("  exports: " + ", ".join(f"{fmt} ({count} records) {key}" for fmt, count, key in exported))
     if backup:
         print(f"  backup: {backup[0]} ({backup[1]} bytes, restore verified: {backup[2]})")
+    for o in failed:
+        print(f"  FAILED {o['job']} (dagster run {o['dagster_run']}): {o['error']}")
     print(f"  data:     {mask_dsn(app_url)}")
     print(f"  objects:  {settings.objects_root if settings.embedded_object_store else settings.s3_endpoint}")
     print(f"  Dagster:  DAGSTER_HOME={home} (runs, events and schedules in Postgres)")

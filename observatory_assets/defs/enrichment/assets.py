@@ -23,7 +23,7 @@ import dagster as dg
 from pydantic import Field
 from sqlalchemy import text
 
-from observatory_assets.defs.enrichment.embedders import Embedder, make_embedder
+from observatory_assets.defs.enrichment.embedders import BACKENDS, Embedder, make_embedder
 from observatory_assets.defs.enrichment.embeddings import embed_run
 from observatory_assets.defs.enrichment.features import featurize_run
 from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR
@@ -44,7 +44,10 @@ class EmbedderResource(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> "EmbedderResource":
-        return cls(backend=os.environ.get("OBSERVATORY_EMBEDDER") or "hashing")
+        backend = os.environ.get("OBSERVATORY_EMBEDDER") or "hashing"
+        if backend not in BACKENDS:
+            raise ValueError(f"OBSERVATORY_EMBEDDER must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        return cls(backend=backend)
 
     def get_embedder(self) -> Embedder:
         return make_embedder(self.backend)
