@@ -6,6 +6,7 @@ the embedded PostgreSQL."""
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -108,9 +109,17 @@ def test_secrets_have_no_defaults():
         assert uses and all(u.startswith(":?") for u in uses), (name, uses)
 
 
-def test_production_dagster_yaml_queues_runs_in_postgres():
+def test_production_dagster_yaml_queues_runs_in_postgres(monkeypatch):
+    from dagster._core.instance.config import dagster_instance_config
+
     instance = yaml.safe_load((ROOT / "docker" / "dagster.yaml").read_text())
     assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert instance["concurrency"]["pools"]["default_limit"] == 2  # the observatory_ingest pool
+    monkeypatch.setenv("OBSERVATORY_DAGSTER_DB_USER", "observatory_app")
+    monkeypatch.setenv("OBSERVATORY_DAGSTER_DB_PASSWORD", "app-example")
+    with tempfile.TemporaryDirectory() as home:  # Dagster itself accepts the file (limits in one place only)
+        (Path(home) / "dagster.yaml").write_text(yaml.safe_dump(instance))
+        dagster_instance_config(home)
     db = instance["storage"]["postgres"]["postgres_db"]
     assert db["username"] == {"env": "OBSERVATORY_DAGSTER_DB_USER"}
     assert db["password"] == {"env": "OBSERVATORY_DAGSTER_DB_PASSWORD"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -34,13 +33,14 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """Print `export DAGSTER_HOME=...` for shells that run the dagster CLI directly."""
-    from resources.embedded import DAGSTER_URL_VARIABLE, prepare_dagster_home
+    from sqlalchemy.engine import make_url
 
-    user_set_url = bool(os.environ.get(DAGSTER_URL_VARIABLE))
+    from resources.embedded import DAGSTER_URL_VARIABLE, prepare_dagster_home, resolve_database_urls
+
     print(f"export DAGSTER_HOME={prepare_dagster_home()}")
-    if not user_set_url and os.environ.get(DAGSTER_URL_VARIABLE):  # a password the file must not hold
+    if make_url(resolve_database_urls()[1]).password:  # the password is not in dagster.yaml
         print(f"# the instance reads its storage URL (with a password) from ${DAGSTER_URL_VARIABLE}: "
-              "export it as well for the dagster CLI", file=sys.stderr)  # fmt: skip
+              "export it (postgresql+psycopg2://…) for the dagster CLI", file=sys.stderr)  # fmt: skip
     return 0
 
 
