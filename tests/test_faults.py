@@ -1,17 +1,11 @@
 """Faults with real parts: the embedded PostgreSQL stopped and started under an ingestion run, the
-sensor's run racing an `observatory ingest` of the same collection run, and twenty collection runs
-queued at once through a real `dagster-daemon` with the ingest pool limited."""
+sensor's run racing an `observatory ingest` of the same collection run."""
 
-import os
-import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import dagster as dg
-import pytest
-import yaml
 from sqlalchemy import text
 
 from observatory_assets.defs.ingestion.assets import raw_items
@@ -21,7 +15,6 @@ from observatory_assets.lib import migrations
 from observatory_assets.lib.dagster import collection_run_partitions
 from resources import ObjectStoreResource, PostgresResource
 from resources.embedded import (
-    INGEST_POOL_LIMIT,
     database_url_in,
     ensure_database,
     start_embedded_postgres,
@@ -130,69 +123,3 @@ def test_the_sensors_run_and_observatory_ingest_of_the_same_run_at_once(dagster_
     assert err.strip() == "" and f"collection run {run_id}: ok" in out
     counts, rows = _outcomes(engine, run_id)
     assert counts[0] == 20_000 and sum(counts[1:4]) == 20_000 and rows == counts[1:4]  # one load
-
-
-def _max_overlap(spans: list[tuple[float, float]]) -> int:
-    """The most spans open at one moment."""
-    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans], key=lambda e: (e[0], e[1]))
-    open_now = peak = 0
-    for _, step in edges:
-        open_now += step
-        peak = max(peak, open_now)
-    return peak
-
-
-def test_twenty_collection_runs_queued_at_once_through_the_daemon_respect_the_ingest_pool(
-    dagster_env, database_url, tmp_path
-):
-    engine = engine_for(database_url)
-    store = LocalObjectStore(tmp_path / "objects")  # dagster_env's OBSERVATORY_HOME/objects
-    run_ids = []
-    for n in range(20):
-        payload = tmp_path / f"feed-{n}.jsonl"
-        write_jsonl(payload, iter_items(50, seed=100 + n))
-        run_ids.append(collect(engine, store, [SourceRequest(f"feed-{n}", "jsonl", path=str(payload))]))
-    home = Path(dagster_env["DAGSTER_HOME"])
-    config = yaml.safe_load((home / "dagster.yaml").read_text())
-    assert config["concurrency"]["pools"]["default_limit"] == INGEST_POOL_LIMIT  # as every embedded instance has
-    # only the ingestion runs here: the enrichment sensors' runs stay queued
-    config["concurrency"]["runs"]["tag_concurrency_limits"] = [
-        {"key": "dagster/sensor_name", "value": name, "limit": 0}
-        for name in ("enrich_after_ingest", "events_after_enrichment")
-    ]
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-
-    log = open(tmp_path / "daemon.log", "wb")
-    daemon = subprocess.Popen(["dagster-daemon", "run", "-m", "observatory_assets.definitions"], cwd=ROOT,
-                              env=dagster_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("DAGSTER_HOME", str(home))
-            with dg.DagsterInstance.get() as instance:
-                deadline = time.monotonic() + 300
-                while True:
-                    runs = instance.get_runs(filters=dg.RunsFilter(job_name="ingest_collection_run"))
-                    if len(runs) >= 20 and all(r.is_finished for r in runs):
-                        break
-                    assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
-                    assert time.monotonic() < deadline, f"{len(runs)} runs: {[r.status for r in runs]}"
-                    time.sleep(1)
-                spans = []
-                for run in runs:
-                    events = instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_START,
-                                                                    dg.DagsterEventType.STEP_SUCCESS})  # fmt: skip
-                    times = {e.dagster_event.event_type: e.timestamp for e in events if e.step_key == "raw_items"}
-                    spans.append((times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]))
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        daemon.wait(60)
-        log.close()
-    assert sorted(int(r.tags["dagster/partition"]) for r in runs) == run_ids  # each run once, none missing
-    assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
-    assert 1 <= _max_overlap(spans) <= INGEST_POOL_LIMIT
-    with engine.connect() as conn:
-        counts = conn.execute(text(
-            "SELECT count(*) FILTER (WHERE ingested_at IS NOT NULL), sum(items_collected), "
-            "sum(items_loaded + items_duplicate + items_rejected) FROM collection_runs"
-        )).one()  # fmt: skip
-    assert tuple(counts) == (20, 1000, 1000)

@@ -23,6 +23,8 @@ def cmd_services(args: argparse.Namespace) -> int:
             print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
         return 0
     app_url, dagster_url = resolve_database_urls(settings)
+    if settings.embedded_database:  # what `make ui` starts must find the schema (a fresh home has none)
+        migrations.ensure_current(app_url, embedded=True)
     home = prepare_dagster_home(settings)
     print(f"database:        {mask_dsn(app_url)}")
     print(f"dagster storage: {mask_dsn(dagster_url)}")
