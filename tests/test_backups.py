@@ -275,13 +275,15 @@ def test_assets_back_up_verify_and_the_check_watches_their_age(engine, resources
     passed, why = _check_passed(resources)
     assert not passed and "newest backup missing" in why
     with dg.DagsterInstance.ephemeral() as instance:  # the first backup, before any verification: green
-        first = dg.materialize([postgres_backups], instance=instance, resources=resources)
+        first = dg.materialize([postgres_backups, backups_recent_and_verified], instance=instance, resources=resources)
     assert [e.passed for e in first.get_asset_check_evaluations()] == [True]
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize([postgres_backups, backup_verification], instance=instance, resources=resources)
     backup_md = result.asset_materializations_for_node("postgres_backups")[0].metadata
     verify_md = result.asset_materializations_for_node("backup_verification")[0].metadata
-    assert backup_md["key"].value == verify_md["key"].value and backup_md["dagster/row_count"].value == 1
+    assert (
+        backup_md["key"].value == verify_md["key"].value and backup_md["dagster/row_count"].value == 2
+    )  # with the first one
     assert verify_md["tables_compared"].value == len(backup_md["table_counts"].value)
     assert _check_passed(resources) == (True, None)
     with engine.begin() as conn:  # backups for 9 days, none verified within 8: a warning, not an error
