@@ -1,16 +1,13 @@
 """Faults with real parts: the embedded PostgreSQL stopped and started under an ingestion run, the
-sensor's run racing an `observatory ingest` of the same collection run, and twenty ingestion runs
-started at once against the instance's `observatory_ingest` pool limit."""
+sensor's run racing an `observatory ingest` of the same collection run."""
 
 import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 from sqlalchemy import text
 
-from observatory_assets.cli.runner import run_job
 from observatory_assets.defs.ingestion.assets import raw_items
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl
@@ -18,7 +15,6 @@ from observatory_assets.lib import migrations
 from observatory_assets.lib.dagster import collection_run_partitions
 from resources import ObjectStoreResource, PostgresResource
 from resources.embedded import (
-    INGEST_POOL_LIMIT,
     database_url_in,
     ensure_database,
     start_embedded_postgres,
@@ -127,44 +123,3 @@ def test_the_sensors_run_and_observatory_ingest_of_the_same_run_at_once(dagster_
     assert err.strip() == "" and f"collection run {run_id}: ok" in out
     counts, rows = _outcomes(engine, run_id)
     assert counts[0] == 20_000 and sum(counts[1:4]) == 20_000 and rows == counts[1:4]  # one load
-
-
-def _max_overlap(spans: list[tuple[float, float]]) -> int:
-    """The most spans open at one moment."""
-    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    open_now = peak = 0
-    for _, step in edges:
-        open_now += step
-        peak = max(peak, open_now)
-    return peak
-
-
-def test_twenty_ingestion_runs_at_once_respect_the_ingest_pool_limit(dagster_env, database_url, tmp_path, monkeypatch):
-    engine = engine_for(database_url)
-    store = LocalObjectStore(tmp_path / "objects")  # dagster_env's OBSERVATORY_HOME/objects
-    run_ids = []
-    for n in range(20):
-        payload = tmp_path / f"feed-{n}.jsonl"
-        write_jsonl(payload, iter_items(200, seed=100 + n))
-        run_ids.append(collect(engine, store, [SourceRequest(f"feed-{n}", "jsonl", path=str(payload))]))
-    for name in ("OBSERVATORY_HOME", "OBSERVATORY_DATABASE_URL", "OBSERVATORY_DAGSTER_DATABASE_URL", "DAGSTER_HOME"):
-        monkeypatch.setenv(name, dagster_env[name])
-    with dg.DagsterInstance.get() as instance:  # the instance's dagster.yaml: pools default_limit 2
-        assert instance.get_settings("concurrency")["pools"]["default_limit"] == INGEST_POOL_LIMIT
-        instance.add_dynamic_partitions(collection_run_partitions.name, [str(r) for r in run_ids])
-        with ThreadPoolExecutor(len(run_ids)) as pool:  # every run started at once
-            outcomes = list(pool.map(lambda r: run_job(instance, "ingest_collection_run", str(r)), run_ids))
-        spans = []
-        for outcome in outcomes:
-            events = instance.all_logs(outcome["dagster_run"], of_type={dg.DagsterEventType.STEP_START,
-                                                                        dg.DagsterEventType.STEP_SUCCESS})  # fmt: skip
-            times = {e.dagster_event.event_type: e.timestamp for e in events if e.step_key == "raw_items"}
-            spans.append((times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]))
-    assert [o["success"] for o in outcomes] == [True] * 20 and sorted(o["collection_run"] for o in outcomes) == run_ids
-    assert _max_overlap(spans) <= INGEST_POOL_LIMIT  # never more raw_items loads at once than the pool allows
-    with engine.connect() as conn:
-        counts = conn.execute(text(
-            "SELECT count(*) FILTER (WHERE ingested_at IS NOT NULL), sum(items_collected), "
-            "sum(items_loaded + items_duplicate + items_rejected) FROM collection_runs"
-        )).one()  # fmt: skip
-    assert tuple(counts) == (20, 4000, 4000)  # all accounted for
