@@ -15,10 +15,13 @@ from pathlib import Path
 
 import psycopg
 import yaml
+from sqlalchemy.engine import make_url
 
 from resources.settings import PlatformSettings, as_libpq_dsn, as_psycopg2_url, platform_settings
 
 DAGSTER_DATABASE = "dagster"
+#: Steps of one pool (raw_items: ``observatory_ingest``) running at once, as in docker/dagster.yaml.
+INGEST_POOL_LIMIT = 2
 APP_DATABASE = "observatory"
 
 
@@ -42,6 +45,9 @@ def stop_embedded_postgres(pgdata: Path) -> bool:
         return False
     server = _pgserver(pgdata)
     server.stop()
+    # pgserver keeps one handle per data directory and would hand back this stopped one: drop it,
+    # so a later start in this process really starts the server again
+    server._cleanup()
     return True
 
 
@@ -75,16 +81,24 @@ def resolve_database_urls(settings: PlatformSettings | None = None) -> tuple[str
     return app_url, dagster_url
 
 
+#: Where an instance whose storage URL holds a password reads that URL from (never from the file).
+DAGSTER_URL_VARIABLE = "OBSERVATORY_DAGSTER_DATABASE_URL"
+
+
 def dagster_instance_yaml(dagster_url: str) -> dict:
-    """``dagster.yaml`` for an instance whose runs, events and schedules live in Postgres."""
+    """``dagster.yaml`` for an instance whose runs, events and schedules live in Postgres. A URL with a
+    password is not written into the file: the instance reads it from ``$OBSERVATORY_DAGSTER_DATABASE_URL``."""
+    has_password = bool(make_url(dagster_url).password)
     return {
-        "storage": {"postgres": {"postgres_url": as_psycopg2_url(dagster_url)}},
-        "run_coordinator": {
-            "module": "dagster.core.run_coordinator",
-            "class": "QueuedRunCoordinator",
-            "config": {"max_concurrent_runs": 4},
+        "storage": {
+            "postgres": {
+                "postgres_url": {"env": DAGSTER_URL_VARIABLE} if has_password else as_psycopg2_url(dagster_url)
+            }
         },
+        "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"},
         "run_retries": {"enabled": True, "max_retries": 0},
+        # at most two steps of a pool at once: two raw_items loads (pool observatory_ingest) share the server
+        "concurrency": {"runs": {"max_concurrent_runs": 4}, "pools": {"default_limit": INGEST_POOL_LIMIT}},
         "telemetry": {"enabled": False},
     }
 
@@ -97,6 +111,8 @@ def prepare_dagster_home(settings: PlatformSettings | None = None) -> Path:
     """
     settings = settings or platform_settings()
     _, dagster_url = resolve_database_urls(settings)
+    if make_url(dagster_url).password:  # for this process and its children, with Dagster's driver (psycopg2)
+        os.environ[DAGSTER_URL_VARIABLE] = as_psycopg2_url(dagster_url)
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_dump(dagster_instance_yaml(dagster_url), sort_keys=False)

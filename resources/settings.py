@@ -35,7 +35,50 @@ ENVIRONMENT = {
     "OBSERVATORY_SITE_URL": "public base URL of the static site, used in feed links (default http://127.0.0.1:8765/)",
     "OBSERVATORY_TAKEDOWN_GRACE_HOURS": "hours between takedown stage 1 (withdrawn) and stage 2 (deleted); default 72",
     "OBSERVATORY_AUDIT_RETENTION_DAYS": "audit rows older than this are archived to Parquet and deleted; default 365, 0 keeps all",
+    "OBSERVATORY_RETENTION_RAW_ITEMS_MONTHS": "months of raw_items to keep; older months archived, then dropped "
+    "(default 0: keep all)",
+    "OBSERVATORY_RETENTION_TREND_SNAPSHOTS_MONTHS": "months of trend_snapshots to keep (default 0: keep all)",
+    "OBSERVATORY_RETENTION_COLLECTION_PAYLOADS_MONTHS": "months to keep collection-run payloads before they move "
+    "to archive/ (default 0: keep all)",
 }
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_flag(env, name: str, default: bool) -> bool:
+    """A true/false variable; anything else is a configuration mistake, said in one line."""
+    value = (env.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value not in _TRUE + _FALSE:
+        raise ValueError(f"{name} must be true or false, not {env.get(name)!r}")
+    return value in _TRUE
+
+
+def env_months(env, name: str) -> int:
+    """A number of months (0 or unset: keep everything)."""
+    value = (env.get(name) or "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise ValueError(f"{name} must be a whole number of months (0 keeps everything), not {value!r}")
+    return int(value)
+
+
+def is_secret(name: str) -> bool:
+    """Variables whose value is never shown (keys and passwords); URLs are shown with the password masked."""
+    return name.endswith(("_KEY", "_PASSWORD", "_SECRET", "_TOKEN"))
+
+
+def displayed_value(name: str, env=None) -> str:
+    """What ``observatory config`` shows for a variable: unset, ``(set)`` for a secret, a URL with its
+    password masked, else the value."""
+    value = (os.environ if env is None else env).get(name)
+    if not value:
+        return "(unset)"
+    if is_secret(name):
+        return "(set)"
+    return mask_dsn(value) if name.endswith("_URL") else value
 
 
 @dataclass(frozen=True)
@@ -86,7 +129,7 @@ def platform_settings(environ: dict[str, str] | None = None) -> PlatformSettings
         dagster_database_url=env.get("OBSERVATORY_DAGSTER_DATABASE_URL") or None,
         s3_endpoint=env.get("OBSERVATORY_S3_ENDPOINT") or None,
         s3_bucket=env.get("OBSERVATORY_S3_BUCKET") or "observatory",
-        s3_secure=(env.get("OBSERVATORY_S3_SECURE") or "false").strip().lower() in ("1", "true", "yes"),
+        s3_secure=env_flag(env, "OBSERVATORY_S3_SECURE", default=False),
         s3_region=env.get("OBSERVATORY_S3_REGION") or "us-east-1",
         publish_target=(env.get("OBSERVATORY_PUBLISH_TARGET") or "static").strip().lower(),
         ghost_configured=bool(env.get("OBSERVATORY_GHOST_URL") and env.get("OBSERVATORY_GHOST_ADMIN_KEY")),

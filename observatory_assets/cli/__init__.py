@@ -12,13 +12,21 @@ import argparse
 import sys
 
 from observatory_assets.cli import demo, enrichment, exports, ingestion, operations, platform, publishing
+from observatory_assets.lib.errors import failure_message
 
 #: Command modules, in the order their commands appear in ``observatory --help``.
 COMMAND_MODULES = (platform, ingestion, demo, operations, exports, enrichment, publishing)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake said in one line (its subcommands' parsers are of this class too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="observatory", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="observatory", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMAND_MODULES:
         module.register_commands(sub)
@@ -26,9 +34,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Whatever a user can cause or meet (a missing file, a bad value, a database or
+    S3 server that is unreachable or refuses the keys, a schema to migrate) ends in one line on
+    stderr and a non-zero exit: 2 for a mistake in the input or configuration, 1 for a service."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"observatory: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:
+        message, code = _one_line(error)
+        if message is None:
+            raise  # a bug, not a user's problem: the traceback is what a developer needs
+        print(f"observatory: {failure_message(message)}", file=sys.stderr)
+        return code
+
+
+def _one_line(error: Exception) -> tuple[str | None, int]:
+    """(the one line a user reads for ``error``, the exit code); no line for an unexpected error."""
+    import psycopg
+    import sqlalchemy.exc
+    import urllib3.exceptions
+    from minio.error import MinioException, S3Error
+
+    from observatory_assets.defs.operations.backups import BackupError
+    from observatory_assets.lib.migrations import SchemaNotCurrentError
+
+    def first_line(text: object) -> str:
+        return next((line.strip() for line in str(text).splitlines() if line.strip()), type(error).__name__)
+
+    if isinstance(error, SchemaNotCurrentError | BackupError):
+        return str(error), 1
+    if isinstance(error, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError | psycopg.OperationalError):
+        cause = getattr(error, "orig", None) or error
+        return f"the database is unreachable or refused the connection: {first_line(cause)}", 1
+    if isinstance(error, S3Error):
+        hint = (
+            " (check OBSERVATORY_S3_ACCESS_KEY and OBSERVATORY_S3_SECRET_KEY)" if error.code in _S3_KEY_ERRORS else ""
+        )
+        return f"object storage refused the request: {error.code}: {error.message}{hint}", 1
+    if isinstance(error, urllib3.exceptions.HTTPError | MinioException):
+        reason = getattr(error, "reason", None) or error
+        return f"object storage is unreachable: {first_line(reason)}", 1
+    if isinstance(error, FileNotFoundError):
+        return f"no such file: {error.filename or first_line(error)}", 2
+    if isinstance(error, OSError):
+        return first_line(f"{error.strerror or error}: {error.filename}" if error.filename else error), 1
+    if isinstance(error, ValueError):
+        return first_line(error), 2
+    return None, 1
+
+
+#: S3 error codes that mean the keys are wrong or not allowed.
+_S3_KEY_ERRORS = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken"}

@@ -17,7 +17,13 @@ SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 
 
 #: The unpartitioned jobs the demo runs after ingestion and clustering: the rest of the asset graph.
-DEMO_JOBS = ("partition_rollover", "export_content_and_network", "nightly_backup", "restore_verification")
+DEMO_JOBS = (
+    "partition_rollover",
+    "export_content_and_network",
+    "nightly_backup",
+    "restore_verification",
+    "integrity_audit",
+)
 #: Then the digest of the busiest day goes to the static site (`publish_digest`).
 
 
@@ -81,7 +87,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     print("Observatory demo")
     print(
-        f"  Dagster runs (ingest, enrich, cluster, rollover, export, backup, verify, publish): {len(outcomes)} ({len(failed)} failed)"
+        f"  Dagster runs (ingest, enrich, cluster, rollover, export, backup, verify, audit, publish): {len(outcomes)} ({len(failed)} failed)"
     )
     print(
         f"  delivered {t['delivered']} rows: {t['loaded']} loaded, {t['duplicates']} duplicates, {t['rejected']} rejected"
@@ -95,6 +101,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if digest_day is not None:
         print(f"  digest:   {digest_day} published to the static site: {store.download_url(INDEX_KEY)}")
         print("            (or run `observatory site serve` and open http://127.0.0.1:8765/)")
+    for o in failed:
+        print(f"  FAILED {o['job']} (dagster run {o['dagster_run']}): {o['error']}")
     print(f"  data:     {mask_dsn(app_url)}")
     print(f"  objects:  {settings.objects_root if settings.embedded_object_store else settings.s3_endpoint}")
     print(f"  Dagster:  DAGSTER_HOME={home} (runs, events and schedules in Postgres)")

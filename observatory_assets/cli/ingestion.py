@@ -23,7 +23,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     outcomes = ingest_runs([args.run] if args.run else None, force=args.force)
     for outcome in outcomes:
-        state = "ok" if outcome["success"] else "FAILED"
+        state = "ok" if outcome["success"] else f"FAILED: {outcome['error']}"
         print(f"collection run {outcome['collection_run']}: {state} (dagster run {outcome['dagster_run']})")
     if not outcomes:
         print("no completed collection runs waiting for ingestion")

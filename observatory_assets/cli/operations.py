@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Engine, text
 
 from observatory_assets.cli.runner import engine_and_store
-from observatory_assets.defs.operations.backups import BACKUP_PREFIX, BackupError
+from observatory_assets.defs.operations.backups import BACKUP_PREFIX
 from observatory_assets.defs.operations.restore import restore_backup, verify_backup
 from resources.object_store import ObjectStore
 from resources.settings import mask_dsn
@@ -46,22 +46,14 @@ def cmd_backup_list(args: argparse.Namespace) -> int:
 
 def cmd_backup_restore(args: argparse.Namespace) -> int:
     engine, store, url = _cli_context()
-    try:
-        target_url = restore_backup(engine, store, url, args.key, args.target_db, args.force)
-    except BackupError as error:
-        print(f"observatory: {error}")
-        return 1
+    target_url = restore_backup(engine, store, url, args.key, args.target_db, args.force)
     print(f"restored {args.key} into {mask_dsn(target_url)}")
     return 0
 
 
 def cmd_backup_verify(args: argparse.Namespace) -> int:
     engine, store, url = _cli_context()
-    try:
-        result = verify_backup(engine, store, url, args.key)
-    except BackupError as error:
-        print(f"observatory: {error}")
-        return 1
+    result = verify_backup(engine, store, url, args.key)
     print(f"verified {result.key}: {result.tables} tables, {result.rows} rows, counts and checksums match "
           f"({result.seconds:.1f} s)")  # fmt: skip
     return 0

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from observatory_assets.defs.enrichment.assets import EmbedderResource
 from observatory_assets.defs.ingestion.demo_data import iter_items, write_demo_dataset, write_jsonl
+from observatory_assets.defs.operations.retention import retention_from_env
 from observatory_assets.lib import migrations
-from resources.settings import ENVIRONMENT, mask_dsn, platform_settings
+from resources.settings import ENVIRONMENT, displayed_value, mask_dsn, platform_settings
 
 
 def cmd_services(args: argparse.Namespace) -> int:
@@ -20,6 +23,8 @@ def cmd_services(args: argparse.Namespace) -> int:
             print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
         return 0
     app_url, dagster_url = resolve_database_urls(settings)
+    if settings.embedded_database:  # what `make ui` starts must find the schema (a fresh home has none)
+        migrations.ensure_current(app_url, embedded=True)
     home = prepare_dagster_home(settings)
     print(f"database:        {mask_dsn(app_url)}")
     print(f"dagster storage: {mask_dsn(dagster_url)}")
@@ -30,9 +35,14 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """Print `export DAGSTER_HOME=...` for shells that run the dagster CLI directly."""
-    from resources.embedded import prepare_dagster_home
+    from sqlalchemy.engine import make_url
+
+    from resources.embedded import DAGSTER_URL_VARIABLE, prepare_dagster_home, resolve_database_urls
 
     print(f"export DAGSTER_HOME={prepare_dagster_home()}")
+    if make_url(resolve_database_urls()[1]).password:  # the password is not in dagster.yaml
+        print(f"# the instance reads its storage URL (with a password) from ${DAGSTER_URL_VARIABLE}: "
+              "export it (postgresql+psycopg2://…) for the dagster CLI", file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -59,7 +69,14 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    print("\n".join(f"{k:34} {v}" for k, v in ENVIRONMENT.items()))
+    """Every setting with its value here (secrets only as ``(set)``, URLs with the password masked),
+    after checking that the values are valid (a bad one is reported in one line instead)."""
+    platform_settings()
+    retention_from_env()
+    EmbedderResource.from_env()
+    width = max(map(len, ENVIRONMENT))
+    for name, meaning in ENVIRONMENT.items():
+        print(f"{name:{width}}  {displayed_value(name):30}  {meaning}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from sqlalchemy import text
 
+from observatory_assets.lib import migrations
 from observatory_assets.lib.dagster import collection_run_partitions
 from observatory_assets.lib.errors import failure_message
 from resources import observatory_resources
@@ -12,9 +13,12 @@ from resources.embedded import prepare_dagster_home
 
 
 def engine_and_store():
-    """The database engine and object store, configured as the Dagster resources are."""
+    """The database engine and object store, configured as the Dagster resources are, with the
+    database at the code's schema (the embedded one migrated on first use)."""
     resources = {name: r.process_config_and_initialize() for name, r in observatory_resources().items()}
-    return resources["postgres"].get_engine(), resources["object_store"].get_store()
+    postgres = resources["postgres"]
+    migrations.ensure_current(postgres.resolved_url(), embedded=not postgres.url)
+    return postgres.get_engine(), resources["object_store"].get_store()
 
 
 def register_partitions(run_ids: list[int]) -> None:
@@ -49,12 +53,13 @@ def ingest_runs(run_ids: list[int] | None = None, force: bool = False) -> list[d
 
 def run_job(instance, name: str, partition_key: str | None = None, ops_config: dict | None = None) -> dict:
     """Run a job of the code location in-process, recorded in ``instance`` as the daemon's runs are,
-    with console logging kept to warnings. Returns what happened, for people and scripts."""
+    with nothing on the console (the event log keeps every message and traceback). Returns what
+    happened, with the first failure's reason in one line, for people and scripts."""
     from observatory_assets.definitions import defs
 
     run_config = {
         "ops": {op: {"config": config} for op, config in (ops_config or {}).items()},
-        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
     result = defs.resolve_job_def(name).execute_in_process(
         instance=instance, partition_key=partition_key, run_config=run_config, raise_on_error=False
@@ -65,10 +70,22 @@ def run_job(instance, name: str, partition_key: str | None = None, ops_config: d
         "collection_run": int(partition_key) if partition_key and partition_key.isdigit() else None,
         "dagster_run": result.run_id,
         "success": result.success,
+        "error": None if result.success else _first_failure(result),
     }
     if failures and failures[0] is not None:
         outcome["error"] = failure_message(" ".join(failures[0].message.split()))
     return outcome
+
+
+def _first_failure(result: dg.ExecuteInProcessResult) -> str:
+    """The root cause of the run's first step failure, in one line that is safe to show."""
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            return failure_message(error.message.strip().splitlines()[0] if error.message.strip() else error.cls_name)
+    return "the run failed before any step ran (see the run in the Dagster UI)"
 
 
 def materialize_enrichment_and_events(instance: dg.DagsterInstance, run_ids: list[int]) -> list[dict]:

@@ -22,7 +22,7 @@ import os
 import dagster as dg
 from pydantic import Field
 
-from observatory_assets.defs.enrichment.embedders import Embedder, make_embedder
+from observatory_assets.defs.enrichment.embedders import BACKENDS, Embedder, make_embedder
 from observatory_assets.defs.enrichment.embeddings import embed_run
 from observatory_assets.defs.enrichment.features import featurize_run
 from observatory_assets.defs.enrichment.integrity import incomplete_features, vectors_of_other_spaces
@@ -44,7 +44,10 @@ class EmbedderResource(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> "EmbedderResource":
-        return cls(backend=os.environ.get("OBSERVATORY_EMBEDDER") or "hashing")
+        backend = os.environ.get("OBSERVATORY_EMBEDDER") or "hashing"
+        if backend not in BACKENDS:
+            raise ValueError(f"OBSERVATORY_EMBEDDER must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        return cls(backend=backend)
 
     def get_embedder(self) -> Embedder:
         return make_embedder(self.backend)

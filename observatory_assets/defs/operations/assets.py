@@ -18,11 +18,12 @@ from observatory_assets.defs.operations.backups import (
     MAX_BACKUP_AGE,
     MAX_VERIFIED_AGE,
     PG_BIN_ENV,
+    fail_stale_backups,
     prune_backups,
     take_backup,
 )
 from observatory_assets.defs.operations.restore import newest_backup, verify_backup
-from observatory_assets.defs.operations.retention import apply_retention
+from observatory_assets.defs.operations.retention import apply_retention, retention_from_env
 from observatory_assets.defs.operations.rollover import (
     DEFAULT_LOCK_TIMEOUT_S,
     DEFAULT_MONTHS_AHEAD,
@@ -41,8 +42,9 @@ class PartitionRolloverConfig(dg.Config):
     months_ahead: int = Field(default=DEFAULT_MONTHS_AHEAD, description="Months after the current one that must exist.")
     retention_months: dict[str, int] = Field(
         default={},
-        description="Months to keep per table (raw_items, trend_snapshots) and for collection_payloads; "
-        "unset or 0 keeps everything. Older months are archived to Parquet, verified, then dropped.",
+        description="Months to keep per table (raw_items, trend_snapshots) and for collection_payloads, over "
+        "OBSERVATORY_RETENTION_<NAME>_MONTHS; unset or 0 keeps everything. Older months are archived to "
+        "Parquet, verified, then dropped.",
     )
     lock_timeout_s: float = Field(default=DEFAULT_LOCK_TIMEOUT_S, description="Longest wait for a table lock.")
 
@@ -60,8 +62,9 @@ def monthly_partitions(
     object_store: ObjectStoreResource,
 ) -> dg.MaterializeResult:
     engine, store = postgres.get_engine(), object_store.get_store()
+    retention_months = {**retention_from_env(), **config.retention_months}
     rollover = roll_over(engine, config.months_ahead, lock_timeout_s=config.lock_timeout_s)
-    retention = apply_retention(engine, store, config.retention_months, lock_timeout_s=config.lock_timeout_s)
+    retention = apply_retention(engine, store, retention_months, lock_timeout_s=config.lock_timeout_s)
     health = [partition_health(engine, table, config.months_ahead) for table in PARTITIONED_TABLES]
     with engine.connect() as conn:
         partitions = sum(len(month_partitions(conn, table)) for table in PARTITIONED_TABLES)
@@ -72,7 +75,7 @@ def monthly_partitions(
     metadata = {
         "dagster/row_count": dg.MetadataValue.int(partitions),
         "months_ahead": dg.MetadataValue.int(config.months_ahead),
-        "retention_months": dg.MetadataValue.json(config.retention_months),
+        "retention_months": dg.MetadataValue.json(retention_months),
         "partitions_created": dg.MetadataValue.json(rollover.created),
         "rows_moved_from_default": dg.MetadataValue.json(rollover.moved_rows),
         "busy_skipped": dg.MetadataValue.json(rollover.busy),
@@ -166,6 +169,7 @@ def postgres_backups(
     config: BackupConfig, postgres: PostgresResource, object_store: ObjectStoreResource
 ) -> dg.MaterializeResult:
     engine, store = postgres.get_engine(), object_store.get_store()
+    abandoned = fail_stale_backups(engine, store)
     backup = take_backup(engine, store, postgres.resolved_url(), config.pg_bin_dir)
     pruned = prune_backups(engine, store, config.keep_days, config.keep_min)
     with engine.connect() as conn:
@@ -182,6 +186,7 @@ def postgres_backups(
             "rows_in_backup": dg.MetadataValue.int(sum(backup.table_counts.values())),
             "table_counts": dg.MetadataValue.json(backup.table_counts),
             "pruned": dg.MetadataValue.json(pruned),
+            "abandoned_marked_failed": dg.MetadataValue.json(abandoned),
             "database": postgres.display_url,
         }
     )
@@ -189,25 +194,32 @@ def postgres_backups(
 
 @dg.asset_check(
     asset=postgres_backups,
-    description=f"The newest backup is younger than {MAX_BACKUP_AGE.total_seconds() / 3600:.0f} hours and the newest "
-    f"verified one younger than {MAX_VERIFIED_AGE.days} days.",
+    description=f"Error: the newest backup is missing or older than {MAX_BACKUP_AGE.total_seconds() / 3600:.0f} "
+    f"hours. Warning: restore verification is overdue — no backup verified within {MAX_VERIFIED_AGE.days} days "
+    "although backups have existed that long (a first backup is not yet due for verification).",
 )
 def backups_recent_and_verified(postgres: PostgresResource) -> dg.AssetCheckResult:
     with postgres.get_engine().connect() as conn:
-        newest, verified = conn.execute(
-            text("SELECT max(started_at), max(verified_at) FROM backups WHERE status = 'completed'")
-        ).one()
+        newest, verified, first = conn.execute(
+            text("SELECT max(started_at) FILTER (WHERE status = 'completed'), max(verified_at), "
+                 "min(started_at) FILTER (WHERE status IN ('completed', 'pruned')) FROM backups")
+        ).one()  # fmt: skip
     now = datetime.now(UTC)
-    problems = []
+    backup_problem = None
     if newest is None or now - newest > MAX_BACKUP_AGE:
-        problems.append(f"newest backup {'missing' if newest is None else f'from {newest:%Y-%m-%d %H:%M} UTC'}")
-    if verified is None or now - verified > MAX_VERIFIED_AGE:
+        backup_problem = f"newest backup {'missing' if newest is None else f'from {newest:%Y-%m-%d %H:%M} UTC'}"
+    # the verification clock starts at the newest verification, or at the first backup if none was verified
+    verification_overdue = first is not None and now - (verified or first) > MAX_VERIFIED_AGE
+    problems = [backup_problem] if backup_problem else []
+    if verification_overdue:
         problems.append(f"newest verification {'missing' if verified is None else f'from {verified:%Y-%m-%d}'}")
     return dg.AssetCheckResult(
         passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR if backup_problem else dg.AssetCheckSeverity.WARN,
         metadata={
             "newest_backup": str(newest) if newest else "none",
             "newest_verified": str(verified) if verified else "none",
+            "verification_overdue": verification_overdue,
         },
         description="; ".join(problems) or None,
     )
@@ -308,7 +320,9 @@ def archive_integrity(postgres: PostgresResource, embedder: EmbedderResource) ->
                 check_name=name,
                 passed=passed[name],
                 metadata={k: dg.MetadataValue.int(v) for k, v in findings[name].items()},
-                severity=dg.AssetCheckSeverity.WARN if name == "item_embeddings_archive_audit" else None,
+                severity=dg.AssetCheckSeverity.WARN
+                if name == "item_embeddings_archive_audit"
+                else dg.AssetCheckSeverity.ERROR,
             )
             for name in ARCHIVE_AUDITS
         ],

@@ -8,6 +8,8 @@
   counts and key-table fingerprints recorded in ``backups`` (and in a JSON sidecar
   next to the dump, for when the database itself is lost) describe exactly what
   the dump holds;
+* **clean up** — a backup left ``running`` by a killed process is marked failed once it is
+  stale, and anything under its key removed;
 * **prune** — completed backups older than ``keep_days`` are deleted, but never
   the ``keep_min`` newest ones, nor the newest verified one;
 * **verify** — the backup is downloaded and its size and SHA-256 checked, restored
@@ -56,6 +58,9 @@ DEFAULT_KEEP_DAYS = 14
 DEFAULT_KEEP_MIN = 7
 MAX_BACKUP_AGE = timedelta(hours=26)
 MAX_VERIFIED_AGE = timedelta(days=8)
+#: A backup still ``running`` after this long was abandoned by a killed process (a dump of the
+#: benchmark's 1.9 M rows takes under a minute).
+STALE_BACKUP_AFTER = timedelta(hours=6)
 _CHUNK = 1024 * 1024
 
 
@@ -267,6 +272,24 @@ def take_backup(
              "counts": json.dumps(counts), "checksums": json.dumps(checksums)},
         )  # fmt: skip
     return BackupResult(backup_id, key, stored.size, stored.sha256, counts, checksums, time.perf_counter() - started)
+
+
+def fail_stale_backups(engine: Engine, store: ObjectStore, stale_after: timedelta = STALE_BACKUP_AFTER) -> list[str]:
+    """Mark failed the backups still ``running`` after ``stale_after`` (their process was killed) and
+    remove whatever they left under their keys; returns those keys."""
+    with engine.begin() as conn:
+        stale = list(
+            conn.execute(
+                text("UPDATE backups SET status = 'failed', finished_at = now(), error = :e "
+                     "WHERE status = 'running' AND started_at < now() - CAST(:age AS interval) RETURNING object_key"),
+                {"e": f"abandoned: still running after {stale_after} (its process was killed)",
+                 "age": f"{stale_after.total_seconds()} seconds"},
+            ).scalars()
+        )  # fmt: skip
+    for key in stale:
+        store.delete(key)
+        store.delete(sidecar_key(key))
+    return stale
 
 
 def prune_backups(

@@ -192,6 +192,29 @@ def newest_backup(engine: Engine) -> str | None:
         ).scalar()
 
 
+def _backup_history(engine: Engine) -> str:
+    """Every row of ``backups`` (without ids) as JSON, to carry across a restore over the live database."""
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT coalesce(jsonb_agg(to_jsonb(b) - 'id' ORDER BY b.id), '[]')::text FROM backups b")
+        ).scalar_one()
+
+
+#: The live database's backup history written over the restored one: rows the dump did not know are
+#: added, rows it knew get their newer state (completed, verified, pruned, failed).
+_KEEP_HISTORY = """
+INSERT INTO backups (object_key, size_bytes, sha256, table_counts, table_checksums, status, error, started_at,
+                     finished_at, verified_at)
+SELECT object_key, size_bytes, sha256, table_counts, table_checksums, status, error, started_at, finished_at,
+       verified_at
+  FROM jsonb_populate_recordset(NULL::backups, CAST(:rows AS jsonb))
+ON CONFLICT (object_key) DO UPDATE
+   SET size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256, table_counts = EXCLUDED.table_counts,
+       table_checksums = EXCLUDED.table_checksums, status = EXCLUDED.status, error = EXCLUDED.error,
+       started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, verified_at = EXCLUDED.verified_at
+"""
+
+
 def restore_backup(
     engine: Engine | None,
     store: ObjectStore,
@@ -203,7 +226,8 @@ def restore_backup(
 ) -> str:
     """Restore backup ``key`` into ``target_db`` (default: the live database) after checking its size
     and SHA-256. An existing database, and above all the live one, is only replaced with ``force``.
-    The restore is written to ``audit_log`` of the restored database. Returns the target's URL."""
+    Over the live database, its ``backups`` history is kept (the dump's own table is older). The restore
+    is written to ``audit_log`` of the restored database. Returns the target's URL."""
     live = make_url(database_url).database
     target = target_db or live
     admin_url = _maintenance_url(database_url)
@@ -211,11 +235,15 @@ def restore_backup(
         which = "the live database" if target == live else "existing database"
         raise ValueError(f"refusing to overwrite {which} {target!r}; pass --force to replace it")
     record = backup_record(engine, store, key)
+    history = None
     if engine is not None and target == live:
+        history = _backup_history(engine)
         engine.dispose()
     with downloaded(store, record) as dump:
         target_url = restore_into(dump, admin_url, target, bin_dir)
     with engine_for(target_url).begin() as conn:
+        if history is not None:  # the dump's own backups table is older than the history it replaced
+            conn.execute(text(_KEEP_HISTORY), {"rows": history})
         record_audit(
             conn, os.environ.get("USER", "observatory"), "restore", "backup", key,
             details={"target_db": target, "sha256": record.sha256, "forced": force},

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -28,6 +29,7 @@ from observatory_assets.defs.operations.rollover import (
 from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.sql import identifier, month_partition_name, set_lock_timeout
 from resources.object_store import ObjectStore, put_bytes, staged_upload
+from resources.settings import env_months
 
 # --- retention: archive to Parquet, verify, then drop -------------------------------------------------
 
@@ -239,8 +241,8 @@ def drop_archived_month(engine: Engine, archive: ArchiveResult, lock_timeout_s: 
             raise PartitionChangedError(
                 f"{archive.partition} changed since it was archived ({rows} rows now, {archive.rows} archived); kept"
             )
-        conn.execute(text(f"ALTER TABLE {identifier(archive.table)} DETACH PARTITION {partition}"))
-        conn.execute(text(f"DROP TABLE {partition}"))
+        # as the schema's owner (migration 0005): the application role has no DDL rights
+        conn.execute(text("SELECT drop_month_partition(CAST(:p AS regclass))"), {"p": archive.partition})
     archive.dropped = True
 
 
@@ -284,7 +286,7 @@ def _sha256_of(store: ObjectStore, key: str) -> tuple[int, str]:
 def archive_collection_payloads(engine: Engine, store: ObjectStore, run_id: int) -> PayloadArchiveResult:
     """Copy a run's payloads under ``archive/collection_runs/<run>/``, verify each copy read back
     against the SHA-256 recorded when it was collected, write the manifest, and only then delete
-    the originals. Idempotent: a payload already moved is verified in its archive place. The run
+    the originals; ``rejected_items.payload_key`` then names the archived copy. Idempotent: a payload already moved is verified in its archive place. The run
     can no longer be re-ingested without copying its payloads back (the manifest lists both keys)."""
     with engine.connect() as conn:
         payloads = conn.execute(
@@ -315,6 +317,14 @@ def archive_collection_payloads(engine: Engine, store: ObjectStore, run_id: int)
     manifest_key = f"archive/collection_runs/{run_id}.manifest.json"
     manifest = {"collection_run": run_id, "payloads": entries, "archived_at": datetime.now(UTC).isoformat()}
     put_bytes(store, manifest_key, json.dumps(manifest, indent=2).encode(), "application/json")
+    with engine.begin() as conn:  # quarantined rows point at the payload that holds them in full
+        for entry in entries:
+            conn.execute(
+                text(
+                    "UPDATE rejected_items SET payload_key = :archived WHERE collection_run_id = :run AND payload_key = :key"
+                ),
+                {"archived": entry["archived_key"], "run": run_id, "key": entry["key"]},
+            )
     for entry in entries:
         store.delete(entry["key"])
     return PayloadArchiveResult(run_id, manifest_key, len(entries), sum(e["size"] for e in entries))
@@ -340,6 +350,18 @@ def expired_collection_runs(
             .all()
         )
     return [r for r in runs if store.size(f"archive/collection_runs/{r}.manifest.json") is None]
+
+
+#: The environment variable that sets each retention, overridden by run config.
+RETENTION_VARIABLES = {
+    name: f"OBSERVATORY_RETENTION_{name.upper()}_MONTHS" for name in (*PARTITIONED_TABLES, COLLECTION_PAYLOADS)
+}
+
+
+def retention_from_env(env: Mapping[str, str] | None = None) -> dict[str, int]:
+    """The retention set by ``OBSERVATORY_RETENTION_*_MONTHS`` (unset or 0 keeps everything)."""
+    env = os.environ if env is None else env
+    return {name: months for name, var in RETENTION_VARIABLES.items() if (months := env_months(env, var))}
 
 
 @dataclass

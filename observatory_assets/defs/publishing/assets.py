@@ -95,9 +95,10 @@ def publish_records(
 
 
 class AuditRetentionConfig(dg.Config):
-    retention_days: int = Field(
-        default=platform_settings().audit_retention_days,
-        description="Archive and delete audit rows older than this (OBSERVATORY_AUDIT_RETENTION_DAYS); 0 keeps all.",
+    retention_days: int | None = Field(
+        default=None,
+        description="Archive and delete audit rows older than this many days; 0 keeps all. "
+        "Default: OBSERVATORY_AUDIT_RETENTION_DAYS, else 365.",
     )
 
 
@@ -107,7 +108,8 @@ def audit_log_archive(
 ) -> dg.MaterializeResult:
     """Audit rows older than the retention, archived to Parquet in object storage (verified by reading it
     back), then deleted from `audit_log`."""
-    archive = archive_audit_log(postgres.get_engine(), object_store.get_store(), config.retention_days)
+    days = platform_settings().audit_retention_days if config.retention_days is None else config.retention_days
+    archive = archive_audit_log(postgres.get_engine(), object_store.get_store(), days)
     if archive is None:
         return dg.MaterializeResult(metadata={"archived_rows": dg.MetadataValue.int(0)})
     return dg.MaterializeResult(

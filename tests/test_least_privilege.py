@@ -1,0 +1,81 @@
+"""The application role production connects as (docker/create-app-role.sql: data access, no DDL)
+runs everything that changes partitions: ingestion creating a month on demand, the rollover, and
+retention detaching and dropping an archived month — through the owner's SECURITY DEFINER
+functions (migration 0005), on the embedded PostgreSQL."""
+
+import uuid
+from datetime import date
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from observatory_assets.defs.ingestion.collect import SourceRequest, collect
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
+from observatory_assets.defs.operations.retention import apply_retention
+from observatory_assets.defs.operations.rollover import month_partitions, roll_over
+from resources.postgres import engine_for
+from resources.settings import as_libpq_dsn
+from tests.conftest import create_database, drop_database, write
+from tests.support.roles import as_role, create_app_role, drop_role
+
+
+@pytest.fixture
+def app_engine(pg_server, database_url):
+    """An engine on the test's migrated database as a fresh application role."""
+    suffix = uuid.uuid4().hex[:8]
+    role, dagster_db, template_db = f"app_{suffix}", f"dagster_{suffix}", f"tmpl_{suffix}"
+    create_database(pg_server, dagster_db)
+    create_database(pg_server, template_db)
+    create_app_role(database_url, role, "app-secret", dagster_db, template_db)
+    url = as_role(database_url, role, "app-secret")
+    yield engine_for(url)
+    engine_for(url).dispose()
+    drop_database(pg_server, dagster_db)
+    drop_database(pg_server, template_db)
+    drop_role(pg_server, role, database_url)
+
+
+def test_the_app_role_creates_and_drops_months_only_through_the_owner_functions(app_engine, store, tmp_path):
+    with app_engine.connect() as conn:
+        assert conn.execute(text("SELECT current_user")).scalar_one().startswith("app_")
+        with pytest.raises(Exception, match="permission denied"):
+            conn.execute(text("CREATE TABLE raw_items_2019_04 (LIKE raw_items)"))
+    payload = write(tmp_path / "old.jsonl", "".join(
+        f'{{"id": "{n}", "title": "Old {n}", "text": "x", "published_at": "2019-05-0{n}T10:00:00Z"}}\n'
+        for n in range(1, 4)
+    ))  # fmt: skip
+    run_id = collect(app_engine, store, [SourceRequest("old", "jsonl", path=str(payload))])
+    assert ingest_collection_run(app_engine, store, run_id).loaded == 3  # the month is created on demand
+    created = roll_over(app_engine, months_ahead=1, today=date(2031, 6, 10)).created
+    assert created == ["raw_items_2031_06", "raw_items_2031_07", "trend_snapshots_2031_06", "trend_snapshots_2031_07"]
+    with app_engine.connect() as conn:
+        assert date(2019, 5, 1) in month_partitions(conn, "raw_items")
+
+    result = apply_retention(app_engine, store, {"raw_items": 24}, today=date(2021, 6, 1))
+    assert result.kept == {} and [(a.partition, a.rows, a.dropped) for a in result.archived] == [
+        ("raw_items_2019_05", 3, True)
+    ]
+    with app_engine.connect() as conn:
+        assert date(2019, 5, 1) not in month_partitions(conn, "raw_items")
+        assert conn.execute(text("SELECT count(*) FROM raw_items")).scalar_one() == 0
+
+
+@pytest.mark.parametrize("table", ["sources", "raw_items", "raw_items_default"])
+def test_the_drop_function_refuses_anything_but_a_month_partition(app_engine, table):
+    with app_engine.begin() as conn, pytest.raises(Exception, match="not a month partition"):
+        conn.execute(text("SELECT drop_month_partition(CAST(:t AS regclass))"), {"t": table})
+
+
+def test_roles_without_the_grant_cannot_run_the_owner_functions(pg_server, database_url):
+    role = f"other_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(as_libpq_dsn(pg_server), autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(role)))
+    try:
+        with psycopg.connect(as_libpq_dsn(as_role(database_url, role, "x")), autocommit=True) as conn:
+            for call in ("SELECT ensure_month_partition('raw_items', DATE '2019-01-01')",
+                         "SELECT drop_month_partition('raw_items_default')"):  # fmt: skip
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(call)
+    finally:
+        drop_role(pg_server, role, database_url)
