@@ -29,6 +29,7 @@ ENVIRONMENT = {
     "OBSERVATORY_EMBEDDER": "item embedder: hashing (default, no model download) or minilm (extra [semantic])",
     "OBSERVATORY_PG_BIN": "directory of pg_dump/pg_restore matching an external server (default: embedded, then PATH)",
     "OBSERVATORY_PSEUDONYM_KEY": "secret key (16+ characters) for pseudonymized network exports",
+    "OBSERVATORY_TRENDS_DIR": "directory of the trend YAML files (and sources.yaml); default ./trends",
 }
 
 

@@ -2,8 +2,9 @@
 
 from sensors.collection_runs import collection_run_sensor
 from sensors.enrichment import enrich_after_ingest, events_after_enrichment
+from sensors.trends import trends_after_events
 
 #: Every sensor of the code location.
-SENSORS = [collection_run_sensor, enrich_after_ingest, events_after_enrichment]
+SENSORS = [collection_run_sensor, enrich_after_ingest, events_after_enrichment, trends_after_events]
 
-__all__ = ["SENSORS", "collection_run_sensor", "enrich_after_ingest", "events_after_enrichment"]
+__all__ = ["SENSORS", "collection_run_sensor", "enrich_after_ingest", "events_after_enrichment", "trends_after_events"]

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from observatory_assets.cli import demo, enrichment, exports, ingestion, operations, platform
+from observatory_assets.cli import demo, enrichment, exports, ingestion, operations, platform, trends
 
 #: Command modules, in the order their commands appear in ``observatory --help``.
-COMMAND_MODULES = (platform, ingestion, demo, operations, exports, enrichment)
+COMMAND_MODULES = (platform, ingestion, demo, operations, exports, enrichment, trends)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,7 +60,8 @@ def run_job(instance, name: str, partition_key: str | None = None, ops_config: d
     )
     return {
         "job": name,
-        "collection_run": int(partition_key) if partition_key else None,
+        "collection_run": int(partition_key) if partition_key and partition_key.isdigit() else None,
+        "partition": partition_key,
         "dagster_run": result.run_id,
         "success": result.success,
     }

@@ -213,3 +213,56 @@ def series(conn, trend_id: int, days: list[date]) -> list[float]:
     """The trend's end-of-day log-odds on each day, from the ledger (whether snapshotted or not)."""
     values = log_odds_at(conn, [(trend_id, day_end(d)) for d in days])
     return [values[(trend_id, day_end(d))] for d in days]
+
+
+def explain_trend(engine: Engine, name: str, at: datetime | None = None) -> dict:
+    """Why a trend stands where it does at ``at`` (default now): its state from the ledger and every piece of
+    evidence up to then, retracted ones flagged, largest first, with the items each was built on."""
+    at = at or datetime.now(UTC)
+    with engine.begin() as conn:
+        trend = conn.execute(
+            text("SELECT id, name, title, baseline_probability FROM trends WHERE name = :n"), {"n": name}
+        ).one_or_none()
+        if trend is None:
+            raise ValueError(f"no trend named {name!r} (observatory trends list shows them)")
+        value = log_odds_at(conn, [(trend.id, at)])[(trend.id, at)]
+        rows = conn.execute(
+            text(
+                """
+                SELECT e.event_id, e.signal, e.event_at, e.delta_log_odds, e.credibility, e.corroboration, e.novelty,
+                       e.severity, e.reasoning, e.retracted_at IS NOT NULL AS retracted,
+                       coalesce((SELECT jsonb_agg(jsonb_build_object('source', s.name, 'external_id', r.external_id,
+                                                                     'url', r.url, 'title', r.title) ORDER BY r.id)
+                                   FROM raw_items r JOIN sources s ON s.id = r.source_id
+                                  WHERE r.id = ANY(e.item_ids)), '[]') AS items
+                  FROM trend_evidence e
+                 WHERE e.trend_id = :t AND e.event_at <= :at
+                 ORDER BY e.retracted_at IS NOT NULL, abs(e.delta_log_odds) DESC, e.event_at, e.id
+                """
+            ),
+            {"t": trend.id, "at": at},
+        ).all()
+    return {
+        "trend": trend.name,
+        "title": trend.title,
+        "probability": probability(value),
+        "log_odds": value,
+        "baseline_probability": trend.baseline_probability,
+        "as_of": at.isoformat(),
+        "evidence": [
+            {
+                "event_id": r.event_id,
+                "indicator": r.signal,
+                "at": r.event_at.isoformat(),
+                "delta_log_odds": r.delta_log_odds,
+                "credibility": r.credibility,
+                "corroboration": r.corroboration,
+                "novelty": r.novelty,
+                "severity": r.severity,
+                "reasoning": r.reasoning,
+                "retracted": r.retracted,
+                "items": r.items,
+            }
+            for r in rows
+        ],
+    }
