@@ -169,3 +169,89 @@ class TrendWorld:
                 {"r": request, "ids": item_ids},
             )
         return request
+
+
+def bulk_world(engine, sources: dict[str, float], items: list[dict], events: list[list[int]]) -> list[int]:
+    """Many items and events at once (for benchmarks): ``items`` are dicts with source, title, body, language,
+    at and vector; ``events`` lists item positions. Sources get the given credibility. Returns event ids."""
+    with engine.begin() as sa_conn:
+        conn = sa_conn.connection.driver_connection
+        register_vector_type(conn)
+        run_id = conn.execute("INSERT INTO collection_runs (status) VALUES ('completed') RETURNING id").fetchone()[0]
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO sources (name, type, credibility) VALUES (%s, 'other', %s) "
+                "ON CONFLICT (name) DO UPDATE SET credibility = EXCLUDED.credibility",
+                list(sources.items()),
+            )
+        source_ids = dict(conn.execute("SELECT name, id FROM sources").fetchall())
+        conn.execute(
+            "CREATE TEMP TABLE world_items (no int, source_id bigint, title text, body text, language text, "
+            "at timestamptz, embedding vector(384)) ON COMMIT DROP"
+        )
+        with conn.cursor() as cursor, cursor.copy("COPY world_items FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "int8", "text", "text", "text", "timestamptz", "vector"])
+            for no, item in enumerate(items):
+                copy.write_row((no, source_ids[item["source"]], item["title"], item["body"], item["language"],
+                                item["at"], item["vector"]))  # fmt: skip
+        conn.execute(
+            """
+            CREATE TEMP TABLE world_keys ON COMMIT DROP AS
+            WITH k AS (
+                INSERT INTO item_keys (source_id, external_id, content_hash, published_at, collection_run_id, record_no)
+                SELECT source_id, 'w' || %(run)s || '-' || no, sha256(convert_to(%(run)s || '-' || no, 'UTF8')), at,
+                       %(run)s, no
+                  FROM world_items RETURNING item_id, record_no)
+            SELECT * FROM k
+            """,
+            {"run": run_id},
+        )
+        conn.execute(
+            """
+            INSERT INTO raw_items (id, source_id, collection_run_id, record_no, external_id, url, title, text,
+                                   published_at, fetched_at, language, language_confidence, content_hash,
+                                   text_search_config, search_vector, processing_status)
+            SELECT k.item_id, w.source_id, %(run)s, w.no, 'w' || %(run)s || '-' || w.no,
+                   'https://example.org/' || k.item_id, w.title, w.body, w.at, w.at, w.language, 0.99,
+                   sha256(convert_to(%(run)s || '-' || w.no, 'UTF8')), c.config,
+                   setweight(to_tsvector(c.config, w.title), 'A') || setweight(to_tsvector(c.config, w.body), 'B'),
+                   'embedded'
+              FROM world_items w JOIN world_keys k ON k.record_no = w.no
+             CROSS JOIN LATERAL (SELECT CAST(CASE w.language WHEN 'da' THEN 'danish' WHEN 'en' THEN 'english'
+                                             ELSE 'simple' END AS regconfig) AS config) c
+            """,
+            {"run": run_id},
+        )
+        conn.execute(
+            "INSERT INTO item_embeddings (item_id, embedder, dimensions, embedding) "
+            "SELECT k.item_id, 'hashing', 384, w.embedding FROM world_items w JOIN world_keys k ON k.record_no = w.no"
+        )
+        conn.execute("CREATE TEMP TABLE world_members (event_no int, no int) ON COMMIT DROP")
+        with conn.cursor() as cursor, cursor.copy("COPY world_members FROM STDIN") as copy:
+            for event_no, members in enumerate(events):
+                for no in members:
+                    copy.write_row((event_no, no))
+        conn.execute(
+            """
+            CREATE TEMP TABLE world_events ON COMMIT DROP AS
+            SELECT m.event_no, nextval(pg_get_serial_sequence('events', 'id')) AS id,
+                   avg(w.embedding) AS centroid, min(w.title) AS title, min(w.at) AS first_at, max(w.at) AS last_at,
+                   count(*) AS n, count(DISTINCT w.source_id) AS sources
+              FROM world_members m JOIN world_items w ON w.no = m.no GROUP BY m.event_no
+            """
+        )
+        conn.execute(
+            "INSERT INTO events (id, embedder, centroid, title, first_seen_at, last_seen_at, item_count, source_count) "
+            "OVERRIDING SYSTEM VALUE SELECT id, 'hashing', centroid, title, first_at, last_at, n, sources "
+            "FROM world_events"
+        )
+        conn.execute(
+            """
+            INSERT INTO event_items (item_id, event_id, similarity, item_time, item_hash, source_id)
+            SELECT k.item_id, e.id, 1, w.at, sha256(convert_to(%(run)s || '-' || w.no, 'UTF8')), w.source_id
+              FROM world_members m JOIN world_events e ON e.event_no = m.event_no
+              JOIN world_items w ON w.no = m.no JOIN world_keys k ON k.record_no = w.no
+            """,
+            {"run": run_id},
+        )
+        return [r[0] for r in conn.execute("SELECT id FROM world_events ORDER BY event_no").fetchall()]

@@ -107,7 +107,9 @@ SELECT x.item_id, x.event_id, x.source_id, x.item_time, x.item_hash, r.language,
   FROM trend_events c
   JOIN event_items x ON x.event_id = c.event_id
   JOIN raw_items r ON r.id = x.item_id
- WHERE NOT {item_withdrawn_sql("x.item_id")}
+ WHERE NOT {item_withdrawn_sql("x.item_id")};
+CREATE INDEX ON trend_items (event_id);
+ANALYZE trend_items
 """
 
 # One OR-query per (trend, indicator or disqualifier, language, stemming config present among the items).
@@ -133,8 +135,11 @@ SELECT DISTINCT q.trend_id, i.item_id
   FROM trend_items i
   JOIN trend_queries q ON q.language = i.language AND q.config = i.config AND q.disqualifier
  WHERE i.search_vector @@ q.query;
+CREATE INDEX ON trend_disqualified (item_id, trend_id);
+ANALYZE trend_disqualified;
 DELETE FROM trend_matches m USING trend_disqualified d WHERE d.trend_id = m.trend_id AND d.item_id = m.item_id;
-ANALYZE trend_matches;
+CREATE INDEX ON trend_matches (event_id);
+ANALYZE trend_matches
 """
 
 # Per matched (trend, event): the counted items, copies collapsed, independent sources and their credibility.
@@ -151,25 +156,26 @@ SELECT i.item_id, EXISTS (
        (SELECT count(*) FROM item_duplicates d WHERE d.duplicate_of_item_id = i.item_id) AS linked_duplicates
   FROM trend_items i
  WHERE i.event_id IN (SELECT event_id FROM trend_matches);
-
+CREATE UNIQUE INDEX ON trend_copies (item_id);
+ANALYZE trend_copies;
 CREATE TEMP TABLE trend_desired AS
-WITH counted AS (
+WITH counted AS MATERIALIZED (
     SELECT m.trend_id, i.event_id, i.item_id, i.source_id, i.item_time, c.is_copy, c.linked_duplicates
       FROM (SELECT DISTINCT trend_id, event_id FROM trend_matches) m
       JOIN trend_items i ON i.event_id = m.event_id
       JOIN trend_copies c ON c.item_id = i.item_id
      WHERE NOT EXISTS (SELECT 1 FROM trend_disqualified d WHERE d.trend_id = m.trend_id AND d.item_id = i.item_id)
-), per_event AS (
+), per_event AS MATERIALIZED (
     SELECT trend_id, event_id, min(item_time) AS event_at, array_agg(item_id ORDER BY item_id) AS item_ids,
            count(*) + sum(linked_duplicates) AS texts
       FROM counted GROUP BY 1, 2
-), originals AS (
+), originals AS MATERIALIZED (
     SELECT c.trend_id, c.event_id, greatest(count(DISTINCT c.source_id), 1) AS independent,
            avg(s.credibility) AS credibility
       FROM (SELECT DISTINCT trend_id, event_id, source_id FROM counted WHERE NOT is_copy) c
       JOIN sources s ON s.id = c.source_id
      GROUP BY 1, 2
-), terms AS (
+), terms AS MATERIALIZED (
     SELECT m.trend_id, m.event_id, m.indicator, array_agg(DISTINCT t.term ORDER BY t.term) AS matched_terms
       FROM trend_matches m
       JOIN trend_items i ON i.item_id = m.item_id
@@ -257,40 +263,30 @@ def _stage_events(conn, select_sql: str, **params) -> None:
 def _refresh_novelty(conn, affected: dict[int, datetime]) -> None:
     """Novelty of every live row from each affected trend's first changed day on: 1 − the highest cosine
     similarity of its event to the trend's earlier evidence events (ordered by event time, then id)."""
-    register_vector_type(conn.connection.driver_connection)
-    updates: list[tuple[int, float, int | None]] = []
-    for trend_id, from_at in affected.items():
-        rows = conn.execute(
-            text(
-                """
-                SELECT e.id, e.event_id, e.event_at >= :from_at AS target, v.centroid
-                  FROM trend_evidence e JOIN events v ON v.id = e.event_id
-                 WHERE e.trend_id = :trend AND e.retracted_at IS NULL
-                 ORDER BY e.event_at, e.event_id, e.signal
-                """
-            ),
-            {"trend": trend_id, "from_at": from_at},
-        ).all()
-        if not rows:
-            continue
-        vectors = np.asarray([r.centroid.to_numpy() for r in rows], dtype=np.float64)
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        event_ids = np.asarray([r.event_id for r in rows])
-        # The first row of each event in the order: rows of one event are not "earlier" than each other.
-        first_of_event = {}
-        for position, event_id in enumerate(event_ids):
-            first_of_event.setdefault(event_id, position)
-        for position in (p for p, r in enumerate(rows) if r.target):
-            earlier = first_of_event[event_ids[position]]
-            if earlier == 0:
-                updates.append((rows[position].id, 1.0, None))
-                continue
-            similarities = vectors[:earlier] @ vectors[position]
-            best = int(np.argmax(similarities))
-            novelty = round(1 - max(float(similarities[best]), 0.0), 6)
-            updates.append((rows[position].id, novelty, int(event_ids[best])))
-    if updates:
-        ids, novelties, closest = zip(*updates)
+    raw = conn.connection.driver_connection
+    register_vector_type(raw)
+    with raw.cursor(binary=True) as cursor:
+        cursor.execute(
+            """
+            SELECT e.trend_id, e.id, e.event_id, e.event_at >= a.from_at AS target, v.centroid
+              FROM trend_evidence e
+              JOIN unnest(%s::bigint[], %s::timestamptz[]) AS a (trend_id, from_at) ON a.trend_id = e.trend_id
+              JOIN events v ON v.id = e.event_id
+             WHERE e.retracted_at IS NULL
+             ORDER BY e.trend_id, e.event_at, e.event_id, e.signal
+            """,
+            (list(affected), list(affected.values())),
+        )
+        rows = cursor.fetchall()
+    ids, novelties, closest = [], [], []
+    start = 0
+    while start < len(rows):
+        end = start
+        while end < len(rows) and rows[end][0] == rows[start][0]:
+            end += 1
+        _trend_novelty(rows[start:end], ids, novelties, closest)
+        start = end
+    if ids:
         conn.execute(
             text(
                 """
@@ -300,8 +296,34 @@ def _refresh_novelty(conn, affected: dict[int, datetime]) -> None:
                  WHERE e.id = u.id AND (e.novelty, e.closest_event_id) IS DISTINCT FROM (u.novelty, u.closest)
                 """
             ),
-            {"ids": list(ids), "novelties": list(novelties), "closest": list(closest)},
+            {"ids": ids, "novelties": novelties, "closest": closest},
         )
+
+
+def _trend_novelty(rows: list[tuple], ids: list, novelties: list, closest: list, chunk: int = 1024) -> None:
+    """One trend's rows in ledger order: (trend, evidence id, event id, target, centroid)."""
+    vectors = np.stack([r[4].to_numpy() for r in rows]).astype(np.float64)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    event_ids = np.asarray([r[2] for r in rows])
+    # Rows of one event are not "earlier" than each other: compare with the rows before the event's first.
+    first = np.zeros(len(rows), dtype=np.int64)
+    for position in range(1, len(rows)):
+        first[position] = first[position - 1] if event_ids[position] == event_ids[position - 1] else position
+    targets = np.asarray([p for p, r in enumerate(rows) if r[3]], dtype=np.int64)
+    for begin in range(0, len(targets), chunk):
+        batch = targets[begin : begin + chunk]
+        similarities = vectors[batch] @ vectors.T
+        similarities[np.arange(len(rows))[None, :] >= first[batch][:, None]] = -np.inf
+        best = similarities.argmax(axis=1)
+        top = similarities[np.arange(len(batch)), best]
+        for position, b, value in zip(batch, best, top):
+            ids.append(rows[position][1])
+            if np.isinf(value):
+                novelties.append(1.0)
+                closest.append(None)
+            else:
+                novelties.append(round(1 - max(float(value), 0.0), 6))
+                closest.append(int(event_ids[b]))
 
 
 # Delta with the per-indicator, per-day cap, and the sentence a person reads, for the affected days.
