@@ -173,7 +173,8 @@ class TrendWorld:
 
 def bulk_world(engine, sources: dict[str, float], items: list[dict], events: list[list[int]]) -> list[int]:
     """Many items and events at once (for benchmarks): ``items`` are dicts with source, title, body, language,
-    at and vector; ``events`` lists item positions. Sources get the given credibility. Returns event ids."""
+    at and vector; ``events`` lists item positions. Sources get the given credibility. The events were
+    clustered a day ago (``updated_at``), so a later change stands out to an incremental run. Returns event ids."""
     with engine.begin() as sa_conn:
         conn = sa_conn.connection.driver_connection
         register_vector_type(conn)
@@ -241,9 +242,9 @@ def bulk_world(engine, sources: dict[str, float], items: list[dict], events: lis
             """
         )
         conn.execute(
-            "INSERT INTO events (id, embedder, centroid, title, first_seen_at, last_seen_at, item_count, source_count) "
-            "OVERRIDING SYSTEM VALUE SELECT id, 'hashing', centroid, title, first_at, last_at, n, sources "
-            "FROM world_events"
+            "INSERT INTO events (id, embedder, centroid, title, first_seen_at, last_seen_at, item_count, source_count, "
+            "updated_at) OVERRIDING SYSTEM VALUE SELECT id, 'hashing', centroid, title, first_at, last_at, n, sources, "
+            "now() - interval '1 day' FROM world_events"
         )
         conn.execute(
             """
