@@ -17,6 +17,9 @@ def test_demo_runs_on_embedded_defaults_and_accounts_for_every_row(tmp_path):
         demo = subprocess.run(["observatory", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "every delivered row accounted for: True" in demo.stdout
+        trend_lines = [line for line in demo.stdout.splitlines() if line.strip().startswith("trend ")]
+        assert len(trend_lines) == 4 and all("top: " in line for line in trend_lines)
+        assert "'togstrejke'" in demo.stdout or "'rail strike'" in demo.stdout
         assert (tmp_path / "home" / "pgdata" / "PG_VERSION").read_text().strip() == "18"
         assert (tmp_path / "home" / "dagster_home" / "dagster.yaml").exists()
         status = subprocess.run(
