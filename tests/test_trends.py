@@ -262,6 +262,13 @@ def test_a_takedown_retracts_the_evidence_and_restates_the_affected_days(engine,
     with engine.begin() as conn:
         state = log_odds_at(conn, [(trend_id(engine), day_end(days[-1]))])
     assert rows[-1].log_odds == pytest.approx(list(state.values())[0])
+    with engine.begin() as conn:  # the takedown is cancelled: the items, and the evidence, come back
+        conn.execute(text("UPDATE takedown_requests SET status = 'cancelled'"))
+    retract_withdrawn(engine)
+    with engine.connect() as conn:
+        restored = conn.execute(text("SELECT log_odds, first_log_odds FROM trend_snapshots ORDER BY 1")).all()
+        assert conn.execute(text("SELECT count(*) FROM trend_evidence WHERE retracted_at IS NULL")).scalar_one() == 2
+    assert all(r.log_odds == pytest.approx(r.first_log_odds) for r in restored)
 
 
 def test_a_bad_file_gives_a_clear_error_and_leaves_the_other_trends_loaded(engine, tmp_path):

@@ -20,14 +20,19 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 def test_update_trends_job_writes_evidence_snapshot_chart_and_passes_its_checks(engine, resources, objects_root,
                                                                                tmp_path):  # fmt: skip
     trend_file(tmp_path / "trends", "election")
-    story(TrendWorld(engine), "valg", NOW.replace(hour=0, minute=1, second=0), ["dr", "tv2"])
+    world = TrendWorld(engine)
+    _, items = story(world, "valg", NOW.replace(hour=0, minute=1, second=0), ["dr", "tv2"])
     today = NOW.date().isoformat()
-    result = defs.resolve_job_def("update_trends").execute_in_process(
-        partition_key=today,
-        resources=resources,
-        run_config={"ops": {"trend_evidence": {"config": {"trends_dir": str(tmp_path / "trends")}}}},
-        raise_on_error=False,
-    )
+
+    def update():
+        return defs.resolve_job_def("update_trends").execute_in_process(
+            partition_key=today,
+            resources=resources,
+            run_config={"ops": {"trend_evidence": {"config": {"trends_dir": str(tmp_path / "trends")}}}},
+            raise_on_error=False,
+        )
+
+    result = update()
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"trend_state_matches_ledger": True, "snapshots_match_ledger": True,
@@ -85,3 +90,14 @@ def test_cli_sync_update_explain_json_and_set_credibility(dagster_env, engine, t
     assert before["evidence"] == [] and abs(before["probability"] - 0.1) < 1e-9
     missing = run(env, "trends", "explain", "nope")
     assert missing.returncode == 2 and "no trend named 'nope'" in missing.stderr
+
+    world.take_down(items)
+    again = update()
+    assert again.success
+    restated = [m for m in again.asset_materializations_for_node("trend_evidence")
+                if m.asset_key == dg.AssetKey("trend_snapshots")]  # fmt: skip
+    assert [m.partition for m in restated] == [today]
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT log_odds, first_log_odds, restated_at FROM trend_snapshots "
+                                "WHERE snapshot_date = :d"), {"d": NOW.date()}).one()  # fmt: skip
+    assert row.restated_at is not None and row.log_odds < row.first_log_odds

@@ -414,13 +414,14 @@ def update_evidence(engine: Engine, now: datetime | None = None) -> EvidenceResu
 
 
 def _rematch_withdrawn(conn, trend_ids: list[int], result: EvidenceResult) -> None:
-    """Match again the events whose live evidence is built on a withdrawn item: their evidence is retracted,
-    or keeps only what the remaining items support."""
+    """Match again the events whose live evidence is built on a withdrawn item (their evidence is retracted,
+    or keeps only what the remaining items support), and those whose takedown was cancelled (restored)."""
     _stage_events(
         conn,
         f"""SELECT DISTINCT e.event_id FROM trend_evidence e
-             WHERE e.retracted_at IS NULL
-               AND e.item_ids && ARRAY(SELECT item_id FROM ({WITHDRAWN_ITEM_IDS}) w)""",
+             WHERE (e.retracted_at IS NULL AND e.item_ids && ARRAY(SELECT item_id FROM ({WITHDRAWN_ITEM_IDS}) w))
+                OR (e.retraction_reason = 'items withdrawn by a takedown'
+                    AND NOT e.item_ids <@ ARRAY(SELECT item_id FROM ({WITHDRAWN_ITEM_IDS}) w))""",
     )
     if trend_ids and conn.execute(text("SELECT count(*) FROM trend_events")).scalar_one():
         _match_events(conn, trend_ids, result)
