@@ -48,6 +48,17 @@ def test_update_trends_job_writes_evidence_snapshot_chart_and_passes_its_checks(
         days = conn.execute(text("SELECT snapshot_date FROM trend_snapshots ORDER BY 1")).scalars().all()
     assert [d.isoformat() for d in days] == [(NOW.date() - timedelta(days=1)).isoformat(), today]
 
+    world.take_down(items)
+    again = update()
+    assert again.success
+    restated = [m for m in again.asset_materializations_for_node("trend_evidence")
+                if m.asset_key == dg.AssetKey("trend_snapshots")]  # fmt: skip
+    assert [m.partition for m in restated] == [today]
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT log_odds, first_log_odds, restated_at FROM trend_snapshots "
+                                "WHERE snapshot_date = :d"), {"d": NOW.date()}).one()  # fmt: skip
+    assert row.restated_at is not None and row.log_odds < row.first_log_odds
+
 
 def test_daily_schedule_snapshots_yesterday_at_half_past_midnight_utc():
     with dg.instance_for_test() as instance:
@@ -90,14 +101,3 @@ def test_cli_sync_update_explain_json_and_set_credibility(dagster_env, engine, t
     assert before["evidence"] == [] and abs(before["probability"] - 0.1) < 1e-9
     missing = run(env, "trends", "explain", "nope")
     assert missing.returncode == 2 and "no trend named 'nope'" in missing.stderr
-
-    world.take_down(items)
-    again = update()
-    assert again.success
-    restated = [m for m in again.asset_materializations_for_node("trend_evidence")
-                if m.asset_key == dg.AssetKey("trend_snapshots")]  # fmt: skip
-    assert [m.partition for m in restated] == [today]
-    with engine.connect() as conn:
-        row = conn.execute(text("SELECT log_odds, first_log_odds, restated_at FROM trend_snapshots "
-                                "WHERE snapshot_date = :d"), {"d": NOW.date()}).one()  # fmt: skip
-    assert row.restated_at is not None and row.log_odds < row.first_log_odds
