@@ -99,5 +99,9 @@ def test_cli_sync_update_explain_json_and_set_credibility(dagster_env, engine, t
     before = json.loads(run(env, "trends", "explain", "election", "--json", "--at",
                             (NOW.date() - timedelta(days=3)).isoformat()).stdout)  # fmt: skip
     assert before["evidence"] == [] and abs(before["probability"] - 0.1) < 1e-9
+    shown = run(env, "trends", "show", "election")
+    assert shown.returncode == 0 and f"{NOW.date()}  " in shown.stdout and "question: Will it happen?" in shown.stdout
+    listed = run(env, "trends", "list")
+    assert listed.returncode == 0 and listed.stdout.splitlines()[1].startswith("election ")
     missing = run(env, "trends", "explain", "nope")
     assert missing.returncode == 2 and "no trend named 'nope'" in missing.stderr

@@ -173,8 +173,8 @@ class TrendWorld:
 
 def bulk_world(engine, sources: dict[str, float], items: list[dict], events: list[list[int]]) -> list[int]:
     """Many items and events at once (for benchmarks): ``items`` are dicts with source, title, body, language,
-    at and vector; ``events`` lists item positions. Sources get the given credibility. The events were
-    clustered a day ago (``updated_at``), so a later change stands out to an incremental run. Returns event ids."""
+    at and vector; ``events`` lists item positions. Sources get the given credibility. Each event was
+    last updated when its last item arrived (``updated_at``), as online clustering leaves it. Returns event ids."""
     with engine.begin() as sa_conn:
         conn = sa_conn.connection.driver_connection
         register_vector_type(conn)
@@ -244,7 +244,7 @@ def bulk_world(engine, sources: dict[str, float], items: list[dict], events: lis
         conn.execute(
             "INSERT INTO events (id, embedder, centroid, title, first_seen_at, last_seen_at, item_count, source_count, "
             "updated_at) OVERRIDING SYSTEM VALUE SELECT id, 'hashing', centroid, title, first_at, last_at, n, sources, "
-            "now() - interval '1 day' FROM world_events"
+            "last_at FROM world_events"
         )
         conn.execute(
             """

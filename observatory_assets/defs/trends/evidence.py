@@ -331,8 +331,9 @@ _REFRESH_DELTAS = """
 WITH scope AS (
     SELECT e.id, e.trend_id, e.signal, (e.event_at AT TIME ZONE 'UTC')::date AS day,
            ti.sign * ti.ln_lr * e.credibility * e.corroboration * e.novelty * e.severity AS raw,
-           ti.ln_lr * e.severity AS cap, ti.sign, ti.likelihood_ratio
+           ti.ln_lr * e.severity AS cap, ti.sign, ti.likelihood_ratio, v.title
       FROM trend_evidence e
+      LEFT JOIN events v ON v.id = e.event_id
       JOIN trend_indicators ti ON ti.trend_id = e.trend_id AND ti.indicator = e.signal
       JOIN unnest(CAST(:ids AS bigint[]), CAST(:froms AS timestamptz[])) AS a (trend_id, from_at)
         ON a.trend_id = e.trend_id
@@ -351,7 +352,7 @@ UPDATE trend_evidence e
            || 'credibility %s, novelty %s%s, severity %s → %s%s log-odds%s',
            e.signal, CASE WHEN c.sign > 0 THEN 'up' ELSE 'down' END, c.likelihood_ratio,
            array_to_string(ARRAY(SELECT quote_literal(t) FROM unnest(e.matched_terms) t), ', '),
-           cardinality(e.item_ids), e.event_id, coalesce(v.title, ''), e.independent_sources,
+           cardinality(e.item_ids), e.event_id, coalesce(c.title, ''), e.independent_sources,
            CASE WHEN e.copies_collapsed > 0 THEN format(' (%s copies collapsed)', e.copies_collapsed) ELSE '' END,
            to_char(e.corroboration, 'FM0.00'), to_char(e.credibility, 'FM0.00'), to_char(e.novelty, 'FM0.00'),
            CASE WHEN e.closest_event_id IS NOT NULL
@@ -361,7 +362,7 @@ UPDATE trend_evidence e
            CASE WHEN abs(coalesce(c.delta, 0) - c.raw_rounded) > 1e-9
                 THEN format(' (day cap; uncapped %s)', to_char(c.raw_rounded, 'FM990.000')) ELSE '' END),
        updated_at = now()
-  FROM capped c LEFT JOIN events v ON v.id = (SELECT event_id FROM trend_evidence WHERE id = c.id)
+  FROM capped c
  WHERE e.id = c.id
 """
 
