@@ -64,9 +64,21 @@ UPDATE trend_snapshots SET first_log_odds = log_odds, first_probability = probab
 ALTER TABLE trend_snapshots
     ALTER COLUMN first_log_odds SET NOT NULL,
     ALTER COLUMN first_probability SET NOT NULL;
+-- A row written without its first value (any writer but the trend code) starts with its own value as first.
+CREATE FUNCTION trend_snapshots_first_written() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.first_log_odds := coalesce(NEW.first_log_odds, NEW.log_odds);
+    NEW.first_probability := coalesce(NEW.first_probability, NEW.probability);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER trend_snapshots_first_written BEFORE INSERT ON trend_snapshots
+    FOR EACH ROW EXECUTE FUNCTION trend_snapshots_first_written();
 """
 
 DOWNGRADE = """
+DROP TRIGGER IF EXISTS trend_snapshots_first_written ON trend_snapshots;
+DROP FUNCTION IF EXISTS trend_snapshots_first_written();
 ALTER TABLE trend_snapshots
     DROP COLUMN first_log_odds, DROP COLUMN first_probability, DROP COLUMN movers, DROP COLUMN restated_at;
 DROP INDEX IF EXISTS events_updated;
