@@ -46,6 +46,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/backup.py
 	$(BIN)/python bench/exports.py
 	$(BIN)/python bench/publishing.py
+	$(BIN)/python bench/trends.py --events 100000 --trends 50
+	$(BIN)/python bench/trend_calibration.py --worlds 300
 
 clean: stop
 	rm -rf .observatory

@@ -14,6 +14,7 @@ from observatory_assets.defs.exports import assets as exports
 from observatory_assets.defs.ingestion import assets as ingestion
 from observatory_assets.defs.operations import assets as operations
 from observatory_assets.defs.publishing import assets as publishing
+from observatory_assets.defs.trends import assets as trends
 from resources import observatory_resources
 from sensors import SENSORS
 
@@ -29,6 +30,7 @@ defs = dg.Definitions.merge(
     events.defs,
     exports.defs,
     operations.defs,
+    trends.defs,
     publishing.defs,
     dg.Definitions(sensors=SENSORS, resources=resources()),
 )

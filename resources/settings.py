@@ -40,6 +40,7 @@ ENVIRONMENT = {
     "OBSERVATORY_RETENTION_TREND_SNAPSHOTS_MONTHS": "months of trend_snapshots to keep (default 0: keep all)",
     "OBSERVATORY_RETENTION_COLLECTION_PAYLOADS_MONTHS": "months to keep collection-run payloads before they move "
     "to archive/ (default 0: keep all)",
+    "OBSERVATORY_TRENDS_DIR": "directory of the trend YAML files (and sources.yaml); default ./trends",
 }
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

@@ -3,8 +3,16 @@
 from sensors.collection_runs import collection_run_sensor
 from sensors.enrichment import enrich_after_ingest, events_after_enrichment
 from sensors.publishing import takedown_sensor
+from sensors.trends import trends_after_events
 
 #: Every sensor of the code location.
-SENSORS = [collection_run_sensor, enrich_after_ingest, events_after_enrichment, takedown_sensor]
+SENSORS = [collection_run_sensor, enrich_after_ingest, events_after_enrichment, trends_after_events, takedown_sensor]
 
-__all__ = ["SENSORS", "collection_run_sensor", "enrich_after_ingest", "events_after_enrichment", "takedown_sensor"]
+__all__ = [
+    "SENSORS",
+    "collection_run_sensor",
+    "enrich_after_ingest",
+    "events_after_enrichment",
+    "takedown_sensor",
+    "trends_after_events",
+]

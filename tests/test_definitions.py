@@ -8,6 +8,7 @@ ASSETS = {
     "collection_runs": "ingestion", "raw_items": "ingestion",
     "item_features": "enrichment", "item_embeddings": "enrichment",
     "events": "events",
+    "trend_evidence": "trends", "trend_snapshots": "trends",
     "content_exports": "exports", "network_exports": "exports",
     "monthly_partitions": "operations", "postgres_backups": "operations", "backup_verification": "operations",
     "archive_integrity": "operations",
@@ -29,14 +30,18 @@ CHECKS = {
         "events_archive_audit",
     },
     "publish_records": {"target_matches_record"},
+    "trend_evidence": {"trend_state_matches_ledger"},
+    "trend_snapshots": {"snapshots_match_ledger", "yesterday_snapshot_exists"},
 }
 JOBS = {"collect_job", "ingest_collection_run", "enrich_collection_run", "cluster_events", "export_content_and_network",
         "partition_rollover", "nightly_backup", "restore_verification", "integrity_audit", "publish_digest",
-        "takedown_job", "audit_retention"}  # fmt: skip
-SENSORS = {"collection_run_sensor", "enrich_after_ingest", "events_after_enrichment", "takedown_sensor"}
+        "takedown_job", "audit_retention", "update_trends"}  # fmt: skip
+SENSORS = {"collection_run_sensor", "enrich_after_ingest", "events_after_enrichment", "takedown_sensor",
+           "trends_after_events"}  # fmt: skip
 SCHEDULES = {"partition_rollover": "partition_rollover", "nightly_backup": "nightly_backup",
              "weekly_restore_verification": "restore_verification", "weekly_integrity_audit": "integrity_audit",
-             "daily_digest": "publish_digest", "audit_retention": "audit_retention"}  # fmt: skip
+             "daily_digest": "publish_digest", "audit_retention": "audit_retention",
+             "daily_trend_snapshot": "update_trends"}  # fmt: skip
 
 
 def test_every_asset_is_present_in_its_group():
@@ -55,6 +60,8 @@ def test_lineage_follows_the_spec():
     assert "item_features" in parents("item_embeddings")
     assert "item_embeddings" in parents("events")
     assert "raw_items" in parents("content_exports")
+    assert parents("trend_evidence") == {"events"}
+    assert parents("trend_snapshots") == {"trend_evidence"}
 
 
 def test_every_asset_check_is_present():

@@ -43,6 +43,9 @@ def test_demo_runs_on_embedded_defaults_and_accounts_for_every_row(tmp_path):
         assert "published to the static site" in demo.stdout
         index = tmp_path / "home" / "objects" / "site" / "index.html"
         assert index.is_file() and "digests/" in index.read_text()
+        trend_lines = [line for line in demo.stdout.splitlines() if line.strip().startswith("trend ")]
+        assert len(trend_lines) == 4 and all("top: " in line for line in trend_lines)
+        assert "'togstrejke'" in demo.stdout or "'rail strike'" in demo.stdout
         assert (tmp_path / "home" / "pgdata" / "PG_VERSION").read_text().strip() == "18"
         assert (tmp_path / "home" / "dagster_home" / "dagster.yaml").exists()
         status = subprocess.run(

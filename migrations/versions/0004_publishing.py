@@ -11,14 +11,14 @@ contain an item. ``takedown_records`` lists the records a takedown's stage 1 cha
 finalizes or a cancel restores.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-01
 """
 
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

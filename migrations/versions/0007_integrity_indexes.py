@@ -1,4 +1,5 @@
-"""Indexes that let asset checks look at what one clustering run changed, not at every event.
+"""Indexes that let asset checks look at what one clustering run changed, not at every event
+(``events.updated_at`` is indexed by 0003 for the trends watermark).
 
 Revision ID: 0007
 Revises: 0005
@@ -15,9 +16,8 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("CREATE INDEX events_created ON events (created_at)")
-    op.execute("CREATE INDEX events_updated ON events (updated_at)")
     op.execute("CREATE INDEX event_items_assigned ON event_items (assigned_at)")
 
 
 def downgrade() -> None:
-    op.execute("DROP INDEX event_items_assigned, events_updated, events_created")
+    op.execute("DROP INDEX event_items_assigned, events_created")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from observatory_assets.cli import demo, enrichment, exports, ingestion, operations, platform, publishing
+from observatory_assets.cli import demo, enrichment, exports, ingestion, operations, platform, publishing, trends
 from observatory_assets.lib.errors import failure_message
 
 #: Command modules, in the order their commands appear in ``observatory --help``.
-COMMAND_MODULES = (platform, ingestion, demo, operations, exports, enrichment, publishing)
+COMMAND_MODULES = (platform, ingestion, demo, operations, exports, enrichment, trends, publishing)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from pathlib import Path
 
 from observatory_assets.cli.ingestion import run_status
@@ -63,6 +64,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     outcomes = ingest_runs()
     with dg.DagsterInstance.get() as instance:
         outcomes += materialize_enrichment_and_events(instance, [o["collection_run"] for o in outcomes])
+        outcomes.append(run_job(instance, "update_trends", partition_key=datetime.now(UTC).date().isoformat()))
         outcomes += [run_job(instance, name) for name in DEMO_JOBS]
         digest_day = busiest_day(engine)
         if digest_day is not None:
@@ -87,7 +89,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     print("Observatory demo")
     print(
-        f"  Dagster runs (ingest, enrich, cluster, rollover, export, backup, verify, audit, publish): {len(outcomes)} ({len(failed)} failed)"
+        f"  Dagster runs (ingest, enrich, cluster, trends, rollover, export, backup, verify, audit, publish): {len(outcomes)} ({len(failed)} failed)"
     )
     print(
         f"  delivered {t['delivered']} rows: {t['loaded']} loaded, {t['duplicates']} duplicates, {t['rejected']} rejected"
@@ -98,6 +100,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("  exports: " + ", ".join(f"{fmt} ({count} records) {key}" for fmt, count, key in exported))
     if backup:
         print(f"  backup: {backup[0]} ({backup[1]} bytes, restore verified: {backup[2]})")
+    for trend in trend_summary(engine):
+        print(f"  trend {trend['name']}: p = {trend['probability']:.3f} (baseline {trend['baseline']:.2f}, "
+              f"{trend['evidence']} evidence); top: {trend['top']}")  # fmt: skip
     if digest_day is not None:
         print(f"  digest:   {digest_day} published to the static site: {store.download_url(INDEX_KEY)}")
         print("            (or run `observatory site serve` and open http://127.0.0.1:8765/)")
@@ -108,6 +113,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  Dagster:  DAGSTER_HOME={home} (runs, events and schedules in Postgres)")
     print("  UI:       make ui   (then open http://127.0.0.1:3000)")
     return 1 if failed or not t["accounted_for"] else 0
+
+
+def trend_summary(engine) -> list[dict]:
+    """Each active trend's probability and its largest live piece of evidence."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                """
+                SELECT t.name, 1 / (1 + exp(-t.current_log_odds)) AS probability, t.baseline_probability AS baseline,
+                       (SELECT count(*) FROM trend_evidence e WHERE e.trend_id = t.id AND e.retracted_at IS NULL)
+                           AS evidence,
+                       (SELECT e.reasoning FROM trend_evidence e WHERE e.trend_id = t.id AND e.retracted_at IS NULL
+                         ORDER BY abs(e.delta_log_odds) DESC, e.id LIMIT 1) AS top
+                  FROM trends t WHERE t.active ORDER BY t.name
+                """
+            )
+        ).mappings()
+        return [{**r, "top": r["top"] or "no evidence yet"} for r in rows]
 
 
 def register_commands(sub) -> None:

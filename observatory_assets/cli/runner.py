@@ -64,17 +64,14 @@ def run_job(instance, name: str, partition_key: str | None = None, ops_config: d
     result = defs.resolve_job_def(name).execute_in_process(
         instance=instance, partition_key=partition_key, run_config=run_config, raise_on_error=False
     )
-    failures = [event.step_failure_data.error for event in result.get_step_failure_events()]
-    outcome = {
+    return {
         "job": name,
         "collection_run": int(partition_key) if partition_key and partition_key.isdigit() else None,
+        "partition": partition_key,
         "dagster_run": result.run_id,
         "success": result.success,
         "error": None if result.success else _first_failure(result),
     }
-    if failures and failures[0] is not None:
-        outcome["error"] = failure_message(" ".join(failures[0].message.split()))
-    return outcome
 
 
 def _first_failure(result: dg.ExecuteInProcessResult) -> str:

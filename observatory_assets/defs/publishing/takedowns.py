@@ -28,6 +28,7 @@ from sqlalchemy import Engine, text
 
 from observatory_assets.defs.publishing.publisher import delete_record, publish_day
 from observatory_assets.defs.publishing.targets import Target
+from observatory_assets.defs.trends.evidence import retract_withdrawn
 from observatory_assets.lib.audit import FAILED, record_audit
 from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.takedowns import TakedownStatus
@@ -106,9 +107,21 @@ def withdraw_from_publications(ctx: TakedownContext) -> dict:
     return {"records": len(records), "emptied": emptied}
 
 
-#: Stage 1, in order. Exports need no step (they exclude withdrawn items when they run); the trends
-#: domain's restatement of trend evidence is added here.
-WITHDRAWAL_STEPS: tuple[Callable[[TakedownContext], dict], ...] = (withdraw_from_publications,)
+def restate_trend_evidence(ctx: TakedownContext) -> dict:
+    """Trend evidence built on withdrawn items is retracted (after a cancel: restored) and the days of
+    every affected trend are restated, keeping the values first written beside the new ones."""
+    result = retract_withdrawn(ctx.engine)
+    return {
+        "retracted": result.retracted,
+        "recomputed": result.updated,
+        "restored": result.added,
+        "trends_affected": len(result.affected),
+        "days_restated": len(result.restated),
+    }
+
+
+#: Stage 1, in order. Exports need no step (they exclude withdrawn items when they run).
+WITHDRAWAL_STEPS: tuple[Callable[[TakedownContext], dict], ...] = (withdraw_from_publications, restate_trend_evidence)
 
 
 def request_takedown(
@@ -277,7 +290,7 @@ def _restore(ctx: TakedownContext) -> dict:
             )
             record_audit(conn, ctx.actor, "takedown_restore", "publish_record", record.id, target=record.target,
                          details={"request_id": ctx.request_id})  # fmt: skip
-    return {"records": len(records)}
+    return {"records": len(records), "trend_evidence": restate_trend_evidence(ctx)}
 
 
 def process_takedowns(

@@ -1,0 +1,187 @@
+"""Throughput of the trend ledger: evidence matching plus state update, a day's snapshot, a year's backfill.
+
+On a fresh scratch database (bench/common.py): ``--events`` events over a year (one to three items each,
+Danish and English, a tenth of them with near-copies from other outlets) and ``--trends`` trends with a
+Danish and an English term each, which 1% of the events each mention. Timed:
+
+* ``events_per_s`` — ``update_evidence`` over every event (matching with stemming, corroboration,
+  novelty, cap, state), first run for the trends;
+* ``incremental_events_per_s`` — the next run after 1% of the events changed;
+* ``naive_events_per_s`` — what one would otherwise write: per event and trend, one full-text query
+  round trip (on a sample), and ``speedup_vs_naive``;
+* ``snapshot_1000_trends_s`` — one day's snapshot of ``--snapshot-trends`` trends with 100 evidence each;
+* ``backfill_year_50_trends_s`` — 365 days of snapshots for the first 50 trends, one statement.
+
+Prints one JSON object.
+
+    python bench/trends.py --events 100000 --trends 50
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, scratch_database, timed  # noqa: E402
+
+from observatory_assets.defs.trends.catalog import sync_trends  # noqa: E402
+from observatory_assets.defs.trends.evidence import update_evidence  # noqa: E402
+from observatory_assets.defs.trends.ledger import write_snapshots  # noqa: E402
+from resources.postgres import engine_for  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+from tests.support.trend_world import bulk_world, story_vector  # noqa: E402
+
+START = datetime(2025, 11, 1, tzinfo=UTC)  # a year that ended a month before the measurement
+WORDS = {
+    "da": "regeringen minister aftale kritikere borgere kommune forslag debat udvalg beslutning budget".split(),
+    "en": "government minister agreement critics citizens council proposal debate committee decision".split(),
+}
+TOPICS = {"da": "strejker", "en": "strikes"}  # inflected in the texts, stemmed in the terms
+TREND = """\
+name: bench-{k}
+title: Benchmark trend {k}
+question: Will topic {k} happen?
+baseline_probability: 0.2
+half_life_days: 30
+indicators:
+  - name: signal
+    direction: up
+    likelihood_ratio: 2.0
+    terms:
+      da: ["emne{k} strejke"]
+      en: ["topic{k} strike"]
+"""
+
+
+def build_world(engine, n_events: int, n_trends: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    items, events = [], []
+    stories = [story_vector(f"story{s}") for s in range(2000)]
+    for e in range(n_events):
+        language = "da" if e % 2 else "en"
+        words = " ".join(rng.choice(WORDS[language], 12))
+        if rng.random() < 0.5:  # half the events mention one trend's topic: 1% of the events per trend
+            k = int(rng.integers(n_trends))
+            words += f" {'emne' if language == 'da' else 'topic'}{k} {TOPICS[language]}"
+        at = START + timedelta(seconds=float(rng.uniform(0, 365 * 86400)))
+        size = 1 + int(rng.random() < 0.3) + int(rng.random() < 0.1)
+        members = []
+        for r in range(size):
+            members.append(len(items))
+            copy = r > 0 and rng.random() < 0.3
+            items.append({"source": f"outlet{int(rng.integers(300))}", "title": f"event {e}" + ("" if copy else f" {r}"),
+                          "body": words, "language": language, "at": at + timedelta(minutes=r),
+                          "vector": story_vector(f"story{e % 2000}", noise=0.05 if copy else 0.5,
+                                                 noise_key=f"{e}-{r}") if r else stories[e % 2000]})  # fmt: skip
+        events.append(members)
+    with engine.begin() as conn:  # trends read vectors by id: the HNSW graphs would only slow this setup down
+        conn.execute(text("DROP INDEX item_embeddings_hnsw, events_centroid_hnsw"))
+    bulk_world(engine, {f"outlet{s}": float(rng.uniform(0.3, 0.9)) for s in range(300)}, items, events)
+
+
+def naive_rate(engine, n_trends: int, sample: int) -> float:
+    """Events/s of per-(event, trend) round trips: does any item of the event match the trend's terms?"""
+    with engine.connect() as conn:
+        event_ids = conn.execute(text("SELECT id FROM events ORDER BY id LIMIT :n"), {"n": sample}).scalars().all()
+        started = time.perf_counter()
+        for event_id in event_ids:
+            for k in range(n_trends):
+                conn.execute(
+                    text(
+                        "SELECT EXISTS (SELECT 1 FROM event_items x JOIN raw_items r ON r.id = x.item_id "
+                        "WHERE x.event_id = :e AND r.search_vector @@ (phraseto_tsquery(r.text_search_config, :da) "
+                        "|| phraseto_tsquery(r.text_search_config, :en)))"
+                    ),
+                    {"e": event_id, "da": f"emne{k} strejke", "en": f"topic{k} strike"},
+                ).scalar_one()
+        return sample / (time.perf_counter() - started)
+
+
+def synthetic_ledger(engine, n_trends: int, per_trend: int) -> None:
+    """``n_trends`` more trends with ``per_trend`` evidence rows each over the year (for the snapshot)."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                """
+                WITH t AS (
+                    INSERT INTO trends (name, title, question, baseline_probability, baseline_log_odds,
+                                        current_log_odds, half_life_hours, definition, active)
+                    SELECT 'snapshot-' || k, 'Snapshot trend ' || k, '?', 0.2, ln(0.25), ln(0.25), 720, '{}', true
+                      FROM generate_series(1, :n) k RETURNING id)
+                INSERT INTO trend_evidence (trend_id, event_id, signal, event_at, credibility, corroboration, novelty,
+                                            severity, raw_delta, delta_log_odds, reasoning)
+                SELECT t.id, -(t.id * 100000 + j), 'signal', :start + random() * interval '365 days', 0.5, 0.5, 1, 1,
+                       0.2, (random() - 0.4) * 0.5, 'synthetic'
+                  FROM t, generate_series(1, :per) j
+                """
+            ),
+            {"n": n_trends, "per": per_trend, "start": START},
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--trends", type=int, default=50)
+    parser.add_argument("--snapshot-trends", type=int, default=1000)
+    parser.add_argument("--naive-sample", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+    results: dict = {"events": args.events, "trends": args.trends}
+    with scratch_database() as url, tempfile.TemporaryDirectory() as folder:
+        engine = engine_for(url)
+        with timed(results, "setup_s"):
+            build_world(engine, args.events, args.trends, args.seed)
+            for k in range(args.trends):
+                Path(folder, f"bench-{k}.yaml").write_text(TREND.format(k=k))
+            sync_trends(engine, folder)
+            with engine.begin() as conn:
+                conn.execute(text("ANALYZE"))
+        first = update_evidence(engine)
+        results["events_per_s"] = round(first.events_examined / first.seconds, 1)
+        results["evidence_rows"] = first.added
+        results["evidence_s"] = round(first.seconds, 2)
+        with engine.begin() as conn:
+            conn.execute(
+                text("UPDATE events SET updated_at = clock_timestamp() WHERE id % 100 = 0 AND updated_at < now()")
+            )
+        later = update_evidence(engine)
+        results["incremental_events"] = later.events_examined
+        results["incremental_events_per_s"] = round(later.events_examined / later.seconds, 1)
+        results["naive_events_per_s"] = round(naive_rate(engine, args.trends, args.naive_sample), 1)
+        results["speedup_vs_naive"] = round(results["events_per_s"] / results["naive_events_per_s"], 1)
+
+        with engine.connect() as conn:
+            bench_ids = conn.execute(text("SELECT id FROM trends ORDER BY id LIMIT 50")).scalars().all()
+        day = (START + timedelta(days=365)).date()
+        with timed(results, "backfill_year_50_trends_s"):
+            backfill = write_snapshots(engine, [day - timedelta(days=n) for n in range(365)], bench_ids)
+        results["backfill_rows"] = backfill.written
+        synthetic_ledger(engine, args.snapshot_trends - args.trends, 100)
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE trend_evidence"))
+            active = conn.execute(text("SELECT count(*) FROM trends WHERE active")).scalar_one()
+        with timed(results, "snapshot_1000_trends_s"):
+            snapshot = write_snapshots(engine, [day + timedelta(days=1)])
+        results["snapshot_trends"] = active
+        results["snapshot_rows"] = snapshot.written
+    for key in ("setup_s", "backfill_year_50_trends_s", "snapshot_1000_trends_s"):
+        results[key] = round(results[key], 3)
+    results["targets_met"] = (
+        results["events_per_s"] >= 5000
+        and results["snapshot_1000_trends_s"] < 1
+        and results["backfill_year_50_trends_s"] < 60
+    )
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
