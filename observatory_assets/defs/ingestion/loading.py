@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -48,6 +46,7 @@ from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.ingestion.collect import payload_fingerprint
 from observatory_assets.defs.ingestion.records import Rejection, iter_records, normalize_record
+from observatory_assets.lib.streaming import in_background
 from resources.object_store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -273,9 +272,6 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
     )
 
 
-_END = object()
-
-
 @dataclass(frozen=True)
 class _Row:
     """One delivered row, read and normalized: its ``staged`` row and, for an item, its raw_items
@@ -299,9 +295,7 @@ class _PayloadReader:
         self._source_ids = source_ids
         self._outlet_ids: dict[str, int] = {}
         self._fetched_at = fetched_at
-        self._queue: queue.Queue = queue.Queue(maxsize=CHUNK_ROWS // BATCH_ROWS)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="payload-reader", daemon=True)
+        self._batches_ahead = in_background(self._batches(), CHUNK_ROWS // BATCH_ROWS, "payload-reader")
         self._finished = False
         self._chunk: list[_Row] = []
         self._new_outlets: dict[str, str] = {}
@@ -312,35 +306,10 @@ class _PayloadReader:
         self.reasons: Counter = Counter()
 
     def __enter__(self) -> _PayloadReader:
-        self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        while self._thread.is_alive():  # unblock a reader waiting on a full queue
-            try:
-                self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        self._thread.join()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            for batch in self._batches():
-                if not self._put(batch):
-                    return
-            self._put(_END)
-        except BaseException as error:  # handed to the loading thread, which raises it
-            self._put(error)
+        self._batches_ahead.close()
 
     def _batches(self) -> Iterator[tuple[list[_Row], set[date]]]:
         now = datetime.now(UTC)
@@ -372,13 +341,11 @@ class _PayloadReader:
         with cursor.copy(f"COPY staged ({', '.join(STAGED_COLUMNS)}) FROM STDIN") as copy:
             copy.set_types(_STAGED_TYPES)
             while len(self._chunk) < CHUNK_ROWS:
-                item = self._queue.get()
-                if item is _END:
+                batch = next(self._batches_ahead, None)
+                if batch is None:
                     self._finished = True
                     break
-                if isinstance(item, BaseException):
-                    raise item
-                rows, months = item
+                rows, months = batch
                 for row in rows:
                     copy.write_row(row.staged)
                     if row.item is None:
