@@ -14,6 +14,7 @@ import argparse
 import csv
 import json
 import random
+import re
 import sys
 import tempfile
 import time
@@ -53,12 +54,13 @@ def collect_labelled(engine, store, rows: list[dict], workdir: Path) -> int:
     """One collection run with one JSONL payload per source; row ``n`` gets external id ``row-n``."""
     by_source: dict[str, list[str]] = defaultdict(list)
     for n, row in enumerate(rows):
+        host = re.sub(r"[^a-z0-9]+", "-", row["source"].lower()).strip("-") or "source"
         record = {"id": f"row-{n}", "title": row["title"], "text": row.get("text") or "",
-                  "published_at": row["published_at"], "url": f"https://{row['source']}.example/{n}"}  # fmt: skip
+                  "published_at": row["published_at"], "url": f"https://{host}.example/{n}"}  # fmt: skip
         by_source[row["source"]].append(json.dumps(record, ensure_ascii=False))
     requests = []
-    for source, lines in sorted(by_source.items()):
-        path = workdir / f"{source}.jsonl"
+    for number, (source, lines) in enumerate(sorted(by_source.items())):
+        path = workdir / f"source-{number:04d}.jsonl"  # numbered: a source name may hold "/" ("24/7 Wall St.")
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         requests.append(SourceRequest(source, "jsonl", path=str(path)))
     return collect(engine, store, requests)

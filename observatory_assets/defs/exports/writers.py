@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import queue
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from typing import BinaryIO
@@ -16,6 +14,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from observatory_assets.defs.exports.columns import XLSX_MAX_ROWS, Column, _unescape_line_breaks
+from observatory_assets.lib.streaming import in_background
 from resources.object_store import ObjectStore, StoredObject
 
 CONTENT_TYPES = {
@@ -58,13 +57,6 @@ class ChunkStream(io.RawIOBase):
         return filled
 
 
-_END = object()
-
-
-class _Abandoned(Exception):
-    """The consumer of a COPY stopped early."""
-
-
 def copy_blocks(cursor, query: str, params: dict, options: str, block_bytes: int, ahead: int) -> Iterator[bytes]:
     """The output of ``COPY (query) TO STDOUT WITH (options)`` in blocks of about ``block_bytes``.
 
@@ -73,48 +65,21 @@ def copy_blocks(cursor, query: str, params: dict, options: str, block_bytes: int
     release the GIL); memory holds at most ``ahead + 2`` blocks. Closing the generator
     early cancels the COPY.
     """
-    blocks: queue.Queue = queue.Queue(maxsize=ahead)
-    stop = threading.Event()
 
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                blocks.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
+    def blocks() -> Iterator[bytes]:
+        with cursor.copy(f"COPY ({query}) TO STDOUT WITH ({options})", params) as copy:
+            pending: list = []
+            size = 0
+            for chunk in copy:
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= block_bytes:
+                    yield b"".join(pending)
+                    pending, size = [], 0
+            if pending:
+                yield b"".join(pending)
 
-    def produce() -> None:
-        try:
-            with cursor.copy(f"COPY ({query}) TO STDOUT WITH ({options})", params) as copy:
-                pending: list = []
-                size = 0
-                for chunk in copy:
-                    pending.append(chunk)
-                    size += len(chunk)
-                    if size >= block_bytes:
-                        if not put(b"".join(pending)):
-                            raise _Abandoned  # leaving the block cancels the COPY
-                        pending, size = [], 0
-                if pending:
-                    put(b"".join(pending))
-            put(_END)
-        except _Abandoned:
-            pass
-        except BaseException as error:  # handed to the consumer, which raises it
-            put(error)
-
-    producer = threading.Thread(target=produce, name="copy-reader", daemon=True)
-    producer.start()
-    try:
-        while (item := blocks.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        producer.join()
+    return in_background(blocks(), ahead, "copy-reader")
 
 
 def write_csv(cursor, query: str, params: dict, store: ObjectStore, key: str) -> tuple[StoredObject, int]:

@@ -1,8 +1,11 @@
 """Loading a completed collection run into ``raw_items``: COPY, then set-based dedup.
 
-The payloads are streamed record by record into one temporary staging table
-with ``COPY`` (constant memory), then a handful of set-based statements decide,
-in one transaction, what each delivered row became:
+The payloads are streamed record by record, in chunks, with ``COPY`` into a
+temporary staging table that holds only what deduplication needs (keys, content
+hash, rejections); a handful of set-based statements then decide, in one
+transaction, what each delivered row became, and the chunk's new items, kept in
+memory meanwhile, are copied straight into ``raw_items`` (their text crosses to
+the server once and is written once):
 
 * **loaded** — a new item: a row in ``item_keys`` (the cross-partition dedup
   index, unique on ``(source, external_id)`` and on ``content_hash``) and in
@@ -17,6 +20,11 @@ Python parsing overlaps with the server's index work and memory stays bounded.
 Within and across chunks the first delivered row (by ``record_no``) of a key or
 content wins, exactly as if rows were loaded one by one.
 
+A row that names its outlet (``source``, ``publisher``, ``outlet`` or ``site``;
+see ``records.pick_outlet``) is attributed to that source, registered on first
+sight with the defaults; its dedup key is ``(outlet, external_id)``. The run's
+source stays the payload's origin, and rejected rows stay with it.
+
 Every outcome is keyed by ``(collection_run_id, record_no)``, so ingesting a run
 again, or after a crash half way (the transaction never committed), produces
 exactly the same tables. A run whose payloads and counts are already in place
@@ -27,19 +35,19 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+import orjson
 from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.ingestion.collect import payload_fingerprint
 from observatory_assets.defs.ingestion.records import Rejection, iter_records, normalize_record
 from observatory_assets.lib.sql import ensure_month_partition, month_partition_name
+from observatory_assets.lib.streaming import in_background
 from resources.object_store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -47,78 +55,84 @@ log = logging.getLogger(__name__)
 #: Bump when parsing or normalization changes what a payload loads as; forces re-ingestion.
 LOADER_VERSION = "1"
 #: Rows resolved per round of set-based statements, and rows per hand-over from the reader thread.
-CHUNK_ROWS = 20_000
-BATCH_ROWS = 1_000
+CHUNK_ROWS = 5_000
+BATCH_ROWS = 500
 
+#: Per chunk, the keys and rejections of every delivered row are staged; the items themselves
+#: stay in memory and are copied straight into raw_items once their dedup outcome is known.
 STAGED_COLUMNS = (
-    "record_no", "source_id", "payload_key", "reason", "detail", "payload", "payload_bytes",
-    "external_id", "url", "title", "text", "author", "published_at", "fetched_at", "language",
-    "content_hash", "raw_metadata",
+    "record_no", "source_id", "outlet", "payload_key", "reason", "detail", "payload", "payload_bytes",
+    "external_id", "content_hash", "published_at",
 )  # fmt: skip
-_STAGED_TYPES = (
-    "int4", "int8", "text", "text", "text", "text", "int8",
-    "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "text",
-    "bytea", "text",
+_STAGED_TYPES = ("int4", "int8", "text", "text", "text", "text", "text", "int8", "text", "bytea", "timestamptz")
+RAW_ITEM_COLUMNS = (
+    "id", "source_id", "collection_run_id", "record_no", "external_id", "url", "title", "text", "author",
+    "published_at", "fetched_at", "language", "content_hash", "raw_metadata",
+)  # fmt: skip
+_RAW_ITEM_TYPES = (
+    "int8", "int8", "int8", "int4", "text", "text", "text", "text", "text",
+    "timestamptz", "timestamptz", "text", "bytea", "text",
 )  # fmt: skip
 
+# source_id is the payload's source; outlet, when set, names the source the row is attributed to.
 CREATE_STAGING = """
 CREATE TEMP TABLE staged (
-    record_no integer NOT NULL, source_id bigint NOT NULL, payload_key text NOT NULL,
+    record_no integer NOT NULL, source_id bigint NOT NULL, outlet text, payload_key text NOT NULL,
     reason text, detail text, payload text, payload_bytes bigint,
-    external_id text, url text, title text, text text, author text,
-    published_at timestamptz, fetched_at timestamptz, language text,
-    content_hash bytea, raw_metadata jsonb
-) ON COMMIT DROP;
-CREATE TEMP TABLE resolved (record_no integer NOT NULL, item_id bigint NOT NULL, outcome text NOT NULL)
-    ON COMMIT DROP;
-CREATE TEMP TABLE new_items (item_id bigint NOT NULL, record_no integer NOT NULL) ON COMMIT DROP;
+    external_id text, content_hash bytea, published_at timestamptz
+) ON COMMIT DROP
 """
 
-NEXT_CHUNK = "TRUNCATE staged, resolved, new_items"
+NEXT_CHUNK = "TRUNCATE staged"
+
+# Outlets named by rows, registered on first sight with the defaults (credibility 0.5).
+REGISTER_OUTLETS = """
+INSERT INTO sources (name, type)
+SELECT name, type FROM unnest(CAST(:names AS text[]), CAST(:types AS text[])) AS o (name, type)
+ON CONFLICT (name) DO NOTHING
+"""
+
+# Every staged row with the source it is attributed to.
+_ATTRIBUTED = """
+  FROM staged s
+  LEFT JOIN sources o ON o.name = s.outlet
+"""
+_SOURCE = "coalesce(o.id, s.source_id)"
 
 # ON CONFLICT DO NOTHING also skips a row that conflicts with one inserted earlier by the
 # same statement, so inserting in record_no order keeps the first row of every key and content.
-INSERT_NEW_KEYS = """
-WITH inserted AS (
-    INSERT INTO item_keys (source_id, external_id, content_hash, published_at, collection_run_id, record_no)
-    SELECT source_id, external_id, content_hash, published_at, :run_id, record_no
-      FROM staged WHERE reason IS NULL
-     ORDER BY record_no
-    ON CONFLICT DO NOTHING
-    RETURNING item_id, record_no
-)
-INSERT INTO new_items SELECT item_id, record_no FROM inserted
-"""
-
-# Every valid row now is its own item (this run, this record) or repeats one by key or content.
-RESOLVE = """
-INSERT INTO resolved (record_no, item_id, outcome)
-SELECT s.record_no,
-       coalesce(k.item_id, h.item_id),
-       CASE WHEN coalesce(k.collection_run_id, h.collection_run_id) = :run_id
-                 AND coalesce(k.record_no, h.record_no) = s.record_no THEN 'loaded'
-            WHEN k.item_id IS NOT NULL THEN 'source_external_id'
-            ELSE 'content_hash' END
-  FROM staged s
-  LEFT JOIN item_keys k ON k.source_id = s.source_id AND k.external_id = s.external_id
-  LEFT JOIN item_keys h ON h.content_hash = s.content_hash
+INSERT_NEW_KEYS = f"""
+INSERT INTO item_keys (source_id, external_id, content_hash, published_at, collection_run_id, record_no)
+SELECT {_SOURCE}, s.external_id, s.content_hash, s.published_at, :run_id, s.record_no
+  {_ATTRIBUTED}
  WHERE s.reason IS NULL
+ ORDER BY s.record_no
+ON CONFLICT DO NOTHING
+RETURNING item_id, record_no
 """
 
-INSERT_RAW_ITEMS = """
-INSERT INTO raw_items (id, source_id, collection_run_id, record_no, external_id, url, title, text, author,
-                       published_at, fetched_at, language, content_hash, raw_metadata)
-SELECT n.item_id, s.source_id, :run_id, s.record_no, s.external_id, s.url, s.title, s.text, s.author,
-       s.published_at, s.fetched_at, s.language, s.content_hash, s.raw_metadata
-  FROM new_items n JOIN staged s USING (record_no)
-"""
-
-INSERT_DUPLICATES = """
-INSERT INTO item_duplicates (collection_run_id, record_no, source_id, external_id, duplicate_of_item_id, matched_on)
-SELECT :run_id, r.record_no, s.source_id, s.external_id, r.item_id, r.outcome
-  FROM resolved r JOIN staged s USING (record_no)
- WHERE r.outcome <> 'loaded'
-ON CONFLICT (collection_run_id, record_no) DO NOTHING
+# Every valid row now is its own item (this run, this record) or repeats one by key or content;
+# the repeats are linked, and the outcomes counted per attributed source.
+RESOLVE = f"""
+WITH outcome AS (
+    SELECT s.record_no, {_SOURCE} AS source_id, s.external_id,
+           coalesce(k.item_id, h.item_id) AS item_id,
+           CASE WHEN coalesce(k.collection_run_id, h.collection_run_id) = :run_id
+                     AND coalesce(k.record_no, h.record_no) = s.record_no THEN 'loaded'
+                WHEN k.item_id IS NOT NULL THEN 'source_external_id'
+                ELSE 'content_hash' END AS outcome
+      {_ATTRIBUTED}
+      LEFT JOIN item_keys k ON k.source_id = {_SOURCE} AND k.external_id = s.external_id
+      LEFT JOIN item_keys h ON h.content_hash = s.content_hash
+     WHERE s.reason IS NULL
+), linked AS (
+    INSERT INTO item_duplicates (collection_run_id, record_no, source_id, external_id, duplicate_of_item_id, matched_on)
+    SELECT :run_id, record_no, source_id, external_id, item_id, outcome FROM outcome WHERE outcome <> 'loaded'
+    ON CONFLICT (collection_run_id, record_no) DO NOTHING
+)
+SELECT source_id, count(*) FILTER (WHERE outcome = 'loaded') AS loaded,
+       count(*) FILTER (WHERE outcome <> 'loaded') AS duplicates
+  FROM outcome GROUP BY source_id
 """
 
 INSERT_REJECTS = """
@@ -126,17 +140,6 @@ INSERT INTO rejected_items (collection_run_id, record_no, source_id, reason, det
 SELECT :run_id, record_no, source_id, reason, detail, payload, payload_key, payload_bytes
   FROM staged WHERE reason IS NOT NULL
 ON CONFLICT (collection_run_id, record_no) DO NOTHING
-"""
-
-OUTCOMES_BY_SOURCE = """
-SELECT src.name,
-       count(*) FILTER (WHERE r.outcome = 'loaded') AS loaded,
-       count(*) FILTER (WHERE r.outcome <> 'loaded') AS duplicates,
-       count(*) FILTER (WHERE s.reason IS NOT NULL) AS rejected
-  FROM staged s
-  JOIN sources src ON src.id = s.source_id
-  LEFT JOIN resolved r USING (record_no)
- GROUP BY src.name ORDER BY src.name
 """
 
 RECORDED_OUTCOMES = """
@@ -211,7 +214,7 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
         )
 
     reader = _PayloadReader(store, run.payloads, source_ids, run.started_at)
-    by_source: dict[str, Counter] = {}
+    counts: dict[int, Counter] = {}
     new_items = 0
     created: list[str] = []
     params = {"run_id": run_id}
@@ -219,18 +222,18 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('observatory.ingest'), :run_id)"), params)
         conn.exec_driver_sql(CREATE_STAGING)
         while reader.stage_chunk(conn):
+            reader.register_outlets(conn)
             created += ensure_month_partitions(conn, "raw_items", reader.take_new_months())
-            new_items += conn.execute(text(INSERT_NEW_KEYS), params).rowcount
-            conn.execute(text(RESOLVE), params)
-            conn.execute(text(INSERT_RAW_ITEMS), params)
-            conn.execute(text(INSERT_DUPLICATES), params)
+            new_ids = {record_no: item_id for item_id, record_no in conn.execute(text(INSERT_NEW_KEYS), params)}
+            new_items += len(new_ids)
+            for row in conn.execute(text(RESOLVE), params):
+                counts.setdefault(row.source_id, Counter()).update(loaded=row.loaded, duplicates=row.duplicates)
             conn.execute(text(INSERT_REJECTS), params)
-            for row in conn.execute(text(OUTCOMES_BY_SOURCE)):
-                by_source.setdefault(row.name, Counter()).update(
-                    loaded=row.loaded, duplicates=row.duplicates, rejected=row.rejected
-                )
+            for source_id, rejected in reader.take_rejects().items():
+                counts.setdefault(source_id, Counter()).update(rejected=rejected)
+            reader.copy_new_items(conn, run_id, new_ids)
             conn.exec_driver_sql(NEXT_CHUNK)
-        totals = sum(by_source.values(), Counter())
+        totals = sum(counts.values(), Counter())
         delivered = reader.records
         if delivered != run.items_collected:
             log.warning(
@@ -252,6 +255,7 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
                 **{k: totals[k] for k in ("loaded", "duplicates", "rejected")},
             },
         )
+    names = reader.source_names()
     return IngestResult(
         run_id=run_id,
         delivered=delivered,
@@ -260,7 +264,8 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
         rejected=totals["rejected"],
         new_items=new_items,
         by_source={
-            name: {k: counts[k] for k in ("loaded", "duplicates", "rejected")} for name, counts in by_source.items()
+            names[source_id]: {k: tally[k] for k in ("loaded", "duplicates", "rejected")}
+            for source_id, tally in sorted(counts.items(), key=lambda entry: names[entry[0]])
         },
         reject_reasons=dict(reader.reasons),
         partitions_created=created,
@@ -268,7 +273,16 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
     )
 
 
-_END = object()
+@dataclass(frozen=True)
+class _Row:
+    """One delivered row, read and normalized: its ``staged`` row and, for an item, its raw_items
+    columns from record_no on (see RAW_ITEM_COLUMNS) and the outlet it names."""
+
+    staged: tuple
+    item: tuple | None = None
+    outlet: str | None = None
+    outlet_type: str | None = None
+    published_at: datetime | None = None
 
 
 class _PayloadReader:
@@ -280,51 +294,28 @@ class _PayloadReader:
         self._store = store
         self._manifest = manifest
         self._source_ids = source_ids
+        self._outlet_ids: dict[str, int] = {}
         self._fetched_at = fetched_at
-        self._queue: queue.Queue = queue.Queue(maxsize=CHUNK_ROWS // BATCH_ROWS)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="payload-reader", daemon=True)
+        self._batches_ahead = in_background(self._batches(), CHUNK_ROWS // BATCH_ROWS, "payload-reader")
         self._finished = False
+        self._chunk: list[_Row] = []
+        self._new_outlets: dict[str, str] = {}
+        self._rejects: Counter = Counter()
         self._months: set[date] = set()
         self._ensured: set[date] = set()
         self.records = 0
         self.reasons: Counter = Counter()
 
     def __enter__(self) -> _PayloadReader:
-        self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        while self._thread.is_alive():  # unblock a reader waiting on a full queue
-            try:
-                self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        self._thread.join()
+        self._batches_ahead.close()
 
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            for batch in self._batches():
-                if not self._put(batch):
-                    return
-            self._put(_END)
-        except BaseException as error:  # handed to the loading thread, which raises it
-            self._put(error)
-
-    def _batches(self) -> Iterator[tuple[list[tuple], set[date]]]:
+    def _batches(self) -> Iterator[tuple[list[_Row], set[date]]]:
         now = datetime.now(UTC)
         record_no = 0
-        rows: list[tuple] = []
+        rows: list[_Row] = []
         months: set[date] = set()
         for payload in self._manifest:
             source_id = self._source_ids[payload["name"]]
@@ -332,37 +323,71 @@ class _PayloadReader:
             with self._store.open(key) as stream:
                 for record in iter_records(stream, payload["fmt"]):
                     record_no += 1
-                    rows.append(_staged_row(record, record_no, source_id, key, self._fetched_at, now, months))
+                    row = _read_row(record, record_no, source_id, key, payload["fmt"], self._fetched_at, now)
+                    if row.published_at is not None:
+                        months.add(date(row.published_at.year, row.published_at.month, 1))
+                    rows.append(row)
                     if len(rows) >= BATCH_ROWS:
                         yield rows, months
                         rows, months = [], set()
         yield rows, months
 
     def stage_chunk(self, conn: Connection) -> bool:
-        """COPY the next chunk (up to CHUNK_ROWS rows) into ``staged``; False when the run is done."""
+        """COPY the next chunk (up to CHUNK_ROWS rows) into ``staged`` as the reader delivers it,
+        keeping the items for :meth:`copy_new_items`; False when the run is done."""
         if self._finished:
             return False
-        staged = 0
+        self._chunk = []
         cursor = conn.connection.driver_connection.cursor()
         with cursor.copy(f"COPY staged ({', '.join(STAGED_COLUMNS)}) FROM STDIN") as copy:
             copy.set_types(_STAGED_TYPES)
-            while staged < CHUNK_ROWS:
-                item = self._queue.get()
-                if item is _END:
+            while len(self._chunk) < CHUNK_ROWS:
+                batch = next(self._batches_ahead, None)
+                if batch is None:
                     self._finished = True
                     break
-                if isinstance(item, BaseException):
-                    raise item
-                rows, months = item
+                rows, months = batch
                 for row in rows:
-                    copy.write_row(row)
-                    if row[3] is not None:
-                        self.reasons[row[3]] += 1
-                staged += len(rows)
+                    copy.write_row(row.staged)
+                    if row.item is None:
+                        self.reasons[row.staged[4]] += 1
+                        self._rejects[row.staged[1]] += 1
+                    elif row.outlet is not None and row.outlet not in self._outlet_ids:
+                        self._new_outlets.setdefault(row.outlet, row.outlet_type)
+                self._chunk += rows
                 self._months |= months
         cursor.close()
-        self.records += staged
-        return staged > 0
+        self.records += len(self._chunk)
+        return bool(self._chunk)
+
+    def register_outlets(self, conn: Connection) -> None:
+        """Register the outlets first named in this chunk (one statement) and learn their ids."""
+        if not self._new_outlets:
+            return
+        names = list(self._new_outlets)
+        conn.execute(text(REGISTER_OUTLETS), {"names": names, "types": list(self._new_outlets.values())})
+        self._outlet_ids.update(
+            conn.execute(text("SELECT name, id FROM sources WHERE name = ANY(:names)"), {"names": names}).all()
+        )
+        self._new_outlets = {}
+
+    def copy_new_items(self, conn: Connection, run_id: int, new_ids: dict[int, int]) -> None:
+        """COPY the chunk's new items (record_no → item id) into raw_items, attributed to their outlets."""
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor.copy(f"COPY raw_items ({', '.join(RAW_ITEM_COLUMNS)}) FROM STDIN") as copy:
+            copy.set_types(_RAW_ITEM_TYPES)
+            for row in self._chunk:
+                item_id = new_ids.get(row.staged[0]) if row.item is not None else None
+                if item_id is not None:
+                    source_id = self._outlet_ids[row.outlet] if row.outlet is not None else row.staged[1]
+                    copy.write_row((item_id, source_id, run_id, *row.item))
+        cursor.close()
+        self._chunk = []
+
+    def take_rejects(self) -> Counter:
+        """Rejections per (payload) source since the last call."""
+        rejects, self._rejects = self._rejects, Counter()
+        return rejects
 
     def take_new_months(self) -> set[date]:
         """Months seen in staged rows that have not been handed out before."""
@@ -370,33 +395,34 @@ class _PayloadReader:
         self._ensured |= new
         return new
 
+    def source_names(self) -> dict[int, str]:
+        """Source id → name for every source rows were attributed to."""
+        return {source_id: name for name, source_id in (*self._source_ids.items(), *self._outlet_ids.items())}
 
-def _staged_row(
-    record, record_no: int, source_id: int, key: str, fetched_at: datetime, now: datetime, months: set[date]
-) -> tuple:
-    """One row of ``staged`` (see STAGED_COLUMNS) for a record: an item or a rejection."""
+
+def _read_row(record, record_no: int, source_id: int, key: str, fmt: str, fetched_at: datetime, now: datetime) -> _Row:
+    """A record read and normalized: an item or a rejection (see _Row)."""
     outcome = record if isinstance(record, Rejection) else normalize_record(record, now)
     if isinstance(outcome, Rejection):
         size = None if isinstance(record, Rejection) else len(record.raw.encode("utf-8", "surrogatepass"))
-        return (
-            record_no,
-            source_id,
-            key,
-            outcome.reason,
-            outcome.detail.replace("\x00", ""),
-            outcome.payload,
-            size,
-            *(None,) * 10,
-        )
-    published = outcome.published_at
-    if published is not None:
-        months.add(date(published.year, published.month, 1))
-    return (
-        record_no, source_id, key, None, None, None, None,
-        outcome.external_id, outcome.url, outcome.title, outcome.text, outcome.author,
-        published, fetched_at, outcome.language, outcome.content_hash,
-        json.dumps(outcome.raw_metadata, ensure_ascii=False, default=str),
+        detail = outcome.detail.replace("\x00", "")
+        return _Row((record_no, source_id, None, key, outcome.reason, detail, outcome.payload, size, None, None, None))
+    item = (
+        record_no, outcome.external_id, outcome.url, outcome.title, outcome.text, outcome.author,
+        outcome.published_at, fetched_at, outcome.language, outcome.content_hash, _metadata_json(outcome.raw_metadata),
     )  # fmt: skip
+    staged = (
+        record_no, source_id, outcome.outlet, key, None, None, None, None,
+        outcome.external_id, outcome.content_hash, outcome.published_at,
+    )  # fmt: skip
+    return _Row(staged, item, outcome.outlet, fmt if outcome.outlet is not None else None, outcome.published_at)
+
+
+def _metadata_json(metadata: dict) -> str:
+    try:
+        return orjson.dumps(metadata).decode()
+    except TypeError:  # an integer beyond 64 bits
+        return json.dumps(metadata, ensure_ascii=False, default=str)
 
 
 def ensure_month_partitions(conn: Connection, table: str, months: set[date]) -> list[str]:

@@ -26,8 +26,10 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 from typing import Any, BinaryIO
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import orjson
+
+from observatory_assets.defs.ingestion.urls import normalize_url
 from observatory_assets.lib.text import collapse_whitespace
 
 FORMATS = ("rss", "atom", "jsonl", "csv")
@@ -39,9 +41,10 @@ REJECT_EXCERPT_CHARS = 65_536
 EARLIEST_PLAUSIBLE = datetime(1990, 1, 1, tzinfo=UTC)
 FUTURE_TOLERANCE = timedelta(days=1)
 
-_TRACKING_PARAMS = re.compile(r"^(utm_[a-z]+|fbclid|gclid|dclid|msclkid|mc_cid|mc_eid|igshid|ref_src)$", re.I)
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
+#: orjson reads integers beyond 64 bits as floats; lines with such a float and a long digit run take the stdlib path.
+_LONG_DIGIT_RUN = re.compile(rb"\d{20}")
 
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "external_id": ("external_id", "id", "guid", "item_id", "post_id"),
@@ -52,6 +55,9 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "published_at": ("published_at", "published", "date", "created_at", "timestamp", "pubDate", "pubdate"),
     "language": ("language", "lang"),
 }
+#: Fields naming the outlet that published a row (an aggregator export mixes many); see :func:`pick_outlet`.
+OUTLET_FIELDS = ("source", "publisher", "outlet", "site")
+MAX_OUTLET_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,8 @@ class Item:
     language: str | None
     content_hash: bytes
     raw_metadata: dict[str, Any] = field(default_factory=dict)
+    #: The outlet named by the row itself (None: the run's source published it).
+    outlet: str | None = None
 
 
 # ---------------------------------------------------------------- reading payloads
@@ -130,7 +138,7 @@ def _jsonl_records(stream: BinaryIO) -> Iterator[Record | Rejection]:
             yield Rejection("invalid_utf8", f"byte {error.start}: {error.reason}", _excerpt(raw))
             continue
         try:
-            value = json.loads(text)
+            value = _decode_json(line, text)
         except json.JSONDecodeError as error:
             yield Rejection("invalid_json", f"{error.msg} at column {error.colno}", _excerpt(text))
             continue
@@ -138,6 +146,34 @@ def _jsonl_records(stream: BinaryIO) -> Iterator[Record | Rejection]:
             yield Rejection("not_an_object", f"a JSON {type(value).__name__}, not an object", _excerpt(text))
             continue
         yield Record(_flatten_4cat(value), text)
+
+
+def _decode_json(line: bytes, text: str) -> Any:
+    """orjson where it reads exactly what the standard library reads; the standard library for
+    the rest (lone surrogates, NaN, integers beyond 64 bits, a BOM), whose verdict and messages count."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+    if _holds_float(value) and _LONG_DIGIT_RUN.search(line):
+        return json.loads(text)
+    return value
+
+
+def _holds_float(value: Any) -> bool:
+    """Whether a decoded JSON value holds a float anywhere (orjson's reading of a huge integer is one)."""
+    if type(value) is float:
+        return True
+    pending = [value] if type(value) in (dict, list) else []
+    while pending:
+        current = pending.pop()
+        for child in current.values() if isinstance(current, dict) else current:
+            kind = type(child)
+            if kind is float:
+                return True
+            if kind is dict or kind is list:
+                pending.append(child)
+    return False
 
 
 def _flatten_4cat(value: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +248,9 @@ def _feed_entry_fields(entry: Any) -> dict[str, Any]:
     tags = [t.get("term") for t in entry.get("tags") or [] if t.get("term")]
     if tags:
         fields["categories"] = tags
+    outlet = (entry.get("source") or {}).get("title")
+    if outlet:  # <source url="...">Outlet</source> (RSS) or <source><title>Outlet</title></source> (Atom)
+        fields["source"] = outlet
     return fields
 
 
@@ -296,31 +335,15 @@ def _parse_timestamp_text(text: str) -> datetime:
         raise ValueError(f"unparseable timestamp {text[:80]!r}") from error
 
 
-def normalize_url(url: Any) -> str | None:
-    """Canonical form of an http(s) URL: lower-case scheme and host, no default port,
-    no fragment, tracking parameters removed, query sorted. None when not an http(s) URL."""
-    if not isinstance(url, str):
-        return None
-    url = url.strip()
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
-        return None
-    host = parts.hostname.lower()
-    if port and not ((scheme == "http" and port == 80) or (scheme == "https" and port == 443)):
-        host = f"{host}:{port}"
-    query = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _TRACKING_PARAMS.match(k))
-    return urlunsplit((scheme, host, parts.path or "/", urlencode(query), ""))
-
-
 def content_hash(title: str | None, text: str | None) -> bytes:
     """SHA-256 of the case-folded, whitespace-collapsed title and text: equal content, equal hash."""
-    canonical = f"{collapse_whitespace(title or '').casefold()}\x1f{collapse_whitespace(text or '').casefold()}"
+    canonical = f"{_folded(collapse_whitespace(title or ''))}\x1f{_folded(collapse_whitespace(text or ''))}"
     return hashlib.sha256(canonical.encode("utf-8")).digest()
+
+
+def _folded(text: str) -> str:
+    """Case-folded; for ASCII text that is lower-casing, which CPython does without Unicode tables."""
+    return text.lower() if text.isascii() else text.casefold()
 
 
 def _clean_text(value: Any, notes: set[str]) -> str | None:
@@ -374,6 +397,27 @@ def _pick(fields: dict[str, Any], name: str, used: set[str]) -> Any:
     return None
 
 
+def pick_outlet(fields: dict[str, Any], used: set[str], notes: set[str]) -> str | None:
+    """The outlet a row names in its first non-empty OUTLET_FIELDS field: a name, or an object with
+    a ``name`` (as in NewsAPI exports). A value that is no usable name leaves the row to the run's source."""
+    for name in OUTLET_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, dict):
+            value = value.get("name")
+        if not isinstance(value, str):
+            continue
+        outlet = _clean_text(value, notes)
+        if outlet is None:
+            continue
+        outlet = collapse_whitespace(outlet)
+        if len(outlet) > MAX_OUTLET_CHARS:
+            notes.add("outlet_name_too_long")
+            return None
+        used.add(name)
+        return outlet
+    return None
+
+
 def normalize_record(record: Record, now: datetime | None = None) -> Item | Rejection:
     """An :class:`Item`, or a :class:`Rejection` saying why the record cannot be loaded."""
     now = now or datetime.now(UTC)
@@ -417,6 +461,7 @@ def normalize_record(record: Record, now: datetime | None = None) -> Item | Reje
     if picked["url"] and url is None:
         notes.add("url_not_http")
     digest = content_hash(title, text)
+    outlet = pick_outlet(fields, used, notes)
     metadata = _clean_metadata({k: v for k, v in fields.items() if k not in used}, notes)
     if picked["url"] and url != picked["url"]:
         metadata["original_url"] = _clean_text(picked["url"], notes)
@@ -432,4 +477,5 @@ def normalize_record(record: Record, now: datetime | None = None) -> Item | Reje
         language=language.lower()[:16] if language else None,
         content_hash=digest,
         raw_metadata=metadata,
+        outlet=outlet,
     )
