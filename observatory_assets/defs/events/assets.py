@@ -40,7 +40,7 @@ def events(
     """News events: embedded items clustered online in publication order (72 h window, similarity
     threshold, stricter check for large events). Incremental: each run clusters the items not clustered
     yet; re-running never duplicates, and batching does not change the result."""
-    current = embedder.get_embedder()
+    current = embedder.get_embedder(postgres.get_engine())
     result = cluster_events(
         postgres.get_engine(), current.name, current.dimensions, config.params(current.join_threshold)
     )
@@ -125,13 +125,13 @@ def events_have_items(postgres: PostgresResource) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=events, description="Every embedded item is in exactly one event.")
 def embedded_items_in_one_event(postgres: PostgresResource, embedder: EmbedderResource) -> dg.AssetCheckResult:
-    found = check_items_in_one_event(postgres.get_engine(), embedder.get_embedder().name)
+    found = check_items_in_one_event(postgres.get_engine(), embedder.get_embedder(postgres.get_engine()).name)
     return dg.AssetCheckResult(passed=not any(found.values()), metadata=found)
 
 
 @dg.asset_check(asset=events, description="Centroids have the embedder's dimensions and come from its space.")
 def centroids_match_embedder(postgres: PostgresResource, embedder: EmbedderResource) -> dg.AssetCheckResult:
-    current = embedder.get_embedder()
+    current = embedder.get_embedder(postgres.get_engine())
     found = check_centroids(postgres.get_engine(), current.name, current.dimensions)
     return dg.AssetCheckResult(
         passed=not any(found.values()), metadata={**found, "embedder": current.name, "dimensions": current.dimensions}
