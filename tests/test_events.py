@@ -11,8 +11,8 @@ import dagster as dg
 from sqlalchemy import text
 
 from observatory_assets.defs.enrichment.assets import EmbedderResource, item_embeddings, item_features
-from observatory_assets.defs.enrichment.embedders import HashingEmbedder
 from observatory_assets.defs.enrichment.embeddings import embed_run
+from observatory_assets.defs.enrichment.lexical import LexicalEmbedder
 from observatory_assets.defs.events.assets import (
     centroids_match_embedder,
     embedded_items_in_one_event,
@@ -22,9 +22,10 @@ from observatory_assets.defs.events.assets import (
 from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events, nearest_events
 from observatory_assets.defs.events.integrity import check_centroids, check_events_have_items, check_items_in_one_event
 from observatory_assets.lib.dagster import collection_run_partitions
-from tests.support.helpers import ROOT, load_rows
+from tests.support.helpers import ROOT, labelled_space, load_rows
 
-EMBEDDER = HashingEmbedder()
+#: One fixed space for every database of this module, so that events of two databases are comparable.
+EMBEDDER = LexicalEmbedder(labelled_space())
 PARAMS = ClusteringParams(threshold=EMBEDDER.join_threshold)
 
 
@@ -76,9 +77,10 @@ def test_stories_become_events_and_a_rerun_changes_nothing(engine, store, tmp_pa
     rows = _labelled(60)
     _ingest_and_embed(engine, store, tmp_path, rows)
     result = _cluster(engine)
-    assert result.items_assigned == 60 and result.new_events + result.joined_existing == 60
     stories = {row["key"]: row["story"] for row in rows}
     clusters = _events_by_items(engine)
+    assert result.items_assigned == 60 and result.new_events == len(clusters) < 2 * len(set(stories.values()))
+    assert result.joined_existing == 60 - len(clusters) > 0
     # every event is (almost always) one story; the big stories are mostly kept together
     pure = sum(len({stories[i] for i in c[0]}) == 1 for c in clusters)
     assert pure >= len(clusters) - 1
@@ -86,7 +88,8 @@ def test_stories_become_events_and_a_rerun_changes_nothing(engine, store, tmp_pa
     for c in clusters:
         for item in c[0]:
             by_story.setdefault(stories[item], set()).add(c[0])
-    assert sum(len(v) == 1 for v in by_story.values()) >= 0.6 * len(by_story)
+    # a lexical space cannot join a Danish and an English telling sharing no name: half the stories stay whole
+    assert sum(len(v) == 1 for v in by_story.values()) >= 0.5 * len(by_story)
     for items, count, sources, first, last, title, sims in clusters:
         members = [r for r in rows if r["key"] in items]
         assert count == len(items) and sources == len({r["source"] for r in members})
@@ -176,7 +179,7 @@ def test_an_event_retold_without_pause_closes_after_its_maximum_span(engine, sto
 def test_a_new_embedder_rebuilds_events_in_its_space(engine, store, tmp_path):
     run_id = _ingest_and_embed(engine, store, tmp_path, _labelled(30))
     _cluster(engine)
-    other = HashingEmbedder(idf_languages=("en",))
+    other = LexicalEmbedder(labelled_space(2))
     embed_run(engine, other, run_id)
     result = cluster_events(engine, other.name, other.dimensions, PARAMS)
     assert result.rebuilt and result.items_assigned == 30

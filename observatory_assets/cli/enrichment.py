@@ -27,7 +27,7 @@ def cmd_enrich(args) -> int:
         run_ids = [args.run]
     else:
         with engine.connect() as conn:
-            name = EmbedderResource.from_env().get_embedder().name
+            name = EmbedderResource.from_env().get_embedder(engine).name
             run_ids = list(conn.execute(text(_RUNS_TO_ENRICH), {"embedder": name}).scalars())
     register_partitions(run_ids)
     prepare_dagster_home()

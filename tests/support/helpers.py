@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+from observatory_assets.defs.enrichment.lexical import LexicalSpace, count_documents
+from observatory_assets.defs.enrichment.spaces import calibrated
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from resources.postgres import create_database, drop_database  # noqa: F401 (shared with tests)
@@ -48,3 +51,10 @@ def load_rows(engine, store, tmp_path, rows: list[dict], name: str = "run", quer
     run_id = collect(engine, store, requests, query_design_id=query_design_id)
     ingest_collection_run(engine, store, run_id)
     return run_id
+
+
+def labelled_space(space_id: int = 1) -> LexicalSpace:
+    """A lexical space whose document frequencies come from the project's labelled headlines."""
+    with open(ROOT / "bench" / "data" / "news_headlines_labelled.csv", newline="", encoding="utf-8") as handle:
+        documents = [(row["title"], row["text"]) for row in csv.DictReader(handle)]
+    return calibrated(LexicalSpace(space_id, len(documents), count_documents(documents)), documents)

@@ -8,7 +8,7 @@
   query design that occur in title or text (case- and accent-insensitive,
   whole words and phrases).
 * ``item_embeddings`` — one vector per item from the configured
-  :class:`~observatory_assets.embedders.EmbedderResource`, tagged with the
+  :class:`EmbedderResource`, tagged with the
   embedder's name so a change of backend re-embeds instead of mixing spaces.
 
 Both are partitioned like ``raw_items`` (one partition per collection run), run
@@ -18,15 +18,18 @@ function of the item, written with UPDATE / upsert keyed on the item id.
 """
 
 import os
+import time
 
 import dagster as dg
 from pydantic import Field
+from sqlalchemy import Engine
 
-from observatory_assets.defs.enrichment.embedders import BACKENDS, Embedder, make_embedder
+from observatory_assets.defs.enrichment.embedders import BACKENDS, DEFAULT_BACKEND, Embedder, make_embedder
 from observatory_assets.defs.enrichment.embeddings import embed_run
 from observatory_assets.defs.enrichment.features import featurize_run
 from observatory_assets.defs.enrichment.integrity import incomplete_features, vectors_of_other_spaces
 from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR
+from observatory_assets.defs.enrichment.spaces import space_status
 from observatory_assets.lib.dagster import checked_partition, collection_run_partitions
 from resources import PostgresResource
 
@@ -34,23 +37,28 @@ ENRICHMENT = "enrichment"
 
 
 class EmbedderResource(dg.ConfigurableResource):
-    """Which embedder turns items into vectors (``OBSERVATORY_EMBEDDER``: hashing or minilm).
+    """Which embedder turns items into vectors (``OBSERVATORY_EMBEDDER``: lexical, e5, e5-lexical or minilm).
 
-    Changing it re-embeds items on their next ``item_embeddings`` run and
-    rebuilds ``events`` in the new space; vectors of two backends never mix.
+    Changing it (or taking a new lexical space) re-embeds items on their next
+    ``item_embeddings`` run and rebuilds ``events`` in the new space; vectors of
+    two spaces never mix.
     """
 
-    backend: str = Field(default="hashing", description="hashing (default, no model) or minilm (extra [semantic]).")
+    backend: str = Field(
+        default=DEFAULT_BACKEND,
+        description="lexical (default, no model), e5 or e5-lexical (extra [quality]), minilm (extra [semantic]).",
+    )
 
     @classmethod
     def from_env(cls) -> "EmbedderResource":
-        backend = os.environ.get("OBSERVATORY_EMBEDDER") or "hashing"
+        backend = os.environ.get("OBSERVATORY_EMBEDDER") or DEFAULT_BACKEND
         if backend not in BACKENDS:
             raise ValueError(f"OBSERVATORY_EMBEDDER must be one of {', '.join(BACKENDS)}, not {backend!r}")
         return cls(backend=backend)
 
-    def get_embedder(self) -> Embedder:
-        return make_embedder(self.backend)
+    def get_embedder(self, engine: Engine) -> Embedder:
+        """The embedder in its current space (one per run: resolve it once and use it throughout)."""
+        return make_embedder(self.backend, engine)
 
 
 class ItemFeaturesConfig(dg.Config):
@@ -132,12 +140,25 @@ def item_embeddings(
     """One vector per item of a collection run (pgvector, HNSW cosine index), tagged with the embedder's
     name and dimensions; items embedded by another backend are embedded again. Idempotent per run."""
     run_id = int(context.partition_key)
-    result = embed_run(postgres.get_engine(), embedder.get_embedder(), run_id, force=config.force)
+    engine = postgres.get_engine()
+    current = embedder.get_embedder(engine)
+    last_logged = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if time.monotonic() - last_logged[0] >= 30 or done == total:
+            last_logged[0] = time.monotonic()
+            context.log.info(f"{current.name}: embedded {done:,} of {total:,} items of collection run {run_id}")
+
+    result = embed_run(engine, current, run_id, force=config.force, progress=progress)
+    space = space_status(engine, current.space) if hasattr(current, "space") else {}
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(result.embedded + result.already_embedded),
             "collection_run": dg.MetadataValue.int(run_id),
             "embedder": dg.MetadataValue.text(result.embedder),
+            "join_threshold": dg.MetadataValue.float(current.join_threshold),
+            **{k: dg.MetadataValue.int(v) for k, v in space.items()},
+            "document_frequencies_counted": dg.MetadataValue.int(result.counted),
             "dimensions": dg.MetadataValue.int(result.dimensions),
             "embedded": dg.MetadataValue.int(result.embedded),
             "already_embedded": dg.MetadataValue.int(result.already_embedded),
@@ -157,7 +178,7 @@ def item_embeddings_one_space(
     run_id = _checked_run(context, item_embeddings.key)
     if run_id is None:
         return _NOTHING_ENRICHED
-    current = embedder.get_embedder()
+    current = embedder.get_embedder(postgres.get_engine())
     with postgres.get_engine().connect() as conn:
         other = vectors_of_other_spaces(conn, current.name, current.dimensions, run_id)
     return dg.AssetCheckResult(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from observatory_assets.defs.enrichment.embedders import lead
+from observatory_assets.defs.enrichment.vectors import lead
 
 #: ISO 639-1 code → PostgreSQL text-search configuration (those shipped with PostgreSQL 18).
 TEXT_SEARCH_CONFIGS = {

@@ -42,7 +42,7 @@ def events(
     """News events: embedded items clustered online in publication order (72 h window, similarity
     threshold, stricter check for large events). Incremental: each run clusters the items not clustered
     yet; re-running never duplicates, and batching does not change the result."""
-    current = embedder.get_embedder()
+    current = embedder.get_embedder(postgres.get_engine())
     with postgres.get_engine().connect() as conn:
         started_at = conn.execute(text("SELECT now()")).scalar_one()
     result = cluster_events(
@@ -97,7 +97,9 @@ def events_have_items(context: dg.AssetCheckExecutionContext, postgres: Postgres
 def embedded_items_in_one_event(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource, embedder: EmbedderResource
 ) -> dg.AssetCheckResult:
-    found = check_items_in_one_event(postgres.get_engine(), embedder.get_embedder().name, _since(context))
+    found = check_items_in_one_event(
+        postgres.get_engine(), embedder.get_embedder(postgres.get_engine()).name, _since(context)
+    )
     return dg.AssetCheckResult(passed=not any(found.values()), metadata=found)
 
 
@@ -105,7 +107,7 @@ def embedded_items_in_one_event(
 def centroids_match_embedder(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource, embedder: EmbedderResource
 ) -> dg.AssetCheckResult:
-    current = embedder.get_embedder()
+    current = embedder.get_embedder(postgres.get_engine())
     found = check_centroids(postgres.get_engine(), current.name, current.dimensions, _since(context))
     return dg.AssetCheckResult(
         passed=not any(found.values()), metadata={**found, "embedder": current.name, "dimensions": current.dimensions}

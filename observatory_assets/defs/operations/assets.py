@@ -287,7 +287,8 @@ ARCHIVE_AUDITS = {
     "archive (full scans, so it runs weekly, never per run).",
 )
 def archive_integrity(postgres: PostgresResource, embedder: EmbedderResource) -> dg.MaterializeResult:
-    engine, current = postgres.get_engine(), embedder.get_embedder()
+    engine = postgres.get_engine()
+    current = embedder.get_embedder(engine)
     with engine.connect() as conn:
         keys = key_conflicts(conn)
         runs_checked, unbalanced = unbalanced_runs(conn)
