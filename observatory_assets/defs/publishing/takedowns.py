@@ -162,8 +162,8 @@ def request_takedown(
 
 
 def cancel_takedown(engine: Engine, request_id: int, cancelled_by: str) -> None:
-    """Cancel a request that is not removed yet: its items are back at once, nothing is deleted later,
-    and the next takedown pass re-publishes what stage 1 changed."""
+    """Cancel a request that is not removed yet: its items are back at once (trend evidence included),
+    nothing is deleted later, and the next takedown pass re-publishes what stage 1 changed."""
     with engine.begin() as conn:
         status = conn.execute(
             text("SELECT status FROM takedown_requests WHERE id = :id FOR UPDATE"), {"id": request_id}
@@ -180,6 +180,7 @@ def cancel_takedown(engine: Engine, request_id: int, cancelled_by: str) -> None:
             {"id": request_id, "by": cancelled_by},
         )  # fmt: skip
         record_audit(conn, cancelled_by, "takedown_cancel", "takedown_request", request_id, details={"was": status})
+    retract_withdrawn(engine)  # the trends built on the items count again, and their days are restated
 
 
 _DUE = f"""
