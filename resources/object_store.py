@@ -50,6 +50,17 @@ class _HashingReader:
         return chunk
 
 
+def read_hashed(store: ObjectStore, key: str, into: BinaryIO | None = None) -> tuple[int, str]:
+    """Stream object ``key`` (copied into ``into`` when given) and return its size and SHA-256: the one
+    way an object is checked against what was recorded when it was written."""
+    with store.open(key) as stream:
+        reader = _HashingReader(stream)
+        while chunk := reader.read(_COPY_CHUNK):
+            if into is not None:
+                into.write(chunk)
+    return reader.size, reader.digest.hexdigest()
+
+
 class ObjectStore(Protocol):
     """The operations the platform needs from object storage."""
 

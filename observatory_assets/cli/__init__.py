@@ -10,9 +10,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
-from observatory_assets.cli import demo, enrichment, exports, ingestion, operations, platform, publishing, trends
-from observatory_assets.lib.errors import failure_message
+# Dagster's notices that an API we use is beta or preview are for developers, not for a person at the CLI.
+warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
+
+from observatory_assets.cli import (  # noqa: E402 (after the warning filter)
+    demo,
+    enrichment,
+    exports,
+    ingestion,
+    operations,
+    platform,
+    publishing,
+    trends,
+)
+from observatory_assets.lib.errors import failure_message  # noqa: E402
 
 #: Command modules, in the order their commands appear in ``observatory --help``.
 COMMAND_MODULES = (platform, ingestion, demo, operations, exports, enrichment, trends, publishing)

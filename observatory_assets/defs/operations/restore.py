@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -18,7 +17,6 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from observatory_assets.defs.operations.backups import (
-    _CHUNK,
     BackupError,
     database_contents,
     libpq_args,
@@ -28,7 +26,7 @@ from observatory_assets.defs.operations.backups import (
 from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.errors import failure_message
 from resources.embedded import database_url_in
-from resources.object_store import ObjectStore
+from resources.object_store import ObjectStore, read_hashed
 from resources.postgres import create_database, database_exists, drop_database, engine_for
 
 # --- download, restore, verify ----------------------------------------------------------------------
@@ -76,18 +74,14 @@ def downloaded(store: ObjectStore, record: BackupRecord) -> Iterator[Path]:
     """The backup in a local temporary file, after checking its size and SHA-256 against the record."""
     if store.size(record.key) is None:
         raise BackupError(f"no backup object {record.key}")
-    digest, size = hashlib.sha256(), 0
     with tempfile.TemporaryDirectory(prefix="observatory-restore-") as tmp:
         path = Path(tmp) / "backup.dump"
-        with store.open(record.key) as stream, open(path, "wb") as out:
-            while chunk := stream.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
+        with open(path, "wb") as out:
+            size, sha256 = read_hashed(store, record.key, into=out)
         if record.size is not None and size != record.size:
             raise BackupError(f"backup {record.key} is {size} bytes, {record.size} were written: truncated or replaced")
-        if record.sha256 is not None and digest.hexdigest() != record.sha256:
-            raise BackupError(f"backup {record.key} is corrupted: SHA-256 {digest.hexdigest()[:16]}… "
+        if record.sha256 is not None and sha256 != record.sha256:
+            raise BackupError(f"backup {record.key} is corrupted: SHA-256 {sha256[:16]}… "
                               f"differs from the recorded {record.sha256[:16]}…")  # fmt: skip
         yield path
 

@@ -28,7 +28,7 @@ from observatory_assets.defs.operations.rollover import (
 )
 from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.sql import identifier, month_partition_name, set_lock_timeout
-from resources.object_store import ObjectStore, put_bytes, staged_upload
+from resources.object_store import ObjectStore, put_bytes, read_hashed, staged_upload
 from resources.settings import env_months
 
 # --- retention: archive to Parquet, verify, then drop -------------------------------------------------
@@ -155,17 +155,11 @@ def _free_archive_key(store: ObjectStore, table: str, month: date) -> str:
 
 def verify_archive(store: ObjectStore, manifest: dict) -> None:
     """Read an archive back from object storage and check size, SHA-256, row count and row checksum."""
-    digest = hashlib.sha256()
-    size = 0
     with tempfile.TemporaryFile(prefix="observatory-archive-") as local:
-        with store.open(manifest["key"]) as stream:
-            while chunk := stream.read(1024 * 1024):
-                digest.update(chunk)
-                size += len(chunk)
-                local.write(chunk)
-        if size != manifest["size"] or digest.hexdigest() != manifest["sha256"]:
+        size, sha256 = read_hashed(store, manifest["key"], into=local)
+        if size != manifest["size"] or sha256 != manifest["sha256"]:
             raise ArchiveVerificationError(
-                f"{manifest['key']}: object is {size} bytes with SHA-256 {digest.hexdigest()[:12]}…, "
+                f"{manifest['key']}: object is {size} bytes with SHA-256 {sha256[:12]}…, "
                 f"the manifest says {manifest['size']} bytes, {manifest['sha256'][:12]}…"
             )
         local.seek(0)
@@ -274,15 +268,6 @@ class PayloadArchiveResult:
     bytes: int
 
 
-def _sha256_of(store: ObjectStore, key: str) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with store.open(key) as stream:
-        while chunk := stream.read(1024 * 1024):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
 def archive_collection_payloads(engine: Engine, store: ObjectStore, run_id: int) -> PayloadArchiveResult:
     """Copy a run's payloads under ``archive/collection_runs/<run>/``, verify each copy read back
     against the SHA-256 recorded when it was collected, write the manifest, and only then delete
@@ -300,7 +285,7 @@ def archive_collection_payloads(engine: Engine, store: ObjectStore, run_id: int)
                 store.put_stream(archived, stream)
         elif store.size(archived) is None:
             raise ArchiveVerificationError(f"payload {payload['key']} of collection run {run_id} is missing")
-        size, sha256 = _sha256_of(store, archived)
+        size, sha256 = read_hashed(store, archived)
         if sha256 != payload["sha256"]:
             raise ArchiveVerificationError(
                 f"{archived}: SHA-256 {sha256[:12]}… differs from the collected {payload['sha256'][:12]}…"
