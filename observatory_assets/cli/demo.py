@@ -67,7 +67,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         outcomes.append(run_job(instance, "update_trends", partition_key=datetime.now(UTC).date().isoformat()))
         outcomes += [run_job(instance, name) for name in DEMO_JOBS]
         digest_day = busiest_day(engine)
-        if digest_day is not None:
+        if digest_day is not None:  # that day's trend snapshot first, so the digest shows the day's trend moves
+            outcomes.append(run_job(instance, "update_trends", partition_key=digest_day))
             outcomes.append(
                 run_job(instance, "publish_digest", digest_day, ops_config={"publish_records": {"target": "static"}})
             )

@@ -88,8 +88,7 @@ def seed_trend(
     """A trend with snapshots on the day before and on ``day`` (log-odds before, after) and one evidence line."""
     with engine.begin() as conn:
         trend_id = conn.execute(
-            text("INSERT INTO trends (name, definition) VALUES (:n, jsonb_build_object('title', CAST(:t AS text))) "
-                 "RETURNING id"),
+            text("INSERT INTO trends (name, title) VALUES (:n, :t) RETURNING id"),
             {"n": name, "t": title},
         ).scalar_one()  # fmt: skip
         for d, lo in ((day - timedelta(days=1), log_odds[0]), (day, log_odds[1])):
@@ -100,7 +99,7 @@ def seed_trend(
             )  # fmt: skip
         conn.execute(
             text("INSERT INTO trend_evidence (trend_id, event_id, signal, credibility, corroboration, novelty, severity, "
-                 "delta_log_odds, reasoning, observed_at) VALUES (:id, :e, 'mention', 0.8, 0.5, 0.5, 0.5, :d, :r, :at)"),
+                 "delta_log_odds, reasoning, event_at) VALUES (:id, :e, 'mention', 0.8, 0.5, 0.5, 0.5, :d, :r, :at)"),
             {"id": trend_id, "e": event_id, "d": log_odds[1] - log_odds[0], "r": evidence,
              "at": datetime.combine(day, time(9), tzinfo=UTC)},
         )  # fmt: skip

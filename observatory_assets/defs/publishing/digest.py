@@ -135,19 +135,19 @@ SELECT ei.event_id, r.id, coalesce(nullif(r.title, ''), left(r.text, 120), '') A
 """
 
 _TREND_MOVES = f"""
-SELECT t.name, coalesce(t.definition->>'title', t.name) AS title, s.probability, s.evidence_count,
+SELECT t.name, coalesce(nullif(t.title, ''), t.name) AS title, s.probability, s.evidence_count,
        s.log_odds - coalesce(
            (SELECT p.log_odds FROM trend_snapshots p
              WHERE p.trend_id = s.trend_id AND p.snapshot_date < s.snapshot_date
              ORDER BY p.snapshot_date DESC LIMIT 1),
            t.baseline_log_odds) AS change,
        (SELECT ev.reasoning FROM trend_evidence ev
-         WHERE ev.trend_id = s.trend_id AND ev.observed_at >= :start AND ev.observed_at < :end
+         WHERE ev.trend_id = s.trend_id AND ev.retracted_at IS NULL AND ev.event_at >= :start AND ev.event_at < :end
            AND EXISTS (SELECT 1 FROM event_items ei
                         WHERE ei.event_id = ev.event_id AND NOT {item_withdrawn_sql("ei.item_id")})
          ORDER BY abs(ev.delta_log_odds) DESC, ev.id LIMIT 1) AS evidence
   FROM trend_snapshots s JOIN trends t ON t.id = s.trend_id
- WHERE s.snapshot_date = :day
+ WHERE s.snapshot_date = :day AND t.active
  ORDER BY abs(s.log_odds - coalesce(
            (SELECT p.log_odds FROM trend_snapshots p
              WHERE p.trend_id = s.trend_id AND p.snapshot_date < s.snapshot_date
