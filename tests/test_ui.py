@@ -16,6 +16,7 @@ CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--virtual-time-budget=20000",
+    "--window-size=1280,4000",  # the catalog renders only the rows in view: every asset must fit
 ]  # fmt: skip
 
 
@@ -85,5 +86,5 @@ def test_the_ui_shows_the_assets_their_metadata_groups_and_the_sensor(dagster_en
 
     keys = [key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()]
     assert render_showing(f"{webserver}/assets", keys) == [], "assets missing from the catalog"
-    groups = ["ingestion", "enrichment", "events", "exports", "operations"]
+    groups = ["ingestion", "enrichment", "events", "trends", "publishing", "exports", "operations"]
     assert render_showing(f"{webserver}/asset-groups/", groups) == [], "groups missing from the lineage"
