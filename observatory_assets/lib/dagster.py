@@ -37,14 +37,14 @@ def utc_schedule(
     )
 
 
-def checked_partition(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey) -> str | None:
-    """The partition a per-run check looks at: the one its run materialized, else (a check run on its own
-    from the UI) the asset's latest materialized partition; None before the first materialization."""
+def checked_collection_run(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey) -> int | None:
+    """The collection run (partition) a per-run check looks at: the one its run materialized, else (a check
+    run on its own from the UI) the asset's latest materialized partition; None before the first one."""
     partition = context.run.tags.get("dagster/partition")
-    if partition is not None:
-        return partition
-    event = context.instance.get_latest_materialization_event(asset_key)
-    return event.partition if event is not None else None
+    if partition is None:
+        event = context.instance.get_latest_materialization_event(asset_key)
+        partition = event.partition if event is not None else None
+    return int(partition) if partition is not None else None
 
 
 def checked_since(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey, started_key: str) -> str | None:

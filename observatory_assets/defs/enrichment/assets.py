@@ -30,7 +30,7 @@ from observatory_assets.defs.enrichment.features import featurize_run
 from observatory_assets.defs.enrichment.integrity import incomplete_features, vectors_of_other_spaces
 from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR
 from observatory_assets.defs.enrichment.spaces import space_status
-from observatory_assets.lib.dagster import checked_partition, collection_run_partitions
+from observatory_assets.lib.dagster import checked_collection_run, collection_run_partitions
 from resources import PostgresResource
 
 ENRICHMENT = "enrichment"
@@ -97,11 +97,6 @@ def item_features(
     )
 
 
-def _checked_run(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey) -> int | None:
-    partition = checked_partition(context, asset_key)
-    return int(partition) if partition is not None else None
-
-
 _NOTHING_ENRICHED = dg.AssetCheckResult(passed=True, description="no collection run enriched yet")
 
 
@@ -110,7 +105,7 @@ _NOTHING_ENRICHED = dg.AssetCheckResult(passed=True, description="no collection 
     description="Every featurized item of the collection run has a text-search configuration and a full-text vector.",
 )
 def item_features_complete(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
-    run_id = _checked_run(context, item_features.key)
+    run_id = checked_collection_run(context, item_features.key)
     if run_id is None:
         return _NOTHING_ENRICHED
     with postgres.get_engine().connect() as conn:
@@ -175,7 +170,7 @@ def item_embeddings(
 def item_embeddings_one_space(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource, embedder: EmbedderResource
 ) -> dg.AssetCheckResult:
-    run_id = _checked_run(context, item_embeddings.key)
+    run_id = checked_collection_run(context, item_embeddings.key)
     if run_id is None:
         return _NOTHING_ENRICHED
     current = embedder.get_embedder(postgres.get_engine())

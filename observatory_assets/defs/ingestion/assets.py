@@ -12,7 +12,7 @@ from sqlalchemy import text
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect, guess_format
 from observatory_assets.defs.ingestion.integrity import default_partition_rows, key_conflicts, unbalanced_runs
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
-from observatory_assets.lib.dagster import checked_partition, collection_run_partitions, markdown_table
+from observatory_assets.lib.dagster import checked_collection_run, collection_run_partitions, markdown_table
 from resources import ObjectStoreResource, PostgresResource
 
 INGESTION = "ingestion"
@@ -90,11 +90,6 @@ def raw_items(
     )
 
 
-def _checked_run(context: dg.AssetCheckExecutionContext) -> int | None:
-    partition = checked_partition(context, raw_items.key)
-    return int(partition) if partition is not None else None
-
-
 _NOTHING_INGESTED = dg.AssetCheckResult(passed=True, description="no collection run ingested yet")
 
 
@@ -103,7 +98,7 @@ _NOTHING_INGESTED = dg.AssetCheckResult(passed=True, description="no collection 
     description="No item of the collection run shares its (source, external_id) or content hash with another item.",
 )
 def raw_items_unique_keys(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
-    run_id = _checked_run(context)
+    run_id = checked_collection_run(context, raw_items.key)
     if run_id is None:
         return _NOTHING_INGESTED
     with postgres.get_engine().connect() as conn:
@@ -118,7 +113,7 @@ def raw_items_unique_keys(context: dg.AssetCheckExecutionContext, postgres: Post
 def raw_items_default_partition(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
-    run_id = _checked_run(context)
+    run_id = checked_collection_run(context, raw_items.key)
     if run_id is None:
         return _NOTHING_INGESTED
     with postgres.get_engine().connect() as conn:
@@ -139,7 +134,7 @@ def raw_items_default_partition(
 def raw_items_rows_accounted_for(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
-    run_id = _checked_run(context)
+    run_id = checked_collection_run(context, raw_items.key)
     if run_id is None:
         return _NOTHING_INGESTED
     with postgres.get_engine().connect() as conn:
