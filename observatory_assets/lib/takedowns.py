@@ -24,11 +24,11 @@ class TakedownStatus(StrEnum):
 #: Requests in these states withdraw their items.
 WITHDRAWING = (TakedownStatus.PENDING, TakedownStatus.WITHDRAWN, TakedownStatus.REMOVED)
 
-#: SQL: the ids of every withdrawn item (for ``item_id NOT IN (…)`` or a join).
-WITHDRAWN_ITEM_IDS = """
+#: SQL: the ids of every withdrawn item (for ``item_id NOT IN (…)`` or a join), from :data:`WITHDRAWING`.
+WITHDRAWN_ITEM_IDS = f"""
 SELECT ti.item_id
   FROM takedown_items ti JOIN takedown_requests tr ON tr.id = ti.request_id
- WHERE tr.status IN ('pending', 'withdrawn', 'removed')
+ WHERE tr.status IN ({", ".join(f"'{status}'" for status in WITHDRAWING)})
 """
 
 
