@@ -38,10 +38,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import orjson
+from psycopg import Copy
+from psycopg.types.json import set_json_dumps
 from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.ingestion.collect import payload_fingerprint
@@ -71,7 +74,7 @@ RAW_ITEM_COLUMNS = (
 )  # fmt: skip
 _RAW_ITEM_TYPES = (
     "int8", "int8", "int8", "int4", "text", "text", "text", "text", "text",
-    "timestamptz", "timestamptz", "text", "bytea", "text",
+    "timestamptz", "timestamptz", "text", "bytea", "jsonb",
 )  # fmt: skip
 
 # source_id is the payload's source; outlet, when set, names the source the row is attributed to.
@@ -345,9 +348,7 @@ class _PayloadReader:
         if self._finished:
             return False
         self._chunk = []
-        cursor = conn.connection.driver_connection.cursor()
-        with cursor.copy(f"COPY staged ({', '.join(STAGED_COLUMNS)}) FROM STDIN") as copy:
-            copy.set_types(_STAGED_TYPES)
+        with _binary_copy(conn, "staged", STAGED_COLUMNS, _STAGED_TYPES) as copy:
             while len(self._chunk) < CHUNK_ROWS:
                 batch = next(self._batches_ahead, None)
                 if batch is None:
@@ -363,7 +364,6 @@ class _PayloadReader:
                         self._new_outlets.setdefault(row.outlet, row.outlet_type)
                 self._chunk += rows
                 self._months |= months
-        cursor.close()
         self.records += len(self._chunk)
         return bool(self._chunk)
 
@@ -396,16 +396,13 @@ class _PayloadReader:
         """COPY the chunk's new items (record_no → item id) into raw_items, attributed to their outlets;
         returns how many each source got."""
         per_source: Counter = Counter()
-        cursor = conn.connection.driver_connection.cursor()
-        with cursor.copy(f"COPY raw_items ({', '.join(RAW_ITEM_COLUMNS)}) FROM STDIN") as copy:
-            copy.set_types(_RAW_ITEM_TYPES)
+        with _binary_copy(conn, "raw_items", RAW_ITEM_COLUMNS, _RAW_ITEM_TYPES) as copy:
             for row in self._chunk:
                 item_id = new_ids.get(row.staged[0]) if row.item is not None else None
                 if item_id is not None:
                     source_id = self._attributed_source(row)
                     per_source[source_id] += 1
                     copy.write_row((item_id, source_id, run_id, *row.item))
-        cursor.close()
         self._chunk = []
         return per_source
 
@@ -423,6 +420,17 @@ class _PayloadReader:
     def source_names(self) -> dict[int, str]:
         """Source id → name for every source rows were attributed to."""
         return {source_id: name for name, source_id in (*self._source_ids.items(), *self._outlet_ids.items())}
+
+
+@contextmanager
+def _binary_copy(conn: Connection, table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> Iterator[Copy]:
+    """A binary ``COPY table (columns) FROM STDIN`` on the loading connection (the server neither
+    unescapes nor parses numbers, timestamps or bytea). jsonb values come serialized (see _metadata_json)."""
+    with conn.connection.driver_connection.cursor() as cursor:
+        set_json_dumps(str, context=cursor)
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT binary)") as copy:
+            copy.set_types(types)
+            yield copy
 
 
 def _read_row(record, record_no: int, source_id: int, key: str, fmt: str, fetched_at: datetime, now: datetime) -> _Row:
