@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import NamedTuple
 
 import orjson
 from psycopg import Copy
@@ -283,8 +284,7 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
     )
 
 
-@dataclass(frozen=True)
-class _Row:
+class _Row(NamedTuple):
     """One delivered row, read and normalized: its ``staged`` row and, for an item, its raw_items
     columns from record_no on (see RAW_ITEM_COLUMNS) and the outlet it names."""
 
