@@ -83,9 +83,11 @@ def _backends_cpu_seconds(url: str) -> float:
     import psycopg
 
     with psycopg.connect(as_libpq_dsn(url)) as conn:
-        pids = [pid for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+        pids = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"
+        ).fetchall()
     ticks = 0
-    for pid in pids:
+    for (pid,) in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
