@@ -23,15 +23,21 @@ from resources.settings import as_libpq_dsn  # noqa: E402
 
 
 @contextmanager
-def scratch_database(migrated: bool = True):
-    """A new database on the configured (default: embedded) server, dropped afterwards."""
+def scratch_database(migrated: bool = True, template: str | None = None):
+    """A new database on the configured (default: embedded) server, dropped afterwards; with
+    ``template`` (the URL of a database nobody is connected to) a copy of that database instead."""
     server_url = resolve_database_urls()[0]
     name = f"bench_{uuid.uuid4().hex[:8]}"
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        engine_for(template).dispose()
+        template_name = psycopg.conninfo.conninfo_to_dict(as_libpq_dsn(template))["dbname"]
+        create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template_name))
     with psycopg.connect(as_libpq_dsn(server_url), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(create)
     url = database_url_in(server_url, name)
     try:
-        if migrated:
+        if migrated and template is None:
             migrations.upgrade(url)
         yield url
     finally:

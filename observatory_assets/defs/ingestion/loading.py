@@ -38,10 +38,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import NamedTuple
 
 import orjson
+from psycopg import Copy
+from psycopg.types.json import set_json_dumps
 from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.ingestion.collect import payload_fingerprint
@@ -71,7 +75,7 @@ RAW_ITEM_COLUMNS = (
 )  # fmt: skip
 _RAW_ITEM_TYPES = (
     "int8", "int8", "int8", "int4", "text", "text", "text", "text", "text",
-    "timestamptz", "timestamptz", "text", "bytea", "text",
+    "timestamptz", "timestamptz", "text", "bytea", "jsonb",
 )  # fmt: skip
 
 # source_id is the payload's source; outlet, when set, names the source the row is attributed to.
@@ -111,20 +115,24 @@ ON CONFLICT DO NOTHING
 RETURNING item_id, record_no
 """
 
-# Every valid row now is its own item (this run, this record) or repeats one by key or content;
-# the repeats are linked, and the outcomes counted per attributed source.
-RESOLVE = f"""
+# The valid rows the insert did not return are items of this run loaded before (a forced re-ingest:
+# this run, this record) or repeat an item by key or content; the repeats are linked, and the outcomes
+# counted per attributed source. The rows the insert returned are loaded by definition. These few rows
+# come as arrays and each looks its matches up by index (LIMIT 1 of a unique key keeps the planner
+# from hashing all of item_keys, which it prefers while the table is small).
+RESOLVE = """
 WITH outcome AS (
-    SELECT s.record_no, {_SOURCE} AS source_id, s.external_id,
+    SELECT s.record_no, s.source_id, s.external_id,
            coalesce(k.item_id, h.item_id) AS item_id,
            CASE WHEN coalesce(k.collection_run_id, h.collection_run_id) = :run_id
                      AND coalesce(k.record_no, h.record_no) = s.record_no THEN 'loaded'
                 WHEN k.item_id IS NOT NULL THEN 'source_external_id'
                 ELSE 'content_hash' END AS outcome
-      {_ATTRIBUTED}
-      LEFT JOIN item_keys k ON k.source_id = {_SOURCE} AND k.external_id = s.external_id
-      LEFT JOIN item_keys h ON h.content_hash = s.content_hash
-     WHERE s.reason IS NULL
+      FROM unnest(CAST(:record_nos AS integer[]), CAST(:source_ids AS bigint[]), CAST(:external_ids AS text[]),
+                  CAST(:content_hashes AS bytea[])) AS s (record_no, source_id, external_id, content_hash)
+      LEFT JOIN LATERAL (SELECT * FROM item_keys k
+                          WHERE k.source_id = s.source_id AND k.external_id = s.external_id LIMIT 1) k ON true
+      LEFT JOIN LATERAL (SELECT * FROM item_keys h WHERE h.content_hash = s.content_hash LIMIT 1) h ON true
 ), linked AS (
     INSERT INTO item_duplicates (collection_run_id, record_no, source_id, external_id, duplicate_of_item_id, matched_on)
     SELECT :run_id, record_no, source_id, external_id, item_id, outcome FROM outcome WHERE outcome <> 'loaded'
@@ -226,12 +234,15 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
             created += ensure_month_partitions(conn, "raw_items", reader.take_new_months())
             new_ids = {record_no: item_id for item_id, record_no in conn.execute(text(INSERT_NEW_KEYS), params)}
             new_items += len(new_ids)
-            for row in conn.execute(text(RESOLVE), params):
-                counts.setdefault(row.source_id, Counter()).update(loaded=row.loaded, duplicates=row.duplicates)
+            pending = reader.not_inserted(new_ids)
+            if pending["record_nos"]:
+                for row in conn.execute(text(RESOLVE), {**params, **pending}):
+                    counts.setdefault(row.source_id, Counter()).update(loaded=row.loaded, duplicates=row.duplicates)
             conn.execute(text(INSERT_REJECTS), params)
             for source_id, rejected in reader.take_rejects().items():
                 counts.setdefault(source_id, Counter()).update(rejected=rejected)
-            reader.copy_new_items(conn, run_id, new_ids)
+            for source_id, loaded in reader.copy_new_items(conn, run_id, new_ids).items():
+                counts.setdefault(source_id, Counter()).update(loaded=loaded)
             conn.exec_driver_sql(NEXT_CHUNK)
         totals = sum(counts.values(), Counter())
         delivered = reader.records
@@ -273,8 +284,7 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
     )
 
 
-@dataclass(frozen=True)
-class _Row:
+class _Row(NamedTuple):
     """One delivered row, read and normalized: its ``staged`` row and, for an item, its raw_items
     columns from record_no on (see RAW_ITEM_COLUMNS) and the outlet it names."""
 
@@ -338,9 +348,7 @@ class _PayloadReader:
         if self._finished:
             return False
         self._chunk = []
-        cursor = conn.connection.driver_connection.cursor()
-        with cursor.copy(f"COPY staged ({', '.join(STAGED_COLUMNS)}) FROM STDIN") as copy:
-            copy.set_types(_STAGED_TYPES)
+        with _binary_copy(conn, "staged", STAGED_COLUMNS, _STAGED_TYPES) as copy:
             while len(self._chunk) < CHUNK_ROWS:
                 batch = next(self._batches_ahead, None)
                 if batch is None:
@@ -356,7 +364,6 @@ class _PayloadReader:
                         self._new_outlets.setdefault(row.outlet, row.outlet_type)
                 self._chunk += rows
                 self._months |= months
-        cursor.close()
         self.records += len(self._chunk)
         return bool(self._chunk)
 
@@ -371,18 +378,33 @@ class _PayloadReader:
         )
         self._new_outlets = {}
 
-    def copy_new_items(self, conn: Connection, run_id: int, new_ids: dict[int, int]) -> None:
-        """COPY the chunk's new items (record_no → item id) into raw_items, attributed to their outlets."""
-        cursor = conn.connection.driver_connection.cursor()
-        with cursor.copy(f"COPY raw_items ({', '.join(RAW_ITEM_COLUMNS)}) FROM STDIN") as copy:
-            copy.set_types(_RAW_ITEM_TYPES)
+    def not_inserted(self, new_ids: dict[int, int]) -> dict[str, list]:
+        """The chunk's items that are not among its new items (record_no → item id), as RESOLVE's arrays."""
+        pending = [row for row in self._chunk if row.item is not None and row.staged[0] not in new_ids]
+        return {
+            "record_nos": [row.staged[0] for row in pending],
+            "source_ids": [self._attributed_source(row) for row in pending],
+            "external_ids": [row.staged[8] for row in pending],
+            "content_hashes": [row.staged[9] for row in pending],
+        }
+
+    def _attributed_source(self, row: _Row) -> int:
+        """The source an item is attributed to: the outlet it names, or its payload's source."""
+        return self._outlet_ids[row.outlet] if row.outlet is not None else row.staged[1]
+
+    def copy_new_items(self, conn: Connection, run_id: int, new_ids: dict[int, int]) -> Counter:
+        """COPY the chunk's new items (record_no → item id) into raw_items, attributed to their outlets;
+        returns how many each source got."""
+        per_source: Counter = Counter()
+        with _binary_copy(conn, "raw_items", RAW_ITEM_COLUMNS, _RAW_ITEM_TYPES) as copy:
             for row in self._chunk:
                 item_id = new_ids.get(row.staged[0]) if row.item is not None else None
                 if item_id is not None:
-                    source_id = self._outlet_ids[row.outlet] if row.outlet is not None else row.staged[1]
+                    source_id = self._attributed_source(row)
+                    per_source[source_id] += 1
                     copy.write_row((item_id, source_id, run_id, *row.item))
-        cursor.close()
         self._chunk = []
+        return per_source
 
     def take_rejects(self) -> Counter:
         """Rejections per (payload) source since the last call."""
@@ -398,6 +420,17 @@ class _PayloadReader:
     def source_names(self) -> dict[int, str]:
         """Source id → name for every source rows were attributed to."""
         return {source_id: name for name, source_id in (*self._source_ids.items(), *self._outlet_ids.items())}
+
+
+@contextmanager
+def _binary_copy(conn: Connection, table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> Iterator[Copy]:
+    """A binary ``COPY table (columns) FROM STDIN`` on the loading connection (the server neither
+    unescapes nor parses numbers, timestamps or bytea). jsonb values come serialized (see _metadata_json)."""
+    with conn.connection.driver_connection.cursor() as cursor:
+        set_json_dumps(str, context=cursor)
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT binary)") as copy:
+            copy.set_types(types)
+            yield copy
 
 
 def _read_row(record, record_no: int, source_id: int, key: str, fmt: str, fetched_at: datetime, now: datetime) -> _Row:

@@ -43,6 +43,8 @@ FUTURE_TOLERANCE = timedelta(days=1)
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
+#: Epoch seconds or milliseconds written as text.
+_EPOCH_TEXT = re.compile(r"\d{9,13}(\.\d+)?")
 #: orjson reads integers beyond 64 bits as floats; lines with such a float and a long digit run take the stdlib path.
 _LONG_DIGIT_RUN = re.compile(rb"\d{20}")
 
@@ -125,7 +127,7 @@ def _excerpt(text: str) -> str:
 
 def _jsonl_lines(stream: BinaryIO) -> Iterator[bytes]:
     for line in stream:
-        if line.strip():
+        if line and not line.isspace():  # isspace stops at the first byte that is not (ASCII) whitespace
             yield line
 
 
@@ -302,9 +304,7 @@ def parse_timestamp(value: Any) -> datetime | None:
         parsed = value
     elif isinstance(value, bool):
         raise ValueError(f"not a timestamp: {value!r}")
-    elif isinstance(value, int | float) or (
-        isinstance(value, str) and re.fullmatch(r"\d{9,13}(\.\d+)?", value.strip())
-    ):
+    elif isinstance(value, int | float) or (isinstance(value, str) and _EPOCH_TEXT.fullmatch(value.strip())):
         seconds = float(value)
         if seconds > 1e11:  # milliseconds
             seconds /= 1000
@@ -337,8 +337,10 @@ def _parse_timestamp_text(text: str) -> datetime:
 
 def content_hash(title: str | None, text: str | None) -> bytes:
     """SHA-256 of the case-folded, whitespace-collapsed title and text: equal content, equal hash."""
-    canonical = f"{_folded(collapse_whitespace(title or ''))}\x1f{_folded(collapse_whitespace(text or ''))}"
-    return hashlib.sha256(canonical.encode("utf-8")).digest()
+    digest = hashlib.sha256(_folded(collapse_whitespace(title or "")).encode("utf-8"))
+    digest.update(b"\x1f")
+    digest.update(_folded(collapse_whitespace(text or "")).encode("utf-8"))
+    return digest.digest()
 
 
 def _folded(text: str) -> str:
@@ -357,14 +359,15 @@ def _clean_text(value: Any, notes: set[str]) -> str | None:
     if isinstance(value, list | dict):
         raise TypeError(type(value).__name__)
     text = value if isinstance(value, str) else str(value)
-    if not text.isprintable():
+    printable = text.isprintable()
+    if not printable:
         if "\x00" in text:
             notes.add("nul_bytes_removed")
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         text = _CONTROL_CHARS.sub("", text)
     if not text.isascii():
-        if _SURROGATES.search(text):
+        if not printable and _SURROGATES.search(text):  # a surrogate (category Cs) is not printable
             notes.add("lone_surrogates_replaced")
             text = _SURROGATES.sub("\ufffd", text)
         if not unicodedata.is_normalized("NFC", text):
@@ -388,9 +391,10 @@ def _clean_metadata(value: Any, notes: set[str]) -> Any:
 
 def _pick(fields: dict[str, Any], name: str, used: set[str]) -> Any:
     for alias in FIELD_ALIASES[name]:
-        if alias in fields and fields[alias] not in (None, ""):
+        value = fields.get(alias)
+        if value is not None and value != "":
             used.add(alias)
-            return fields[alias]
+            return value
     for alias in FIELD_ALIASES[name]:
         if alias in fields:
             used.add(alias)
