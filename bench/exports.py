@@ -27,7 +27,8 @@ a fresh process so its peak RSS is its own:
 The load of a shared machine moves wall-clock times by 2× and more, so ours and the floor run
 ``--repeat`` times interleaved (the order alternating), and ``ratio_to_floor`` is the median of
 the per-repetition ratios (our seconds / floor seconds; 1.0 = as fast as the floor); ``ratios``
-lists them all, and ``ratio_of_best`` divides our fastest run by the floor's (the least disturbed). ``seconds`` are medians; ``speedup_vs_pandas`` = our rows/s / pandas rows/s
+lists them all, and ``ratio_of_best`` divides our fastest run by the floor's (the least
+disturbed). ``seconds`` are medians; ``speedup_vs_pandas`` = our rows/s / pandas rows/s
 (one pandas run); ``peak_rss_mb`` is the largest of our exporting processes' peak RSS, imports
 included; ``load_average`` is the 1-minute load before and after. Prints one JSON object keyed
 by format (and ``load_average``).
