@@ -57,7 +57,7 @@ class ChunkStream(io.RawIOBase):
         return filled
 
 
-def copy_blocks(cursor, query: str, params: dict, options: str, block_bytes: int, ahead: int) -> Iterator[bytes]:
+def copy_blocks(cursor, query: str, params: dict, options: str, block_bytes: int, ahead: int) -> Iterator[bytearray]:
     """The output of ``COPY (query) TO STDOUT WITH (options)`` in blocks of about ``block_bytes``.
 
     A background thread drains the COPY up to ``ahead`` blocks ahead of the consumer, so
@@ -66,18 +66,19 @@ def copy_blocks(cursor, query: str, params: dict, options: str, block_bytes: int
     early cancels the COPY.
     """
 
-    def blocks() -> Iterator[bytes]:
+    def blocks() -> Iterator[bytearray]:
+        # Each row arrives as its own buffer; copying it into one growing block at once (rather
+        # than keeping the buffers for a join) holds no per-row objects, which would wake the
+        # garbage collector every few hundred rows.
         with cursor.copy(f"COPY ({query}) TO STDOUT WITH ({options})", params) as copy:
-            pending: list = []
-            size = 0
+            block = bytearray()
             for chunk in copy:
-                pending.append(chunk)
-                size += len(chunk)
-                if size >= block_bytes:
-                    yield b"".join(pending)
-                    pending, size = [], 0
-            if pending:
-                yield b"".join(pending)
+                block += chunk
+                if len(block) >= block_bytes:
+                    yield block
+                    block = bytearray()
+            if block:
+                yield block
 
     return in_background(blocks(), ahead, "copy-reader")
 
