@@ -2,8 +2,10 @@
 confidence floor, per-language full-text search, search-term matching, embedder determinism, and
 idempotent, backend-aware embedding."""
 
+import csv
 import json
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +13,17 @@ from sqlalchemy import text
 
 from observatory_assets.defs.enrichment.embeddings import embed_run
 from observatory_assets.defs.enrichment.features import featurize_run, search_items
-from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR, detect_language, text_search_config
+from observatory_assets.defs.enrichment.language import (
+    DEFAULT_CONFIDENCE_FLOOR,
+    DETECT_CHARS,
+    detect_language,
+    detect_languages,
+    text_search_config,
+)
 from observatory_assets.defs.enrichment.lexical import LexicalEmbedder
 from observatory_assets.defs.enrichment.spaces import current_space, new_space, space_status
 from observatory_assets.defs.enrichment.terms import compile_terms
-from observatory_assets.defs.enrichment.vectors import DIMENSIONS
+from observatory_assets.defs.enrichment.vectors import DIMENSIONS, lead
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import write_demo_dataset
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
@@ -34,6 +42,22 @@ def test_language_detection_and_confidence_floor():
     assert text_search_config("da", 0.3, floor=0.2) == "danish"
     assert text_search_config("pl", 0.99) == "simple"  # Polish has no PostgreSQL configuration
     assert text_search_config(None, 0.0) == "simple"
+
+
+def test_batched_language_detection_answers_as_py3langid_does_text_by_text():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    with open(Path(__file__).resolve().parent.parent / "bench" / "data" / "news_headlines_labelled.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    documents = [(row["title"], row.get("text")) for row in rows] + [("TO STORE BOGSTAVER", None), ("", "x")]
+    batched = detect_languages(documents)
+    for (title, body), (language, confidence) in zip(documents, batched):
+        sample = " ".join(part for part in ((title or "").strip(), lead(body, DETECT_CHARS)) if part)
+        expected, probability = identifier.classify(sample)
+        assert language == expected and confidence == pytest.approx(probability, abs=1e-4)
+    assert len({language for language, _ in batched}) > 2  # Danish, English and more: a real mix
+    assert detect_languages(documents[5:9]) == batched[5:9]  # independent of the batch
 
 
 def test_search_terms_match_whole_words_and_phrases_ignoring_case_and_accents():

@@ -12,7 +12,7 @@ from observatory_assets.defs.enrichment.language import (
     DEFAULT_CONFIDENCE_FLOOR,
     FALLBACK_CONFIG,
     TEXT_SEARCH_CONFIGS,
-    detect_language,
+    detect_languages,
     text_search_config,
 )
 from observatory_assets.defs.enrichment.terms import compile_terms, query_design_terms
@@ -69,8 +69,8 @@ def featurize_run(
     def handle(rows: list) -> dict:
         counts: Counter = Counter()
         staged = []
-        for item_id, title, body in rows:
-            language, confidence = detect_language(title, body)
+        languages = detect_languages([(title, body) for _, title, body in rows])
+        for (item_id, title, body), (language, confidence) in zip(rows, languages):
             config = text_search_config(language, confidence, confidence_floor)
             terms = matcher.match(title, body)
             staged.append((item_id, language, confidence, config, terms))
