@@ -40,14 +40,19 @@ _FEATURE_ROWS = """
 SELECT id, title, text FROM raw_items WHERE collection_run_id = :run_id
 """
 
+#: An item's full-text vector in the text-search configuration ``config``: title weighted A, text B.
+FULLTEXT_VECTOR = (
+    "setweight(to_tsvector({config}, coalesce(r.title, '')), 'A') "
+    f"|| setweight(to_tsvector({{config}}, left(coalesce(r.text, ''), {MAX_FTS_CHARS})), 'B')"
+)
+
 _APPLY_FEATURES = f"""
 UPDATE raw_items r
    SET language = f.language,
        language_confidence = f.confidence,
        text_search_config = f.config,
        search_terms_matched = f.terms,
-       search_vector = setweight(to_tsvector(f.config, coalesce(r.title, '')), 'A')
-                    || setweight(to_tsvector(f.config, left(coalesce(r.text, ''), {MAX_FTS_CHARS})), 'B'),
+       search_vector = {FULLTEXT_VECTOR.format(config="f.config")},
        processing_status = 'featurized'
   FROM item_features_chunk f
  WHERE r.id = f.item_id AND r.collection_run_id = :run_id
