@@ -147,6 +147,9 @@ class _ActiveEvents:
         self.last_seen = np.zeros(256, dtype=np.float64)
         self.first_seen = np.zeros(256, dtype=np.float64)
         self.events: list[_Event] = []
+        # lower bounds of the open events' last and first seen: nothing closes before they run out
+        self.earliest_last = np.inf
+        self.earliest_first = np.inf
 
     def put(self, event: _Event) -> None:
         if event.slot < 0:
@@ -159,11 +162,17 @@ class _ActiveEvents:
         self.centroids[event.slot] = event.centroid()
         self.last_seen[event.slot] = event.last.timestamp()
         self.first_seen[event.slot] = event.first.timestamp()
+        self.earliest_last = min(self.earliest_last, self.last_seen[event.slot])
+        self.earliest_first = min(self.earliest_first, self.first_seen[event.slot])
 
     def expire(self, now: float) -> list[_Event]:
         """Drop the events closed at ``now`` (window passed or span exhausted); returns them (in slot order)."""
+        if self.earliest_last >= now - self.window and self.earliest_first >= now - self.max_span:
+            return []
         n = len(self.events)
         keep = (self.last_seen[:n] >= now - self.window) & (self.first_seen[:n] >= now - self.max_span)
+        self.earliest_last = float(self.last_seen[:n][keep].min()) if keep.any() else np.inf
+        self.earliest_first = float(self.first_seen[:n][keep].min()) if keep.any() else np.inf
         if keep.all():
             return []
         gone = [e for e, k in zip(self.events, keep) if not k]
@@ -192,7 +201,7 @@ class _ActiveEvents:
 
 
 _PENDING = """
-SELECT e.item_id, coalesce(r.published_at, r.fetched_at) AS at, r.content_hash, r.source_id
+SELECT e.item_id, coalesce(r.published_at, r.fetched_at) AS at, r.content_hash, r.source_id, e.embedding
   FROM item_embeddings e
   JOIN raw_items r ON r.id = e.item_id
  WHERE e.embedder = %(embedder)s
@@ -418,19 +427,12 @@ def cluster_events(
                 conn.execute(_STAGE)
                 clustering.reopen_after(first[1], first[2])
                 clustering.load_active(first[1])
-                with conn.cursor(name="pending_items") as pending:
+                with conn.cursor(name="pending_items", binary=True) as pending:
                     pending.itersize = chunk_size
                     pending.execute(_PENDING, {"embedder": embedder})
-                    while keys := pending.fetchmany(chunk_size):
-                        vectors = dict(
-                            conn.execute(
-                                "SELECT item_id, embedding FROM item_embeddings WHERE item_id = ANY(%s)",
-                                ([k[0] for k in keys],),
-                                binary=True,
-                            ).fetchall()
-                        )
-                        for item_id, at, item_hash, source_id in keys:
-                            vector = vectors[item_id].to_numpy().astype(np.float64)
+                    while rows := pending.fetchmany(chunk_size):
+                        vectors = np.array([row[4].to_numpy() for row in rows], dtype=np.float64)
+                        for (item_id, at, item_hash, source_id, _), vector in zip(rows, vectors):
                             clustering.assign(item_id, at, item_hash, source_id, vector)
                 clustering.finish()
     clustering.result.seconds = time.perf_counter() - started
