@@ -182,7 +182,7 @@ def _vector_writer(engine: Engine, embedder: Embedder, params: dict, rebuild: bo
                 return len(needed)
 
             yield stage_chunk
-            raw.execute("DROP INDEX item_embeddings_hnsw")
+            raw.execute("DROP INDEX IF EXISTS item_embeddings_hnsw")
             raw.execute(_UPSERT_EMBEDDINGS, params)
             raw.execute(HNSW_INDEX)
 
