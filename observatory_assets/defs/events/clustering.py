@@ -201,7 +201,7 @@ class _ActiveEvents:
 
 
 _PENDING = """
-SELECT e.item_id, coalesce(r.published_at, r.fetched_at) AS at, r.content_hash, r.source_id, e.embedding
+SELECT e.item_id, coalesce(r.published_at, r.fetched_at) AS at, r.content_hash, r.source_id
   FROM item_embeddings e
   JOIN raw_items r ON r.id = e.item_id
  WHERE e.embedder = %(embedder)s
@@ -427,12 +427,19 @@ def cluster_events(
                 conn.execute(_STAGE)
                 clustering.reopen_after(first[1], first[2])
                 clustering.load_active(first[1])
-                with conn.cursor(name="pending_items", binary=True) as pending:
+                with conn.cursor(name="pending_items") as pending:
                     pending.itersize = chunk_size
                     pending.execute(_PENDING, {"embedder": embedder})
-                    while rows := pending.fetchmany(chunk_size):
-                        vectors = np.array([row[4].to_numpy() for row in rows], dtype=np.float64)
-                        for (item_id, at, item_hash, source_id, _), vector in zip(rows, vectors):
+                    while keys := pending.fetchmany(chunk_size):
+                        vectors = dict(
+                            conn.execute(
+                                "SELECT item_id, embedding FROM item_embeddings WHERE item_id = ANY(%s)",
+                                ([k[0] for k in keys],),
+                                binary=True,
+                            ).fetchall()
+                        )
+                        for item_id, at, item_hash, source_id in keys:
+                            vector = vectors[item_id].to_numpy().astype(np.float64)
                             clustering.assign(item_id, at, item_hash, source_id, vector)
                 clustering.finish()
     clustering.result.seconds = time.perf_counter() - started
