@@ -2,8 +2,10 @@
 confidence floor, per-language full-text search, search-term matching, embedder determinism, and
 idempotent, backend-aware embedding."""
 
+import csv
 import json
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +13,17 @@ from sqlalchemy import text
 
 from observatory_assets.defs.enrichment.embeddings import embed_run
 from observatory_assets.defs.enrichment.features import featurize_run, search_items
-from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR, detect_language, text_search_config
+from observatory_assets.defs.enrichment.language import (
+    DEFAULT_CONFIDENCE_FLOOR,
+    DETECT_CHARS,
+    detect_language,
+    detect_languages,
+    text_search_config,
+)
 from observatory_assets.defs.enrichment.lexical import LexicalEmbedder
 from observatory_assets.defs.enrichment.spaces import current_space, new_space, space_status
 from observatory_assets.defs.enrichment.terms import compile_terms
-from observatory_assets.defs.enrichment.vectors import DIMENSIONS
+from observatory_assets.defs.enrichment.vectors import DIMENSIONS, lead
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import write_demo_dataset
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
@@ -34,6 +42,22 @@ def test_language_detection_and_confidence_floor():
     assert text_search_config("da", 0.3, floor=0.2) == "danish"
     assert text_search_config("pl", 0.99) == "simple"  # Polish has no PostgreSQL configuration
     assert text_search_config(None, 0.0) == "simple"
+
+
+def test_batched_language_detection_answers_as_py3langid_does_text_by_text():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    with open(Path(__file__).resolve().parent.parent / "bench" / "data" / "news_headlines_labelled.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    documents = [(row["title"], row.get("text")) for row in rows] + [("TO STORE BOGSTAVER", None), ("", "x")]
+    batched = detect_languages(documents)
+    for (title, body), (language, confidence) in zip(documents, batched):
+        sample = " ".join(part for part in ((title or "").strip(), lead(body, DETECT_CHARS)) if part)
+        expected, probability = identifier.classify(sample)
+        assert language == expected and confidence == pytest.approx(probability, abs=1e-4)
+    assert len({language for language, _ in batched}) > 2  # Danish, English and more: a real mix
+    assert detect_languages(documents[5:9]) == batched[5:9]  # independent of the batch
 
 
 def test_search_terms_match_whole_words_and_phrases_ignoring_case_and_accents():
@@ -216,6 +240,44 @@ def test_embeddings_are_written_once_and_redone_for_another_space(engine, store,
     with engine.connect() as conn:
         names = conn.execute(text("SELECT embedder, count(*) FROM item_embeddings GROUP BY 1")).all()
     assert names == [(other.name, items)]
+
+
+_INDEX_DEFINITION = (
+    "SELECT pg_get_indexdef(i.indexrelid), i.indisvalid FROM pg_index i "
+    "WHERE i.indexrelid = 'item_embeddings_hnsw'::regclass"
+)
+
+
+def test_rebuilding_the_index_around_a_large_write_stores_the_same_rows_and_index(engine, store, tmp_path):
+    runs = _demo_run(engine, store, tmp_path)
+    embedder = LexicalEmbedder(labelled_space(1))
+    stored = "SELECT item_id, embedder, embedding::text FROM item_embeddings ORDER BY item_id"
+    with engine.connect() as conn:
+        schema_index = conn.execute(text(_INDEX_DEFINITION)).one()
+    # never rebuilt: chunk by chunk into the maintained index
+    assert sum(embed_run(engine, embedder, run_id, chunk_size=9, rebuild_share=2.0).embedded for run_id in runs) > 0
+    with engine.connect() as conn:
+        inserted = conn.execute(text(stored)).all()
+    # always rebuilt, on a re-run over rows already there
+    again = [embed_run(engine, embedder, run_id, force=True, chunk_size=9, rebuild_share=0.0) for run_id in runs]
+    with engine.connect() as conn:
+        rebuilt = conn.execute(text(stored)).all()
+        index = conn.execute(text(_INDEX_DEFINITION)).one()
+        conn.execute(text("SET enable_seqscan = off"))
+        plan = (
+            conn.execute(
+                text(
+                    "EXPLAIN SELECT item_id FROM item_embeddings ORDER BY embedding <=> (SELECT embedding FROM "
+                    "item_embeddings LIMIT 1) LIMIT 3"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(inserted) == len({r[0] for r in inserted}) == sum(r.embedded for r in again) > 0
+    assert rebuilt == inserted
+    assert index == schema_index and index[1] is True
+    assert any("item_embeddings_hnsw" in line for line in plan)
 
 
 def test_minilm_embedder_is_semantic():

@@ -12,7 +12,7 @@ from observatory_assets.defs.enrichment.language import (
     DEFAULT_CONFIDENCE_FLOOR,
     FALLBACK_CONFIG,
     TEXT_SEARCH_CONFIGS,
-    detect_language,
+    detect_languages,
     text_search_config,
 )
 from observatory_assets.defs.enrichment.terms import compile_terms, query_design_terms
@@ -40,14 +40,19 @@ _FEATURE_ROWS = """
 SELECT id, title, text FROM raw_items WHERE collection_run_id = :run_id
 """
 
+#: An item's full-text vector in the text-search configuration ``config``: title weighted A, text B.
+FULLTEXT_VECTOR = (
+    "setweight(to_tsvector({config}, coalesce(r.title, '')), 'A') "
+    f"|| setweight(to_tsvector({{config}}, left(coalesce(r.text, ''), {MAX_FTS_CHARS})), 'B')"
+)
+
 _APPLY_FEATURES = f"""
 UPDATE raw_items r
    SET language = f.language,
        language_confidence = f.confidence,
        text_search_config = f.config,
        search_terms_matched = f.terms,
-       search_vector = setweight(to_tsvector(f.config, coalesce(r.title, '')), 'A')
-                    || setweight(to_tsvector(f.config, left(coalesce(r.text, ''), {MAX_FTS_CHARS})), 'B'),
+       search_vector = {FULLTEXT_VECTOR.format(config="f.config")},
        processing_status = 'featurized'
   FROM item_features_chunk f
  WHERE r.id = f.item_id AND r.collection_run_id = :run_id
@@ -69,8 +74,8 @@ def featurize_run(
     def handle(rows: list) -> dict:
         counts: Counter = Counter()
         staged = []
-        for item_id, title, body in rows:
-            language, confidence = detect_language(title, body)
+        languages = detect_languages([(title, body) for _, title, body in rows])
+        for (item_id, title, body), (language, confidence) in zip(rows, languages):
             config = text_search_config(language, confidence, confidence_floor)
             terms = matcher.match(title, body)
             staged.append((item_id, language, confidence, config, terms))

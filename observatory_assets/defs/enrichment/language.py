@@ -1,10 +1,21 @@
-"""Language detection and the text-search configuration that follows from it."""
+"""Language detection and the text-search configuration that follows from it.
+
+The detector is py3langid's naive Bayes model over byte n-grams. Its own ``classify`` walks the
+n-gram automaton byte by byte in Python and scores each text on its own (about 1,500 texts a second);
+:func:`detect_languages` runs the same model over many texts at once: one automaton step for all texts
+per byte position, one sparse matrix product for the scores. Same features, same scores (to float
+rounding), same answers.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
-from observatory_assets.defs.enrichment.vectors import lead
+import numpy as np
+from scipy import sparse
+
+from observatory_assets.defs.enrichment.vectors import Document, lead
 
 #: ISO 639-1 code → PostgreSQL text-search configuration (those shipped with PostgreSQL 18).
 TEXT_SEARCH_CONFIGS = {
@@ -27,16 +38,93 @@ def _identifier():
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
-def detect_language(title: str | None, body: str | None) -> tuple[str | None, float]:
-    """The language of an item (ISO 639 code) and the detector's probability for it.
+class _BatchModel:
+    """py3langid's model as arrays: the byte n-gram automaton and the per-feature class log-probabilities."""
 
-    ``(None, 0.0)`` when there are no letters to judge.
+    def __init__(self, identifier) -> None:
+        self.identifier = identifier
+        self.nextmove = np.frombuffer(identifier.tk_nextmove, dtype=np.dtype(identifier.tk_nextmove.typecode))
+        self.rowbase = np.asarray(identifier.tk_row, dtype=np.int64) << 8
+        self.output = np.asarray(identifier.tk_output, dtype=np.int64)
+        self.ptc = identifier.nb_ptc
+        self.pc = np.asarray(identifier.nb_pc, dtype=np.float32)
+        self.classes = list(identifier.nb_classes)
+        # a label with two columns (a script alias): the first column gets both probabilities
+        first: dict[str, int] = {}
+        self.aliases: list[tuple[int, int]] = []
+        for column, label in enumerate(self.classes):
+            if label in first:
+                self.aliases.append((first[label], column))
+            else:
+                first[label] = column
+
+    def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+        """(language, probability) of each text, as ``LanguageIdentifier.classify`` with ``norm_probs``."""
+        if not texts:
+            return []
+        encoded = [self.identifier._encode(text) for text in texts]
+        lengths = np.fromiter((len(e) for e in encoded), np.int64, len(encoded))
+        order = np.argsort(-lengths, kind="stable")  # longest first: the texts still walking are a prefix
+        width = int(lengths.max())
+        columns = np.zeros((width, len(encoded)), dtype=np.int64)
+        for column, index in enumerate(order):
+            columns[: lengths[index], column] = np.frombuffer(encoded[index], dtype=np.uint8)
+        walking = np.searchsorted(-lengths[order], -np.arange(width), side="right")  # texts longer than t
+        state = np.zeros(len(encoded), dtype=np.int64)
+        hit_texts, hit_features = [], []
+        for t in range(width):
+            k = walking[t]
+            state[:k] = self.nextmove[self.rowbase[state[:k]] + columns[t, :k]]
+            features = self.output[state[:k]]
+            found = np.flatnonzero(features >= 0)
+            hit_texts.append(order[found])
+            hit_features.append(features[found])
+        texts_hit, features_hit = np.concatenate(hit_texts), np.concatenate(hit_features)
+        present = np.zeros(len(self.ptc), dtype=bool)
+        present[features_hit] = True
+        used = np.flatnonzero(present)
+        column_of = (np.cumsum(present) - 1)[features_hit]
+        counts = sparse.csr_matrix(
+            (np.ones(len(texts_hit), np.float32), (texts_hit, column_of)), shape=(len(encoded), len(used))
+        )
+        counts.sum_duplicates()
+        counts.data = np.log1p(counts.data)
+        scores = np.asarray(counts @ self.ptc[used].astype(np.float32), dtype=np.float32) + self.pc
+        scores[np.diff(counts.indptr) == 0] = 0.0  # no feature at all: no evidence either way
+        scores *= (1.0 / np.sqrt(np.maximum(lengths, 1))).astype(np.float32)[:, None]
+        np.exp(scores - scores.max(axis=1, keepdims=True), out=scores)
+        scores /= scores.sum(axis=1, keepdims=True)
+        for kept, folded in self.aliases:
+            scores[:, kept] += scores[:, folded]
+            scores[:, folded] = 0.0
+        best = scores.argmax(axis=1)
+        return [(self.classes[b], float(scores[i, b])) for i, b in enumerate(best)]
+
+
+@lru_cache(maxsize=1)
+def _batch_model() -> _BatchModel:
+    return _BatchModel(_identifier())
+
+
+def detect_languages(documents: Sequence[Document]) -> list[tuple[str | None, float]]:
+    """The language (ISO 639 code) of each (title, text) document and the detector's probability for it.
+
+    ``(None, 0.0)`` for a document without letters to judge.
     """
-    sample = " ".join(part for part in ((title or "").strip(), lead(body, DETECT_CHARS)) if part)
-    if not any(ch.isalpha() for ch in sample):
-        return None, 0.0
-    language, confidence = _identifier().classify(sample)
-    return language, round(float(confidence), 4)
+    samples = [
+        " ".join(part for part in ((title or "").strip(), lead(body, DETECT_CHARS)) if part)
+        for title, body in documents
+    ]
+    judged = [i for i, sample in enumerate(samples) if any(ch.isalpha() for ch in sample)]
+    detected: list[tuple[str | None, float]] = [(None, 0.0)] * len(samples)
+    for i, (language, confidence) in zip(judged, _batch_model().classify([samples[i] for i in judged])):
+        detected[i] = (language, round(confidence, 4))
+    return detected
+
+
+def detect_language(title: str | None, body: str | None) -> tuple[str | None, float]:
+    """The language of one item and the detector's probability for it (see :func:`detect_languages`)."""
+    return detect_languages([(title, body)])[0]
 
 
 def text_search_config(language: str | None, confidence: float, floor: float = DEFAULT_CONFIDENCE_FLOOR) -> str:

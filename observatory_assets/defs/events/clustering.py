@@ -147,6 +147,9 @@ class _ActiveEvents:
         self.last_seen = np.zeros(256, dtype=np.float64)
         self.first_seen = np.zeros(256, dtype=np.float64)
         self.events: list[_Event] = []
+        # lower bounds of the open events' last and first seen: nothing closes before they run out
+        self.earliest_last = np.inf
+        self.earliest_first = np.inf
 
     def put(self, event: _Event) -> None:
         if event.slot < 0:
@@ -159,11 +162,17 @@ class _ActiveEvents:
         self.centroids[event.slot] = event.centroid()
         self.last_seen[event.slot] = event.last.timestamp()
         self.first_seen[event.slot] = event.first.timestamp()
+        self.earliest_last = min(self.earliest_last, self.last_seen[event.slot])
+        self.earliest_first = min(self.earliest_first, self.first_seen[event.slot])
 
     def expire(self, now: float) -> list[_Event]:
         """Drop the events closed at ``now`` (window passed or span exhausted); returns them (in slot order)."""
+        if self.earliest_last >= now - self.window and self.earliest_first >= now - self.max_span:
+            return []
         n = len(self.events)
         keep = (self.last_seen[:n] >= now - self.window) & (self.first_seen[:n] >= now - self.max_span)
+        self.earliest_last = float(self.last_seen[:n][keep].min()) if keep.any() else np.inf
+        self.earliest_first = float(self.first_seen[:n][keep].min()) if keep.any() else np.inf
         if keep.all():
             return []
         gone = [e for e, k in zip(self.events, keep) if not k]
