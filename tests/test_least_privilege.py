@@ -3,6 +3,7 @@ runs everything that changes partitions: ingestion creating a month on demand, t
 retention detaching and dropping an archived month — through the owner's SECURITY DEFINER
 functions (migration 0005), on the embedded PostgreSQL."""
 
+import subprocess
 import uuid
 from datetime import date
 
@@ -12,8 +13,10 @@ from sqlalchemy import text
 
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
+from observatory_assets.defs.operations.backups import take_backup
 from observatory_assets.defs.operations.retention import apply_retention
 from observatory_assets.defs.operations.rollover import month_partitions, roll_over
+from resources.object_store import LocalObjectStore
 from resources.postgres import engine_for
 from resources.settings import as_libpq_dsn
 from tests.conftest import create_database, drop_database, write
@@ -79,3 +82,29 @@ def test_roles_without_the_grant_cannot_run_the_owner_functions(pg_server, datab
                     conn.execute(call)
     finally:
         drop_role(pg_server, role, database_url)
+
+
+def test_restore_force_as_the_app_role_names_the_owner_to_run_as_and_the_owner_restores(
+    app_engine, engine, database_url, dagster_env, tmp_path
+):
+    backup = take_backup(engine, LocalObjectStore(tmp_path / "objects"), database_url)  # dagster_env's objects
+    with engine.connect() as conn:
+        owner = conn.execute(text("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"))
+        owner = owner.scalar_one()
+    app_url = app_engine.url.render_as_string(hide_password=False)
+
+    def restore_as(url: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["observatory", "backup", "restore", backup.key, "--force"], capture_output=True,
+                              text=True, timeout=300, env={**dagster_env, "OBSERVATORY_DATABASE_URL": url})  # fmt: skip
+
+    refused = restore_as(app_url)
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert f"owns: run the restore with OBSERVATORY_DATABASE_URL set to the URL of '{owner}'" in refused.stderr
+    with app_engine.connect() as conn:  # nothing was touched
+        assert conn.execute(text("SELECT status FROM backups")).scalars().all() == ["completed"]
+
+    app_engine.dispose()  # the owner's restore replaces the database under the application's connections
+    restored = restore_as(database_url)
+    assert restored.returncode == 0 and f"restored {backup.key}" in restored.stdout, restored.stderr
+    with app_engine.connect() as conn:  # the application's role reads the restored database as before
+        assert conn.execute(text("SELECT status FROM backups")).scalars().all() == ["completed"]

@@ -3,7 +3,6 @@
 from typing import Any
 
 import dagster as dg
-import networkx as nx
 from pydantic import Field
 
 from observatory_assets.defs.exports.delivery import (
@@ -151,7 +150,7 @@ def network_exports(
         actor=f"dagster:{context.run_id}",
     )  # fmt: skip
     consistent = (
-        nx.number_of_selfloops(graph) == 0
+        not any(u == v for u, v in graph.edges)  # no self-loops
         and all(w >= 1 for _, _, w in graph.edges(data="weight"))
         and sum(p for _, p in graph.nodes(data="posts")) == result.details["posts"]
         and (not config.pseudonymize or all(str(n).startswith("actor-") for n in graph.nodes))

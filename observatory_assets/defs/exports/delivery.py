@@ -34,9 +34,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 from sqlalchemy import Engine, text
 
 from observatory_assets.defs.exports.columns import (
@@ -59,6 +58,9 @@ from observatory_assets.defs.exports.writers import CONTENT_TYPES, write_csv, wr
 from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.errors import failure_message
 from resources.object_store import ObjectStore, StoredObject, staged_upload
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 EXPORTS = "exports"
 CONTENT_FORMATS = ("csv", "xlsx", "ndjson", "parquet")
@@ -259,6 +261,8 @@ def export_network(
     actor: str = "cli",
 ) -> tuple[ExportResult, nx.Graph]:
     """Export the actor co-occurrence network of the selection as GEXF 1.3 (see :func:`build_network`)."""
+    import networkx as nx  # here, not with the module: every Dagster process loads the code location
+
     request_id = request_id or new_request_id()
     _check_request(request_id, ["gexf"], ("gexf",))
     secret = pseudonym_key() if pseudonymize else None

@@ -9,12 +9,13 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from xml.sax.saxutils import escape, quoteattr
 
-import networkx as nx
-
 from observatory_assets.defs.exports.filters import SELECTION_FROM, ExportFilterError, ExportFilters, selection_where
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 PSEUDONYM_KEY_VARIABLE = "OBSERVATORY_PSEUDONYM_KEY"
 #: A (run, term) or event context with more authors than this links nobody: a term everyone
@@ -120,6 +121,8 @@ def build_network(
     ``shared_terms`` are the search terms both authors' posts matched there.
     With a ``secret`` authors appear only as keyed pseudonyms.
     """
+    import networkx as nx  # here, not with the module: every Dagster process loads the code location
+
     where, params = selection_where(filters)
     base = _NETWORK_BASE.format(from_=SELECTION_FROM, where=where)
     name = (lambda author: pseudonym(author, secret)) if secret else (lambda author: author)

@@ -178,6 +178,8 @@ ingest_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(raw_items),
     partitions_def=collection_run_partitions,
     description="Load one collection run (a partition) into raw_items.",
+    # one load and its checks, in order: a step subprocess each would cost more than their work
+    executor_def=dg.in_process_executor,
 )
 
 

@@ -209,6 +209,27 @@ ON CONFLICT (object_key) DO UPDATE
 """
 
 
+#: Who owns a database and whether the current role may drop it (as its owner, a member of the owner or a superuser).
+_MAY_DROP = """
+SELECT pg_get_userbyid(d.datdba) AS owner, current_user AS role,
+       pg_has_role(d.datdba, 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS may_drop
+  FROM pg_database d
+ WHERE d.datname = :name
+"""
+
+
+def _check_may_replace(admin_url: str, target: str) -> None:
+    """Only the owner of an existing database may replace it. The application's role (no DDL rights)
+    is told, before anything is downloaded, which role to restore as."""
+    with engine_for(admin_url).connect() as conn:
+        found = conn.execute(text(_MAY_DROP), {"name": target}).one_or_none()
+    if found is not None and not found.may_drop:
+        raise ValueError(
+            f"role {found.role!r} cannot replace database {target!r}, which {found.owner!r} owns: run the restore "
+            f"with OBSERVATORY_DATABASE_URL set to the URL of {found.owner!r} (the role migrations run as)"
+        )
+
+
 def restore_backup(
     engine: Engine | None,
     store: ObjectStore,
@@ -228,6 +249,7 @@ def restore_backup(
     if not force and database_exists(admin_url, target):
         which = "the live database" if target == live else "existing database"
         raise ValueError(f"refusing to overwrite {which} {target!r}; pass --force to replace it")
+    _check_may_replace(admin_url, target)
     record = backup_record(engine, store, key)
     history = None
     if engine is not None and target == live:

@@ -8,14 +8,10 @@ import io
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-import matplotlib
+from sqlalchemy import Engine, text
 
-matplotlib.use("Agg")
-from matplotlib import pyplot as plt  # noqa: E402
-from sqlalchemy import Engine, text  # noqa: E402
-
-from observatory_assets.defs.trends.ledger import probability, series  # noqa: E402
-from resources.object_store import ObjectStore, put_bytes  # noqa: E402
+from observatory_assets.defs.trends.ledger import probability, series
+from resources.object_store import ObjectStore, put_bytes
 
 CHART_DAYS = 90
 
@@ -37,25 +33,26 @@ class Chart:
 
 def render_chart(title: str, days: list[date], probabilities: list[float], marks: list[tuple[date, float]]) -> bytes:
     """PNG of the probability line with evidence marked (▲ up, ▼ down, size by |Δ log-odds|)."""
-    figure, axes = plt.subplots(figsize=(6.4, 2.6), dpi=80)
-    try:
-        axes.plot(days, probabilities, color="#1f5fa8", linewidth=1.6)
-        by_day = dict(zip(days, probabilities))
-        for sign, marker, color in ((1, "^", "#2e8b3a"), (-1, "v", "#c0392b")):
-            chosen = [(d, delta) for d, delta in marks if (delta > 0) == (sign > 0) and d in by_day and delta]
-            if chosen:
-                axes.scatter([d for d, _ in chosen], [by_day[d] for d, _ in chosen], marker=marker, color=color,
-                             s=[20 + 80 * min(abs(delta), 2) for _, delta in chosen], zorder=3)  # fmt: skip
-        axes.set_ylim(0, 1)
-        axes.set_ylabel("probability")
-        axes.set_title(title[:80], fontsize=10)
-        axes.grid(alpha=0.3)
-        figure.autofmt_xdate()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", bbox_inches="tight")
-        return buffer.getvalue()
-    finally:
-        plt.close(figure)
+    # imported here, not with the module: every Dagster process loads the code location, few draw charts
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 2.6), dpi=80)
+    axes = figure.subplots()
+    axes.plot(days, probabilities, color="#1f5fa8", linewidth=1.6)
+    by_day = dict(zip(days, probabilities))
+    for sign, marker, color in ((1, "^", "#2e8b3a"), (-1, "v", "#c0392b")):
+        chosen = [(d, delta) for d, delta in marks if (delta > 0) == (sign > 0) and d in by_day and delta]
+        if chosen:
+            axes.scatter([d for d, _ in chosen], [by_day[d] for d, _ in chosen], marker=marker, color=color,
+                         s=[20 + 80 * min(abs(delta), 2) for _, delta in chosen], zorder=3)  # fmt: skip
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("probability")
+    axes.set_title(title[:80], fontsize=10)
+    axes.grid(alpha=0.3)
+    figure.autofmt_xdate()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
 
 
 def store_charts(engine: Engine, store: ObjectStore, day: date, trend_ids: list[int] | None = None) -> list[Chart]:
