@@ -27,6 +27,7 @@ from observatory_assets.defs.enrichment.vectors import DIMENSIONS, lead
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import write_demo_dataset
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
+from observatory_assets.lib.chunks import stream_chunks
 from tests.support.helpers import labelled_space, load_rows
 
 
@@ -58,6 +59,13 @@ def test_batched_language_detection_answers_as_py3langid_does_text_by_text():
         assert language == expected and confidence == pytest.approx(probability, abs=1e-4)
     assert len({language for language, _ in batched}) > 2  # Danish, English and more: a real mix
     assert detect_languages(documents[5:9]) == batched[5:9]  # independent of the batch
+
+
+def test_enrichment_streams_a_run_in_chunks_of_the_size_asked(engine):
+    # SQLAlchemy 2.1's partitions() without a size hands over the whole result as one partition,
+    # which would hold a run in memory and leave the pipeline's workers nothing to overlap
+    query = "SELECT g FROM generate_series(1, :n) AS g"
+    assert [len(chunk) for chunk in stream_chunks(engine, query, {"n": 2500}, 1000)] == [1000, 1000, 500]
 
 
 def test_search_terms_match_whole_words_and_phrases_ignoring_case_and_accents():

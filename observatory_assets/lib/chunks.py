@@ -17,7 +17,7 @@ def stream_chunks(engine: Engine, query: str, params: dict, chunk_size: int) -> 
     """Rows of ``query`` in chunks, through a server-side cursor (constant memory)."""
     with engine.connect() as conn:
         result = conn.execution_options(yield_per=chunk_size).execute(text(query), params)
-        for partition in result.partitions():
+        for partition in result.partitions(chunk_size):
             yield list(partition)
 
 

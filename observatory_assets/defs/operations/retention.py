@@ -197,7 +197,7 @@ def archive_month(engine: Engine, store: ObjectStore, table: str, month: date) -
         )
         with staged_upload(store, key, "application/vnd.apache.parquet") as handle:
             with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
-                for batch in result.partitions():
+                for batch in result.partitions(ARCHIVE_BATCH_ROWS):
                     checksum.update(batch)
                     columns = list(zip(*batch, strict=True))
                     writer.write_batch(

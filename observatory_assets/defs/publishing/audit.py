@@ -21,6 +21,8 @@ from resources.object_store import ObjectStore, put_bytes, staged_upload
 
 DEFAULT_RETENTION_DAYS = 365
 ARCHIVE_PREFIX = "archive/audit_log/"
+#: Rows read, checksummed and written to the archive at a time (constant memory).
+_ARCHIVE_BATCH_ROWS = 10_000
 
 _SCHEMA = pa.schema(
     [
@@ -91,13 +93,13 @@ def archive_audit_log(
         rows, fingerprint = _fingerprint(conn, first_id, last_id)
         key = f"{ARCHIVE_PREFIX}{first_id:012d}-{last_id:012d}.parquet"
         checksum = RowChecksum()
-        result = conn.execution_options(yield_per=10_000).execute(
+        result = conn.execution_options(yield_per=_ARCHIVE_BATCH_ROWS).execute(
             text(f"SELECT {_COLUMNS} FROM audit_log WHERE id BETWEEN :first AND :last ORDER BY id"),
             {"first": first_id, "last": last_id},
         )
         with staged_upload(store, key, "application/vnd.apache.parquet") as handle:
             with pq.ParquetWriter(handle, _SCHEMA, compression="zstd") as writer:
-                for batch in result.partitions():
+                for batch in result.partitions(_ARCHIVE_BATCH_ROWS):
                     checksum.update(batch)
                     columns = list(zip(*batch, strict=True))
                     writer.write_batch(
