@@ -185,8 +185,9 @@ RENDERER_VERSION = hashlib.sha256(
     )
 ).hexdigest()
 
-# The rows load_digest builds a digest from, by the same queries, hashed on the server in one round trip.
-_SOURCE_ROWS = f"""
+#: The rows load_digest builds a digest from, by the same queries, hashed on the server in one statement
+#: (parameters: :func:`source_parameters`); :func:`source_fingerprint` completes the fingerprint.
+SOURCE_ROWS = f"""
 WITH top AS ({_TOP_EVENTS}), moves AS ({_TREND_MOVES})
 SELECT md5(concat_ws(' | ',
            (SELECT string_agg(t::text, ',' ORDER BY t.id) FROM top t),
@@ -197,16 +198,17 @@ SELECT md5(concat_ws(' | ',
 """
 
 
+def source_parameters(day: date, limit: int = DEFAULT_EVENT_LIMIT) -> dict:
+    start, end = day_bounds(day)
+    return {"start": start, "end": end, "limit": limit, "day": day}
+
+
 def source_fingerprint(
-    conn: Connection, day: date, store: ObjectStore | None = None, limit: int = DEFAULT_EVENT_LIMIT
+    rows_md5: str, trend_names: list[str], store: ObjectStore | None = None, limit: int = DEFAULT_EVENT_LIMIT
 ) -> str:
     """A fingerprint of everything :func:`load_digest` with the same arguments and the renderer would turn into
-    the digest of ``day``: equal fingerprints give the same HTML, so an unchanged digest need not be rendered
-    again to be recognized. With ``store`` the inlined charts count too."""
-    start, end = day_bounds(day)
-    rows_md5, trend_names = conn.execute(
-        text(_SOURCE_ROWS), {"start": start, "end": end, "limit": limit, "day": day}
-    ).one()
+    the digest, from what :data:`SOURCE_ROWS` returned: equal fingerprints give the same HTML, so an
+    unchanged digest need not be rendered again to be recognized. With ``store`` the inlined charts count too."""
     fingerprint = hashlib.sha256(f"{RENDERER_VERSION}|{limit}|{rows_md5}".encode())
     for name in trend_names if store is not None else ():
         fingerprint.update(f"|{name}:{_chart_uri(store, name)}".encode())

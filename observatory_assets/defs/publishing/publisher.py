@@ -23,7 +23,14 @@ from datetime import date
 
 from sqlalchemy import Connection, Engine, text
 
-from observatory_assets.defs.publishing.digest import content_hash, load_digest, render_fragment, source_fingerprint
+from observatory_assets.defs.publishing.digest import (
+    SOURCE_ROWS,
+    content_hash,
+    load_digest,
+    render_fragment,
+    source_fingerprint,
+    source_parameters,
+)
 from observatory_assets.defs.publishing.targets import Target
 from observatory_assets.lib.audit import SKIPPED, record_audit
 from resources.object_store import ObjectStore
@@ -54,10 +61,12 @@ class PublishOutcome:
         return self.action in (UNCHANGED, REMOVED, EMPTY)
 
 
-_RECORD = """
-SELECT id, external_id, content_hash, source_fingerprint, status, live, url, event_count, item_count
-  FROM publish_records
- WHERE target = :target AND digest_date = :day
+# The day's record (if any) beside the fingerprint of the day's sources: one round trip.
+_RECORD_AND_SOURCES = f"""
+WITH sources AS ({SOURCE_ROWS})
+SELECT s.rows_md5, s.trend_names, r.id, r.external_id, r.content_hash, r.source_fingerprint, r.status, r.live,
+       r.url, r.event_count, r.item_count
+  FROM sources s LEFT JOIN publish_records r ON r.target = :target AND r.digest_date = :day
 """
 
 _UPSERT = """
@@ -111,8 +120,9 @@ def publish_day(
     started = time.perf_counter()
     charts = store if target.inline_charts else None
     with day_lock(engine, target.kind, day) as conn:
-        record = conn.execute(text(_RECORD), {"target": target.kind, "day": day}).one_or_none()
-        fingerprint = source_fingerprint(conn, day, charts)
+        row = conn.execute(text(_RECORD_AND_SOURCES), {**source_parameters(day), "target": target.kind}).one()
+        record = row if row.id is not None else None
+        fingerprint = source_fingerprint(row.rows_md5, row.trend_names, charts)
         outcome = PublishOutcome(target.kind, day, UNCHANGED)
         if record is not None:
             outcome.record_id, outcome.external_id, outcome.url = record.id, record.external_id, record.url
@@ -124,10 +134,9 @@ def publish_day(
         else:
             conn.commit()
             _publish_rendered(conn, store, target, day, record, fingerprint, charts, outcome, actor, reason, started)
-        if outcome.skipped:  # recorded in the transaction that read the record
+        if outcome.skipped:  # recorded in the transaction that read the record, committed with the unlock
             outcome.seconds = time.perf_counter() - started
             _audit(conn, actor, outcome, reason)
-            conn.commit()
         target.finish(conn)
     return outcome
 
