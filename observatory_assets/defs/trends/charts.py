@@ -8,10 +8,14 @@ import io
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from sqlalchemy import Engine, text
+import matplotlib
 
-from observatory_assets.defs.trends.ledger import probability, series
-from resources.object_store import ObjectStore, put_bytes
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402
+from sqlalchemy import Engine, text  # noqa: E402
+
+from observatory_assets.defs.trends.ledger import probability, series  # noqa: E402
+from resources.object_store import ObjectStore, put_bytes  # noqa: E402
 
 CHART_DAYS = 90
 
@@ -33,13 +37,6 @@ class Chart:
 
 def render_chart(title: str, days: list[date], probabilities: list[float], marks: list[tuple[date, float]]) -> bytes:
     """PNG of the probability line with evidence marked (▲ up, ▼ down, size by |Δ log-odds|)."""
-    # Imported here, not with the module: every run process imports the whole code location, and a run
-    # that draws no chart (a takedown) should not wait for matplotlib.
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     figure, axes = plt.subplots(figsize=(6.4, 2.6), dpi=80)
     try:
         axes.plot(days, probabilities, color="#1f5fa8", linewidth=1.6)
