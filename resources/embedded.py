@@ -95,7 +95,12 @@ def dagster_instance_yaml(dagster_url: str) -> dict:
                 "postgres_url": {"env": DAGSTER_URL_VARIABLE} if has_password else as_psycopg2_url(dagster_url)
             }
         },
-        "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"},
+        # the daemon looks at the run queue every second (default 5 s): a takedown's run starts that much sooner
+        "run_coordinator": {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {"dequeue_interval_seconds": 1},
+        },
         "run_retries": {"enabled": True, "max_retries": 0},
         # at most two steps of a pool at once: two raw_items loads (pool observatory_ingest) share the server
         "concurrency": {"runs": {"max_concurrent_runs": 4}, "pools": {"default_limit": INGEST_POOL_LIMIT}},

@@ -22,6 +22,7 @@ import pytest
 from lxml import etree
 from sqlalchemy import text
 
+from observatory_assets.defs.publishing import publisher
 from observatory_assets.defs.publishing.digest import chart_key, load_digest, render_fragment
 from observatory_assets.defs.publishing.publisher import publish_day
 from observatory_assets.defs.publishing.site import (
@@ -116,6 +117,32 @@ def test_changed_content_updates_the_page_in_place(engine, store) -> None:
     feed = json.loads(read(store, JSON_FEED_KEY))
     assert [i["id"] for i in feed["items"]] == [feed_entry_id(first.record_id)]
     assert "A late breaking story" in feed["items"][0]["content_html"]
+
+
+def test_a_skip_renders_nothing_and_any_change_to_what_the_page_shows_is_published(engine, store, monkeypatch):
+    (event_id, items), _ = seed_day(engine, DAY, events=2)
+    _, wide = seed_event(engine, DAY, "Wide story", None, [(f"Copy {n}", None, f"wide-{n}") for n in range(7)])
+    seed_trend(engine, DAY, "ceasefire", "Ceasefire by June", (0.0, 0.4), "Both sides confirmed talks.", event_id)
+    target = StaticTarget(store)
+    publish_day(engine, store, target, DAY, actor="test")
+    rendered = []
+    monkeypatch.setattr(publisher, "render_fragment", lambda digest: rendered.append(digest) or render_fragment(digest))
+    assert publish_day(engine, store, target, DAY, actor="test").action == "unchanged" and rendered == []
+
+    with engine.begin() as conn:  # a source item's title: shown in a link, not in the event's own row
+        conn.execute(text("UPDATE raw_items SET title = 'Corrected headline' WHERE id = :id"), {"id": items[1]})
+    assert publish_day(engine, store, target, DAY, actor="test").action == "updated" and len(rendered) == 1
+    assert "Corrected headline" in read(store, page_key(DAY)).decode()
+
+    png = b"\x89PNG\r\n\x1a\n" + b"a new chart"
+    put_bytes(store, chart_key("ceasefire"), png, "image/png")
+    assert publish_day(engine, store, target, DAY, actor="test").action == "updated" and len(rendered) == 2
+    assert base64.b64encode(png).decode() in read(store, page_key(DAY)).decode()
+
+    with engine.begin() as conn:  # the seventh item's title: past the links shown, so the page stays the same
+        conn.execute(text("UPDATE raw_items SET title = 'Not shown' WHERE id = :id"), {"id": wide[-1]})
+    assert publish_day(engine, store, target, DAY, actor="test").action == "unchanged" and len(rendered) == 3
+    assert publish_day(engine, store, target, DAY, actor="test").action == "unchanged" and len(rendered) == 3
 
 
 def test_events_are_ranked_by_sources_then_size_then_novelty(engine, store) -> None:

@@ -127,10 +127,11 @@ SELECT e.id, e.title, e.summary, e.first_seen_at, r.sources, r.items, r.item_ids
  LIMIT :limit
 """
 
+#: The links of the items ``{item_ids}`` (an array expression).
 _EVENT_LINKS = """
 SELECT ei.event_id, r.id, coalesce(nullif(r.title, ''), left(r.text, 120), '') AS title, r.url, s.name
   FROM event_items ei JOIN raw_items r ON r.id = ei.item_id JOIN sources s ON s.id = r.source_id
- WHERE ei.item_id = ANY(:ids)
+ WHERE ei.item_id = ANY({item_ids})
  ORDER BY ei.event_id, ei.item_time, r.id
 """
 
@@ -177,6 +178,43 @@ def _chart_uri(store: ObjectStore | None, trend_name: str) -> str | None:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+#: What the rendering is made of: a change to the templates or to this module renders every digest anew.
+RENDERER_VERSION = hashlib.sha256(
+    b"".join(
+        path.read_bytes() for path in [Path(__file__), *sorted((Path(__file__).parent / "templates").glob("*.j2"))]
+    )
+).hexdigest()
+
+#: The rows load_digest builds a digest from, by the same queries, hashed on the server in one statement
+#: (parameters: :func:`source_parameters`); :func:`source_fingerprint` completes the fingerprint.
+SOURCE_ROWS = f"""
+WITH top AS ({_TOP_EVENTS}), moves AS ({_TREND_MOVES})
+SELECT md5(concat_ws(' | ',
+           (SELECT string_agg(t::text, ',' ORDER BY t.id) FROM top t),
+           (SELECT string_agg(l::text, ',' ORDER BY l.event_id, l.id)
+              FROM ({_EVENT_LINKS.format(item_ids="ARRAY(SELECT unnest(item_ids) FROM top)")}) l),
+           (SELECT string_agg(m::text, ',' ORDER BY m.name) FROM moves m))) AS rows_md5,
+       ARRAY(SELECT name FROM moves ORDER BY name) AS trend_names
+"""
+
+
+def source_parameters(day: date, limit: int = DEFAULT_EVENT_LIMIT) -> dict:
+    start, end = day_bounds(day)
+    return {"start": start, "end": end, "limit": limit, "day": day}
+
+
+def source_fingerprint(
+    rows_md5: str, trend_names: list[str], store: ObjectStore | None = None, limit: int = DEFAULT_EVENT_LIMIT
+) -> str:
+    """A fingerprint of everything :func:`load_digest` with the same arguments and the renderer would turn into
+    the digest, from what :data:`SOURCE_ROWS` returned: equal fingerprints give the same HTML, so an
+    unchanged digest need not be rendered again to be recognized. With ``store`` the inlined charts count too."""
+    fingerprint = hashlib.sha256(f"{RENDERER_VERSION}|{limit}|{rows_md5}".encode())
+    for name in trend_names if store is not None else ():
+        fingerprint.update(f"|{name}:{_chart_uri(store, name)}".encode())
+    return fingerprint.hexdigest()
+
+
 def load_digest(
     conn: Connection, day: date, store: ObjectStore | None = None, limit: int = DEFAULT_EVENT_LIMIT
 ) -> Digest:
@@ -186,7 +224,9 @@ def load_digest(
     rows = conn.execute(text(_TOP_EVENTS), {"start": start, "end": end, "limit": limit}).all()
     links: dict[int, list[DigestItem]] = {}
     item_ids = [i for row in rows for i in row.item_ids]
-    for event_id, item_id, title, url, source in conn.execute(text(_EVENT_LINKS), {"ids": item_ids}):
+    for event_id, item_id, title, url, source in conn.execute(
+        text(_EVENT_LINKS.format(item_ids=":ids")), {"ids": item_ids}
+    ):
         links.setdefault(event_id, []).append(DigestItem(item_id, title, url, source))
     events = []
     for row in rows:

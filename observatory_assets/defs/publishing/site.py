@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from feedgen.feed import FeedGenerator
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, text
 
 from observatory_assets.defs.publishing.digest import SITE_TITLE, render_index, render_page
 from resources.object_store import ObjectStore, put_bytes
@@ -48,11 +48,12 @@ class Placement:
 
 
 _LIVE_RECORDS = """
-SELECT id, digest_date, title, body_html, content_hash, event_count, published_at, updated_at
+SELECT {columns}
   FROM publish_records
  WHERE target = 'static' AND live AND status <> 'removed'
  ORDER BY digest_date DESC
 """
+_FINGERPRINTED = "id, content_hash, updated_at"
 
 
 class StaticTarget:
@@ -80,17 +81,20 @@ class StaticTarget:
         self.store.delete(external_id)
         return existed
 
-    def finish(self, engine: Engine) -> bool:
+    def finish(self, conn: Connection) -> bool:
         """Rebuild the index and both feeds if the live records changed; True if they were rewritten."""
-        with engine.connect() as conn:
-            records = conn.execute(text(_LIVE_RECORDS)).all()
+        fingerprinted = conn.execute(text(_LIVE_RECORDS.format(columns=_FINGERPRINTED))).all()
         fingerprint = hashlib.sha256(
-            json.dumps([[r.id, r.content_hash, r.updated_at.isoformat()] for r in records]).encode()
+            json.dumps([[r.id, r.content_hash, r.updated_at.isoformat()] for r in fingerprinted]).encode()
         ).hexdigest()
         if self.store.size(MANIFEST_KEY) is not None:
             with self.store.open(MANIFEST_KEY) as stream:
                 if json.load(stream).get("fingerprint") == fingerprint and self._complete():
                     return False
+        records = conn.execute(  # the pages' HTML is read only when the site is rebuilt
+            text(_LIVE_RECORDS.format(columns=f"{_FINGERPRINTED}, digest_date, title, body_html, event_count, "
+                                              "published_at"))
+        ).all()  # fmt: skip
         for r in records:  # a page lost from the store comes back from its record
             if self.store.size(page_key(r.digest_date)) is None:
                 put_bytes(self.store, page_key(r.digest_date), render_page(r.title, r.body_html).encode(), "text/html")

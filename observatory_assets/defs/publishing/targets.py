@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 
 from observatory_assets.defs.publishing.ghost import GhostClient, internal_tag
 from observatory_assets.defs.publishing.site import Placement, StaticTarget
@@ -40,8 +40,9 @@ class Target(Protocol):
         """Delete the content for good; False if it was already gone."""
         ...
 
-    def finish(self, engine: Engine) -> bool:
-        """Bring derived content (indexes, feeds) in line with the records; True if anything changed."""
+    def finish(self, conn: Connection) -> bool:
+        """Bring derived content (indexes, feeds) in line with the records (read on ``conn``); True if anything
+        changed."""
         ...
 
 
@@ -88,7 +89,7 @@ class GhostTarget:
     def delete(self, external_id: str) -> bool:
         return self.client.delete_post(external_id)
 
-    def finish(self, engine: Engine) -> bool:
+    def finish(self, conn: Connection) -> bool:
         return False
 
 

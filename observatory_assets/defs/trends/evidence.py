@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from operator import itemgetter
 
 import numpy as np
 from sqlalchemy import Engine, text
@@ -103,7 +104,7 @@ def _stage_definitions(conn, definitions: dict[int, TrendDefinition]) -> None:
 _STAGE_ITEMS = f"""
 CREATE TEMP TABLE trend_items AS
 SELECT x.item_id, x.event_id, x.source_id, x.item_time, x.item_hash, r.language, r.text_search_config AS config,
-       r.search_vector, lower(btrim(regexp_replace(coalesce(r.title, ''), '[^[:alnum:]]+', ' ', 'g'))) AS norm_title
+       lower(btrim(regexp_replace(coalesce(r.title, ''), '[^[:alnum:]]+', ' ', 'g'))) AS norm_title
   FROM trend_events c
   JOIN event_items x ON x.event_id = c.event_id
   JOIN raw_items r ON r.id = x.item_id
@@ -112,29 +113,32 @@ CREATE INDEX ON trend_items (event_id);
 ANALYZE trend_items
 """
 
-# One OR-query per (trend, indicator or disqualifier, language, stemming config present among the items).
+# One query per term and stemming config present among the items (a term of only stop words matches nothing).
 _STAGE_QUERIES = """
 CREATE TEMP TABLE trend_queries AS
-SELECT t.trend_id, t.indicator, t.language, c.config, t.disqualifier,
-       string_agg('(' || q.query::text || ')', ' | ')::tsquery AS query
+SELECT t.trend_id, t.indicator, t.language, c.config, t.disqualifier, t.term, q.query
   FROM trend_terms t
   JOIN (SELECT DISTINCT language, config FROM trend_items WHERE config IS NOT NULL) c ON c.language = t.language
  CROSS JOIN LATERAL phraseto_tsquery(c.config, t.term) AS q (query)
- WHERE numnode(q.query) > 0 AND t.trend_id = ANY(:trends)
- GROUP BY 1, 2, 3, 4, 5
+ WHERE numnode(q.query) > 0 AND t.trend_id = ANY(:trends);
+ANALYZE trend_queries
 """
 
+# The items' vectors are read from ``raw_items``, so the planner can probe its full-text index once per query
+# when many events are staged, or test the few staged items when few are.
 _STAGE_MATCHES = """
 CREATE TEMP TABLE trend_matches AS
-SELECT q.trend_id, q.indicator, i.event_id, i.item_id
+SELECT q.trend_id, q.indicator, i.event_id, i.item_id, q.term
   FROM trend_items i
+  JOIN raw_items r ON r.id = i.item_id
   JOIN trend_queries q ON q.language = i.language AND q.config = i.config AND NOT q.disqualifier
- WHERE i.search_vector @@ q.query;
+ WHERE r.search_vector @@ q.query;
 CREATE TEMP TABLE trend_disqualified AS
 SELECT DISTINCT q.trend_id, i.item_id
   FROM trend_items i
+  JOIN raw_items r ON r.id = i.item_id
   JOIN trend_queries q ON q.language = i.language AND q.config = i.config AND q.disqualifier
- WHERE i.search_vector @@ q.query;
+ WHERE r.search_vector @@ q.query;
 CREATE INDEX ON trend_disqualified (item_id, trend_id);
 ANALYZE trend_disqualified;
 DELETE FROM trend_matches m USING trend_disqualified d WHERE d.trend_id = m.trend_id AND d.item_id = m.item_id;
@@ -175,26 +179,18 @@ WITH counted AS MATERIALIZED (
       FROM (SELECT DISTINCT trend_id, event_id, source_id FROM counted WHERE NOT is_copy) c
       JOIN sources s ON s.id = c.source_id
      GROUP BY 1, 2
-), terms AS MATERIALIZED (
-    SELECT m.trend_id, m.event_id, m.indicator, array_agg(DISTINCT t.term ORDER BY t.term) AS matched_terms
-      FROM trend_matches m
-      JOIN trend_items i ON i.item_id = m.item_id
-      JOIN trend_terms t ON t.trend_id = m.trend_id AND t.indicator = m.indicator AND t.language = i.language
-                        AND NOT t.disqualifier
-     WHERE i.search_vector @@ phraseto_tsquery(i.config, t.term)
-     GROUP BY 1, 2, 3
 )
 SELECT m.trend_id, m.event_id, m.indicator, p.event_at, p.item_ids,
        round(coalesce(o.credibility, 0.5)::numeric, 6)::float8 AS credibility,
        coalesce(o.independent, 1) AS independent,
        greatest(p.texts - coalesce(o.independent, 1), 0) AS copies,
        round((1 - power(0.5, coalesce(o.independent, 1) / 2.0))::numeric, 9)::float8 AS corroboration,
-       ti.severity, coalesce(tm.matched_terms, '{{}}') AS matched_terms
-  FROM (SELECT DISTINCT trend_id, event_id, indicator FROM trend_matches) m
+       ti.severity, m.matched_terms
+  FROM (SELECT trend_id, event_id, indicator, array_agg(DISTINCT term ORDER BY term) AS matched_terms
+          FROM trend_matches GROUP BY 1, 2, 3) m
   JOIN per_event p ON p.trend_id = m.trend_id AND p.event_id = m.event_id
   JOIN trend_indicators ti ON ti.trend_id = m.trend_id AND ti.indicator = m.indicator
   LEFT JOIN originals o ON o.trend_id = m.trend_id AND o.event_id = m.event_id
-  LEFT JOIN terms tm ON tm.trend_id = m.trend_id AND tm.event_id = m.event_id AND tm.indicator = m.indicator
 """
 
 _UPSERT = """
@@ -260,56 +256,60 @@ def _stage_events(conn, select_sql: str, **params) -> None:
     conn.execute(text(f"CREATE TEMP TABLE trend_events AS {select_sql}"), params)
 
 
-def _refresh_novelty(conn, affected: dict[int, datetime]) -> None:
-    """Novelty of every live row from each affected trend's first changed day on: 1 − the highest cosine
-    similarity of its event to the trend's earlier evidence events (ordered by event time, then id)."""
+def _stage_novelty(conn, affected: dict[int, datetime]) -> None:
+    """Fill the temporary table ``trend_novelty (id, novelty, closest)``: for every live row from each affected
+    trend's first changed moment on, 1 − the highest cosine similarity of its event to the trend's earlier
+    evidence events (ordered by event time, then id), and the closest such event."""
     raw = conn.connection.driver_connection
     register_vector_type(raw)
     with raw.cursor(binary=True) as cursor:
+        # The ledger order is numbered without the vectors, so the server never sorts the wide rows.
         cursor.execute(
             """
-            SELECT e.trend_id, e.id, e.event_id, e.event_at >= a.from_at AS target, v.centroid
-              FROM trend_evidence e
-              JOIN unnest(%s::bigint[], %s::timestamptz[]) AS a (trend_id, from_at) ON a.trend_id = e.trend_id
-              JOIN events v ON v.id = e.event_id
-             WHERE e.retracted_at IS NULL
-             ORDER BY e.trend_id, e.event_at, e.event_id, e.signal
+            SELECT o.position, o.trend_id, o.id, o.event_id, o.target, v.centroid
+              FROM (SELECT e.trend_id, e.id, e.event_id, e.event_at >= a.from_at AS target,
+                           row_number() OVER (ORDER BY e.trend_id, e.event_at, e.event_id, e.signal) AS position
+                      FROM trend_evidence e
+                      JOIN unnest(%s::bigint[], %s::timestamptz[]) AS a (trend_id, from_at) ON a.trend_id = e.trend_id
+                     WHERE e.retracted_at IS NULL) o
+              JOIN events v ON v.id = o.event_id
             """,
             (list(affected), list(affected.values())),
         )
-        rows = cursor.fetchall()
+        rows = sorted(cursor.fetchall(), key=itemgetter(0))
     ids, novelties, closest = [], [], []
     start = 0
     while start < len(rows):
         end = start
-        while end < len(rows) and rows[end][0] == rows[start][0]:
+        while end < len(rows) and rows[end][1] == rows[start][1]:
             end += 1
         _trend_novelty(rows[start:end], ids, novelties, closest)
         start = end
-    if ids:
-        conn.execute(
-            text(
-                """
-                UPDATE trend_evidence e SET novelty = u.novelty, closest_event_id = u.closest
-                  FROM unnest(CAST(:ids AS bigint[]), CAST(:novelties AS float8[]), CAST(:closest AS bigint[]))
-                       AS u (id, novelty, closest)
-                 WHERE e.id = u.id AND (e.novelty, e.closest_event_id) IS DISTINCT FROM (u.novelty, u.closest)
-                """
-            ),
-            {"ids": ids, "novelties": novelties, "closest": closest},
-        )
+    conn.execute(text("DROP TABLE IF EXISTS trend_novelty"))
+    conn.execute(
+        text(
+            """
+            CREATE TEMP TABLE trend_novelty AS
+            SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:novelties AS float8[]), CAST(:closest AS bigint[]))
+                          AS u (id, novelty, closest)
+            """
+        ),
+        {"ids": ids, "novelties": novelties, "closest": closest},
+    )
+    conn.execute(text("CREATE UNIQUE INDEX ON trend_novelty (id)"))
+    conn.execute(text("ANALYZE trend_novelty"))
 
 
 def _trend_novelty(rows: list[tuple], ids: list, novelties: list, closest: list, chunk: int = 1024) -> None:
-    """One trend's rows in ledger order: (trend, evidence id, event id, target, centroid)."""
-    vectors = np.stack([r[4].to_numpy() for r in rows]).astype(np.float64)
+    """One trend's rows in ledger order: (position, trend, evidence id, event id, target, centroid)."""
+    vectors = np.stack([r[5].to_numpy() for r in rows]).astype(np.float64)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    event_ids = np.asarray([r[2] for r in rows])
+    event_ids = np.asarray([r[3] for r in rows])
     # Rows of one event are not "earlier" than each other: compare with the rows before the event's first.
     first = np.zeros(len(rows), dtype=np.int64)
     for position in range(1, len(rows)):
         first[position] = first[position - 1] if event_ids[position] == event_ids[position - 1] else position
-    targets = np.asarray([p for p, r in enumerate(rows) if r[3]], dtype=np.int64)
+    targets = np.asarray([p for p, r in enumerate(rows) if r[4]], dtype=np.int64)
     for begin in range(0, len(targets), chunk):
         batch = targets[begin : begin + chunk]
         similarities = vectors[batch] @ vectors.T
@@ -317,7 +317,7 @@ def _trend_novelty(rows: list[tuple], ids: list, novelties: list, closest: list,
         best = similarities.argmax(axis=1)
         top = similarities[np.arange(len(batch)), best]
         for position, b, value in zip(batch, best, top):
-            ids.append(rows[position][1])
+            ids.append(rows[position][2])
             if np.isinf(value):
                 novelties.append(1.0)
                 closest.append(None)
@@ -326,13 +326,18 @@ def _trend_novelty(rows: list[tuple], ids: list, novelties: list, closest: list,
                 closest.append(int(event_ids[b]))
 
 
-# Delta with the per-indicator, per-day cap, and the sentence a person reads, for the affected days.
-_REFRESH_DELTAS = """
+# Novelty (from ``trend_novelty``), the delta with the per-indicator, per-day cap, and the sentence a person
+# reads, for the affected days: one write per row, and none for a row whose values stay the same.
+_REFRESH_FACTORS = """
 WITH scope AS (
-    SELECT e.id, e.trend_id, e.signal, (e.event_at AT TIME ZONE 'UTC')::date AS day,
-           ti.sign * ti.ln_lr * e.credibility * e.corroboration * e.novelty * e.severity AS raw,
+    SELECT e.id, e.trend_id, e.signal, (e.event_at AT TIME ZONE 'UTC')::date AS day, e.event_id, e.item_ids,
+           e.matched_terms, e.independent_sources, e.copies_collapsed, e.credibility, e.corroboration, e.severity,
+           coalesce(n.novelty, e.novelty) AS novelty,
+           CASE WHEN n.id IS NULL THEN e.closest_event_id ELSE n.closest END AS closest_event_id,
+           ti.sign * ti.ln_lr * e.credibility * e.corroboration * coalesce(n.novelty, e.novelty) * e.severity AS raw,
            ti.ln_lr * e.severity AS cap, ti.sign, ti.likelihood_ratio, v.title
       FROM trend_evidence e
+      LEFT JOIN trend_novelty n ON n.id = e.id
       LEFT JOIN events v ON v.id = e.event_id
       JOIN trend_indicators ti ON ti.trend_id = e.trend_id AND ti.indicator = e.signal
       JOIN unnest(CAST(:ids AS bigint[]), CAST(:froms AS timestamptz[])) AS a (trend_id, from_at)
@@ -341,37 +346,45 @@ WITH scope AS (
      WHERE e.retracted_at IS NULL
 ), capped AS (
     SELECT s.*, round(s.raw::numeric, 9)::float8 AS raw_rounded,
-           round((s.raw * least(1, s.cap / nullif(sum(abs(s.raw)) OVER (PARTITION BY s.trend_id, s.signal, s.day),
-                                               0)))::numeric, 9)::float8 AS delta
+           coalesce(round((s.raw * least(1, s.cap / nullif(sum(abs(s.raw)) OVER (PARTITION BY s.trend_id, s.signal,
+                                                                                             s.day), 0)))::numeric,
+                          9)::float8, 0) AS delta
       FROM scope s
+), refreshed AS (
+    SELECT c.id, c.novelty, c.closest_event_id, c.raw_rounded, c.delta,
+           format(
+               '%s (%s, LR %s) matched %s in %s item(s) of event %s "%s": %s independent source(s)%s → '
+               || 'corroboration %s, credibility %s, novelty %s%s, severity %s → %s%s log-odds%s',
+               c.signal, CASE WHEN c.sign > 0 THEN 'up' ELSE 'down' END, c.likelihood_ratio,
+               array_to_string(ARRAY(SELECT quote_literal(t) FROM unnest(c.matched_terms) t), ', '),
+               cardinality(c.item_ids), c.event_id, coalesce(c.title, ''), c.independent_sources,
+               CASE WHEN c.copies_collapsed > 0 THEN format(' (%s copies collapsed)', c.copies_collapsed) ELSE '' END,
+               to_char(c.corroboration, 'FM0.00'), to_char(c.credibility, 'FM0.00'), to_char(c.novelty, 'FM0.00'),
+               CASE WHEN c.closest_event_id IS NOT NULL
+                    THEN format(' (closest earlier evidence: event %s)', c.closest_event_id) ELSE '' END,
+               to_char(c.severity, 'FM0.00'), CASE WHEN c.delta >= 0 THEN 'Δ +' ELSE 'Δ ' END,
+               to_char(c.delta, 'FM990.000'),
+               CASE WHEN abs(c.delta - c.raw_rounded) > 1e-9
+                    THEN format(' (day cap; uncapped %s)', to_char(c.raw_rounded, 'FM990.000')) ELSE '' END
+           ) AS reasoning
+      FROM capped c
 )
 UPDATE trend_evidence e
-   SET raw_delta = c.raw_rounded, delta_log_odds = coalesce(c.delta, 0),
-       reasoning = format(
-           '%s (%s, LR %s) matched %s in %s item(s) of event %s "%s": %s independent source(s)%s → corroboration %s, '
-           || 'credibility %s, novelty %s%s, severity %s → %s%s log-odds%s',
-           e.signal, CASE WHEN c.sign > 0 THEN 'up' ELSE 'down' END, c.likelihood_ratio,
-           array_to_string(ARRAY(SELECT quote_literal(t) FROM unnest(e.matched_terms) t), ', '),
-           cardinality(e.item_ids), e.event_id, coalesce(c.title, ''), e.independent_sources,
-           CASE WHEN e.copies_collapsed > 0 THEN format(' (%s copies collapsed)', e.copies_collapsed) ELSE '' END,
-           to_char(e.corroboration, 'FM0.00'), to_char(e.credibility, 'FM0.00'), to_char(e.novelty, 'FM0.00'),
-           CASE WHEN e.closest_event_id IS NOT NULL
-                THEN format(' (closest earlier evidence: event %s)', e.closest_event_id) ELSE '' END,
-           to_char(e.severity, 'FM0.00'), CASE WHEN coalesce(c.delta, 0) >= 0 THEN 'Δ +' ELSE 'Δ ' END,
-           to_char(coalesce(c.delta, 0), 'FM990.000'),
-           CASE WHEN abs(coalesce(c.delta, 0) - c.raw_rounded) > 1e-9
-                THEN format(' (day cap; uncapped %s)', to_char(c.raw_rounded, 'FM990.000')) ELSE '' END),
-       updated_at = now()
-  FROM capped c
- WHERE e.id = c.id
+   SET novelty = r.novelty, closest_event_id = r.closest_event_id, raw_delta = r.raw_rounded,
+       delta_log_odds = r.delta, reasoning = r.reasoning, updated_at = now()
+  FROM refreshed r
+ WHERE e.id = r.id
+   AND (e.novelty, e.closest_event_id, e.raw_delta, e.delta_log_odds, e.reasoning)
+       IS DISTINCT FROM (r.novelty, r.closest_event_id, r.raw_rounded, r.delta, r.reasoning)
 """
 
 
 def _refresh_factors(conn, affected: dict[int, datetime]) -> None:
     if not affected:
         return
-    _refresh_novelty(conn, affected)
-    conn.execute(text(_REFRESH_DELTAS), {"ids": list(affected), "froms": list(affected.values())})
+    _stage_novelty(conn, affected)
+    conn.execute(text(_REFRESH_FACTORS), {"ids": list(affected), "froms": list(affected.values())})
+    conn.execute(text("DROP TABLE trend_novelty"))
 
 
 def _lock(conn) -> None:
