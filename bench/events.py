@@ -31,7 +31,7 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_quality import fresh_database  # noqa: E402
 
-from observatory_assets.defs.enrichment.embeddings import HNSW_INDEX, embed_run  # noqa: E402
+from observatory_assets.defs.enrichment.embeddings import embed_run  # noqa: E402
 from observatory_assets.defs.enrichment.features import (
     FULLTEXT_VECTOR,  # noqa: E402
     featurize_run,  # noqa: E402
@@ -72,10 +72,12 @@ def embedding_write_floors(engine, embedder: LexicalEmbedder, sample: int, incre
     * ``incremental_index``: binary COPY into a table that already has the HNSW index (every row
       inserted into the graph), on a smaller sample: it is two orders of magnitude slower.
     """
-    index = HNSW_INDEX.replace("item_embeddings_hnsw ON item_embeddings", "ON floor_vectors")
     with engine.connect() as sa_conn:
         conn = sa_conn.connection.driver_connection
         register_vector_type(conn)
+        schema_index = conn.execute("SELECT pg_get_indexdef('item_embeddings_hnsw'::regclass)").fetchone()[0]
+        index = schema_index.replace("item_embeddings_hnsw ON public.item_embeddings", "ON floor_vectors")
+        assert index != schema_index, schema_index
         stored = "SELECT embedding FROM item_embeddings WHERE embedder = %s ORDER BY item_id LIMIT %s"
         with conn.transaction():
             vectors = [v for (v,) in conn.execute(stored, (embedder.name, sample), binary=True)]

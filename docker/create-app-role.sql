@@ -43,11 +43,14 @@ GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO :"app_role";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA public
     GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLES TO :"app_role";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA public GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO :"app_role";
--- Monthly partitions are created and dropped only through the owner's SECURITY DEFINER functions
--- (migration 0005), which nobody else may execute.
+-- Monthly partitions are created and dropped (migration 0005), and the embeddings' HNSW index is
+-- dropped and rebuilt around large writes (0009), only through the owner's SECURITY DEFINER
+-- functions, which nobody else may execute.
 SELECT format('GRANT EXECUTE ON FUNCTION %s TO %I', p.oid::regprocedure, :'app_role')
   FROM pg_proc p
- WHERE p.pronamespace = 'public'::regnamespace AND p.proname IN ('ensure_month_partition', 'drop_month_partition')
+ WHERE p.pronamespace = 'public'::regnamespace
+   AND p.proname IN ('ensure_month_partition', 'drop_month_partition', 'drop_item_embeddings_index',
+                     'build_item_embeddings_index')
 \gexec
 
 -- Dagster's own database (runs, event log, schedules): the same split.

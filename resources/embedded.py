@@ -95,11 +95,12 @@ def dagster_instance_yaml(dagster_url: str) -> dict:
                 "postgres_url": {"env": DAGSTER_URL_VARIABLE} if has_password else as_psycopg2_url(dagster_url)
             }
         },
-        # the daemon looks at the run queue every second (default 5 s): a takedown's run starts that much sooner
+        # the daemon looks at the run queue every second (default 5 s: a takedown's run starts that much
+        # sooner) and launches a burst of queued runs in parallel (each launch waits for its run process)
         "run_coordinator": {
             "module": "dagster.core.run_coordinator",
             "class": "QueuedRunCoordinator",
-            "config": {"dequeue_interval_seconds": 1},
+            "config": {"dequeue_interval_seconds": 1, "dequeue_use_threads": True, "dequeue_num_workers": 4},
         },
         "run_retries": {"enabled": True, "max_retries": 0},
         # at most two steps of a pool at once: two raw_items loads (pool observatory_ingest) share the server

@@ -32,20 +32,14 @@ STUCK_AFTER_SECONDS = 600
 
 
 def _tuned_for_this_test(home: Path) -> None:
-    """The embedded instance's dagster.yaml (same pool limit, same run limit), tuned for speed and for
-    contention: the queue is checked every second and launches in threads (a launch waits until its run
-    process has started, ~10 s here); the queue may start runs beyond the pool's free slots (a buffer of
-    ``max_concurrent_runs`` - limit), so the steps' own slot claims are put to work, not only the queue's
-    check of the pool; and the runs the enrichment sensors
+    """The embedded instance's dagster.yaml (same pool limit, same run limit, same queue: checked every
+    second, launches in threads), tuned for contention: the queue may start runs beyond
+    the pool's free slots (a buffer of ``max_concurrent_runs`` - limit), so the steps' own slot claims
+    are put to work, not only the queue's check of the pool; and the runs the enrichment sensors
     request after each ingestion stay queued (limit 0), so the cores go to the runs under test."""
     config_path = home / "dagster.yaml"
     config = yaml.safe_load(config_path.read_text())
     runs, pools = config["concurrency"]["runs"], config["concurrency"]["pools"]
-    config["run_coordinator"]["config"] = {
-        "dequeue_interval_seconds": 1,
-        "dequeue_use_threads": True,
-        "dequeue_num_workers": runs["max_concurrent_runs"],
-    }
     pools["op_granularity_run_buffer"] = runs["max_concurrent_runs"] - pools["default_limit"]
     runs["tag_concurrency_limits"] = [
         {"key": "dagster/sensor_name", "value": sensor.name, "limit": 0}

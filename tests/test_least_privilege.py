@@ -1,7 +1,8 @@
 """The application role production connects as (docker/create-app-role.sql: data access, no DDL)
-runs everything that changes partitions: ingestion creating a month on demand, the rollover, and
-retention detaching and dropping an archived month — through the owner's SECURITY DEFINER
-functions (migration 0005), on the embedded PostgreSQL."""
+runs everything that changes partitions or indexes: ingestion creating a month on demand, the
+rollover, retention detaching and dropping an archived month (migration 0005), and a large
+embedding run rebuilding the HNSW index around its write (0009) — through the owner's SECURITY
+DEFINER functions, on the embedded PostgreSQL."""
 
 import subprocess
 import uuid
@@ -11,6 +12,8 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
+from observatory_assets.defs.enrichment.embeddings import embed_run
+from observatory_assets.defs.enrichment.lexical import LexicalEmbedder
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.defs.operations.backups import take_backup
@@ -20,6 +23,7 @@ from resources.object_store import LocalObjectStore
 from resources.postgres import engine_for
 from resources.settings import as_libpq_dsn
 from tests.conftest import create_database, drop_database, write
+from tests.support.helpers import labelled_space
 from tests.support.roles import as_role, create_app_role, drop_role
 
 
@@ -64,6 +68,24 @@ def test_the_app_role_creates_and_drops_months_only_through_the_owner_functions(
         assert conn.execute(text("SELECT count(*) FROM raw_items")).scalar_one() == 0
 
 
+def test_the_app_role_rebuilds_the_embeddings_index_only_through_the_owner_functions(app_engine, store, tmp_path):
+    with app_engine.connect() as conn, pytest.raises(Exception, match="must be owner"):
+        conn.execute(text("DROP INDEX item_embeddings_hnsw"))
+    payload = write(tmp_path / "items.jsonl", "".join(
+        f'{{"id": "{n}", "title": "Harbour strike day {n}", "text": "Dock workers walk out.", '
+        f'"published_at": "2026-11-0{n}T10:00:00Z"}}\n' for n in range(1, 6)
+    ))  # fmt: skip
+    run_id = collect(app_engine, store, [SourceRequest("docks", "jsonl", path=str(payload))])
+    ingest_collection_run(app_engine, store, run_id)
+    # the run is the whole table, so it stages its vectors and rebuilds the index around the upsert
+    assert embed_run(app_engine, LexicalEmbedder(labelled_space(1)), run_id).embedded == 5
+    with app_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM item_embeddings")).scalar_one() == 5
+        assert conn.execute(
+            text("SELECT indisvalid FROM pg_index WHERE indexrelid = 'item_embeddings_hnsw'::regclass")
+        ).scalar_one()
+
+
 @pytest.mark.parametrize("table", ["sources", "raw_items", "raw_items_default"])
 def test_the_drop_function_refuses_anything_but_a_month_partition(app_engine, table):
     with app_engine.begin() as conn, pytest.raises(Exception, match="not a month partition"):
@@ -77,7 +99,8 @@ def test_roles_without_the_grant_cannot_run_the_owner_functions(pg_server, datab
     try:
         with psycopg.connect(as_libpq_dsn(as_role(database_url, role, "x")), autocommit=True) as conn:
             for call in ("SELECT ensure_month_partition('raw_items', DATE '2019-01-01')",
-                         "SELECT drop_month_partition('raw_items_default')"):  # fmt: skip
+                         "SELECT drop_month_partition('raw_items_default')",
+                         "SELECT drop_item_embeddings_index()", "SELECT build_item_embeddings_index()"):  # fmt: skip
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute(call)
     finally:

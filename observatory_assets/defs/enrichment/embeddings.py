@@ -3,8 +3,8 @@
 Inserting into the HNSW graph one vector at a time is most of the cost of a write (measured about
 10x slower per vector than building the graph anew over the whole table). A run that writes a large
 share of the table (a first load, a backfill, a new space) therefore stages all its vectors, then in
-one transaction drops the index, upserts them and builds the index again (:data:`HNSW_INDEX`, the
-definition of the schema's); smaller runs upsert chunk by chunk into the maintained index. Either way
+one transaction drops the index, upserts them and builds the index again (through the owner's
+functions of migration 0009, which hold the index's one definition); smaller runs upsert chunk by chunk into the maintained index. Either way
 a killed run leaves either nothing or whole chunks, and a re-run no duplicates.
 
 Embedders that learn from the archive (the lexical ones: ``embed_and_count``)
@@ -64,11 +64,6 @@ ON CONFLICT (item_id) DO UPDATE
        embedding = EXCLUDED.embedding, embedded_at = EXCLUDED.embedded_at
 """
 
-#: The cosine HNSW index on ``item_embeddings`` exactly as the schema defines it (migration 0001).
-HNSW_INDEX = (
-    "CREATE INDEX item_embeddings_hnsw ON item_embeddings USING hnsw (embedding vector_cosine_ops) "
-    "WITH (m = 8, ef_construction = 32)"
-)
 #: A run whose vectors are at least this share of the table after it rebuilds the index instead of
 #: inserting into it (rebuilding measured ~10x cheaper per vector; the margin covers a large table's
 #: graph not fitting into ``maintenance_work_mem``).
@@ -182,9 +177,9 @@ def _vector_writer(engine: Engine, embedder: Embedder, params: dict, rebuild: bo
                 return len(needed)
 
             yield stage_chunk
-            raw.execute("DROP INDEX IF EXISTS item_embeddings_hnsw")
+            raw.execute("SELECT drop_item_embeddings_index()")
             raw.execute(_UPSERT_EMBEDDINGS, params)
-            raw.execute(HNSW_INDEX)
+            raw.execute("SELECT build_item_embeddings_index()")
 
 
 def _needed(rows: list, vectors: np.ndarray) -> list[tuple[int, np.ndarray]]:
