@@ -75,12 +75,12 @@ def embedding_write_floors(engine, embedder: LexicalEmbedder, sample: int, incre
     with engine.connect() as sa_conn:
         conn = sa_conn.connection.driver_connection
         register_vector_type(conn)
-        schema_index = conn.execute("SELECT pg_get_indexdef('item_embeddings_hnsw'::regclass)").fetchone()[0]
-        index = schema_index.replace("item_embeddings_hnsw ON public.item_embeddings", "ON floor_vectors")
-        assert index != schema_index, schema_index
         stored = "SELECT embedding FROM item_embeddings WHERE embedder = %s ORDER BY item_id LIMIT %s"
         with conn.transaction():
             vectors = [v for (v,) in conn.execute(stored, (embedder.name, sample), binary=True)]
+            schema_index = conn.execute("SELECT pg_get_indexdef('item_embeddings_hnsw'::regclass)").fetchone()[0]
+        index = schema_index.replace("item_embeddings_hnsw ON public.item_embeddings", "ON floor_vectors")
+        assert index != schema_index, schema_index
         rates = {}
         for name, rows, before, after in (
             ("unindexed", sample, None, None),
