@@ -88,7 +88,10 @@ def _backends_cpu_seconds(url: str) -> float:
         ).fetchall()
     ticks = 0
     for (pid,) in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a pooled connection closed since the query: its backend is gone
+            continue
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
 
