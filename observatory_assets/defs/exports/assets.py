@@ -142,6 +142,8 @@ def network_exports(
     """A GEXF 1.3 actor co-occurrence network (authors joined by shared events, or by the same search
     term in the same collection run before events exist) for Gephi, in object storage with a
     download URL or path. Optional keyed pseudonyms and time spans."""
+    import networkx as nx  # here, not with the module: every Dagster process loads the code location
+
     filters = config.filters()
     engine, store = postgres.get_engine(), object_store.get_store()
     result, graph = export_network(
@@ -150,7 +152,7 @@ def network_exports(
         actor=f"dagster:{context.run_id}",
     )  # fmt: skip
     consistent = (
-        not any(u == v for u, v in graph.edges)  # no self-loops
+        nx.number_of_selfloops(graph) == 0
         and all(w >= 1 for _, _, w in graph.edges(data="weight"))
         and sum(p for _, p in graph.nodes(data="posts")) == result.details["posts"]
         and (not config.pseudonymize or all(str(n).startswith("actor-") for n in graph.nodes))
