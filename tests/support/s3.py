@@ -63,12 +63,29 @@ def _bindable(port: int) -> bool:
     return True
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's local ports for outgoing connections. A port in it that is free now can be taken by
+    any client's connection while the server is down, so a restart on the same ports would fail."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+    return range(low, high + 1)
+
+
 def free_port_pairs(count: int) -> list[int]:
-    """``count`` HTTP ports on 127.0.0.1 whose gRPC twins (port + 10000) are free too."""
+    """``count`` HTTP ports on 127.0.0.1 whose gRPC twins (port + 10000) are free too, all outside the
+    ephemeral range (the fault tests restart the server on the same ports)."""
+    ephemeral = _ephemeral_ports()
+    candidates = [
+        p for p in range(10000, 65536 - GRPC_OFFSET) if p not in ephemeral and p + GRPC_OFFSET not in ephemeral
+    ]
+    if not candidates:
+        raise SeaweedS3Error(f"no port pairs outside the ephemeral range {ephemeral.start}-{ephemeral.stop - 1}")
     rng = random.SystemRandom()
     chosen: list[int] = []
     for _ in range(2000):
-        port = rng.randrange(20000, 65535 - GRPC_OFFSET)
+        port = rng.choice(candidates)
         taken = {p for c in chosen for p in (c, c + GRPC_OFFSET)}
         if port in taken or port + GRPC_OFFSET in taken:
             continue
