@@ -347,3 +347,31 @@ def test_passwords_go_to_the_environment_never_to_the_command_line():
     dsn, env = libpq_args("postgresql+psycopg://app:s3cret@db.example:5432/observatory")
     assert "s3cret" not in dsn and dsn == "postgresql://app@db.example:5432/observatory"
     assert env["PGPASSWORD"] == "s3cret"
+
+
+def test_a_failed_forced_restore_leaves_the_live_database_intact(engine, database_url, pg_server, store, tmp_path):
+    _load_demo(engine, tmp_path)
+    with engine.connect() as live:
+        before = {t: table_fingerprint(live, t, only=False) for t in ("raw_items", "collection_runs")}
+    put_bytes(store, "postgres/foreign/corrupt.dump", b"PGDMP" + bytes(range(256)) * 64)  # no row, no sidecar
+    with pytest.raises(BackupError, match="pg_restore failed"):
+        restore_backup(engine, store, database_url, "postgres/foreign/corrupt.dump", force=True)
+    with engine_for(database_url).connect() as live:
+        assert {t: table_fingerprint(live, t, only=False) for t in before} == before
+    with psycopg.connect(as_libpq_dsn(pg_server)) as conn:
+        leftovers = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'observatory_re%'").fetchall()
+    assert leftovers == []
+
+
+def test_a_restore_whose_contents_differ_from_the_record_is_not_swapped_in(engine, database_url, store, tmp_path):
+    backup = take_backup(engine, store, database_url)
+    _load_demo(engine, tmp_path)
+    with engine.begin() as conn:  # the record claims rows the dump does not hold
+        conn.execute(
+            text("UPDATE backups SET table_counts = table_counts || '{\"raw_items\": 999}' WHERE object_key = :k"),
+            {"k": backup.key},
+        )
+    with pytest.raises(BackupError, match="restored with different contents"):
+        restore_backup(engine, store, database_url, backup.key, force=True)
+    with engine_for(database_url).connect() as live:
+        assert live.execute(text("SELECT count(*) FROM raw_items")).scalar() > 0

@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
+from observatory_assets.defs.ingestion.records import MAX_TEXT_CHARS
 from tests.support.helpers import write
 
 GOOD = {
@@ -164,3 +165,20 @@ def test_hostile_strings_are_stored_as_text_not_executed(engine, store, tmp_path
     assert stored["x'); DROP TABLE raw_items;--"] == "Robert'); DELETE FROM sources;--"
     assert stored["html"] == "<script>alert(1)</script>"
     assert stored["copy"] == "tab here \\N and \\. newline end"  # titles are whitespace-collapsed, COPY escapes kept
+
+
+def test_csv_rows_after_an_oversized_field_still_load(engine, store, tmp_path):
+    rows = ["id,title,text,published_at"]
+    rows += [f"{n},Row {n},{'long ' * 40_000 if n == 2 else 'short'},2026-11-0{n}T10:00:00Z" for n in range(1, 7)]
+    run_id, result = _ingest(engine, store, write(tmp_path / "long.csv", "\r\n".join(rows).encode() + b"\r\n"), "csv")
+    assert (result.delivered, result.loaded, result.rejected) == (6, 6, 0)
+    assert _titles(engine, run_id) == {f"Row {n}" for n in range(1, 7)}
+
+
+def test_csv_field_beyond_the_item_size_limit_rejects_its_row_only(engine, store, tmp_path):
+    oversized = "x" * (MAX_TEXT_CHARS + 1)
+    content = f'id,title,text\r\n1,First,a\r\n2,Oversized,{oversized}\r\n3,"Quoted",b\r\n4,Last,c\r\n'.encode()
+    run_id, result = _ingest(engine, store, write(tmp_path / "huge.csv", content), "csv")
+    assert (result.delivered, result.loaded, result.rejected) == (4, 3, 1)
+    assert _rejects(engine, run_id) == {2: "field_too_large"}
+    assert _titles(engine, run_id) == {"First", "Quoted", "Last"}

@@ -1,15 +1,18 @@
 """Ingestion is idempotent and lossless: twice, forced, or killed half way and retried,
 the tables end up exactly as after one clean run."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from sqlalchemy import text
 
+from observatory_assets.defs.ingestion import loading
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import iter_items, write_demo_dataset, write_jsonl
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
@@ -129,3 +132,70 @@ def test_a_run_killed_half_way_and_retried_equals_one_clean_run(
     # payload keys are per run and the same run id, so even the rejects' object keys match
     assert retried == reference
     assert len(retried["raw_items"]) > 25_000
+
+
+def _outcomes(engine, run_id) -> dict[str, dict[int, str]]:
+    """Per record of a run: the item's title, the rejection's reason (a record must have one, not both)."""
+    with engine.connect() as conn:
+        items = dict(
+            conn.execute(
+                text("SELECT record_no, title FROM raw_items WHERE collection_run_id = :r"), {"r": run_id}
+            ).all()
+        )
+        keys = conn.execute(text("SELECT count(*) FROM item_keys WHERE collection_run_id = :r"), {"r": run_id}).scalar()
+        rejects = dict(
+            conn.execute(
+                text("SELECT record_no, reason FROM rejected_items WHERE collection_run_id = :r"), {"r": run_id}
+            ).all()
+        )
+    assert keys == len(items) and not items.keys() & rejects.keys()
+    return {"items": items, "rejects": rejects}
+
+
+def _fetched_days_ago(engine, run_id, days: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE collection_runs SET completed_at = now() - make_interval(days => :d) WHERE id = :r"),
+            {"d": days, "r": run_id},
+        )
+
+
+def test_dates_are_judged_against_the_fetch_time_and_a_forced_reingest_replaces_outcomes(engine, store, tmp_path):
+    two_days_ago = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    payload = tmp_path / "late.jsonl"
+    payload.write_text(
+        json.dumps({"id": "a", "title": "Always fine", "published_at": "2026-01-01T00:00:00Z"})
+        + "\n"
+        + json.dumps({"id": "b", "title": "Two days old", "published_at": two_days_ago})
+        + "\n"
+    )
+    run_id = collect(engine, store, [SourceRequest("late", "jsonl", path=str(payload))])
+    _fetched_days_ago(engine, run_id, 5)  # fetched five days ago: item b was three days in the future then
+    first = ingest_collection_run(engine, store, run_id)
+    assert (first.loaded, first.rejected) == (1, 1)
+    assert _outcomes(engine, run_id) == {"items": {1: "Always fine"}, "rejects": {2: "future_date"}}
+    forced = ingest_collection_run(engine, store, run_id, force=True)
+    assert (forced.loaded, forced.rejected) == (1, 1) and _outcomes(engine, run_id)["rejects"] == {2: "future_date"}
+
+    _fetched_days_ago(engine, run_id, 1)  # a corrected fetch time: b is in the past now
+    forced = ingest_collection_run(engine, store, run_id, force=True)
+    assert (forced.delivered, forced.loaded, forced.rejected) == (2, 2, 0)
+    assert _outcomes(engine, run_id) == {"items": {1: "Always fine", 2: "Two days old"}, "rejects": {}}
+    assert ingest_collection_run(engine, store, run_id).skipped  # the recorded counts balance
+
+    _fetched_days_ago(engine, run_id, 5)  # and back: the rejection replaces the item
+    forced = ingest_collection_run(engine, store, run_id, force=True)
+    assert (forced.loaded, forced.rejected) == (1, 1)
+    assert _outcomes(engine, run_id) == {"items": {1: "Always fine"}, "rejects": {2: "future_date"}}
+    assert ingest_collection_run(engine, store, run_id).skipped
+
+
+def test_a_new_loader_version_reloads_a_run_without_force(engine, store, tmp_path, monkeypatch):
+    run_id = _collect_demo(engine, store, tmp_path)[0]
+    ingest_collection_run(engine, store, run_id)
+    before = snapshot(engine)
+    assert ingest_collection_run(engine, store, run_id).skipped
+    monkeypatch.setattr(loading, "LOADER_VERSION", loading.LOADER_VERSION + "-next")
+    reloaded = ingest_collection_run(engine, store, run_id)
+    assert not reloaded.skipped and reloaded.accounted_for and snapshot(engine) == before
+    assert ingest_collection_run(engine, store, run_id).skipped

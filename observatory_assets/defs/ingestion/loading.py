@@ -27,8 +27,14 @@ source stays the payload's origin, and rejected rows stay with it.
 
 Every outcome is keyed by ``(collection_run_id, record_no)``, so ingesting a run
 again, or after a crash half way (the transaction never committed), produces
-exactly the same tables. A run whose payloads and counts are already in place
-is verified with three index lookups instead of being parsed again.
+exactly the same tables. Dates are judged against the run's fetch time (its
+``completed_at``), never the clock at load time, so loading is a pure function
+of the payloads and the loader version. A run whose payloads, loader version and
+counts are already in place is verified with three index lookups instead of being
+parsed again; otherwise (forced, tampered counts, or a new ``LOADER_VERSION``)
+the run's earlier outcomes are replaced in the same transaction: its rejections
+and duplicate links are rebuilt, and an item it loaded whose row is now rejected
+is removed, so every delivered row has exactly one outcome.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import NamedTuple
 
 import orjson
@@ -56,8 +62,9 @@ from resources.object_store import ObjectStore
 
 log = logging.getLogger(__name__)
 
-#: Bump when parsing or normalization changes what a payload loads as; forces re-ingestion.
-LOADER_VERSION = "1"
+#: Bump when parsing or normalization changes what a payload loads as: a run ingested under
+#: another version is loaded again, its outcomes replaced, the next time it is ingested (no force needed).
+LOADER_VERSION = "2"
 #: Rows resolved per round of set-based statements, and rows per hand-over from the reader thread.
 CHUNK_ROWS = 5_000
 BATCH_ROWS = 500
@@ -150,6 +157,23 @@ SELECT :run_id, record_no, source_id, reason, detail, payload, payload_key, payl
 ON CONFLICT (collection_run_id, record_no) DO NOTHING
 """
 
+# A reload replaces the run's earlier outcomes: rejections and duplicate links are rebuilt from scratch.
+FORGET_EARLIER_OUTCOMES = (
+    "DELETE FROM rejected_items WHERE collection_run_id = :run_id",
+    "DELETE FROM item_duplicates WHERE collection_run_id = :run_id",
+)
+
+# Items an earlier load of this run kept whose row is rejected now (a new loader version):
+# the rejection replaces the item (its features, embedding and event membership cascade).
+DROP_ITEMS_NOW_REJECTED = """
+WITH dropped AS (
+    DELETE FROM item_keys k USING rejected_items x
+     WHERE k.collection_run_id = :run_id AND x.collection_run_id = :run_id AND x.record_no = k.record_no
+    RETURNING k.item_id
+)
+DELETE FROM raw_items r USING dropped d WHERE r.id = d.item_id
+"""
+
 RECORDED_OUTCOMES = """
 SELECT (SELECT count(*) FROM item_keys WHERE collection_run_id = :run_id) AS loaded,
        (SELECT count(*) FROM item_duplicates WHERE collection_run_id = :run_id) AS duplicates,
@@ -186,7 +210,7 @@ class RunNotReady(ValueError):
 def _run_row(conn: Connection, run_id: int):
     row = conn.execute(
         text(
-            "SELECT status, payloads, started_at, items_collected, ingest_fingerprint "
+            "SELECT status, payloads, started_at, completed_at, items_collected, ingest_fingerprint "
             "FROM collection_runs WHERE id = :id"
         ),
         {"id": run_id},
@@ -221,7 +245,7 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
             ).all()
         )
 
-    reader = _PayloadReader(store, run.payloads, source_ids, run.started_at)
+    reader = _PayloadReader(store, run.payloads, source_ids, run.started_at, run.completed_at)
     counts: dict[int, Counter] = {}
     new_items = 0
     created: list[str] = []
@@ -229,6 +253,8 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
     with engine.connect() as conn, conn.begin(), reader:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('observatory.ingest'), :run_id)"), params)
         conn.exec_driver_sql(CREATE_STAGING)
+        for statement in FORGET_EARLIER_OUTCOMES:
+            conn.execute(text(statement), params)
         while reader.stage_chunk(conn):
             reader.register_outlets(conn)
             created += ensure_month_partitions(conn, "raw_items", reader.take_new_months())
@@ -244,6 +270,7 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
             for source_id, loaded in reader.copy_new_items(conn, run_id, new_ids).items():
                 counts.setdefault(source_id, Counter()).update(loaded=loaded)
             conn.exec_driver_sql(NEXT_CHUNK)
+        conn.execute(text(DROP_ITEMS_NOW_REJECTED), params)
         totals = sum(counts.values(), Counter())
         delivered = reader.records
         if delivered != run.items_collected:
@@ -300,12 +327,20 @@ class _PayloadReader:
     loading connection in batches through a bounded queue (memory stays flat in run size,
     and parsing overlaps with the server's work on the previous chunk)."""
 
-    def __init__(self, store: ObjectStore, manifest: list[dict], source_ids: dict[str, int], fetched_at: datetime):
+    def __init__(
+        self,
+        store: ObjectStore,
+        manifest: list[dict],
+        source_ids: dict[str, int],
+        fetched_at: datetime,
+        judged_at: datetime,
+    ):
         self._store = store
         self._manifest = manifest
         self._source_ids = source_ids
         self._outlet_ids: dict[str, int] = {}
         self._fetched_at = fetched_at
+        self._judged_at = judged_at
         self._batches_ahead = in_background(self._batches(), CHUNK_ROWS // BATCH_ROWS, "payload-reader")
         self._finished = False
         self._chunk: list[_Row] = []
@@ -323,7 +358,6 @@ class _PayloadReader:
         self._batches_ahead.close()
 
     def _batches(self) -> Iterator[tuple[list[_Row], set[date]]]:
-        now = datetime.now(UTC)
         record_no = 0
         rows: list[_Row] = []
         months: set[date] = set()
@@ -333,7 +367,9 @@ class _PayloadReader:
             with self._store.open(key) as stream:
                 for record in iter_records(stream, payload["fmt"]):
                     record_no += 1
-                    row = _read_row(record, record_no, source_id, key, payload["fmt"], self._fetched_at, now)
+                    row = _read_row(
+                        record, record_no, source_id, key, payload["fmt"], self._fetched_at, self._judged_at
+                    )
                     if row.published_at is not None:
                         months.add(date(row.published_at.year, row.published_at.month, 1))
                     rows.append(row)
@@ -433,9 +469,11 @@ def _binary_copy(conn: Connection, table: str, columns: tuple[str, ...], types: 
             yield copy
 
 
-def _read_row(record, record_no: int, source_id: int, key: str, fmt: str, fetched_at: datetime, now: datetime) -> _Row:
-    """A record read and normalized: an item or a rejection (see _Row)."""
-    outcome = record if isinstance(record, Rejection) else normalize_record(record, now)
+def _read_row(
+    record, record_no: int, source_id: int, key: str, fmt: str, fetched_at: datetime, judged_at: datetime
+) -> _Row:
+    """A record read and normalized (dates judged against ``judged_at``): an item or a rejection (see _Row)."""
+    outcome = record if isinstance(record, Rejection) else normalize_record(record, judged_at)
     if isinstance(outcome, Rejection):
         size = None if isinstance(record, Rejection) else len(record.raw.encode("utf-8", "surrogatepass"))
         detail = outcome.detail.replace("\x00", "")

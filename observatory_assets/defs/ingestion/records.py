@@ -194,27 +194,44 @@ def _flatten_4cat(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def _csv_records(stream: BinaryIO) -> Iterator[Record | Rejection]:
+    """Rows of a CSV payload. A row the csv module cannot read (a field beyond the item size limit)
+    becomes a rejection in its place, and reading resumes on the next line."""
+    csv.field_size_limit(MAX_TEXT_CHARS)  # the module's default (131,072) is far below what an item may hold
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     reader = csv.reader(text)
     try:
         header = next(reader)
     except StopIteration:
         return
-    width = len(header)
-    try:
-        for row in reader:
-            raw = ",".join(row)
-            if not any(cell.strip() for cell in row):
-                continue
-            if _SURROGATES.search(raw):
-                shown = raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                yield Rejection("invalid_utf8", "row holds bytes that are not UTF-8", _excerpt(shown))
-            elif len(row) != width:
-                yield Rejection("csv_field_count", f"{len(row)} fields, header has {width}", _excerpt(raw))
-            else:
-                yield Record(dict(zip(header, row)), raw)
     except csv.Error as error:
-        yield Rejection("csv_unreadable", str(error), "")
+        yield Rejection("csv_unreadable", f"header: {error}", "")
+        return
+    width = len(header)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield _unreadable_csv_row(error, reader.line_num)
+            continue
+        raw = ",".join(row)
+        if not any(cell.strip() for cell in row):
+            continue
+        if _SURROGATES.search(raw):
+            shown = raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            yield Rejection("invalid_utf8", "row holds bytes that are not UTF-8", _excerpt(shown))
+        elif len(row) != width:
+            yield Rejection("csv_field_count", f"{len(row)} fields, header has {width}", _excerpt(raw))
+        else:
+            yield Record(dict(zip(header, row)), raw)
+
+
+def _unreadable_csv_row(error: csv.Error, line_num: int) -> Rejection:
+    """The rejection standing for a row the csv module gave up on (its text stays in the payload object)."""
+    if "field larger than field limit" in str(error):
+        return Rejection("field_too_large", f"line {line_num}: a field has more than {MAX_TEXT_CHARS} characters", "")
+    return Rejection("csv_unreadable", f"line {line_num}: {error}", "")
 
 
 def _feed_records(document: bytes) -> Iterator[Record | Rejection]:

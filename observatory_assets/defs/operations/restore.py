@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
@@ -28,6 +30,7 @@ from observatory_assets.lib.errors import failure_message
 from resources.embedded import database_url_in
 from resources.object_store import ObjectStore, read_hashed
 from resources.postgres import create_database, database_exists, drop_database, engine_for
+from resources.settings import as_libpq_dsn
 
 # --- download, restore, verify ----------------------------------------------------------------------
 
@@ -150,22 +153,27 @@ def verify_backup(
         raise
     finally:
         drop_database(admin_url, scratch)
-    mismatches = {
-        t: {"recorded": record.table_counts.get(t), "restored": counts.get(t)}
-        for t in sorted(set(record.table_counts) | set(counts))
-        if record.table_counts.get(t) != counts.get(t)
-    }
-    mismatches |= {
-        f"{t} (checksum)": {"recorded": c, "restored": checksums.get(t)}
-        for t, c in record.table_checksums.items()
-        if checksums.get(t) != c
-    }
+    mismatches = _differences(record, counts, checksums)
     _record_verification(engine, key, f"restored contents differ: {sorted(mismatches)}" if mismatches else None)
     result = VerificationResult(key, len(counts), sum(counts.values()), mismatches,
                                 timings[1] - timings[0], timings[2] - timings[1], timings[3] - timings[2])  # fmt: skip
     if mismatches:
         raise BackupError(f"backup {key} restored with different contents: {json.dumps(mismatches)[:1500]}")
     return result
+
+
+def _differences(record: BackupRecord, counts: dict[str, int], checksums: dict[str, str]) -> dict[str, dict]:
+    """Where restored contents differ from what the backup recorded: table → recorded and restored value."""
+    mismatches = {
+        t: {"recorded": record.table_counts.get(t), "restored": counts.get(t)}
+        for t in sorted(set(record.table_counts) | set(counts))
+        if record.table_counts.get(t) != counts.get(t)
+    }
+    return mismatches | {
+        f"{t} (checksum)": {"recorded": c, "restored": checksums.get(t)}
+        for t, c in record.table_checksums.items()
+        if checksums.get(t) != c
+    }
 
 
 def _record_verification(engine: Engine, key: str, error: str | None) -> None:
@@ -241,8 +249,11 @@ def restore_backup(
 ) -> str:
     """Restore backup ``key`` into ``target_db`` (default: the live database) after checking its size
     and SHA-256. An existing database, and above all the live one, is only replaced with ``force``.
-    Over the live database, its ``backups`` history is kept (the dump's own table is older). The restore
-    is written to ``audit_log`` of the restored database. Returns the target's URL."""
+
+    The dump is restored under a temporary name and checked against the contents the backup recorded;
+    only then is it swapped in by renaming, so a dump that fails to restore or verify leaves the target
+    as it was. Over the live database, its ``backups`` history is kept (the dump's own table is older).
+    The restore is written to ``audit_log`` of the restored database. Returns the target's URL."""
     live = make_url(database_url).database
     target = target_db or live
     admin_url = _maintenance_url(database_url)
@@ -251,17 +262,73 @@ def restore_backup(
         raise ValueError(f"refusing to overwrite {which} {target!r}; pass --force to replace it")
     _check_may_replace(admin_url, target)
     record = backup_record(engine, store, key)
-    history = None
-    if engine is not None and target == live:
-        history = _backup_history(engine)
-        engine.dispose()
-    with downloaded(store, record) as dump:
-        target_url = restore_into(dump, admin_url, target, bin_dir)
-    with engine_for(target_url).begin() as conn:
-        if history is not None:  # the dump's own backups table is older than the history it replaced
-            conn.execute(text(_KEEP_HISTORY), {"rows": history})
-        record_audit(
-            conn, os.environ.get("USER", "observatory"), "restore", "backup", key,
-            details={"target_db": target, "sha256": record.sha256, "forced": force},
-        )  # fmt: skip
-    return target_url
+    history = _backup_history(engine) if engine is not None and target == live else None
+    staging = f"observatory_restoring_{uuid.uuid4().hex[:12]}"
+    try:
+        with downloaded(store, record) as dump:
+            staging_url = restore_into(dump, admin_url, staging, bin_dir)
+        _verify_restored(staging_url, record)
+        with engine_for(staging_url).begin() as conn:
+            if history is not None:  # the dump's own backups table is older than the history it replaced
+                conn.execute(text(_KEEP_HISTORY), {"rows": history})
+            record_audit(
+                conn, os.environ.get("USER", "observatory"), "restore", "backup", key,
+                details={"target_db": target, "sha256": record.sha256, "forced": force},
+            )  # fmt: skip
+        engine_for(staging_url).dispose()
+        if engine is not None and target == live:
+            engine.dispose()
+        _swap_in(admin_url, staging, target)
+    finally:
+        drop_database(admin_url, staging)  # a no-op once swapped in
+    return database_url_in(admin_url, target)
+
+
+def _verify_restored(restored_url: str, record: BackupRecord) -> None:
+    """Raise unless a restored database holds what the backup recorded (when it recorded its contents)."""
+    if not record.table_counts:
+        return
+    with engine_for(restored_url).connect() as conn, conn.begin():
+        counts, checksums = database_contents(conn)
+    mismatches = _differences(record, counts, checksums)
+    if mismatches:
+        raise BackupError(f"backup {record.key} restored with different contents: {json.dumps(mismatches)[:1500]}")
+
+
+def _swap_in(admin_url: str, staging: str, target: str) -> None:
+    """Give database ``staging`` the name ``target``; an existing ``target`` is closed to new connections,
+    its sessions ended, set aside under another name and dropped only once the new one holds the name."""
+    retired = f"observatory_replaced_{uuid.uuid4().hex[:12]}"
+    if not database_exists(admin_url, target):
+        _rename_database(admin_url, staging, target)
+        return
+    engine_for(database_url_in(admin_url, target)).dispose()
+    with psycopg.connect(as_libpq_dsn(admin_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(target)))
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (target,),
+        )
+    _rename_database(admin_url, target, retired)
+    try:
+        _rename_database(admin_url, staging, target)
+    except BaseException:
+        _rename_database(admin_url, retired, target)
+        with psycopg.connect(as_libpq_dsn(admin_url), autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(target)))
+        raise
+    drop_database(admin_url, retired)
+
+
+def _rename_database(admin_url: str, name: str, new_name: str, attempts: int = 50) -> None:
+    """``ALTER DATABASE name RENAME TO new_name``, waiting out sessions that are still closing."""
+    statement = sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(new_name))
+    with psycopg.connect(as_libpq_dsn(admin_url), autocommit=True) as conn:
+        for attempt in range(attempts):
+            try:
+                conn.execute(statement)
+                return
+            except psycopg.errors.ObjectInUse:
+                if attempt == attempts - 1:
+                    raise BackupError(f"database {name!r} is still in use; could not rename it") from None
+                time.sleep(0.1)

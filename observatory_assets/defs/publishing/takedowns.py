@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
+from observatory_assets.defs.ingestion.urls import normalize_url
 from observatory_assets.defs.publishing.publisher import delete_record, publish_day
 from observatory_assets.defs.publishing.targets import Target
 from observatory_assets.defs.trends.evidence import retract_withdrawn
@@ -41,6 +42,7 @@ RETRY_BASE_SECONDS, RETRY_MAX_SECONDS = 5, 900
 
 _RESOLVE = {
     "item": "SELECT item_id FROM item_keys WHERE item_id = CAST(:subject AS bigint)",
+    # raw_items.url holds canonical URLs (ingestion), looked up through raw_items_url (a hash index per partition)
     "url": "SELECT DISTINCT id FROM raw_items WHERE url = :subject",
     "event": "SELECT item_id FROM event_items WHERE event_id = CAST(:subject AS bigint)",
 }
@@ -134,6 +136,11 @@ def request_takedown(
         raise ValueError(f"--{kind} takes a numeric id, not {subject!r}")
     if not reason.strip() or not requested_by.strip():
         raise ValueError("a takedown needs a reason and the name of who requested it")
+    if kind == "url":
+        canonical = normalize_url(subject)
+        if canonical is None:
+            raise ValueError(f"--url takes an http(s) URL, not {subject!r}")
+        subject = canonical
     with engine.begin() as conn:
         items = conn.execute(text(_RESOLVE[kind]), {"subject": subject}).scalars().all()
         if not items:
