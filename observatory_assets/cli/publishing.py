@@ -39,16 +39,19 @@ def _run(name: str, partition_key: str | None = None, ops_config: dict | None = 
 
 def publish(day: date, target: str | None = None) -> dict:
     """Run the day's ``publish_records`` partition in-process, as the schedule would; returns the run's
-    outcome and the record it left."""
+    outcome and the record it left, with a link to it signed now (a static page's link expires)."""
     outcome = _run("publish_digest", day.isoformat(), {"publish_records": {"target": target or ""}})
     engine, store = engine_and_store()
     kind = target or platform_settings().publish_target
     with engine.connect() as conn:
         record = conn.execute(
-            text("SELECT id, status, live, url, content_hash FROM publish_records WHERE target = :t AND digest_date = :d"),
+            text("SELECT id, status, live, external_id, url, content_hash FROM publish_records "
+                 "WHERE target = :t AND digest_date = :d"),
             {"t": kind, "d": day},
         ).mappings().one_or_none()  # fmt: skip
-    outcome.update(target=kind, day=day.isoformat(), record=dict(record) if record else None)
+    if record is not None:
+        record = {**record, "link": store.download_url(record["external_id"]) if kind == "static" else record["url"]}
+    outcome.update(target=kind, day=day.isoformat(), record=record)
     if kind == "static":
         outcome["site"] = store.download_url(INDEX_KEY)
     return outcome
@@ -72,7 +75,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     else:
         state = "live" if record["live"] else "not shown"
         print(
-            f"{outcome['day']}: publish record {record['id']} on {outcome['target']} ({record['status']}, {state}): {record['url']}"
+            f"{outcome['day']}: publish record {record['id']} on {outcome['target']} ({record['status']}, {state}): {record['link']}"
         )
     if "site" in outcome:
         print(f"site: {outcome['site']}  (or: observatory site serve)")

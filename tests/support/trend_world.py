@@ -77,7 +77,7 @@ class TrendWorld:
                     VALUES (:id, :s, :run, :no, :x, :url, :title, :body, :at, :at, :lang, 0.99, :h,
                             CAST(:cfg AS regconfig),
                             setweight(to_tsvector(CAST(:cfg AS regconfig), :title), 'A')
-                            || setweight(to_tsvector(CAST(:cfg AS regconfig), :body), 'B'), 'embedded')
+                            || setweight(to_tsvector(CAST(:cfg AS regconfig), :body), 'B'), 'featurized')
                     """
                 ),
                 {"id": item_id, "s": source_id, "run": self.run_id, "no": self.record_no, "x": f"x{self.record_no}",
@@ -216,7 +216,7 @@ def bulk_world(engine, sources: dict[str, float], items: list[dict], events: lis
                    'https://example.org/' || k.item_id, w.title, w.body, w.at, w.at, w.language, 0.99,
                    sha256(convert_to(%(run)s || '-' || w.no, 'UTF8')), c.config,
                    setweight(to_tsvector(c.config, w.title), 'A') || setweight(to_tsvector(c.config, w.body), 'B'),
-                   'embedded'
+                   'featurized'
               FROM world_items w JOIN world_keys k ON k.record_no = w.no
              CROSS JOIN LATERAL (SELECT CAST(CASE w.language WHEN 'da' THEN 'danish' WHEN 'en' THEN 'english'
                                              ELSE 'simple' END AS regconfig) AS config) c

@@ -35,7 +35,6 @@ from observatory_assets.defs.operations.rollover import (
 )
 from observatory_assets.lib.dagster import utc_schedule
 from resources import ObjectStoreResource, PostgresResource
-from resources.object_store import download_metadata
 
 
 class PartitionRolloverConfig(dg.Config):
@@ -69,8 +68,7 @@ def monthly_partitions(
     with engine.connect() as conn:
         partitions = sum(len(month_partitions(conn, table)) for table in PARTITIONED_TABLES)
     archives = [
-        {"partition": a.partition, "rows": a.rows, "key": a.key, "url": store.download_url(a.key), "dropped": a.dropped}
-        for a in retention.archived
+        {"partition": a.partition, "rows": a.rows, "key": a.key, "dropped": a.dropped} for a in retention.archived
     ]
     metadata = {
         "dagster/row_count": dg.MetadataValue.int(partitions),
@@ -177,8 +175,7 @@ def postgres_backups(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(kept),
-            "key": backup.key,
-            "url": download_metadata(store.download_url(backup.key)),
+            "key": backup.key,  # run metadata is kept: an (expiring) download link is signed on read, never stored
             "size_mb": dg.MetadataValue.float(round(backup.size / 1e6, 3)),
             "sha256": backup.sha256,
             "seconds": dg.MetadataValue.float(round(backup.seconds, 3)),

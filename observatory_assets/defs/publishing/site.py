@@ -41,10 +41,11 @@ def feed_entry_id(record_id: int) -> str:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a target put a digest: its id there and a link for people."""
+    """Where a target put a digest: its id there and, when the target has one, a permanent link for
+    people (a static page is an object whose link is signed when someone asks for it: :meth:`StaticTarget.link`)."""
 
     external_id: str
-    url: str
+    url: str | None
 
 
 _LIVE_RECORDS = """
@@ -74,7 +75,11 @@ class StaticTarget:
             put_bytes(self.store, key, render_page(title, fragment).encode("utf-8"), "text/html; charset=utf-8")
         else:
             self.store.delete(key)
-        return Placement(key, self.store.download_url(key))
+        return Placement(key, None)
+
+    def link(self, external_id: str, url: str | None) -> str:
+        """A link to a published page, signed now (on S3 a pre-signed link expires, so none is ever stored)."""
+        return self.store.download_url(external_id)
 
     def delete(self, external_id: str) -> bool:
         existed = self.store.size(external_id) is not None
@@ -113,10 +118,9 @@ class StaticTarget:
     def _complete(self) -> bool:
         return all(self.store.size(k) is not None for k in (INDEX_KEY, JSON_FEED_KEY, ATOM_FEED_KEY))
 
-    def links(self) -> dict[str, str]:
-        """Where a person opens the site: local paths, or pre-signed URLs on S3."""
-        return {name: self.store.download_url(key) for name, key in
-                (("index", INDEX_KEY), ("json_feed", JSON_FEED_KEY), ("atom_feed", ATOM_FEED_KEY))}  # fmt: skip
+    def keys(self) -> dict[str, str]:
+        """The object keys of the site's entry points (sign them with the store's ``download_url`` when read)."""
+        return {"index": INDEX_KEY, "json_feed": JSON_FEED_KEY, "atom_feed": ATOM_FEED_KEY}
 
 
 def json_feed(records, site_url: str) -> str:

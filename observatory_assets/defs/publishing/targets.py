@@ -40,6 +40,10 @@ class Target(Protocol):
         """Delete the content for good; False if it was already gone."""
         ...
 
+    def link(self, external_id: str, url: str | None) -> str | None:
+        """A link for people to open the content now, from what its record stores."""
+        ...
+
     def finish(self, conn: Connection) -> bool:
         """Bring derived content (indexes, feeds) in line with the records (read on ``conn``); True if anything
         changed."""
@@ -88,6 +92,9 @@ class GhostTarget:
 
     def delete(self, external_id: str) -> bool:
         return self.client.delete_post(external_id)
+
+    def link(self, external_id: str, url: str | None) -> str | None:
+        return url  # a post's public URL does not expire
 
     def finish(self, conn: Connection) -> bool:
         return False
