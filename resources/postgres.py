@@ -8,16 +8,37 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 from pydantic import Field
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 
 from resources.embedded import database_url_in
 from resources.settings import as_libpq_dsn, as_psycopg_url, mask_dsn
 
+#: The oldest server the schema runs on: it uses PostgreSQL 18's ``RETURNING old.* / new.*``.
+MINIMUM_SERVER_VERSION = 180000
+
+
+class UnsupportedServerError(RuntimeError):
+    """The database server is older than the schema needs."""
+
+
+def require_supported_server(dbapi_connection: psycopg.Connection, *_: object) -> None:
+    """Refuse (closing it) a connection to a server older than :data:`MINIMUM_SERVER_VERSION`, in one line."""
+    version = dbapi_connection.info.server_version
+    if version < MINIMUM_SERVER_VERSION:
+        where = f"{dbapi_connection.info.host}:{dbapi_connection.info.port}"
+        dbapi_connection.close()
+        raise UnsupportedServerError(
+            f"the database server at {where} runs PostgreSQL {version // 10000}.{version % 10000}; "
+            f"Observatory needs PostgreSQL {MINIMUM_SERVER_VERSION // 10000} or later"
+        )
+
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
-    """One pooled engine per database URL and process."""
-    return create_engine(as_psycopg_url(url), pool_pre_ping=True, pool_size=4, max_overflow=4)
+    """One pooled engine per database URL and process; each new connection checks the server's version."""
+    engine = create_engine(as_psycopg_url(url), pool_pre_ping=True, pool_size=4, max_overflow=4)
+    event.listen(engine, "connect", require_supported_server)
+    return engine
 
 
 @lru_cache(maxsize=4)
@@ -60,7 +81,9 @@ def register_vector_type(dbapi_connection) -> None:
 
 def _server(url: str) -> psycopg.Connection:
     """An autocommit libpq connection for server-level statements (CREATE/DROP DATABASE)."""
-    return psycopg.connect(as_libpq_dsn(url), autocommit=True)
+    conn = psycopg.connect(as_libpq_dsn(url), autocommit=True)
+    require_supported_server(conn)
+    return conn
 
 
 def database_exists(server_url: str, name: str) -> bool:

@@ -70,11 +70,12 @@ def _one_line(error: Exception) -> tuple[str | None, int]:
 
     from observatory_assets.defs.operations.backups import BackupError
     from observatory_assets.lib.migrations import SchemaNotCurrentError
+    from resources.postgres import UnsupportedServerError
 
     def first_line(text: object) -> str:
         return next((line.strip() for line in str(text).splitlines() if line.strip()), type(error).__name__)
 
-    if isinstance(error, SchemaNotCurrentError | BackupError):
+    if isinstance(error, SchemaNotCurrentError | BackupError | UnsupportedServerError):
         return str(error), 1
     if isinstance(error, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError | psycopg.OperationalError):
         cause = getattr(error, "orig", None) or error
