@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint ui services stop bench clean ghost
+.PHONY: demo test lint ui services stop bench clean ghost docs prerequisites screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,3 +55,16 @@ clean: stop
 ## A real Ghost 6 for the publishing tests (Node 22, ghost-cli, SQLite) in $OBSERVATORY_GHOST_DIR or /opt/observatory-ghost.
 ghost:
 	bash scripts/install-ghost.sh
+
+## The system packages the tests and `make screenshots` need (Debian/Ubuntu, as root): headless Chromium,
+## docker-compose (the compose file's check) and redis-server (the Celery executor's broker).
+prerequisites:
+	apt-get update -qq && apt-get install -y -qq chromium docker-compose redis-server
+
+## Regenerate the generated documentation (docs/configuration.md from resources/settings.py).
+docs: $(VENV)/.installed
+	$(BIN)/observatory config --markdown > docs/configuration.md
+
+## The README's pictures, taken by headless Chromium from the demo's Dagster UI and static site.
+screenshots: $(VENV)/.installed
+	$(BIN)/python scripts/screenshots.py --out docs/img

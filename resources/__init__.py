@@ -31,8 +31,6 @@ def observatory_resources(settings: PlatformSettings | None = None) -> dict[str,
             region=settings.s3_region,
         )
 
-    if settings.publish_target not in ("static", "ghost"):
-        raise ValueError(f"OBSERVATORY_PUBLISH_TARGET must be static or ghost, not {settings.publish_target!r}")
     if settings.publish_target == "ghost" and not settings.ghost_configured:
         raise ValueError("OBSERVATORY_PUBLISH_TARGET=ghost needs OBSERVATORY_GHOST_URL and OBSERVATORY_GHOST_ADMIN_KEY")
     ghost = (

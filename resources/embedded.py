@@ -17,7 +17,13 @@ import psycopg
 import yaml
 from sqlalchemy.engine import make_url
 
-from resources.settings import PlatformSettings, as_libpq_dsn, as_psycopg2_url, platform_settings
+from resources.settings import (
+    PlatformSettings,
+    as_libpq_dsn,
+    as_psycopg2_url,
+    export_for_children,
+    platform_settings,
+)
 
 DAGSTER_DATABASE = "dagster"
 #: Steps of one pool (raw_items: ``observatory_ingest``) running at once, as in docker/dagster.yaml.
@@ -118,7 +124,7 @@ def prepare_dagster_home(settings: PlatformSettings | None = None) -> Path:
     settings = settings or platform_settings()
     _, dagster_url = resolve_database_urls(settings)
     if make_url(dagster_url).password:  # for this process and its children, with Dagster's driver (psycopg2)
-        os.environ[DAGSTER_URL_VARIABLE] = as_psycopg2_url(dagster_url)
+        export_for_children(DAGSTER_URL_VARIABLE, as_psycopg2_url(dagster_url))
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_dump(dagster_instance_yaml(dagster_url), sort_keys=False)
@@ -128,5 +134,5 @@ def prepare_dagster_home(settings: PlatformSettings | None = None) -> Path:
         tmp.write_text(config)
         tmp.chmod(0o600)  # it may hold a production password
         os.replace(tmp, target)
-    os.environ["DAGSTER_HOME"] = str(home)
+    export_for_children("DAGSTER_HOME", str(home))
     return home

@@ -1,103 +1,114 @@
-"""Where Observatory's parts live: embedded on this machine, or external servers.
+"""Every setting of Observatory, in one validated model, and where each part lives.
 
-Every setting is an ``OBSERVATORY_*`` environment variable with an embedded
-default, so a fresh checkout runs with none set. :func:`platform_settings` is the
-one place that decides between the two worlds; resources and the CLI read it.
+A setting is an ``OBSERVATORY_<FIELD>`` environment variable (or a line of the
+``.env`` file in the working directory, which Dagster's own processes load as
+well); each has an embedded default, so a fresh checkout runs with none set.
+:class:`PlatformSettings` is the only code that reads the environment: adding a
+setting is adding one field with its description, which ``observatory config``
+and ``docs/configuration.md`` then show. A bad value stops the program with one
+line naming the variable and the value.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from sqlalchemy.engine import make_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "OBSERVATORY_"
+#: The optional settings file, relative to the working directory (the file Dagster loads too).
+ENV_FILE = ".env"
 
-#: Every variable the platform reads, with its meaning; the README table mirrors it.
-ENVIRONMENT = {
-    "OBSERVATORY_HOME": "directory for embedded data (Postgres, objects, Dagster home); default ./.observatory",
-    "OBSERVATORY_DATABASE_URL": "application Postgres URL; unset = embedded pgserver",
-    "OBSERVATORY_DAGSTER_DATABASE_URL": "Dagster instance storage URL; default: database 'dagster' beside the app DB",
-    "OBSERVATORY_S3_ENDPOINT": "S3/MinIO endpoint host:port; unset = local directory object store",
-    "OBSERVATORY_S3_BUCKET": "bucket for payloads, exports, archives and backups (default observatory)",
-    "OBSERVATORY_S3_ACCESS_KEY": "S3 access key",
-    "OBSERVATORY_S3_SECRET_KEY": "S3 secret key",
-    "OBSERVATORY_S3_SECURE": "use TLS for S3 (true/false, default false)",
-    "OBSERVATORY_S3_REGION": "S3 region (default us-east-1)",
-    "OBSERVATORY_EMBEDDER": "item embedder: lexical (default, no model download), e5 or e5-lexical (extra [quality]), minilm (extra [semantic])",
-    "OBSERVATORY_PG_BIN": "directory of pg_dump/pg_restore matching an external server (default: embedded, then PATH)",
-    "OBSERVATORY_PSEUDONYM_KEY": "secret key (16+ characters) for pseudonymized network exports",
-    "OBSERVATORY_PUBLISH_TARGET": "where daily digests are published: static (default, site/ in object storage) or ghost",
-    "OBSERVATORY_GHOST_URL": "Ghost site URL for the ghost publish target, e.g. https://news.example.org",
-    "OBSERVATORY_GHOST_ADMIN_KEY": "Ghost Admin API key id:secret (never shown)",
-    "OBSERVATORY_SITE_URL": "public base URL of the static site, used in feed links (default http://127.0.0.1:8765/)",
-    "OBSERVATORY_TAKEDOWN_GRACE_HOURS": "hours between takedown stage 1 (withdrawn) and stage 2 (deleted); default 72",
-    "OBSERVATORY_AUDIT_RETENTION_DAYS": "audit rows older than this are archived to Parquet and deleted; default 365, 0 keeps all",
-    "OBSERVATORY_RETENTION_RAW_ITEMS_MONTHS": "months of raw_items to keep; older months archived, then dropped "
-    "(default 0: keep all)",
-    "OBSERVATORY_RETENTION_TREND_SNAPSHOTS_MONTHS": "months of trend_snapshots to keep (default 0: keep all)",
-    "OBSERVATORY_RETENTION_COLLECTION_PAYLOADS_MONTHS": "months to keep collection-run payloads before they move "
-    "to archive/ (default 0: keep all)",
-    "OBSERVATORY_TRENDS_DIR": "directory of the trend YAML files (and sources.yaml); default ./trends",
-}
-
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+Months = Annotated[int, Field(ge=0)]
+LowerCase = BeforeValidator(lambda value: value.strip().lower() if isinstance(value, str) else value)
+Resolved = AfterValidator(lambda path: path.resolve())
 
 
-def env_flag(env, name: str, default: bool) -> bool:
-    """A true/false variable; anything else is a configuration mistake, said in one line."""
-    value = (env.get(name) or "").strip().lower()
-    if not value:
-        return default
-    if value not in _TRUE + _FALSE:
-        raise ValueError(f"{name} must be true or false, not {env.get(name)!r}")
-    return value in _TRUE
+class SettingsError(ValueError):
+    """A setting has a value the platform cannot use; the message is one line naming the variable."""
 
 
-def env_months(env, name: str) -> int:
-    """A number of months (0 or unset: keep everything)."""
-    value = (env.get(name) or "").strip()
-    if not value:
-        return 0
-    if not value.isdigit():
-        raise ValueError(f"{name} must be a whole number of months (0 keeps everything), not {value!r}")
-    return int(value)
+class PlatformSettings(BaseSettings):
+    """The resolved location of every part and every tunable; ``embedded`` parts run under ``home``.
 
+    Each field's description is its documentation (shown by ``observatory config`` and written to
+    ``docs/configuration.md``); secrets are :class:`~pydantic.SecretStr` and never shown.
+    """
 
-def is_secret(name: str) -> bool:
-    """Variables whose value is never shown (keys and passwords); URLs are shown with the password masked."""
-    return name.endswith(("_KEY", "_PASSWORD", "_SECRET", "_TOKEN"))
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_file=ENV_FILE, env_ignore_empty=True, extra="ignore", frozen=True
+    )
 
+    home: Annotated[Path, Resolved] = Field(
+        default=PROJECT_ROOT / ".observatory",
+        description="Directory for embedded data (Postgres, objects, Dagster home).",
+    )
+    database_url: str | None = Field(default=None, description="Application Postgres URL; unset = embedded server.")
+    dagster_database_url: str | None = Field(
+        default=None, description="Dagster instance storage URL; unset = database 'dagster' beside the app database."
+    )
+    s3_endpoint: str | None = Field(
+        default=None, description="S3 endpoint host:port; unset = a local directory object store under home."
+    )
+    s3_bucket: str = Field(default="observatory", description="Bucket for payloads, exports, archives and backups.")
+    s3_access_key: SecretStr | None = Field(default=None, description="S3 access key.")
+    s3_secret_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    s3_secure: bool = Field(default=False, description="Use TLS for S3 (true/false).")
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    embedder: Annotated[Literal["lexical", "e5", "e5-lexical", "minilm"], LowerCase] = Field(
+        default="lexical",
+        description="Item embedder: lexical (no model download), e5 or e5-lexical (extra [quality]), "
+        "minilm (extra [semantic]).",
+    )
+    pg_bin: str = Field(
+        default="",
+        description="Directory of pg_dump/pg_restore matching an external server; unset = embedded, then PATH.",
+    )
+    pseudonym_key: SecretStr | None = Field(
+        default=None, description="Secret (16+ characters) that keys the author pseudonyms of network exports."
+    )
+    publish_target: Annotated[Literal["static", "ghost"], LowerCase] = Field(
+        default="static", description="Where daily digests are published: static (site/ in object storage) or ghost."
+    )
+    ghost_url: str | None = Field(default=None, description="Ghost site URL for the ghost publish target.")
+    ghost_admin_key: SecretStr | None = Field(default=None, description="Ghost Admin API key id:secret.")
+    site_url: str = Field(
+        default="http://127.0.0.1:8765/", description="Public base URL of the static site, used in feed links."
+    )
+    takedown_grace_hours: float = Field(
+        default=72.0, ge=0, allow_inf_nan=False,
+        description="Hours between takedown stage 1 (withdrawn) and stage 2 (deleted).",
+    )  # fmt: skip
+    audit_retention_days: int = Field(
+        default=365, ge=0, description="Audit rows older than this are archived to Parquet and deleted; 0 keeps all."
+    )
+    retention_raw_items_months: Months = Field(
+        default=0, description="Months of raw_items to keep; older months are archived, then dropped; 0 keeps all."
+    )
+    retention_trend_snapshots_months: Months = Field(
+        default=0, description="Months of trend_snapshots to keep; 0 keeps all."
+    )
+    retention_collection_payloads_months: Months = Field(
+        default=0, description="Months to keep collection-run payloads before they move to archive/; 0 keeps all."
+    )
+    trends_dir: Annotated[Path, Resolved] = Field(
+        default=PROJECT_ROOT / "trends", description="Directory of the trend YAML files (and sources.yaml)."
+    )
 
-def displayed_value(name: str, env=None) -> str:
-    """What ``observatory config`` shows for a variable: unset, ``(set)`` for a secret, a URL with its
-    password masked, else the value."""
-    value = (os.environ if env is None else env).get(name)
-    if not value:
-        return "(unset)"
-    if is_secret(name):
-        return "(set)"
-    return mask_dsn(value) if name.endswith("_URL") else value
-
-
-@dataclass(frozen=True)
-class PlatformSettings:
-    """The resolved location of every part; ``embedded`` parts run under ``home``."""
-
-    home: Path
-    database_url: str | None
-    dagster_database_url: str | None
-    s3_endpoint: str | None
-    s3_bucket: str
-    s3_secure: bool = False
-    s3_region: str = "us-east-1"
-    publish_target: str = "static"
-    ghost_configured: bool = False
-    site_url: str = "http://127.0.0.1:8765/"
-    takedown_grace_hours: float = 72.0
-    audit_retention_days: int = 365
+    @property
+    def ghost_configured(self) -> bool:
+        return bool(self.ghost_url and self.ghost_admin_key)
 
     @property
     def embedded_database(self) -> bool:
@@ -120,24 +131,142 @@ class PlatformSettings:
         return self.home / "dagster_home"
 
 
+class _FromMapping(PlatformSettings):
+    """The settings from an explicit mapping of variables only (no process environment, no file)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_other) -> tuple[PydanticBaseSettingsSource]:
+        return (init_settings,)
+
+
+def variable(field: str) -> str:
+    """The environment variable of a settings field."""
+    return PREFIX + field.upper()
+
+
+#: Every variable the platform reads, with its meaning (generated from the model).
+ENVIRONMENT = {variable(name): field.description for name, field in PlatformSettings.model_fields.items()}
+
+
+def _one_line(error: ValidationError) -> SettingsError:
+    problem = error.errors()[0]
+    name = variable(str(problem["loc"][0])) if problem["loc"] else "settings"
+    message = problem["msg"][:1].lower() + problem["msg"][1:]
+    return SettingsError(f"{name}: {message}, not {problem['input']!r}")
+
+
 def platform_settings(environ: dict[str, str] | None = None) -> PlatformSettings:
-    """Resolve the settings from the environment (embedded wherever a variable is unset)."""
-    env = os.environ if environ is None else environ
-    home = Path(env.get("OBSERVATORY_HOME") or PROJECT_ROOT / ".observatory").resolve()
-    return PlatformSettings(
-        home=home,
-        database_url=env.get("OBSERVATORY_DATABASE_URL") or None,
-        dagster_database_url=env.get("OBSERVATORY_DAGSTER_DATABASE_URL") or None,
-        s3_endpoint=env.get("OBSERVATORY_S3_ENDPOINT") or None,
-        s3_bucket=env.get("OBSERVATORY_S3_BUCKET") or "observatory",
-        s3_secure=env_flag(env, "OBSERVATORY_S3_SECURE", default=False),
-        s3_region=env.get("OBSERVATORY_S3_REGION") or "us-east-1",
-        publish_target=(env.get("OBSERVATORY_PUBLISH_TARGET") or "static").strip().lower(),
-        ghost_configured=bool(env.get("OBSERVATORY_GHOST_URL") and env.get("OBSERVATORY_GHOST_ADMIN_KEY")),
-        site_url=env.get("OBSERVATORY_SITE_URL") or "http://127.0.0.1:8765/",
-        takedown_grace_hours=float(env.get("OBSERVATORY_TAKEDOWN_GRACE_HOURS") or 72),
-        audit_retention_days=int(env.get("OBSERVATORY_AUDIT_RETENTION_DAYS") or 365),
+    """The validated settings: from the process environment and ``.env``, or only from ``environ`` when
+    given; :class:`SettingsError` (one line) on a bad value."""
+    try:
+        if environ is None:
+            return PlatformSettings()
+        fields = {name: value for name in PlatformSettings.model_fields if (value := environ.get(variable(name)))}
+        return _FromMapping(**fields)
+    except ValidationError as error:
+        raise _one_line(error) from None
+
+
+#: Variables this process took from ``.env`` (see :func:`adopt_env_file`).
+_ADOPTED_FROM_FILE: set[str] = set()
+
+
+def adopt_env_file() -> None:
+    """Put the ``.env`` file's variables that the environment does not set into this process, as the
+    ``dagster`` CLI does for its code locations, so that resources reading ``EnvVar`` see them too."""
+    for name, value in DotEnvSettingsSource(PlatformSettings).env_vars.items():
+        name = name.upper()
+        if value and name.startswith(PREFIX) and name not in os.environ:
+            os.environ[name] = value
+            _ADOPTED_FROM_FILE.add(name)
+
+
+def setting_sources() -> dict[str, str]:
+    """Where each setting's value comes from: ``env`` (the process environment, which wins), ``file``
+    (``.env``) or ``default``."""
+    from_env, from_file = EnvSettingsSource(PlatformSettings)(), DotEnvSettingsSource(PlatformSettings)()
+    sources = {}
+    for name in PlatformSettings.model_fields:
+        in_env = name in from_env and variable(name) not in _ADOPTED_FROM_FILE
+        sources[variable(name)] = "env" if in_env else "file" if name in from_file else "default"
+    return sources
+
+
+def described_settings(settings: PlatformSettings | None = None) -> list[tuple[str, str, str, str]]:
+    """(variable, value as shown, source, documentation) for every setting, secrets masked."""
+    settings = settings or platform_settings()
+    sources = setting_sources()
+    return [
+        (name, _shown(name, getattr(settings, field)), sources[name], ENVIRONMENT[name])
+        for field, name in ((field, variable(field)) for field in PlatformSettings.model_fields)
+    ]
+
+
+def configuration_markdown() -> str:
+    """``docs/configuration.md``: every setting with its default and meaning, generated from the model
+    (``make docs`` rewrites it; a test fails when it is stale)."""
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Generated from resources/settings.py by `make docs`; do not edit by hand. -->",
+        "",
+        "Every setting is an environment variable, or a `NAME=value` line in a `.env` file in the working",
+        "directory (the process environment wins over the file; Dagster's own processes load the same file).",
+        "Unset, each has the default below, so a fresh checkout runs with none. A bad value stops the",
+        "program with one line naming the variable. `observatory config` shows the value in effect, where it",
+        "came from (`env`, `file` or `default`) and this documentation; secrets only as `(set)`.",
+        "",
+        "| variable | default | meaning |",
+        "|---|---|---|",
+    ]
+    for name, field in PlatformSettings.model_fields.items():
+        default = field.default
+        if isinstance(default, Path):
+            default = f"./{default.relative_to(PROJECT_ROOT)}" if default.is_relative_to(PROJECT_ROOT) else default
+        if isinstance(default, bool):
+            default = str(default).lower()
+        shown = "(secret)" if is_secret(variable(name)) else "(unset)" if default in (None, "") else f"`{default}`"
+        lines.append(f"| `{variable(name)}` | {shown} | {field.description} |")
+    return "\n".join(lines) + "\n"
+
+
+def child_environment(**overrides: str | None) -> dict[str, str]:
+    """The environment for a child process (pg_dump, pg_restore): this one's, with ``overrides`` set
+    (``None`` removes a variable)."""
+    env = dict(os.environ)
+    for name, value in overrides.items():
+        env.pop(name, None)
+        if value is not None:
+            env[name] = value
+    return env
+
+
+def export_for_children(name: str, value: str) -> None:
+    """Set a variable in this process so that Dagster and child processes inherit it."""
+    os.environ[name] = value
+
+
+def is_secret(name: str) -> bool:
+    """Variables whose value is never shown (keys and passwords); URLs are shown with the password masked."""
+    field = PlatformSettings.model_fields.get(name.removeprefix(PREFIX).lower())
+    return (field is not None and field.annotation == SecretStr | None) or name.endswith(
+        ("_KEY", "_PASSWORD", "_SECRET", "_TOKEN")
     )
+
+
+def displayed_value(name: str, env: dict[str, str] | None = None) -> str:
+    """What ``observatory config`` shows for a variable: ``(unset)``, ``(set)`` for a secret, a URL with
+    its password masked, else the value (from ``env`` when given, else the resolved settings)."""
+    value = env.get(name) if env is not None else getattr(platform_settings(), name.removeprefix(PREFIX).lower())
+    return _shown(name, value)
+
+
+def _shown(name: str, value: object) -> str:
+    if value is None or value == "":
+        return "(unset)"
+    if is_secret(name):
+        return "(set)"
+    return mask_dsn(str(value)) if name.endswith("DATABASE_URL") else str(value)
 
 
 def mask_dsn(url: str) -> str:
@@ -155,7 +284,7 @@ def as_psycopg_url(url: str) -> str:
 
 
 def as_psycopg2_url(url: str) -> str:
-    """The SQLAlchemy URL for Dagster's storage, which needs psycopg2 (see SPEC §2)."""
+    """The SQLAlchemy URL for Dagster's storage, which needs psycopg2."""
     parsed = make_url(url)
     return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
 

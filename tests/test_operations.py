@@ -313,7 +313,9 @@ def test_retention_comes_from_the_environment_and_run_config_overrides_it(engine
             "retention_months"
         ].value == {"raw_items": 0}
     monkeypatch.setenv("OBSERVATORY_RETENTION_TREND_SNAPSHOTS_MONTHS", "a year")
-    with pytest.raises(ValueError, match="OBSERVATORY_RETENTION_TREND_SNAPSHOTS_MONTHS must be a whole number"):
+    with pytest.raises(
+        ValueError, match="OBSERVATORY_RETENTION_TREND_SNAPSHOTS_MONTHS: input should be a valid integer"
+    ):
         retention_from_env()
 
 

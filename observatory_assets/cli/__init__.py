@@ -26,6 +26,7 @@ from observatory_assets.cli import (  # noqa: E402 (after the warning filter)
     trends,
 )
 from observatory_assets.lib.errors import failure_message  # noqa: E402
+from resources.settings import adopt_env_file  # noqa: E402
 
 #: Command modules, in the order their commands appear in ``observatory --help``.
 COMMAND_MODULES = (platform, ingestion, demo, operations, exports, enrichment, trends, publishing)
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     stderr and a non-zero exit: 2 for a mistake in the input or configuration, 1 for a service."""
     args = build_parser().parse_args(argv)
     try:
+        adopt_env_file()
         return args.func(args)
     except Exception as error:
         message, code = _one_line(error)

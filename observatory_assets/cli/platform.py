@@ -6,11 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from observatory_assets.defs.enrichment.assets import EmbedderResource
 from observatory_assets.defs.ingestion.demo_data import iter_items, write_demo_dataset, write_jsonl
-from observatory_assets.defs.operations.retention import retention_from_env
 from observatory_assets.lib import migrations
-from resources.settings import ENVIRONMENT, displayed_value, mask_dsn, platform_settings
+from resources.settings import configuration_markdown, described_settings, mask_dsn, platform_settings
 
 
 def cmd_services(args: argparse.Namespace) -> int:
@@ -69,14 +67,16 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    """Every setting with its value here (secrets only as ``(set)``, URLs with the password masked),
-    after checking that the values are valid (a bad one is reported in one line instead)."""
-    platform_settings()
-    retention_from_env()
-    EmbedderResource.from_env()
-    width = max(map(len, ENVIRONMENT))
-    for name, meaning in ENVIRONMENT.items():
-        print(f"{name:{width}}  {displayed_value(name):30}  {meaning}")
+    """Every setting: its value here (secrets only as ``(set)``, database URLs with the password masked),
+    where it came from (env, file or default) and what it means; a bad value is one line instead.
+    With ``--markdown``, the settings reference (``docs/configuration.md``) instead."""
+    if args.markdown:
+        print(configuration_markdown(), end="")
+        return 0
+    rows = described_settings()
+    width = max(len(name) for name, *_ in rows)
+    for name, value, source, meaning in rows:
+        print(f"{name:{width}}  {value:30}  {source:7}  {meaning}")
     return 0
 
 
@@ -98,4 +98,6 @@ def register_commands(sub) -> None:
     demo_data.add_argument("--seed", type=int, default=7)
     demo_data.set_defaults(func=cmd_demo_data)
 
-    sub.add_parser("config", help="list the OBSERVATORY_* settings").set_defaults(func=cmd_config)
+    config = sub.add_parser("config", help="list every OBSERVATORY_* setting, its source and its meaning")
+    config.add_argument("--markdown", action="store_true", help="print the settings reference (docs/configuration.md)")
+    config.set_defaults(func=cmd_config)

@@ -17,14 +17,13 @@ chunk overlaps the SQL of another) and are idempotent: every value is a pure
 function of the item, written with UPDATE / upsert keyed on the item id.
 """
 
-import os
 import time
 
 import dagster as dg
 from pydantic import Field
 from sqlalchemy import Engine
 
-from observatory_assets.defs.enrichment.embedders import BACKENDS, DEFAULT_BACKEND, Embedder, make_embedder
+from observatory_assets.defs.enrichment.embedders import DEFAULT_BACKEND, Embedder, make_embedder
 from observatory_assets.defs.enrichment.embeddings import embed_run
 from observatory_assets.defs.enrichment.features import featurize_run
 from observatory_assets.defs.enrichment.integrity import incomplete_features, vectors_of_other_spaces
@@ -32,6 +31,7 @@ from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR
 from observatory_assets.defs.enrichment.spaces import space_status
 from observatory_assets.lib.dagster import checked_collection_run, collection_run_partitions
 from resources import PostgresResource
+from resources.settings import platform_settings
 
 ENRICHMENT = "enrichment"
 
@@ -51,10 +51,7 @@ class EmbedderResource(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> "EmbedderResource":
-        backend = os.environ.get("OBSERVATORY_EMBEDDER") or DEFAULT_BACKEND
-        if backend not in BACKENDS:
-            raise ValueError(f"OBSERVATORY_EMBEDDER must be one of {', '.join(BACKENDS)}, not {backend!r}")
-        return cls(backend=backend)
+        return cls(backend=platform_settings().embedder)
 
     def get_embedder(self, engine: Engine) -> Embedder:
         """The embedder in its current space (one per run: resolve it once and use it throughout)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,11 +12,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from xml.sax.saxutils import escape, quoteattr
 
 from observatory_assets.defs.exports.filters import SELECTION_FROM, ExportFilterError, ExportFilters, selection_where
+from resources.settings import platform_settings, variable
 
 if TYPE_CHECKING:
     import networkx as nx
 
-PSEUDONYM_KEY_VARIABLE = "OBSERVATORY_PSEUDONYM_KEY"
+PSEUDONYM_KEY_VARIABLE = variable("pseudonym_key")
 #: A (run, term) or event context with more authors than this links nobody: a term everyone
 #: uses says nothing about who acts together, and its pairs grow with the square of its size.
 MAX_AUTHORS_PER_CONTEXT = 500
@@ -35,7 +35,8 @@ def pseudonym(author: str, key: bytes) -> str:
 
 def pseudonym_key(environ: dict[str, str] | None = None) -> bytes:
     """The pseudonymization key from ``OBSERVATORY_PSEUDONYM_KEY``; an error if it is unset or short."""
-    value = (os.environ if environ is None else environ).get(PSEUDONYM_KEY_VARIABLE, "")
+    secret = platform_settings(environ).pseudonym_key
+    value = secret.get_secret_value() if secret else ""
     if len(value) < 16:
         raise ExportFilterError(
             f"pseudonymized networks need {PSEUDONYM_KEY_VARIABLE} set to a secret of at least 16 characters"

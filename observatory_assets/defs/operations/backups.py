@@ -26,7 +26,6 @@ Passwords never reach a command line or a message: libpq tools get them through
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -46,7 +45,7 @@ from observatory_assets.defs.operations.retention import table_fingerprint
 from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.sql import identifier, set_lock_timeout
 from resources.object_store import ObjectStore, put_bytes
-from resources.settings import as_libpq_dsn
+from resources.settings import as_libpq_dsn, child_environment, platform_settings
 
 BACKUP_PREFIX = "postgres/"
 #: Tables whose content is fingerprinted at backup time and compared after a restore.
@@ -85,7 +84,7 @@ def pg_tool(name: str, server_major: int, bin_dir: str = "") -> str:
     """The path of ``name`` (pg_dump, pg_restore) for a server of major version ``server_major``:
     from ``bin_dir`` (or ``$OBSERVATORY_PG_BIN``) when set, else the embedded server's own tools or
     ``PATH`` — the first of the same major version, else the first newer one (pg_dump refuses older)."""
-    configured = bin_dir or os.environ.get(PG_BIN_ENV, "")
+    configured = bin_dir or platform_settings().pg_bin
     if configured:
         candidates = [str(Path(configured) / name)]
     else:
@@ -109,10 +108,7 @@ def _server_major(conn: Connection) -> int:
 def libpq_args(url: str) -> tuple[str, dict[str, str]]:
     """(connection URI without password, environment with PGPASSWORD) for a libpq tool."""
     parsed = make_url(url)
-    env = {**os.environ}
-    env.pop("PGPASSWORD", None)
-    if parsed.password:
-        env["PGPASSWORD"] = parsed.password
+    env = child_environment(PGPASSWORD=parsed.password or None)
     return as_libpq_dsn(parsed._replace(password=None).render_as_string(hide_password=False)), env
 
 

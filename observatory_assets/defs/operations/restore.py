@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
 import json
-import os
 import subprocess
 import tempfile
 import time
@@ -272,7 +272,7 @@ def restore_backup(
             if history is not None:  # the dump's own backups table is older than the history it replaced
                 conn.execute(text(_KEEP_HISTORY), {"rows": history})
             record_audit(
-                conn, os.environ.get("USER", "observatory"), "restore", "backup", key,
+                conn, getpass.getuser(), "restore", "backup", key,
                 details={"target_db": target, "sha256": record.sha256, "forced": force},
             )  # fmt: skip
         engine_for(staging_url).dispose()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -29,7 +28,7 @@ from observatory_assets.defs.operations.rollover import (
 from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.sql import identifier, month_partition_name, set_lock_timeout
 from resources.object_store import ObjectStore, put_bytes, read_hashed, staged_upload
-from resources.settings import env_months
+from resources.settings import platform_settings, variable
 
 # --- retention: archive to Parquet, verify, then drop -------------------------------------------------
 
@@ -339,14 +338,14 @@ def expired_collection_runs(
 
 #: The environment variable that sets each retention, overridden by run config.
 RETENTION_VARIABLES = {
-    name: f"OBSERVATORY_RETENTION_{name.upper()}_MONTHS" for name in (*PARTITIONED_TABLES, COLLECTION_PAYLOADS)
+    name: variable(f"retention_{name}_months") for name in (*PARTITIONED_TABLES, COLLECTION_PAYLOADS)
 }
 
 
 def retention_from_env(env: Mapping[str, str] | None = None) -> dict[str, int]:
     """The retention set by ``OBSERVATORY_RETENTION_*_MONTHS`` (unset or 0 keeps everything)."""
-    env = os.environ if env is None else env
-    return {name: months for name, var in RETENTION_VARIABLES.items() if (months := env_months(env, var))}
+    settings = platform_settings(None if env is None else dict(env))
+    return {name: months for name in RETENTION_VARIABLES if (months := getattr(settings, f"retention_{name}_months"))}
 
 
 @dataclass

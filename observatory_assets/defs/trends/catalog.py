@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -21,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import Engine, text
 
-from resources.settings import PROJECT_ROOT
+from resources.settings import platform_settings
 
 #: The file beside the trend definitions that sets source credibility (``name: 0.8`` per line).
 SOURCES_FILE = "sources.yaml"
@@ -116,7 +115,7 @@ class SyncResult:
 
 def trends_dir(override: str | Path | None = None) -> Path:
     """The trend directory: ``override``, else ``OBSERVATORY_TRENDS_DIR``, else ``trends/`` in the project."""
-    chosen = override or os.environ.get("OBSERVATORY_TRENDS_DIR") or PROJECT_ROOT / "trends"
+    chosen = override or platform_settings().trends_dir
     return Path(chosen).resolve()
 
 
