@@ -61,8 +61,9 @@ def test_allocation_sync_is_idempotent(engine):
         assert conn.execute(text("SELECT count(*), sum(amount) FROM credit_allocations")).one() == (1, Decimal("120"))
         with pytest.raises(ValueError, match="before its valid_from"):
             ledger.sync_allocation(conn, design, 1, NEXT_YEAR, YEAR_AGO)
-        with pytest.raises(ValueError, match="non-negative"):
-            ledger.sync_allocation(conn, design, -1, YEAR_AGO, NEXT_YEAR)
+        for bad in (-1, "nan", "1e30", "lots"):
+            with pytest.raises(ValueError, match="credits"):
+                ledger.sync_allocation(conn, design, bad, YEAR_AGO, NEXT_YEAR)
 
 
 def test_only_allocations_valid_today_count(engine):
@@ -162,13 +163,11 @@ def test_actual_cost_counts_requests_and_loaded_items_per_payload(engine):
         for name in ("dr", "tv2"):
             conn.execute(text("INSERT INTO sources (name, type) VALUES (:n, 'rss')"), {"n": name})
         manifest = [{"name": "dr", "records": 3}, {"name": "tv2", "records": 2}]
-        basis = {"requests": 1.5, "per_1k_items": {"dr": 100, "tv2": 1000}}
         conn.execute(
-            text(
-                "UPDATE collection_runs SET payloads = CAST(:m AS jsonb), cost_basis = CAST(:b AS jsonb) WHERE id = :r"
-            ),
-            {"m": json.dumps(manifest), "b": json.dumps(basis), "r": run},
+            text("UPDATE collection_runs SET payloads = CAST(:m AS jsonb) WHERE id = :r"),
+            {"m": json.dumps(manifest), "r": run},
         )
+        ledger.record_cost_basis(conn, run, "1.5", {"dr": 100, "tv2": Decimal("1000")})
         # records 1-3 came from dr (two loaded, one a duplicate), 4-5 from tv2 (one loaded)
         for record_no, source in ((1, "dr"), (2, "dr"), (5, "tv2")):
             conn.execute(

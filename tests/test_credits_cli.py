@@ -61,7 +61,7 @@ def test_allocate_ingest_settle_balance_and_history(dagster_env, engine, store, 
 
     assert "no query design 'nope'" in one_line_error(observatory(dagster_env, "credits", "balance", "nope"))
     assert "non-negative" in one_line_error(observatory(dagster_env, "credits", "allocate", "dk", "-5"))
-    assert "not an amount" in one_line_error(observatory(dagster_env, "credits", "allocate", "dk", "lots"))
+    assert "not a number of credits" in one_line_error(observatory(dagster_env, "credits", "allocate", "dk", "lots"))
     assert "not a date" in one_line_error(observatory(dagster_env, "credits", "allocate", "dk", "1", "--from", "x"))
     assert "1 to 200" in one_line_error(observatory(dagster_env, "credits", "history", "dk", "--limit", "500"))
 

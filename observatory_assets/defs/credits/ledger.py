@@ -15,6 +15,7 @@ pays for, or not at all.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
@@ -110,18 +111,24 @@ class LedgerEntry:
         }
 
 
+def _rate(value: object) -> Decimal:
+    """A price or amount in credits at full precision (a rate per 1,000 items may be finer than a
+    hundredth), or ValueError in one line."""
+    try:
+        rate = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"not a number of credits: {value!r}") from None
+    if not rate.is_finite() or rate < 0:
+        raise ValueError(f"a number of credits must be non-negative, not {value!r}")
+    return rate
+
+
 def credits(value: object, rounding: str = ROUND_HALF_UP) -> Decimal:
     """An amount of credits (non-negative, finite, in hundredths), or ValueError in one line."""
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError(f"not an amount of credits: {value!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueError(f"an amount of credits must be a non-negative number, not {value!r}")
-    amount = amount.quantize(CENT, rounding=rounding)
+    amount = _rate(value)
     if amount >= Decimal("1e10"):
         raise ValueError(f"an amount of credits must be below 10,000,000,000, not {value!r}")
-    return amount
+    return amount.quantize(CENT, rounding=rounding)
 
 
 def find_design(conn: Connection, design: str | int) -> tuple[int, str]:
@@ -369,6 +376,23 @@ def expire(conn: Connection, now: datetime) -> int:
         {"cutoff": now - RESERVATION_TTL},
     )
     return expired.rowcount
+
+
+def record_cost_basis(
+    conn: Connection, collection_run_id: int, request_cost: object, per_1k_items: dict[str, object]
+) -> None:
+    """Tell the ledger what a poll cycle's run costs: ``request_cost`` credits for every request sent
+    (a 304 or an error included) and, per source name of its payloads, the credits per 1,000 items
+    once loaded; both already the design's share of a source shared by several designs. Ingestion then
+    settles the run at that cost (:func:`settle_ingested_run`). Writing it again replaces it."""
+    basis = {
+        "requests": str(credits(request_cost)),
+        "per_1k_items": {source: str(_rate(rate)) for source, rate in per_1k_items.items()},
+    }
+    conn.execute(
+        text("UPDATE collection_runs SET cost_basis = CAST(:basis AS jsonb) WHERE id = :run"),
+        {"basis": json.dumps(basis), "run": collection_run_id},
+    )
 
 
 ACTUAL_COST = """
