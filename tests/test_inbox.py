@@ -14,8 +14,10 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
+from observatory_assets.defs.ingestion.assets import inbox_job
 from observatory_assets.defs.ingestion.inbox import take_inbox_object, waiting_objects
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
+from observatory_assets.lib.dagster import collection_run_partitions
 from resources import ObjectStoreResource
 from resources.object_store import put_bytes, read_hashed
 from sensors.inbox import inbox_sensor
@@ -144,3 +146,18 @@ def test_the_sensor_requests_each_drop_once(engine, inbox_store):
     fourth = _tick(inbox_store, third.cursor)
     (again,) = fourth.run_requests
     assert again.run_config["ops"]["take_inbox_drop"]["config"]["etag"] != etag
+
+
+def test_the_inbox_job_takes_a_drop_and_registers_its_partition(engine, resources, store):
+    put_bytes(store, "inbox/dr/noon.jsonl", FEED)
+    (drop,) = waiting_objects(store)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = inbox_job.execute_in_process(
+            run_config={"ops": {"take_inbox_drop": {"config": {"key": drop.key, "etag": drop.etag}}}},
+            resources=resources,
+            instance=instance,
+        )
+        run_id = result.output_for_node("take_inbox_drop")
+        assert instance.has_dynamic_partition(collection_run_partitions.name, str(run_id))
+    (run,) = _runs(engine)
+    assert (run.id, run.status) == (run_id, "completed") and list(waiting_objects(store)) == []
