@@ -133,17 +133,27 @@ def test_a_budget_that_runs_out_mid_day_is_a_shortfall(engine):
                             {"r": evening}).scalar_one() == 0  # fmt: skip
 
 
-def test_failed_runs_release_their_holds(engine):
+def test_failed_runs_release_their_holds_but_pay_for_requests_sent(engine):
     with engine.begin() as conn:
         design = new_design(conn)
-        ledger.allocate(conn, design, 10, TODAY, NEXT_YEAR)
-        failed, running = new_run(conn, design), new_run(conn, design)
-        ledger.reserve(conn, design, failed, 4)
+        ledger.allocate(conn, design, 20, TODAY, NEXT_YEAR)
+        failed_early, failed_after_requests, running = (new_run(conn, design) for _ in range(3))
+        ledger.reserve(conn, design, failed_early, 4)
+        ledger.reserve(conn, design, failed_after_requests, 6)
         ledger.reserve(conn, design, running, 5)
-        conn.execute(text("UPDATE collection_runs SET status = 'failed' WHERE id = :r"), {"r": failed})
-        assert ledger.release_failed_runs(conn) == 1
+        ledger.record_cost_basis(conn, failed_after_requests, "1.25", {"dr": 10})
+        conn.execute(
+            text("UPDATE collection_runs SET status = 'failed' WHERE id = ANY(:r)"),
+            {"r": [failed_early, failed_after_requests]},
+        )
+        assert ledger.release_failed_runs(conn) == 2
         assert ledger.release_failed_runs(conn) == 0
-        assert ledger.balance(conn, design).available == Decimal("5.00")
+        balance = ledger.balance(conn, design)
+        assert (balance.settled, balance.held, balance.available) == (
+            Decimal("1.25"),
+            Decimal("5.00"),
+            Decimal("13.75"),
+        )
 
 
 def test_the_ledger_is_append_only(engine):

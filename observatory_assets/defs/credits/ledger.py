@@ -344,19 +344,27 @@ def release(conn: Connection, collection_run_id: int) -> Decimal:
 
 
 def release_failed_runs(conn: Connection) -> int:
-    """Release the open holds of every failed collection run; returns how many were released."""
+    """End the open hold of every failed collection run; returns how many. A run whose requests were
+    sent (it has a cost basis) is settled at the cost of its requests, which are due whatever the
+    answer; a run without one is released whole."""
     failed = conn.execute(
         text(
             """
-            SELECT r.collection_run_id FROM credit_transactions r
+            SELECT r.collection_run_id, (c.cost_basis ->> 'requests')::numeric AS request_cost
+              FROM credit_transactions r
               JOIN collection_runs c ON c.id = r.collection_run_id AND c.status = 'failed'
              WHERE r.kind = 'reserve'
                AND NOT EXISTS (SELECT 1 FROM credit_transactions e
                                 WHERE e.collection_run_id = r.collection_run_id AND e.kind IN ('release', 'expire'))
             """
         )
-    ).scalars()
-    return sum(1 for run_id in failed.all() if release(conn, run_id) > 0)
+    ).all()
+    for run in failed:
+        if run.request_cost is None:
+            release(conn, run.collection_run_id)
+        else:
+            settle(conn, run.collection_run_id, run.request_cost)
+    return len(failed)
 
 
 def expire(conn: Connection, now: datetime) -> int:
