@@ -13,14 +13,14 @@ import hashlib
 import json
 import re
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.ingestion.records import FORMATS, count_records
 from observatory_assets.lib.errors import failure_message
-from resources.object_store import ObjectStore, put_bytes
+from resources.object_store import ObjectStore, StoredObject, put_bytes
 
 FETCH_TIMEOUT_S = 30
 MAX_PAYLOAD_BYTES = 2 * 1024**3
@@ -29,20 +29,27 @@ _EXTENSIONS = {"rss": "xml", "atom": "xml", "jsonl": "jsonl", "csv": "csv"}
 
 @dataclass(frozen=True)
 class SourceRequest:
-    """One source to collect: a ``path`` or ``url`` read as ``fmt``, filed under source ``name``."""
+    """One source to collect: a ``path``, ``url`` or object-storage ``object_key`` read as ``fmt``,
+    filed under source ``name``. ``origin`` says where a dropped object came from (the inbox key and
+    its ETag), so the same drop never becomes two runs."""
 
     name: str
     fmt: str
     path: str | None = None
     url: str | None = None
+    object_key: str | None = None
+    origin: str | None = None
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {self.fmt!r}")
-        if (self.path is None) == (self.url is None):
+        if sum(where is not None for where in (self.path, self.url, self.object_key)) != 1:
             raise ValueError("give exactly one of a file path or a URL")
         if not self.name.strip():
             raise ValueError("a source needs a name")
+
+
+_REQUEST_FIELDS = {field.name for field in fields(SourceRequest)}
 
 
 def guess_format(location: str) -> str:
@@ -84,6 +91,14 @@ def _fetch(request: SourceRequest) -> bytes:
     return data
 
 
+def _store_payload(store: ObjectStore, key: str, request: SourceRequest) -> StoredObject:
+    """Store one source's payload under ``key``: an object already in storage is streamed across."""
+    if request.object_key is not None:
+        with store.open(request.object_key) as stream:
+            return store.put_stream(key, stream)
+    return put_bytes(store, key, _fetch(request))
+
+
 def create_collection_run(engine: Engine, requests: list[SourceRequest], query_design_id: int | None = None) -> int:
     """Register a pending collection run for ``requests`` and return its id."""
     with engine.begin() as conn:
@@ -116,14 +131,13 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
         ).one_or_none()
     if row is None:
         raise ValueError(f"collection run {run_id} does not exist or is not pending/failed")
-    requests = [SourceRequest(**{k: v for k, v in p.items() if k in ("name", "fmt", "path", "url")}) for p in row[0]]
+    requests = [SourceRequest(**{k: v for k, v in p.items() if k in _REQUEST_FIELDS}) for p in row[0]]
     prefix = f"collection_runs/{run_id}/"
     try:
         manifest = []
         for n, request in enumerate(requests):
-            data = _fetch(request)
             key = f"{prefix}{n:03d}-{_slug(request.name)}.{_EXTENSIONS[request.fmt]}"
-            stored = put_bytes(store, key, data)
+            stored = _store_payload(store, key, request)
             with store.open(key) as stream:
                 records = count_records(stream, request.fmt)
             manifest.append({**asdict(request), "key": key, "records": records, "sha256": stored.sha256})
