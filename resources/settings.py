@@ -26,7 +26,7 @@ ENVIRONMENT = {
     "OBSERVATORY_S3_SECRET_KEY": "S3 secret key",
     "OBSERVATORY_S3_SECURE": "use TLS for S3 (true/false, default false)",
     "OBSERVATORY_S3_REGION": "S3 region (default us-east-1)",
-    "OBSERVATORY_EMBEDDER": "item embedder: lexical (default, no model download), e5 or e5-lexical (extra [quality]), minilm (extra [semantic])",
+    "OBSERVATORY_EMBEDDER": "item embedder: lexical (default, no model download), e5 or e5-lexical (extra [quality])",
     "OBSERVATORY_PG_BIN": "directory of pg_dump/pg_restore matching an external server (default: embedded, then PATH)",
     "OBSERVATORY_PSEUDONYM_KEY": "secret key (16+ characters) for pseudonymized network exports",
     "OBSERVATORY_PUBLISH_TARGET": "where daily digests are published: static (default, site/ in object storage) or ghost",

@@ -37,7 +37,7 @@ ENRICHMENT = "enrichment"
 
 
 class EmbedderResource(dg.ConfigurableResource):
-    """Which embedder turns items into vectors (``OBSERVATORY_EMBEDDER``: lexical, e5, e5-lexical or minilm).
+    """Which embedder turns items into vectors (``OBSERVATORY_EMBEDDER``: lexical, e5 or e5-lexical).
 
     Changing it (or taking a new lexical space) re-embeds items on their next
     ``item_embeddings`` run and rebuilds ``events`` in the new space; vectors of
@@ -46,7 +46,7 @@ class EmbedderResource(dg.ConfigurableResource):
 
     backend: str = Field(
         default=DEFAULT_BACKEND,
-        description="lexical (default, no model), e5 or e5-lexical (extra [quality]), minilm (extra [semantic]).",
+        description="lexical (default, no model), e5 or e5-lexical (extra [quality]).",
     )
 
     @classmethod
