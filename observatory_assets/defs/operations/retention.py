@@ -28,6 +28,7 @@ from observatory_assets.defs.operations.rollover import (
 )
 from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.sql import identifier, month_partition_name, set_lock_timeout
+from observatory_assets.lib.statuses import CollectionRunStatus
 from resources.object_store import ObjectStore, StoredObject, put_bytes, read_hashed, staged_upload
 from resources.settings import env_months
 
@@ -346,10 +347,10 @@ def expired_collection_runs(
         runs = (
             conn.execute(
                 text(
-                    "SELECT id FROM collection_runs WHERE status = 'completed' AND ingested_at IS NOT NULL "
+                    "SELECT id FROM collection_runs WHERE status = :completed AND ingested_at IS NOT NULL "
                     "AND completed_at < :cutoff ORDER BY id"
                 ),
-                {"cutoff": cutoff},
+                {"cutoff": cutoff, "completed": CollectionRunStatus.COMPLETED},
             )
             .scalars()
             .all()
