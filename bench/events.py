@@ -12,7 +12,6 @@ run:
 * full-text vector floor — computing the run's ``tsvector`` alone, in one SELECT;
 * naive clustering — what one would otherwise write: per item, a pgvector
   nearest-centroid query (HNSW) over the window and an INSERT/UPDATE round trip;
-* MiniLM compute — items/s of the semantic backend's model on a sample (when installed).
 
 ``--scaling`` repeats ingest + embed + cluster at other sizes and reports the
 clustering time per item (flat = linear). Prints one JSON object.
@@ -160,22 +159,7 @@ def naive_clustering(engine, embedder_name: str, params: ClusteringParams, sampl
     return _rate(len(items), seconds)
 
 
-def minilm_rate(sample: int) -> float | None:
-    try:
-        from observatory_assets.defs.enrichment.embedders import MiniLMEmbedder
-
-        embedder = MiniLMEmbedder()
-    except (ImportError, RuntimeError):
-        return None
-    documents = [
-        (json.loads(line).get("title"), json.loads(line).get("text")) for line in iter_items(sample, seed=3, bad_rate=0)
-    ]
-    started = time.perf_counter()
-    embedder.embed(documents)
-    return _rate(len(documents), time.perf_counter() - started)
-
-
-def run(n: int, scaling: list[int], seed: int, minilm_sample: int) -> dict:
+def run(n: int, scaling: list[int], seed: int) -> dict:
     report: dict = {"n": n}
     with fresh_database() as (engine, store, workdir):
         run_id, ingest_seconds = _load(engine, store, workdir, n, seed)
@@ -246,7 +230,6 @@ def run(n: int, scaling: list[int], seed: int, minilm_sample: int) -> dict:
     report["clustering_cost_per_item_largest_vs_smallest"] = round(
         scaling_rows[-1]["us_per_item"] / scaling_rows[0]["us_per_item"], 2
     )
-    report["minilm_embed_items_per_s"] = minilm_rate(minilm_sample) if minilm_sample else None
     return report
 
 
@@ -263,11 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="items for the throughput run")
     parser.add_argument("--scaling", default="10000", help="comma-separated extra sizes for clustering growth")
-    parser.add_argument("--minilm-sample", type=int, default=1000, help="items for the MiniLM rate (0: skip)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     scaling = [int(s) for s in args.scaling.split(",") if s.strip()]
-    print(json.dumps(run(args.n, scaling, args.seed, args.minilm_sample)))
+    print(json.dumps(run(args.n, scaling, args.seed)))
     return 0
 
 

@@ -66,10 +66,9 @@ class PlatformSettings(BaseSettings):
     s3_secret_key: SecretStr | None = Field(default=None, description="S3 secret key.")
     s3_secure: bool = Field(default=False, description="Use TLS for S3 (true/false).")
     s3_region: str = Field(default="us-east-1", description="S3 region.")
-    embedder: Annotated[Literal["lexical", "e5", "e5-lexical", "minilm"], LowerCase] = Field(
+    embedder: Annotated[Literal["lexical", "e5", "e5-lexical"], LowerCase] = Field(
         default="lexical",
-        description="Item embedder: lexical (no model download), e5 or e5-lexical (extra [quality]), "
-        "minilm (extra [semantic]).",
+        description="Item embedder: lexical (no model download), e5 or e5-lexical (extra [quality]).",
     )
     pg_bin: str = Field(
         default="",

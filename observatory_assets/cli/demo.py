@@ -11,6 +11,7 @@ from observatory_assets.cli.runner import engine_and_store, ingest_runs, materia
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect, guess_format
 from observatory_assets.defs.publishing.site import INDEX_KEY
 from observatory_assets.lib import migrations
+from observatory_assets.lib.statuses import ExportStatus
 from resources.settings import mask_dsn, platform_settings
 
 #: The bundled sample the demo collects: one payload per source (package data of observatory_assets).
@@ -81,7 +82,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         items = conn.execute(text("SELECT count(*) FROM raw_items")).scalar_one()
         events = conn.execute(text("SELECT count(*), coalesce(max(item_count), 0) FROM events")).one()
         exported = conn.execute(
-            text("SELECT format, record_count, object_key FROM exports WHERE status = 'completed' ORDER BY id")
+            text("SELECT format, record_count, object_key FROM exports WHERE status = :completed ORDER BY id"),
+            {"completed": ExportStatus.COMPLETED},
         ).all()
         backup = conn.execute(
             text("SELECT object_key, size_bytes, verified_at IS NOT NULL FROM backups ORDER BY id DESC LIMIT 1")

@@ -8,13 +8,14 @@ from sqlalchemy import text
 from observatory_assets.cli.runner import engine_and_store, materialize_enrichment_and_events, register_partitions
 from observatory_assets.defs.enrichment.assets import EmbedderResource
 from observatory_assets.defs.enrichment.features import search_items
+from observatory_assets.lib.statuses import ProcessingStatus
 
 # ---------------------------------------------------------------- CLI
 
 _RUNS_TO_ENRICH = """
 SELECT DISTINCT r.collection_run_id
   FROM raw_items r LEFT JOIN item_embeddings e ON e.item_id = r.id
- WHERE r.processing_status = 'loaded' OR e.item_id IS NULL OR e.embedder <> :embedder
+ WHERE r.processing_status = :loaded OR e.item_id IS NULL OR e.embedder <> :embedder
  ORDER BY 1
 """
 
@@ -28,7 +29,8 @@ def cmd_enrich(args) -> int:
     else:
         with engine.connect() as conn:
             name = EmbedderResource.from_env().get_embedder(engine).name
-            run_ids = list(conn.execute(text(_RUNS_TO_ENRICH), {"embedder": name}).scalars())
+            params = {"embedder": name, "loaded": ProcessingStatus.LOADED}
+            run_ids = list(conn.execute(text(_RUNS_TO_ENRICH), params).scalars())
     register_partitions(run_ids)
     prepare_dagster_home()
     with dg.DagsterInstance.get() as instance:

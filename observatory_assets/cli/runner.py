@@ -8,6 +8,7 @@ from sqlalchemy import text
 from observatory_assets.lib import migrations
 from observatory_assets.lib.dagster import collection_run_partitions
 from observatory_assets.lib.errors import failure_message
+from observatory_assets.lib.statuses import CollectionRunStatus
 from resources import observatory_resources
 from resources.embedded import prepare_dagster_home
 
@@ -37,8 +38,9 @@ def ingest_runs(run_ids: list[int] | None = None, force: bool = False) -> list[d
             run_ids = list(
                 conn.execute(
                     text(
-                        "SELECT id FROM collection_runs WHERE status = 'completed' AND ingested_at IS NULL ORDER BY id"
-                    )
+                        "SELECT id FROM collection_runs WHERE status = :completed AND ingested_at IS NULL ORDER BY id"
+                    ),
+                    {"completed": CollectionRunStatus.COMPLETED},
                 ).scalars()
             )
     register_partitions(run_ids)

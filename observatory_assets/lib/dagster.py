@@ -6,7 +6,11 @@ to speak Dagster the same way everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import dagster as dg
+from sqlalchemy import Connection
 
 #: One partition per collection run: ``raw_items``, ``item_features`` and ``item_embeddings`` share it.
 collection_run_partitions = dg.DynamicPartitionsDefinition(name="collection_runs")
@@ -43,8 +47,51 @@ def checked_collection_run(context: dg.AssetCheckExecutionContext, asset_key: dg
     partition = context.run.tags.get("dagster/partition")
     if partition is None:
         event = context.instance.get_latest_materialization_event(asset_key)
-        partition = event.partition if event is not None else None
+        materialization = event.asset_materialization if event is not None else None
+        partition = materialization.partition if materialization is not None else None
     return int(partition) if partition is not None else None
+
+
+class RunCheckVerdict(NamedTuple):
+    """What a per-run check found: whether it passed, its metadata, and what to do about a failure."""
+
+    passed: bool
+    metadata: dict[str, Any]
+    hint: str | None = None
+
+
+def collection_run_check(
+    asset: dg.AssetsDefinition,
+    name: str,
+    description: str,
+    evaluate: Callable[[Connection, int, Any], RunCheckVerdict],
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    resource_keys: frozenset[str] = frozenset(),
+) -> dg.AssetChecksDefinition:
+    """An asset check of what one collection run (partition) of ``asset`` wrote. The check finds its run
+    (:func:`checked_collection_run`; before the first materialization it passes, saying so) and calls
+    ``evaluate(connection, run_id, resources)`` on a database connection; ``resource_keys`` are the resources
+    it needs besides ``postgres``."""
+
+    @dg.asset_check(
+        asset=asset, name=name, description=description, required_resource_keys={"postgres", *resource_keys}
+    )
+    def check(context) -> dg.AssetCheckResult:  # unannotated: postponed, the annotation would reach Dagster as a string
+        run_id = checked_collection_run(context, asset.key)
+        if run_id is None:
+            return dg.AssetCheckResult(
+                passed=True, description=f"no collection run in {asset.key.to_user_string()} yet"
+            )
+        with context.resources.postgres.get_engine().connect() as conn:
+            verdict = evaluate(conn, run_id, context.resources)
+        return dg.AssetCheckResult(
+            passed=verdict.passed,
+            severity=severity,
+            metadata={"collection_run": run_id, **verdict.metadata},
+            description=None if verdict.passed else verdict.hint,
+        )
+
+    return check
 
 
 def checked_since(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey, started_key: str) -> str | None:

@@ -9,17 +9,7 @@ done) all count; only ``cancelled`` gives the items back.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
-
-class TakedownStatus(StrEnum):
-    """The stages of a takedown request."""
-
-    PENDING = "pending"
-    WITHDRAWN = "withdrawn"
-    REMOVED = "removed"
-    CANCELLED = "cancelled"
-
+from observatory_assets.lib.statuses import TakedownStatus
 
 #: Requests in these states withdraw their items.
 WITHDRAWING = (TakedownStatus.PENDING, TakedownStatus.WITHDRAWN, TakedownStatus.REMOVED)

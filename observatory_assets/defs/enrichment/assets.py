@@ -29,7 +29,7 @@ from observatory_assets.defs.enrichment.features import featurize_run
 from observatory_assets.defs.enrichment.integrity import incomplete_features, vectors_of_other_spaces
 from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR
 from observatory_assets.defs.enrichment.spaces import space_status
-from observatory_assets.lib.dagster import checked_collection_run, collection_run_partitions
+from observatory_assets.lib.dagster import RunCheckVerdict, collection_run_check, collection_run_partitions
 from resources import PostgresResource
 from resources.settings import platform_settings
 
@@ -37,7 +37,7 @@ ENRICHMENT = "enrichment"
 
 
 class EmbedderResource(dg.ConfigurableResource):
-    """Which embedder turns items into vectors (``OBSERVATORY_EMBEDDER``: lexical, e5, e5-lexical or minilm).
+    """Which embedder turns items into vectors (``OBSERVATORY_EMBEDDER``: lexical, e5 or e5-lexical).
 
     Changing it (or taking a new lexical space) re-embeds items on their next
     ``item_embeddings`` run and rebuilds ``events`` in the new space; vectors of
@@ -46,7 +46,7 @@ class EmbedderResource(dg.ConfigurableResource):
 
     backend: str = Field(
         default=DEFAULT_BACKEND,
-        description="lexical (default, no model), e5 or e5-lexical (extra [quality]), minilm (extra [semantic]).",
+        description="lexical (default, no model), e5 or e5-lexical (extra [quality]).",
     )
 
     @classmethod
@@ -94,22 +94,17 @@ def item_features(
     )
 
 
-_NOTHING_ENRICHED = dg.AssetCheckResult(passed=True, description="no collection run enriched yet")
+def _features_complete(conn, run_id: int, _resources) -> RunCheckVerdict:
+    found = incomplete_features(conn, run_id)
+    return RunCheckVerdict(found["without_config_or_vector"] == 0, found)
 
 
-@dg.asset_check(
-    asset=item_features,
-    description="Every featurized item of the collection run has a text-search configuration and a full-text vector.",
+item_features_complete = collection_run_check(
+    item_features,
+    "item_features_complete",
+    "Every featurized item of the collection run has a text-search configuration and a full-text vector.",
+    _features_complete,
 )
-def item_features_complete(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
-    run_id = checked_collection_run(context, item_features.key)
-    if run_id is None:
-        return _NOTHING_ENRICHED
-    with postgres.get_engine().connect() as conn:
-        found = incomplete_features(conn, run_id)
-    return dg.AssetCheckResult(
-        passed=found["without_config_or_vector"] == 0, metadata={"collection_run": run_id, **found}
-    )
 
 
 class ItemEmbeddingsConfig(dg.Config):
@@ -160,29 +155,24 @@ def item_embeddings(
     )
 
 
-@dg.asset_check(
-    asset=item_embeddings,
-    description="Every vector of the collection run comes from the configured embedder with its dimensions.",
-)
-def item_embeddings_one_space(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource, embedder: EmbedderResource
-) -> dg.AssetCheckResult:
-    run_id = checked_collection_run(context, item_embeddings.key)
-    if run_id is None:
-        return _NOTHING_ENRICHED
-    current = embedder.get_embedder(postgres.get_engine())
-    with postgres.get_engine().connect() as conn:
-        other = vectors_of_other_spaces(conn, current.name, current.dimensions, run_id)
-    return dg.AssetCheckResult(
-        passed=not other,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "collection_run": run_id,
-            "embedder": current.name,
-            "vectors_of_other_embedders": dg.MetadataValue.json(other),
-        },
-        description=None if not other else "re-materialize item_embeddings for the affected collection runs",
+def _one_space(conn, run_id: int, resources) -> RunCheckVerdict:
+    current = resources.embedder.get_embedder(resources.postgres.get_engine())
+    other = vectors_of_other_spaces(conn, current.name, current.dimensions, run_id)
+    return RunCheckVerdict(
+        not other,
+        {"embedder": current.name, "vectors_of_other_embedders": dg.MetadataValue.json(other)},
+        "re-materialize item_embeddings for the affected collection runs",
     )
+
+
+item_embeddings_one_space = collection_run_check(
+    item_embeddings,
+    "item_embeddings_one_space",
+    "Every vector of the collection run comes from the configured embedder with its dimensions.",
+    _one_space,
+    severity=dg.AssetCheckSeverity.WARN,
+    resource_keys=frozenset({"embedder"}),
+)
 
 
 enrich_job = dg.define_asset_job(

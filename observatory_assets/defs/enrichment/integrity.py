@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
+from observatory_assets.lib.statuses import ProcessingStatus
+
 _FEATURES = """
 SELECT count(*) FILTER (WHERE text_search_config IS NULL OR search_vector IS NULL), count(*)
   FROM raw_items
- WHERE processing_status = 'featurized' AND (CAST(:run_id AS bigint) IS NULL OR collection_run_id = :run_id)
+ WHERE processing_status = :featurized AND (CAST(:run_id AS bigint) IS NULL OR collection_run_id = :run_id)
 """
 
 _SPACES = """
@@ -21,7 +23,8 @@ SELECT e.embedder, e.dimensions, count(*) AS n
 
 def incomplete_features(conn: Connection, run_id: int | None = None) -> dict[str, int]:
     """Featurized items without a text-search configuration or a full-text vector."""
-    incomplete, featurized = conn.execute(text(_FEATURES), {"run_id": run_id}).one()
+    params = {"run_id": run_id, "featurized": ProcessingStatus.FEATURIZED}
+    incomplete, featurized = conn.execute(text(_FEATURES), params).one()
     return {"featurized_items": featurized, "without_config_or_vector": incomplete}
 
 

@@ -57,6 +57,7 @@ from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, bui
 from observatory_assets.defs.exports.writers import CONTENT_TYPES, write_csv, write_ndjson, write_parquet, write_xlsx
 from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.errors import failure_message
+from observatory_assets.lib.statuses import ExportStatus
 from resources.object_store import ObjectStore, StoredObject, staged_upload
 
 if TYPE_CHECKING:
@@ -119,12 +120,18 @@ def _start(engine: Engine, request_id: str, fmt: str, filters: dict, key: str) -
                 INSERT INTO exports (request_id, format, filters, object_key)
                 VALUES (:request_id, :format, CAST(:filters AS jsonb), :key)
                 ON CONFLICT (request_id, format) DO UPDATE
-                   SET filters = EXCLUDED.filters, object_key = EXCLUDED.object_key, status = 'running',
+                   SET filters = EXCLUDED.filters, object_key = EXCLUDED.object_key, status = :running,
                        record_count = NULL, sha256 = NULL, error = NULL, created_at = now(), finished_at = NULL
                 RETURNING id
                 """
             ),
-            {"request_id": request_id, "format": fmt, "filters": json.dumps(filters), "key": key},
+            {
+                "request_id": request_id,
+                "format": fmt,
+                "filters": json.dumps(filters),
+                "key": key,
+                "running": ExportStatus.RUNNING,
+            },  # fmt: skip
         ).scalar_one()
 
 
@@ -133,12 +140,12 @@ def _finish(engine: Engine, export_id: int, stored: StoredObject, records: int, 
         conn.execute(
             text(
                 """
-                UPDATE exports SET status = 'completed', record_count = :records, sha256 = :sha256,
+                UPDATE exports SET status = :completed, record_count = :records, sha256 = :sha256,
                        finished_at = clock_timestamp()
                  WHERE id = :id
                 """
             ),
-            {"id": export_id, "records": records, "sha256": stored.sha256},
+            {"id": export_id, "records": records, "sha256": stored.sha256, "completed": ExportStatus.COMPLETED},
         )
         record_audit(
             conn, actor, "export", "exports", export_id,
@@ -149,10 +156,8 @@ def _finish(engine: Engine, export_id: int, stored: StoredObject, records: int, 
 def _fail(engine: Engine, export_id: int, error: BaseException) -> None:
     with engine.begin() as conn:
         conn.execute(
-            text(
-                "UPDATE exports SET status = 'failed', error = :error, finished_at = clock_timestamp() WHERE id = :id"
-            ),
-            {"id": export_id, "error": _safe_error(error)},
+            text("UPDATE exports SET status = :failed, error = :error, finished_at = clock_timestamp() WHERE id = :id"),
+            {"id": export_id, "error": _safe_error(error), "failed": ExportStatus.FAILED},
         )
 
 

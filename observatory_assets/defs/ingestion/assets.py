@@ -16,7 +16,12 @@ from observatory_assets.defs.ingestion.collect import SourceRequest, collect, gu
 from observatory_assets.defs.ingestion.inbox import take_inbox_object
 from observatory_assets.defs.ingestion.integrity import default_partition_rows, key_conflicts, unbalanced_runs
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
-from observatory_assets.lib.dagster import checked_collection_run, collection_run_partitions, markdown_table
+from observatory_assets.lib.dagster import (
+    RunCheckVerdict,
+    collection_run_check,
+    collection_run_partitions,
+    markdown_table,
+)
 from resources import ObjectStoreResource, PostgresResource
 
 INGESTION = "ingestion"
@@ -97,60 +102,44 @@ def raw_items(
     )
 
 
-_NOTHING_INGESTED = dg.AssetCheckResult(passed=True, description="no collection run ingested yet")
+def _unique_keys(conn, run_id: int, _resources) -> RunCheckVerdict:
+    found = key_conflicts(conn, run_id)
+    return RunCheckVerdict(not any(found.values()), found)
 
 
-@dg.asset_check(
-    asset=raw_items,
-    description="No item of the collection run shares its (source, external_id) or content hash with another item.",
-)
-def raw_items_unique_keys(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
-    run_id = checked_collection_run(context, raw_items.key)
-    if run_id is None:
-        return _NOTHING_INGESTED
-    with postgres.get_engine().connect() as conn:
-        found = key_conflicts(conn, run_id)
-    return dg.AssetCheckResult(passed=not any(found.values()), metadata={"collection_run": run_id, **found})
+def _dated_rows_in_default(conn, run_id: int, _resources) -> RunCheckVerdict:
+    found = default_partition_rows(conn, run_id)
+    passed = found["dated_items_waiting_for_a_partition"] == 0
+    return RunCheckVerdict(passed, found, "run partition_rollover to move dated rows into their months")
 
 
-@dg.asset_check(
-    asset=raw_items,
-    description="The run's items in the DEFAULT partition have no publication date; dated ones are flagged.",
-)
-def raw_items_default_partition(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-) -> dg.AssetCheckResult:
-    run_id = checked_collection_run(context, raw_items.key)
-    if run_id is None:
-        return _NOTHING_INGESTED
-    with postgres.get_engine().connect() as conn:
-        found = default_partition_rows(conn, run_id)
-    dated = found["dated_items_waiting_for_a_partition"]
-    return dg.AssetCheckResult(
-        passed=dated == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"collection_run": run_id, **found},
-        description=None if dated == 0 else "run partition_rollover to move dated rows into their months",
+def _rows_accounted_for(conn, run_id: int, _resources) -> RunCheckVerdict:
+    checked, unbalanced = unbalanced_runs(conn, run_id)
+    hint = "the collection run's counts do not balance" if checked == 1 else "the collection run has not been ingested"
+    return RunCheckVerdict(
+        checked == 1 and not unbalanced, {"unbalanced_runs": dg.MetadataValue.json(unbalanced)}, hint
     )
 
 
-@dg.asset_check(
-    asset=raw_items,
-    description="For the ingested collection run, delivered = loaded + duplicates + rejected, counted from the tables.",
+raw_items_unique_keys = collection_run_check(
+    raw_items,
+    "raw_items_unique_keys",
+    "No item of the collection run shares its (source, external_id) or content hash with another item.",
+    _unique_keys,
 )
-def raw_items_rows_accounted_for(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-) -> dg.AssetCheckResult:
-    run_id = checked_collection_run(context, raw_items.key)
-    if run_id is None:
-        return _NOTHING_INGESTED
-    with postgres.get_engine().connect() as conn:
-        checked, unbalanced = unbalanced_runs(conn, run_id)
-    return dg.AssetCheckResult(
-        passed=checked == 1 and not unbalanced,
-        metadata={"collection_run": run_id, "unbalanced_runs": dg.MetadataValue.json(unbalanced)},
-        description=None if checked == 1 else "the collection run has not been ingested",
-    )
+raw_items_default_partition = collection_run_check(
+    raw_items,
+    "raw_items_default_partition",
+    "The run's items in the DEFAULT partition have no publication date; dated ones are flagged.",
+    _dated_rows_in_default,
+    severity=dg.AssetCheckSeverity.WARN,
+)
+raw_items_rows_accounted_for = collection_run_check(
+    raw_items,
+    "raw_items_rows_accounted_for",
+    "For the ingested collection run, delivered = loaded + duplicates + rejected, counted from the tables.",
+    _rows_accounted_for,
+)
 
 
 class CollectConfig(dg.Config):

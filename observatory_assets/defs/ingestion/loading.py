@@ -57,6 +57,7 @@ from sqlalchemy import Connection, Engine, text
 from observatory_assets.defs.ingestion.collect import payload_fingerprint
 from observatory_assets.defs.ingestion.records import Rejection, iter_records, normalize_record
 from observatory_assets.lib.sql import ensure_month_partition, month_partition_name
+from observatory_assets.lib.statuses import CollectionRunStatus
 from observatory_assets.lib.streaming import in_background
 from resources.object_store import ObjectStore
 
@@ -215,7 +216,7 @@ def _run_row(conn: Connection, run_id: int):
         ),
         {"id": run_id},
     ).one_or_none()
-    if row is None or row.status != "completed":
+    if row is None or row.status != CollectionRunStatus.COMPLETED:
         state = "does not exist" if row is None else f"is {row.status}"
         raise RunNotReady(f"collection run {run_id} {state}; only completed runs can be ingested")
     return row

@@ -34,6 +34,7 @@ from observatory_assets.defs.operations.rollover import (
     roll_over,
 )
 from observatory_assets.lib.dagster import utc_schedule
+from observatory_assets.lib.statuses import BackupStatus
 from resources import ObjectStoreResource, PostgresResource
 
 
@@ -171,7 +172,9 @@ def postgres_backups(
     backup = take_backup(engine, store, postgres.resolved_url(), config.pg_bin_dir)
     pruned = prune_backups(engine, store, config.keep_days, config.keep_min)
     with engine.connect() as conn:
-        kept = conn.execute(text("SELECT count(*) FROM backups WHERE status = 'completed'")).scalar_one()
+        kept = conn.execute(
+            text("SELECT count(*) FROM backups WHERE status = :completed"), {"completed": BackupStatus.COMPLETED}
+        ).scalar_one()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(kept),
@@ -198,8 +201,9 @@ def postgres_backups(
 def backups_recent_and_verified(postgres: PostgresResource) -> dg.AssetCheckResult:
     with postgres.get_engine().connect() as conn:
         newest, verified, first = conn.execute(
-            text("SELECT max(started_at) FILTER (WHERE status = 'completed'), max(verified_at), "
-                 "min(started_at) FILTER (WHERE status IN ('completed', 'pruned')) FROM backups")
+            text("SELECT max(started_at) FILTER (WHERE status = :completed), max(verified_at), "
+                 "min(started_at) FILTER (WHERE status IN (:completed, :pruned)) FROM backups"),
+            {"completed": BackupStatus.COMPLETED, "pruned": BackupStatus.PRUNED},
         ).one()  # fmt: skip
     now = datetime.now(UTC)
     backup_problem = None

@@ -44,6 +44,7 @@ from sqlalchemy.engine import make_url
 from observatory_assets.defs.operations.retention import table_fingerprint
 from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.sql import identifier, set_lock_timeout
+from observatory_assets.lib.statuses import BackupStatus
 from resources.object_store import ObjectStore, put_bytes
 from resources.settings import as_libpq_dsn, child_environment, platform_settings
 
@@ -252,8 +253,8 @@ def take_backup(
             store.delete(sidecar_key(key))
         with engine.begin() as conn:
             conn.execute(
-                text("UPDATE backups SET status = 'failed', error = :e, finished_at = now() WHERE id = :id"),
-                {"id": backup_id, "e": message},
+                text("UPDATE backups SET status = :failed, error = :e, finished_at = now() WHERE id = :id"),
+                {"id": backup_id, "e": message, "failed": BackupStatus.FAILED},
             )
         if isinstance(error, BackupError):
             raise
@@ -261,10 +262,10 @@ def take_backup(
     with engine.begin() as conn:
         conn.execute(
             text(
-                "UPDATE backups SET status = 'completed', size_bytes = :size, sha256 = :sha, finished_at = now(), "
+                "UPDATE backups SET status = :completed, size_bytes = :size, sha256 = :sha, finished_at = now(), "
                 "table_counts = CAST(:counts AS jsonb), table_checksums = CAST(:checksums AS jsonb) WHERE id = :id"
             ),
-            {"id": backup_id, "size": stored.size, "sha": stored.sha256,
+            {"id": backup_id, "size": stored.size, "sha": stored.sha256, "completed": BackupStatus.COMPLETED,
              "counts": json.dumps(counts), "checksums": json.dumps(checksums)},
         )  # fmt: skip
     return BackupResult(backup_id, key, stored.size, stored.sha256, counts, checksums, time.perf_counter() - started)
@@ -276,9 +277,10 @@ def fail_stale_backups(engine: Engine, store: ObjectStore, stale_after: timedelt
     with engine.begin() as conn:
         stale = list(
             conn.execute(
-                text("UPDATE backups SET status = 'failed', finished_at = now(), error = :e "
-                     "WHERE status = 'running' AND started_at < now() - CAST(:age AS interval) RETURNING object_key"),
-                {"e": f"abandoned: still running after {stale_after} (its process was killed)",
+                text("UPDATE backups SET status = :failed, finished_at = now(), error = :e "
+                     "WHERE status = :running AND started_at < now() - CAST(:age AS interval) RETURNING object_key"),
+                {"failed": BackupStatus.FAILED, "running": BackupStatus.RUNNING,
+                 "e": f"abandoned: still running after {stale_after} (its process was killed)",
                  "age": f"{stale_after.total_seconds()} seconds"},
             ).scalars()
         )  # fmt: skip
@@ -300,8 +302,9 @@ def prune_backups(
     cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
     with engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT id, object_key, started_at, verified_at FROM backups WHERE status = 'completed' "
-                 "ORDER BY started_at DESC, id DESC")
+            text("SELECT id, object_key, started_at, verified_at FROM backups WHERE status = :completed "
+                 "ORDER BY started_at DESC, id DESC"),
+            {"completed": BackupStatus.COMPLETED},
         ).all()  # fmt: skip
     newest_verified = next((r.id for r in rows if r.verified_at is not None), None)
     pruned = []
@@ -309,7 +312,10 @@ def prune_backups(
         if rank < max(keep_min, 1) or row.id == newest_verified or row.started_at >= cutoff:
             continue
         with engine.begin() as conn:
-            conn.execute(text("UPDATE backups SET status = 'pruned' WHERE id = :id"), {"id": row.id})
+            conn.execute(
+                text("UPDATE backups SET status = :pruned WHERE id = :id"),
+                {"id": row.id, "pruned": BackupStatus.PRUNED},
+            )
             store.delete(row.object_key)
             store.delete(sidecar_key(row.object_key))
         pruned.append(row.object_key)

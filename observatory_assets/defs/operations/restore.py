@@ -27,6 +27,7 @@ from observatory_assets.defs.operations.backups import (
 )
 from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.errors import failure_message
+from observatory_assets.lib.statuses import BackupStatus
 from resources.embedded import database_url_in
 from resources.object_store import ObjectStore, read_hashed
 from resources.postgres import create_database, database_exists, drop_database, engine_for
@@ -58,7 +59,7 @@ def backup_record(engine: Engine | None, store: ObjectStore, key: str) -> Backup
                 {"k": key},
             ).one_or_none()
         if row is not None:
-            if row.status not in ("completed",):
+            if row.status != BackupStatus.COMPLETED:
                 raise BackupError(f"backup {key} is {row.status}, not a completed backup")
             return BackupRecord(key, row.size_bytes, row.sha256, row.table_counts, row.table_checksums)
     if store.size(sidecar_key(key)) is not None:
@@ -182,15 +183,21 @@ def _record_verification(engine: Engine, key: str, error: str | None) -> None:
             conn.execute(text("UPDATE backups SET verified_at = now(), error = NULL WHERE object_key = :k"), {"k": key})
         else:
             conn.execute(
-                text("UPDATE backups SET status = 'failed', error = :e WHERE object_key = :k AND status = 'completed'"),
-                {"k": key, "e": failure_message(f"verification failed: {error}")},
+                text("UPDATE backups SET status = :failed, error = :e WHERE object_key = :k AND status = :completed"),
+                {
+                    "k": key,
+                    "e": failure_message(f"verification failed: {error}"),
+                    "failed": BackupStatus.FAILED,
+                    "completed": BackupStatus.COMPLETED,
+                },  # fmt: skip
             )
 
 
 def newest_backup(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return conn.execute(
-            text("SELECT object_key FROM backups WHERE status = 'completed' ORDER BY started_at DESC, id DESC LIMIT 1")
+            text("SELECT object_key FROM backups WHERE status = :completed ORDER BY started_at DESC, id DESC LIMIT 1"),
+            {"completed": BackupStatus.COMPLETED},
         ).scalar()
 
 

@@ -27,7 +27,8 @@ from observatory_assets.defs.operations.rollover import (
 )
 from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.sql import identifier, month_partition_name, set_lock_timeout
-from resources.object_store import ObjectStore, put_bytes, read_hashed, staged_upload
+from observatory_assets.lib.statuses import CollectionRunStatus
+from resources.object_store import ObjectStore, StoredObject, put_bytes, read_hashed, staged_upload
 from resources.settings import platform_settings, variable
 
 # --- retention: archive to Parquet, verify, then drop -------------------------------------------------
@@ -146,10 +147,41 @@ def _free_archive_key(store: ObjectStore, table: str, month: date) -> str:
     after its first archive was dropped: an archive is never overwritten."""
     base = f"archive/{table}/{month:%Y-%m}"
     key, n = f"{base}.parquet", 0
-    while store.size(key) is not None or store.size(key.removesuffix(".parquet") + ".manifest.json") is not None:
+    while store.size(key) is not None or store.size(manifest_key(key)) is not None:
         n += 1
         key = f"{base}.{n}.parquet"
     return key
+
+
+@dataclass(frozen=True)
+class WrittenArchive:
+    """A Parquet archive as written: the stored object, and the rows and row checksum that went into it."""
+
+    stored: StoredObject
+    rows: int
+    row_checksum: str
+
+
+def write_parquet_archive(
+    conn: Connection, store: ObjectStore, key: str, schema: pa.Schema, query: str, params: Mapping | None = None
+) -> WrittenArchive:
+    """Stream the rows of ``query`` (columns in ``schema``'s order) into a zstd Parquet object at ``key``,
+    in batches of ARCHIVE_BATCH_ROWS (constant memory), checksumming every row as it is written."""
+    checksum = RowChecksum()
+    result = conn.execution_options(yield_per=ARCHIVE_BATCH_ROWS).execute(text(query), dict(params or {}))
+    with staged_upload(store, key, "application/vnd.apache.parquet") as handle:
+        with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
+            for batch in result.partitions(ARCHIVE_BATCH_ROWS):
+                checksum.update(batch)
+                columns = list(zip(*batch, strict=True))
+                arrays = [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)]
+                writer.write_batch(pa.record_batch(arrays, schema=schema))
+    return WrittenArchive(handle.stored, checksum.rows, checksum.hexdigest())
+
+
+def manifest_key(key: str) -> str:
+    """Where the manifest of the archive at ``key`` is stored."""
+    return key.removesuffix(".parquet") + ".manifest.json"
 
 
 def verify_archive(store: ObjectStore, manifest: dict) -> None:
@@ -190,27 +222,16 @@ def archive_month(engine: Engine, store: ObjectStore, table: str, month: date) -
                 )
         select, schema = _archive_columns(conn, table)
         key = _free_archive_key(store, table, month)
-        checksum = RowChecksum()
-        result = conn.execution_options(yield_per=ARCHIVE_BATCH_ROWS).execute(
-            text(f"SELECT {', '.join(select)} FROM ONLY {identifier(partition)}")
+        written = write_parquet_archive(
+            conn, store, key, schema, f"SELECT {', '.join(select)} FROM ONLY {identifier(partition)}"
         )
-        with staged_upload(store, key, "application/vnd.apache.parquet") as handle:
-            with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
-                for batch in result.partitions(ARCHIVE_BATCH_ROWS):
-                    checksum.update(batch)
-                    columns = list(zip(*batch, strict=True))
-                    writer.write_batch(
-                        pa.record_batch(
-                            [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
-                        )
-                    )
-    stored = handle.stored
-    if checksum.rows != rows:
-        raise ArchiveVerificationError(f"{partition}: streamed {checksum.rows} rows, counted {rows}")
+    if written.rows != rows:
+        raise ArchiveVerificationError(f"{partition}: streamed {written.rows} rows, counted {rows}")
     manifest = {
         "table": table, "month": f"{month:%Y-%m}", "partition": partition, "key": key,
-        "manifest_key": key.removesuffix(".parquet") + ".manifest.json",
-        "rows": rows, "size": stored.size, "sha256": stored.sha256, "row_checksum": checksum.hexdigest(),
+        "manifest_key": manifest_key(key),
+        "rows": rows, "size": written.stored.size, "sha256": written.stored.sha256,
+        "row_checksum": written.row_checksum,
         "pg_fingerprint": fingerprint, "columns": schema.names, "archived_at": datetime.now(UTC).isoformat(),
     }  # fmt: skip
     verify_archive(store, manifest)
@@ -325,10 +346,10 @@ def expired_collection_runs(
         runs = (
             conn.execute(
                 text(
-                    "SELECT id FROM collection_runs WHERE status = 'completed' AND ingested_at IS NOT NULL "
+                    "SELECT id FROM collection_runs WHERE status = :completed AND ingested_at IS NOT NULL "
                     "AND completed_at < :cutoff ORDER BY id"
                 ),
-                {"cutoff": cutoff},
+                {"cutoff": cutoff, "completed": CollectionRunStatus.COMPLETED},
             )
             .scalars()
             .all()

@@ -13,16 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy import Engine, text
 
-from observatory_assets.defs.operations.retention import RowChecksum, verify_archive
-from resources.object_store import ObjectStore, put_bytes, staged_upload
+from observatory_assets.defs.operations.retention import manifest_key, verify_archive, write_parquet_archive
+from resources.object_store import ObjectStore, put_bytes
 
 DEFAULT_RETENTION_DAYS = 365
 ARCHIVE_PREFIX = "archive/audit_log/"
-#: Rows read, checksummed and written to the archive at a time (constant memory).
-_ARCHIVE_BATCH_ROWS = 10_000
 
 _SCHEMA = pa.schema(
     [
@@ -92,23 +89,15 @@ def archive_audit_log(
             return None
         rows, fingerprint = _fingerprint(conn, first_id, last_id)
         key = f"{ARCHIVE_PREFIX}{first_id:012d}-{last_id:012d}.parquet"
-        checksum = RowChecksum()
-        result = conn.execution_options(yield_per=_ARCHIVE_BATCH_ROWS).execute(
-            text(f"SELECT {_COLUMNS} FROM audit_log WHERE id BETWEEN :first AND :last ORDER BY id"),
+        written = write_parquet_archive(
+            conn, store, key, _SCHEMA,
+            f"SELECT {_COLUMNS} FROM audit_log WHERE id BETWEEN :first AND :last ORDER BY id",
             {"first": first_id, "last": last_id},
-        )
-        with staged_upload(store, key, "application/vnd.apache.parquet") as handle:
-            with pq.ParquetWriter(handle, _SCHEMA, compression="zstd") as writer:
-                for batch in result.partitions(_ARCHIVE_BATCH_ROWS):
-                    checksum.update(batch)
-                    columns = list(zip(*batch, strict=True))
-                    writer.write_batch(
-                        pa.record_batch([pa.array(c, type=f.type) for c, f in zip(columns, _SCHEMA)], schema=_SCHEMA)
-                    )
-    stored = handle.stored
+        )  # fmt: skip
+    stored = written.stored
     manifest = {
-        "table": "audit_log", "key": key, "manifest_key": key.removesuffix(".parquet") + ".manifest.json",
-        "rows": rows, "size": stored.size, "sha256": stored.sha256, "row_checksum": checksum.hexdigest(),
+        "table": "audit_log", "key": key, "manifest_key": manifest_key(key),
+        "rows": rows, "size": stored.size, "sha256": stored.sha256, "row_checksum": written.row_checksum,
         "pg_fingerprint": fingerprint, "first_id": first_id, "last_id": last_id, "cutoff": cutoff.isoformat(),
         "columns": _SCHEMA.names, "archived_at": datetime.now(UTC).isoformat(),
     }  # fmt: skip

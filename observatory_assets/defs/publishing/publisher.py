@@ -33,6 +33,7 @@ from observatory_assets.defs.publishing.digest import (
 )
 from observatory_assets.defs.publishing.targets import Target
 from observatory_assets.lib.audit import SKIPPED, record_audit
+from observatory_assets.lib.statuses import PublishRecordStatus
 from resources.object_store import ObjectStore
 
 CREATED, UPDATED, UNCHANGED, REMOVED, EMPTY = "created", "updated", "unchanged", "removed", "empty"
@@ -126,7 +127,7 @@ def publish_day(
         outcome = PublishOutcome(target.kind, day, UNCHANGED)
         if record is not None:
             outcome.record_id, outcome.external_id, outcome.url = record.id, record.external_id, record.url
-        if record is not None and record.status == "removed":
+        if record is not None and record.status == PublishRecordStatus.REMOVED:
             outcome.action = REMOVED
         elif record is not None and record.source_fingerprint == fingerprint:
             outcome.content_hash, outcome.live = record.content_hash, record.live
@@ -199,9 +200,9 @@ def delete_record(engine: Engine, target: Target, record_id: int, actor: str, re
         existed = target.delete(record.external_id)
         with engine.begin() as conn:
             conn.execute(
-                text("UPDATE publish_records SET status = 'removed', live = false, removed_at = clock_timestamp(), "
+                text("UPDATE publish_records SET status = :removed, live = false, removed_at = clock_timestamp(), "
                      "updated_at = clock_timestamp() WHERE id = :id"),
-                {"id": record_id},
+                {"id": record_id, "removed": PublishRecordStatus.REMOVED},
             )  # fmt: skip
             record_audit(
                 conn, actor, "takedown_delete", "publish_record", record_id, target=target.kind,

@@ -21,6 +21,7 @@ from feedgen.feed import FeedGenerator
 from sqlalchemy import Connection, text
 
 from observatory_assets.defs.publishing.digest import SITE_TITLE, render_index, render_page
+from observatory_assets.lib.statuses import PublishRecordStatus
 from resources.object_store import ObjectStore, put_bytes
 
 SITE_PREFIX = "site/"
@@ -51,7 +52,7 @@ class Placement:
 _LIVE_RECORDS = """
 SELECT {columns}
   FROM publish_records
- WHERE target = 'static' AND live AND status <> 'removed'
+ WHERE target = 'static' AND live AND status <> :removed
  ORDER BY digest_date DESC
 """
 _FINGERPRINTED = "id, content_hash, updated_at"
@@ -88,7 +89,8 @@ class StaticTarget:
 
     def finish(self, conn: Connection) -> bool:
         """Rebuild the index and both feeds if the live records changed; True if they were rewritten."""
-        fingerprinted = conn.execute(text(_LIVE_RECORDS.format(columns=_FINGERPRINTED))).all()
+        live = {"removed": PublishRecordStatus.REMOVED}
+        fingerprinted = conn.execute(text(_LIVE_RECORDS.format(columns=_FINGERPRINTED)), live).all()
         fingerprint = hashlib.sha256(
             json.dumps([[r.id, r.content_hash, r.updated_at.isoformat()] for r in fingerprinted]).encode()
         ).hexdigest()
@@ -98,7 +100,8 @@ class StaticTarget:
                     return False
         records = conn.execute(  # the pages' HTML is read only when the site is rebuilt
             text(_LIVE_RECORDS.format(columns=f"{_FINGERPRINTED}, digest_date, title, body_html, event_count, "
-                                              "published_at"))
+                                              "published_at")),
+            live,
         ).all()  # fmt: skip
         for r in records:  # a page lost from the store comes back from its record
             if self.store.size(page_key(r.digest_date)) is None:

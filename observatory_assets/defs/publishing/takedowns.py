@@ -32,13 +32,24 @@ from observatory_assets.defs.publishing.targets import Target
 from observatory_assets.defs.trends.evidence import retract_withdrawn
 from observatory_assets.lib.audit import FAILED, record_audit
 from observatory_assets.lib.errors import failure_message
-from observatory_assets.lib.takedowns import TakedownStatus
+from observatory_assets.lib.statuses import PublishRecordStatus, TakedownStatus
 from resources.object_store import ObjectStore
 
 DEFAULT_GRACE = timedelta(hours=72)
 SUBJECT_KINDS = ("item", "url", "event")
 #: Retry backoff after a failed attempt: 5 s, 10 s, 20 s… at most 15 minutes.
 RETRY_BASE_SECONDS, RETRY_MAX_SECONDS = 5, 900
+
+#: The statuses this module's SQL names, bound as parameters (unused ones are ignored by a statement).
+_STATUSES = {
+    "record_active": PublishRecordStatus.ACTIVE,
+    "record_pending": PublishRecordStatus.TAKEDOWN_PENDING,
+    "record_removed": PublishRecordStatus.REMOVED,
+    "request_pending": TakedownStatus.PENDING,
+    "request_withdrawn": TakedownStatus.WITHDRAWN,
+    "request_removed": TakedownStatus.REMOVED,
+    "request_cancelled": TakedownStatus.CANCELLED,
+}
 
 _RESOLVE = {
     "item": "SELECT item_id FROM item_keys WHERE item_id = CAST(:subject AS bigint)",
@@ -80,19 +91,19 @@ def withdraw_from_publications(ctx: TakedownContext) -> dict:
                   FROM takedown_items ti
                   JOIN publish_record_items pri ON pri.item_id = ti.item_id
                   JOIN publish_records pr ON pr.id = pri.record_id
-                 WHERE ti.request_id = :rid AND pr.status <> 'removed'
+                 WHERE ti.request_id = :rid AND pr.status <> :record_removed
                 ON CONFLICT DO NOTHING
                 """
             ),
-            {"rid": ctx.request_id},
+            {"rid": ctx.request_id, **_STATUSES},
         )
         records = conn.execute(
             text(
-                "UPDATE publish_records pr SET status = 'takedown_pending' FROM takedown_records tr "
-                "WHERE tr.request_id = :rid AND tr.record_id = pr.id AND pr.status <> 'removed' "
+                "UPDATE publish_records pr SET status = :record_pending FROM takedown_records tr "
+                "WHERE tr.request_id = :rid AND tr.record_id = pr.id AND pr.status <> :record_removed "
                 "RETURNING pr.id, pr.target, pr.digest_date"
             ),
-            {"rid": ctx.request_id},
+            {"rid": ctx.request_id, **_STATUSES},
         ).all()
     emptied = 0
     for record in sorted(records, key=lambda r: (r.target, r.digest_date)):
@@ -182,9 +193,9 @@ def cancel_takedown(engine: Engine, request_id: int, cancelled_by: str) -> None:
                 f"takedown request {request_id} is {status}; only pending or withdrawn ones can be cancelled"
             )
         conn.execute(
-            text("UPDATE takedown_requests SET status = 'cancelled', cancelled_at = now(), cancelled_by = :by, "
+            text("UPDATE takedown_requests SET status = :request_cancelled, cancelled_at = now(), cancelled_by = :by, "
                  "resolved_at = now() WHERE id = :id"),
-            {"id": request_id, "by": cancelled_by},
+            {"id": request_id, "by": cancelled_by, **_STATUSES},
         )  # fmt: skip
         record_audit(conn, cancelled_by, "takedown_cancel", "takedown_request", request_id, details={"was": status})
     retract_withdrawn(engine)  # the trends built on the items count again, and their days are restated
@@ -192,9 +203,9 @@ def cancel_takedown(engine: Engine, request_id: int, cancelled_by: str) -> None:
 
 _DUE = f"""
 SELECT id, status, attempts FROM takedown_requests tr
- WHERE (status = 'pending'
-        OR (status = 'withdrawn' AND grace_until <= :now)
-        OR (status = 'cancelled' AND EXISTS (SELECT 1 FROM takedown_records r
+ WHERE (status = :request_pending
+        OR (status = :request_withdrawn AND grace_until <= :now)
+        OR (status = :request_cancelled AND EXISTS (SELECT 1 FROM takedown_records r
                                               WHERE r.request_id = tr.id AND r.restored_at IS NULL)))
    AND (:force OR last_attempt_at IS NULL
         OR last_attempt_at + make_interval(secs => least({RETRY_MAX_SECONDS}, {RETRY_BASE_SECONDS} * power(2, attempts)))
@@ -206,7 +217,7 @@ SELECT id, status, attempts FROM takedown_requests tr
 def due_takedowns(engine: Engine, now: datetime | None = None, force: bool = False) -> list[tuple[int, str, int]]:
     """(request id, status, attempts) of every request with a stage due now (failed ones after backoff)."""
     with engine.connect() as conn:
-        rows = conn.execute(text(_DUE), {"now": now or datetime.now(UTC), "force": force}).all()
+        rows = conn.execute(text(_DUE), {"now": now or datetime.now(UTC), "force": force, **_STATUSES}).all()
     return [(r.id, r.status, r.attempts) for r in rows]
 
 
@@ -225,9 +236,9 @@ def _stage1(ctx: TakedownContext) -> dict:
     results = {step.__name__: step(ctx) for step in WITHDRAWAL_STEPS}
     with ctx.engine.begin() as conn:
         changed = conn.execute(
-            text("UPDATE takedown_requests SET status = 'withdrawn', withdrawn_at = now(), last_error = NULL "
-                 "WHERE id = :id AND status = 'pending'"),
-            {"id": ctx.request_id},
+            text("UPDATE takedown_requests SET status = :request_withdrawn, withdrawn_at = now(), last_error = NULL "
+                 "WHERE id = :id AND status = :request_pending"),
+            {"id": ctx.request_id, **_STATUSES},
         ).rowcount  # fmt: skip
         if changed:
             record_audit(conn, ctx.actor, "takedown_stage1", "takedown_request", ctx.request_id, details=results)
@@ -237,7 +248,7 @@ def _stage1(ctx: TakedownContext) -> dict:
 def _open_claims_elsewhere(request_id: int) -> str:
     return f"""EXISTS (SELECT 1 FROM takedown_records o JOIN takedown_requests q ON q.id = o.request_id
                         WHERE o.record_id = pr.id AND o.request_id <> {int(request_id)}
-                          AND q.status IN ('pending', 'withdrawn'))"""
+                          AND q.status IN (:request_pending, :request_withdrawn))"""
 
 
 def _stage2(ctx: TakedownContext, now: datetime) -> dict:
@@ -254,19 +265,19 @@ def _stage2(ctx: TakedownContext, now: datetime) -> dict:
         ).all()  # fmt: skip
         deleted = 0
         for record in records:
-            if record.emptied and record.status != "removed":
+            if record.emptied and record.status != PublishRecordStatus.REMOVED:
                 delete_record(ctx.engine, _target(ctx.targets, record.target), record.id, ctx.actor, ctx.request_id)
                 deleted += 1
         lock_conn.execute(
-            text(f"UPDATE publish_records pr SET status = 'active' FROM takedown_records tr "
-                 f"WHERE tr.request_id = :id AND tr.record_id = pr.id AND pr.status = 'takedown_pending' "
+            text(f"UPDATE publish_records pr SET status = :record_active FROM takedown_records tr "
+                 f"WHERE tr.request_id = :id AND tr.record_id = pr.id AND pr.status = :record_pending "
                  f"AND NOT {_open_claims_elsewhere(ctx.request_id)}"),
-            {"id": ctx.request_id},
+            {"id": ctx.request_id, **_STATUSES},
         )  # fmt: skip
         lock_conn.execute(
-            text("UPDATE takedown_requests SET status = 'removed', removed_at = now(), resolved_at = now(), "
+            text("UPDATE takedown_requests SET status = :request_removed, removed_at = now(), resolved_at = now(), "
                  "last_error = NULL WHERE id = :id"),
-            {"id": ctx.request_id},
+            {"id": ctx.request_id, **_STATUSES},
         )  # fmt: skip
         details = {"records": len(records), "deleted": deleted}
         record_audit(lock_conn, ctx.actor, "takedown_stage2", "takedown_request", ctx.request_id, details=details)
@@ -283,9 +294,9 @@ def _restore(ctx: TakedownContext) -> dict:
     for record in records:
         with ctx.engine.begin() as conn:
             conn.execute(
-                text(f"UPDATE publish_records pr SET status = 'active' WHERE pr.id = :id "
-                     f"AND pr.status = 'takedown_pending' AND NOT {_open_claims_elsewhere(ctx.request_id)}"),
-                {"id": record.id},
+                text(f"UPDATE publish_records pr SET status = :record_active WHERE pr.id = :id "
+                     f"AND pr.status = :record_pending AND NOT {_open_claims_elsewhere(ctx.request_id)}"),
+                {"id": record.id, **_STATUSES},
             )  # fmt: skip
         publish_day(
             ctx.engine, ctx.store, _target(ctx.targets, record.target), record.digest_date, ctx.actor,
