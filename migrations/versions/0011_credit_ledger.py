@@ -51,7 +51,7 @@ CREATE UNIQUE INDEX credit_transactions_reserve ON credit_transactions (collecti
 CREATE UNIQUE INDEX credit_transactions_settle ON credit_transactions (collection_run_id) WHERE kind = 'settle';
 CREATE UNIQUE INDEX credit_transactions_hold_ended ON credit_transactions (collection_run_id)
     WHERE kind IN ('release', 'expire');
-CREATE INDEX credit_transactions_allocation ON credit_transactions (allocation_id, kind);
+CREATE INDEX credit_transactions_allocation ON credit_transactions (allocation_id, kind) INCLUDE (amount);
 CREATE INDEX credit_transactions_design ON credit_transactions (query_design_id, id);
 
 CREATE FUNCTION credit_transactions_append_only() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -133,11 +133,11 @@ def credits(value: object, rounding: str = ROUND_HALF_UP) -> Decimal:
 
 def find_design(conn: Connection, design: str | int) -> tuple[int, str]:
     """(id, name) of a query design given by name or id; UnknownDesign if there is none."""
-    column = "id" if isinstance(design, int) else "name"
-    row = conn.execute(
-        text(f"SELECT id, name FROM query_designs WHERE {column} = :design"),  # noqa: S608 (a fixed column name)
-        {"design": design},
-    ).one_or_none()
+    by_id, by_name = (
+        "SELECT id, name FROM query_designs WHERE id = :design",
+        "SELECT id, name FROM query_designs WHERE name = :design",
+    )
+    row = conn.execute(text(by_id if isinstance(design, int) else by_name), {"design": design}).one_or_none()
     if row is None:
         raise UnknownDesign(f"no query design {design!r}")
     return row.id, row.name
@@ -148,19 +148,13 @@ _VALID_TODAY = "valid_from <= :today AND valid_until >= :today"
 _TOTALS = f"""
 WITH allocations AS (
     SELECT id, amount FROM credit_allocations WHERE query_design_id = :design AND {_VALID_TODAY}
-), movements AS (
-    SELECT t.collection_run_id, t.kind, t.amount
-      FROM credit_transactions t JOIN allocations a ON a.id = t.allocation_id
 )
 SELECT coalesce((SELECT sum(amount) FROM allocations), 0) AS allocated,
-       coalesce(sum(amount) FILTER (WHERE kind = 'reserve'), 0) AS reserved,
-       coalesce(sum(amount) FILTER (WHERE kind = 'settle'), 0) AS settled,
-       coalesce(sum(amount) FILTER (WHERE kind IN ('release', 'expire')), 0) AS released,
-       coalesce(sum(amount) FILTER (WHERE kind = 'reserve' AND NOT EXISTS (
-           SELECT 1 FROM movements ended
-            WHERE ended.collection_run_id = movements.collection_run_id AND ended.kind IN ('release', 'expire')
-       )), 0) AS held
-  FROM movements
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'reserve'), 0) AS reserved,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'settle'), 0) AS settled,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind IN ('release', 'expire')), 0) AS released
+  FROM credit_transactions t
+ WHERE t.allocation_id IN (SELECT id FROM allocations)
 """  # noqa: S608 (no input in the text)
 
 
@@ -173,7 +167,9 @@ def balance(conn: Connection, design: str | int, today: date | None = None) -> B
     design_key, name = find_design(conn, design)
     row = conn.execute(text(_TOTALS), {"design": design_key, "today": today or _utc_today()}).one()
     available = row.allocated - row.reserved - row.settled + row.released
-    return Balance(name, row.allocated, row.reserved, row.settled, row.released, available, row.held)
+    # a hold always ends by giving back its whole amount, so what is still held is reserved − released
+    held = row.reserved - row.released
+    return Balance(name, row.allocated, row.reserved, row.settled, row.released, available, held)
 
 
 def sync_allocation(conn: Connection, design_id: int, amount: object, valid_from: date, valid_until: date) -> bool:
