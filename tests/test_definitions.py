@@ -33,7 +33,7 @@ CHECKS = {
     "publish_records": {"target_matches_record"},
     "trend_evidence": {"trend_state_matches_ledger"},
     "trend_snapshots": {"snapshots_match_ledger", "yesterday_snapshot_exists"},
-    "credit_ledger": {"no_negative_balance", "held_within_allocated"},
+    "credit_ledger": {"no_negative_balance", "held_within_allocated", "totals_match_ledger"},
 }
 JOBS = {"collect_job", "ingest_collection_run", "enrich_collection_run", "cluster_events", "export_content_and_network",
         "partition_rollover", "nightly_backup", "restore_verification", "integrity_audit", "publish_digest",
