@@ -237,7 +237,11 @@ def test_twenty_concurrent_reservations_against_ten_credits_leave_exactly_ten_re
     with engine.connect() as conn:
         balance = ledger.balance(conn, design)
         assert (balance.held, balance.available) == (Decimal("10.00"), Decimal("0.00"))
-        assert ledger.ledger_violations(conn) == {"negative_balance": [], "held_above_allocated": []}
+        assert ledger.ledger_violations(conn) == {
+            "negative_balance": [],
+            "held_above_allocated": [],
+            "totals_off_ledger": [],
+        }
 
 
 def test_violations_name_the_overspent_design(engine):
@@ -248,5 +252,8 @@ def test_violations_name_the_overspent_design(engine):
         ledger.reserve(conn, design, run, 5)
         ledger.settle(conn, run, 8)  # the answers cost more than the estimate
         found = ledger.ledger_violations(conn)
-    assert [b["design"] for b in found["negative_balance"]] == ["danish-politics"]
-    assert found["held_above_allocated"] == []
+        assert [b["design"] for b in found["negative_balance"]] == ["danish-politics"]
+        assert found["held_above_allocated"] == [] and found["totals_off_ledger"] == []
+        conn.execute(text("UPDATE credit_allocations SET settled = settled - 8"))  # totals edited by hand
+        (off,) = ledger.ledger_violations(conn)["totals_off_ledger"]
+        assert (off["settled"], off["ledger_settled"]) == ("0.00", "8.00")
