@@ -56,10 +56,13 @@ clean: stop
 ghost:
 	bash scripts/install-ghost.sh
 
-## The system packages the tests and `make screenshots` need (Debian/Ubuntu, as root): headless Chromium,
-## docker-compose (the compose file's check) and redis-server (the Celery executor's broker).
+## The system packages the tests and `make screenshots` need (Debian/Ubuntu, as root), only those missing:
+## headless Chromium, docker-compose (the compose file's check), redis-server (the Celery executor's broker).
 prerequisites:
-	apt-get update -qq && apt-get install -y -qq chromium docker-compose redis-server
+	@missing=""; for tool in chromium docker-compose redis-server; do \
+	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "prerequisites: chromium, docker-compose and redis-server are installed"; fi
 
 ## Regenerate the generated documentation (docs/configuration.md from resources/settings.py).
 docs: $(VENV)/.installed

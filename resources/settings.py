@@ -151,7 +151,8 @@ def _one_line(error: ValidationError) -> SettingsError:
     problem = error.errors()[0]
     name = variable(str(problem["loc"][0])) if problem["loc"] else "settings"
     message = problem["msg"][:1].lower() + problem["msg"][1:]
-    return SettingsError(f"{name}: {message}, not {problem['input']!r}")
+    shown = "the value given" if is_secret(name) else repr(problem["input"])
+    return SettingsError(f"{name}: {message}, not {shown}")
 
 
 def platform_settings(environ: dict[str, str] | None = None) -> PlatformSettings:
