@@ -15,11 +15,14 @@ from tests.conftest import ROOT
 SCRIPT = ROOT / "scripts" / "screenshots.py"
 
 
-def _run(home: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OBSERVATORY_", "DAGSTER_"))}
-    env.update(OBSERVATORY_HOME=str(home), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
+    return {**env, "OBSERVATORY_HOME": str(home), "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"}
+
+
+def _run(home: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(SCRIPT), *args], cwd=ROOT, env=_env(home), capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -43,8 +46,11 @@ def test_a_home_without_a_digest_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_the_script_takes_the_three_pictures_of_the_demo(tmp_path):
-    out = tmp_path / "img"
-    done = _run(tmp_path / "home", "--demo", "--out", str(out), "--port", str(free_port()), timeout=1200)
+    out, home = tmp_path / "img", tmp_path / "home"
+    try:
+        done = _run(home, "--demo", "--out", str(out), "--port", str(free_port()), timeout=1200)
+    finally:  # the demo leaves its embedded Postgres running
+        subprocess.run(["observatory", "services", "stop"], cwd=ROOT, env=_env(home), capture_output=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     pictures = {name: out / f"{name}.png" for name in ("asset-graph", "trend-chart", "digest")}
     assert done.stdout.split() == [str(path) for path in pictures.values()]
