@@ -5,6 +5,7 @@ second run; the sensor requests each drop once (its cursor: key and ETag)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -119,8 +120,14 @@ def test_a_crash_mid_move_loses_nothing_and_makes_one_run(engine, inbox_store):
     assert store.size(drop.key) is None and len(_runs(engine)) == 1
 
 
-def _tick(store_resource: ObjectStoreResource, cursor: str | None) -> dg.SensorResult:
-    with dg.build_sensor_context(cursor=cursor, resources={"object_store": store_resource}) as context:
+def _tick(
+    store_resource: ObjectStoreResource, cursor: str | None, instance: dg.DagsterInstance | None = None
+) -> dg.SensorResult:
+    with contextlib.ExitStack() as stack:
+        instance = instance or stack.enter_context(dg.DagsterInstance.ephemeral())
+        context = stack.enter_context(
+            dg.build_sensor_context(cursor=cursor, resources={"object_store": store_resource}, instance=instance)
+        )
         return inbox_sensor(context)
 
 
@@ -161,3 +168,22 @@ def test_the_inbox_job_takes_a_drop_and_registers_its_partition(engine, resource
         assert instance.has_dynamic_partition(collection_run_partitions.name, str(run_id))
     (run,) = _runs(engine)
     assert (run.id, run.status) == (run_id, "completed") and list(waiting_objects(store)) == []
+
+
+def test_a_drop_whose_job_failed_for_good_is_requested_again(store, objects_root):
+    resource = ObjectStoreResource(local_root=str(objects_root))
+    put_bytes(store, "inbox/dr/a.jsonl", FEED)
+    with dg.DagsterInstance.ephemeral() as instance:
+        (request,) = (first := _tick(resource, None, instance)).run_requests
+        cursor = first.cursor
+        for attempt in range(1, 5):
+            run = instance.create_run_for_job(inbox_job, run_config=request.run_config, tags=request.tags, run_id=None)
+            assert _tick(resource, cursor, instance).run_requests == []  # queued: not requested twice
+            instance.report_run_failed(run)
+            retried = _tick(resource, cursor, instance).run_requests
+            if attempt <= 3:
+                (request,) = retried
+                assert request.run_key.endswith(f"#try-{attempt}")
+            else:
+                assert retried == []  # left to a person; the file is still in the inbox
+    assert store.size("inbox/dr/a.jsonl") == len(FEED)
