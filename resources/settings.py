@@ -41,6 +41,14 @@ ENVIRONMENT = {
     "OBSERVATORY_RETENTION_COLLECTION_PAYLOADS_MONTHS": "months to keep collection-run payloads before they move "
     "to archive/ (default 0: keep all)",
     "OBSERVATORY_TRENDS_DIR": "directory of the trend YAML files (and sources.yaml); default ./trends",
+    "OBSERVATORY_SOURCES_DIR": "directory of the source and query-design YAML files; default ./sources",
+    "OBSERVATORY_ALLOW_PRIVATE_NETWORKS": "let outbound requests reach loopback/private addresses (tests, private "
+    "deployments); default false",
+    "OBSERVATORY_CONTACT_URL": "contact URL named in the outbound User-Agent; default OBSERVATORY_SITE_URL",
+    "OBSERVATORY_FETCH_MAX_BYTES": "largest feed body fetched, in bytes after decoding; default 15728640 (15 MiB)",
+    "OBSERVATORY_POLL_PER_HOST": "simultaneous requests per host while polling; default 2",
+    "OBSERVATORY_COLLECT_ROOTS": "directories local files may be collected from, separated by ':'; default the "
+    "working directory and the home",
 }
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -98,6 +106,12 @@ class PlatformSettings:
     site_url: str = "http://127.0.0.1:8765/"
     takedown_grace_hours: float = 72.0
     audit_retention_days: int = 365
+    sources_dir: Path = PROJECT_ROOT / "sources"
+    allow_private_networks: bool = False
+    contact_url: str = "http://127.0.0.1:8765/"
+    fetch_max_bytes: int = 15 * 1024**2
+    poll_per_host: int = 2
+    collect_roots: tuple[Path, ...] = ()
 
     @property
     def embedded_database(self) -> bool:
@@ -137,6 +151,18 @@ def platform_settings(environ: dict[str, str] | None = None) -> PlatformSettings
         site_url=env.get("OBSERVATORY_SITE_URL") or "http://127.0.0.1:8765/",
         takedown_grace_hours=float(env.get("OBSERVATORY_TAKEDOWN_GRACE_HOURS") or 72),
         audit_retention_days=int(env.get("OBSERVATORY_AUDIT_RETENTION_DAYS") or 365),
+        sources_dir=Path(env.get("OBSERVATORY_SOURCES_DIR") or PROJECT_ROOT / "sources").resolve(),
+        allow_private_networks=env_flag(env, "OBSERVATORY_ALLOW_PRIVATE_NETWORKS", default=False),
+        contact_url=env.get("OBSERVATORY_CONTACT_URL") or env.get("OBSERVATORY_SITE_URL") or "http://127.0.0.1:8765/",
+        fetch_max_bytes=int(env.get("OBSERVATORY_FETCH_MAX_BYTES") or 15 * 1024**2),
+        poll_per_host=int(env.get("OBSERVATORY_POLL_PER_HOST") or 2),
+        collect_roots=tuple(
+            Path(root).expanduser().resolve()
+            for root in (env.get("OBSERVATORY_COLLECT_ROOTS") or f"{Path.cwd()}{os.pathsep}{Path.home()}").split(
+                os.pathsep
+            )
+            if root
+        ),
     )
 
 
