@@ -8,6 +8,7 @@ servers the ``OBSERVATORY_*`` variables point at).
 
 import dagster as dg
 
+from observatory_assets.defs.collection import assets as collection
 from observatory_assets.defs.enrichment import assets as enrichment
 from observatory_assets.defs.events import assets as events
 from observatory_assets.defs.exports import assets as exports
@@ -26,6 +27,7 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 
 defs = dg.Definitions.merge(
     ingestion.defs,
+    collection.defs,
     enrichment.defs,
     events.defs,
     exports.defs,

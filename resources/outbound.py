@@ -45,10 +45,15 @@ _CHUNK = 64 * 1024
 
 
 class OutboundError(Exception):
-    """An outbound request that failed or was stopped; the message is one line, free of secrets."""
+    """An outbound request that failed or was stopped; the message is one line, free of secrets.
+
+    ``requests_sent`` counts the requests that left before it failed (0: nothing was sent), which is
+    what a quota charges."""
+
+    requests_sent: int = 0
 
 
-class OutboundRefused(OutboundError):
+class OutboundRefused(OutboundError, ValueError):
     """A request the guard will not send (scheme, address, redirect policy): nothing was fetched."""
 
 
@@ -181,12 +186,16 @@ class OutboundResponse:
             for chunk in self._response.iter_bytes(_CHUNK):
                 received += len(chunk)
                 if received > self._max_body_bytes:
-                    raise OutboundError(f"{self._host}: body larger than {self._max_body_bytes} bytes")
+                    raise self._sent(OutboundError(f"{self._host}: body larger than {self._max_body_bytes} bytes"))
                 if time.monotonic() > self._deadline:
-                    raise OutboundError(f"{self._host}: body not received within the time limit")
+                    raise self._sent(OutboundError(f"{self._host}: body not received within the time limit"))
                 yield chunk
         except httpx.HTTPError as error:
-            raise _as_outbound_error(error, self._host) from None
+            raise self._sent(_as_outbound_error(error, self._host)) from None
+
+    def _sent(self, error: OutboundError) -> OutboundError:
+        error.requests_sent = len(self.redirects) + 1
+        return error
 
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())
@@ -198,6 +207,14 @@ def _as_outbound_error(error: httpx.HTTPError, host: str) -> OutboundError:
     if isinstance(error, httpx.DecodingError):
         return OutboundError(f"{host}: the body could not be decoded")
     return OutboundError(f"{host}: {type(error).__name__}")
+
+
+@dataclass
+class _Exchange:
+    """The hops of one exchange so far: redirects followed and requests sent."""
+
+    redirects: list[Redirect] = field(default_factory=list)
+    sent: int = 0
 
 
 class OutboundClient:
@@ -238,11 +255,43 @@ class OutboundClient:
         the final response with its body still unread. A 3xx past the allowed hops is an error, except
         with ``max_redirects=0``, where the 3xx itself is the answer."""
         deadline = time.monotonic() + (timeout_s or self.policy.total_timeout_s)
+        exchange = _Exchange()
+        try:
+            response, target = self._follow(method, url, headers, content, deadline, max_redirects, exchange)
+        except OutboundError as error:
+            error.requests_sent = exchange.sent
+            raise
+        redirects = exchange.redirects
+        try:
+            yield OutboundResponse(
+                status_code=response.status_code,
+                headers=response.headers,
+                url=str(target),
+                redirects=redirects,
+                _response=response,
+                _deadline=deadline,
+                _max_body_bytes=self.policy.max_body_bytes,
+                _host=target.host,
+            )
+        finally:
+            response.close()
+
+    def _follow(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str] | None,
+        content: bytes | None,
+        deadline: float,
+        max_redirects: int,
+        exchange: _Exchange,
+    ) -> tuple[httpx.Response, httpx.URL]:
+        """Send and follow redirects by hand, each hop checked; ``exchange`` records the hops and requests."""
+        redirects = exchange.redirects
         target = checked_url(url)
-        redirects: list[Redirect] = []
         visited = {str(target)}
         while True:
-            response = self._send_one(method, target, headers, content, deadline)
+            response = self._send_one(method, target, headers, content, deadline, exchange)
             location = response.headers.get("location")
             if max_redirects == 0 or response.status_code not in REDIRECT_STATUSES or not location:
                 break
@@ -260,19 +309,7 @@ class OutboundClient:
             if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
                 method, content = "GET", None
             target = following
-        try:
-            yield OutboundResponse(
-                status_code=response.status_code,
-                headers=response.headers,
-                url=str(target),
-                redirects=redirects,
-                _response=response,
-                _deadline=deadline,
-                _max_body_bytes=self.policy.max_body_bytes,
-                _host=target.host,
-            )
-        finally:
-            response.close()
+        return response, target
 
     def request(self, method: str, url: str, **options) -> tuple[OutboundResponse, bytes]:
         """:meth:`stream` with the body read (capped): for small answers such as webhook acknowledgements."""
@@ -280,7 +317,13 @@ class OutboundClient:
             return response, response.read()
 
     def _send_one(
-        self, method: str, target: httpx.URL, headers: dict[str, str] | None, content: bytes | None, deadline: float
+        self,
+        method: str,
+        target: httpx.URL,
+        headers: dict[str, str] | None,
+        content: bytes | None,
+        deadline: float,
+        exchange: _Exchange,
     ) -> httpx.Response:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -295,6 +338,7 @@ class OutboundClient:
             timeout=httpx.Timeout(remaining, connect=min(self.policy.connect_timeout_s, remaining)),
             extensions={"sni_hostname": target.host} if target.scheme == "https" else None,
         )
+        exchange.sent += 1
         try:
             return self._http.send(request, stream=True)
         except httpx.HTTPError as error:

@@ -2,17 +2,26 @@
 
 from sensors.collection_runs import collection_run_sensor
 from sensors.enrichment import enrich_after_ingest, events_after_enrichment
+from sensors.polling import polling_sensor
 from sensors.publishing import takedown_sensor
 from sensors.trends import trends_after_events
 
 #: Every sensor of the code location.
-SENSORS = [collection_run_sensor, enrich_after_ingest, events_after_enrichment, trends_after_events, takedown_sensor]
+SENSORS = [
+    collection_run_sensor,
+    enrich_after_ingest,
+    events_after_enrichment,
+    trends_after_events,
+    takedown_sensor,
+    polling_sensor,
+]
 
 __all__ = [
     "SENSORS",
     "collection_run_sensor",
     "enrich_after_ingest",
     "events_after_enrichment",
+    "polling_sensor",
     "takedown_sensor",
     "trends_after_events",
 ]
