@@ -9,6 +9,7 @@ servers the ``OBSERVATORY_*`` variables point at).
 import dagster as dg
 
 from observatory_assets.defs.collection import assets as collection
+from observatory_assets.defs.credits import assets as credits
 from observatory_assets.defs.enrichment import assets as enrichment
 from observatory_assets.defs.events import assets as events
 from observatory_assets.defs.exports import assets as exports
@@ -34,5 +35,6 @@ defs = dg.Definitions.merge(
     operations.defs,
     trends.defs,
     publishing.defs,
+    credits.defs,
     dg.Definitions(sensors=SENSORS, resources=resources()),
 )

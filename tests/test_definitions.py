@@ -13,6 +13,7 @@ ASSETS = {
     "monthly_partitions": "operations", "postgres_backups": "operations", "backup_verification": "operations",
     "archive_integrity": "operations",
     "publish_records": "publishing", "audit_log_archive": "publishing",
+    "credit_ledger": "credits",
 }  # fmt: skip
 CHECKS = {
     "raw_items": {"raw_items_unique_keys", "raw_items_default_partition", "raw_items_rows_accounted_for"},
@@ -32,16 +33,19 @@ CHECKS = {
     "publish_records": {"target_matches_record"},
     "trend_evidence": {"trend_state_matches_ledger"},
     "trend_snapshots": {"snapshots_match_ledger", "yesterday_snapshot_exists"},
+    "credit_ledger": {"no_negative_balance", "held_within_allocated"},
 }
 JOBS = {"collect_job", "ingest_collection_run", "enrich_collection_run", "cluster_events", "export_content_and_network",
         "partition_rollover", "nightly_backup", "restore_verification", "integrity_audit", "publish_digest",
-        "takedown_job", "audit_retention", "update_trends"}  # fmt: skip
+        "takedown_job", "audit_retention", "update_trends",
+        "credit_housekeeping", "poll_sources_job"}  # fmt: skip
 SENSORS = {"collection_run_sensor", "enrich_after_ingest", "events_after_enrichment", "takedown_sensor",
-           "trends_after_events"}  # fmt: skip
+           "trends_after_events", "polling_sensor"}  # fmt: skip
 SCHEDULES = {"partition_rollover": "partition_rollover", "nightly_backup": "nightly_backup",
              "weekly_restore_verification": "restore_verification", "weekly_integrity_audit": "integrity_audit",
              "daily_digest": "publish_digest", "audit_retention": "audit_retention",
-             "daily_trend_snapshot": "update_trends"}  # fmt: skip
+             "daily_trend_snapshot": "update_trends",
+             "credit_housekeeping": "credit_housekeeping"}  # fmt: skip
 
 
 def test_every_asset_is_present_in_its_group():

@@ -24,6 +24,7 @@ from observatory_assets.defs.collection.polling import (
     run_cycle,
     source_states,
 )
+from observatory_assets.defs.credits import ledger
 from observatory_assets.defs.ingestion.collect import PathRefused, SourceRequest, collect
 from observatory_assets.lib.feed_server import Document, FeedServer, Reply
 from resources.outbound import OutboundClient, OutboundPolicy
@@ -225,7 +226,8 @@ def test_a_shared_source_is_fetched_once_and_each_design_gets_at_most_one_run(en
     sync(engine, catalog(
         tmp_path,
         [{"name": n, "url": server.url(f"/{n}"), "format": "rss", "cost": {"per_request": 1}} for n in ("a", "b", "c")],
-        [{"name": "one", "sources": ["a", "b"]}, {"name": "two", "sources": ["b"]}],
+        [{"name": "one", "sources": ["a", "b"], "budget": {"credits": 10}},
+         {"name": "two", "sources": ["b"], "budget": {"credits": 10}}],
     ))  # fmt: skip
     report = run_cycle(engine, store, client)
     assert sorted(path for path, _ in server.requests) == ["/a", "/b", "/c"]
@@ -310,7 +312,7 @@ def test_kill_9_during_a_cycle_leaves_no_stuck_run_and_no_second_run(
 
     server.routes["/slow"] = stall_until_killed
     sync(engine, catalog(tmp_path, [{"name": "slow", "url": server.url("/slow"), "format": "rss", "cost": {"per_request": 2}}],
-                         [{"name": "watch", "sources": ["slow"]}]))  # fmt: skip
+                         [{"name": "watch", "sources": ["slow"], "budget": {"credits": 10}}]))  # fmt: skip
     cycle = subprocess.Popen(
         [sys.executable, "-c", KILLED_CYCLE, database_url, str(store.root)], cwd=ROOT, env=os.environ
     )
@@ -330,5 +332,35 @@ def test_kill_9_during_a_cycle_leaves_no_stuck_run_and_no_second_run(
     assert retry_failed_runs(engine, store) == {run_id: None}
     [(same_id, _, status, payloads)] = runs(engine)
     assert (same_id, status, payloads[0]["records"]) == (run_id, "completed", 2)
-    with engine.connect() as conn:
+    with engine.begin() as conn:
         assert conn.execute(text("SELECT credits_estimated FROM collection_runs")).scalar() == 2
+        kinds = conn.execute(text("SELECT kind, amount FROM credit_transactions ORDER BY id")).all()
+        assert [(kind, float(amount)) for kind, amount in kinds] == [("reserve", 2.0)]  # one hold, kept by the retry
+        assert ledger.settle_ingested_run(conn, run_id).actual == 2  # its request, charged once
+        assert ledger.balance(conn, "watch").available == 8
+
+
+def test_a_budget_that_runs_out_mid_day_stops_before_any_request(engine, store, server, client, resources, tmp_path):
+    for name in ("a", "b"):
+        server.documents[f"/{name}"] = Document(feed(name))
+    sync(engine, catalog(
+        tmp_path,
+        [{"name": n, "url": server.url(f"/{n}"), "format": "rss", "cost": {"per_request": 1}} for n in ("a", "b")],
+        [{"name": "watch", "sources": ["a", "b"], "budget": {"credits": 3, "valid_from": "2026-01-01", "valid_until": "2099-12-31"}}],
+    ))  # fmt: skip
+    first = run_cycle(engine, store, client)
+    assert first.requests_sent == 2 and first.runs
+    with engine.begin() as conn:
+        ledger.settle_ingested_run(conn, first.runs["watch"])
+        assert ledger.balance(conn, "watch").available == 1
+        conn.execute(text("UPDATE sources SET next_check_at = now() - interval '1 second'"))  # due again
+    sent = len(server.requests)
+    with dg.DagsterInstance.ephemeral() as instance:
+        skipped = polling_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert skipped.run_requests == []
+    assert skipped.skip_reason.skip_message == "design watch is short of 1.00 credits (estimate 2.0000)"
+    second = run_cycle(engine, store, client, force=True)
+    assert len(server.requests) == sent and second.requests_sent == 0 and second.runs == {}
+    assert second.shortfalls == ["design watch is short of 1.00 credits (estimate 2.0000)"]
+    assert len(runs(engine)) == 1
+    assert {row.target for row in audits(engine, "credits.shortfall")} == {"watch"}

@@ -17,6 +17,7 @@ warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
 
 from observatory_assets.cli import (  # noqa: E402 (after the warning filter)
     collection,
+    credits,
     demo,
     enrichment,
     exports,
@@ -29,7 +30,7 @@ from observatory_assets.cli import (  # noqa: E402 (after the warning filter)
 from observatory_assets.lib.errors import failure_message  # noqa: E402
 
 #: Command modules, in the order their commands appear in ``observatory --help``.
-COMMAND_MODULES = (platform, ingestion, collection, demo, operations, exports, enrichment, trends, publishing)
+COMMAND_MODULES = (platform, ingestion, collection, demo, operations, exports, enrichment, trends, publishing, credits)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -24,10 +24,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import Connection, text
 
+from observatory_assets.defs.credits.ledger import sync_allocation
 from resources.settings import platform_settings
 
 _INTERVAL = re.compile(r"^(\d+)\s*([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: A budget without a window is valid for ever.
+ALWAYS = (date(2000, 1, 1), date(9999, 12, 31))
 
 
 class CatalogError(ValueError):
@@ -286,6 +289,16 @@ def sync_catalog(conn: Connection, catalog: Catalog) -> CatalogSync:
         ),
         {"links": orjson.dumps(links).decode(), "designs": list(catalog.designs)},
     )
+    design_ids = dict(
+        conn.execute(
+            text("SELECT name, id FROM query_designs WHERE name = ANY(CAST(:names AS text[]))"),
+            {"names": list(catalog.designs)},
+        ).all()
+    )
+    for _, spec in catalog.designs.values():
+        if spec.budget is not None:
+            window = (spec.budget.valid_from or ALWAYS[0], spec.budget.valid_until or ALWAYS[1])
+            sync_allocation(conn, design_ids[spec.name], spec.budget.credits, *window)
     return CatalogSync(
         sources=len(rows),
         designs=len(designs),

@@ -14,8 +14,8 @@ A cycle
 4. **records** each answer on its source (validators, status, schedule, back-off, a 301/308's new URL,
    a 410's deactivation, both audited), a host's ``Retry-After``, the fetch history, and completes the
    runs that hold changed payloads (the collection-run sensor ingests them). A run with nothing changed
-   is removed, or, when its requests cost credits, kept as an empty, already ingested run that carries
-   the charge.
+   is removed, or, when it holds a reservation, kept as an empty, already ingested run settled at what
+   its requests cost.
 
 Runs that cannot get stuck: :func:`recover_stale_runs` marks a run left ``running`` by a killed process
 as failed, and :func:`retry_failed_runs` fetches it again (bounded), with its reservation untouched.
@@ -375,6 +375,7 @@ def _finish_runs(
 ) -> None:
     """Complete each run with its changed payloads; settle what its requests cost."""
     by_source = {o.source.id: o for o in outcomes}
+    by_name = {o.source.name: o.source.id for o in outcomes}
     designs_of: dict[int, int] = defaultdict(int)
     for plan in plans:
         for source in plan.sources:
@@ -410,7 +411,7 @@ def _finish_runs(
                     UPDATE collection_runs
                        SET status = 'completed', completed_at = clock_timestamp(), attempt = attempt + 1,
                            payload_prefix = :prefix, payloads = CAST(:manifest AS jsonb),
-                           items_collected = :collected, credits_used = :cost
+                           items_collected = :collected
                      WHERE id = :id
                     """
                 ),
@@ -419,27 +420,26 @@ def _finish_runs(
                     "prefix": f"collection_runs/{plan.run_id}/",
                     "manifest": json.dumps(manifest),
                     "collected": sum(m["records"] for m in manifest),
-                    "cost": request_cost,
                 },
             )
-            charges.record_request_cost(conn, plan.run_id, request_cost)
+            per_1k = {m["name"]: costs[by_name[m["name"]]][1] / designs_of[by_name[m["name"]]] for m in manifest}
+            charges.record_cost_basis(conn, plan.run_id, request_cost, per_1k)
             report.runs[plan.design] = plan.run_id
             report.items_collected += sum(m["records"] for m in manifest)
-        elif request_cost > 0:
+        elif request_cost > 0 or (plan.design_id is not None and plan.estimate > 0):
             conn.execute(
                 text(
                     """
                     UPDATE collection_runs
                        SET status = 'completed', completed_at = clock_timestamp(), ingested_at = clock_timestamp(),
-                           attempt = attempt + 1, payloads = '[]', credits_used = :cost
+                           attempt = attempt + 1, payloads = '[]'
                      WHERE id = :id
                     """
                 ),
-                {"id": plan.run_id, "cost": request_cost},
+                {"id": plan.run_id},
             )
             charges.settle_run(conn, plan.run_id, request_cost)
         else:
-            charges.release_run(conn, plan.run_id)
             conn.execute(text("DELETE FROM collection_runs WHERE id = :id"), {"id": plan.run_id})
 
 
@@ -517,16 +517,36 @@ def retry_failed_runs(engine: Engine, store: ObjectStore, limit: int = 20) -> di
     for run_id, _ in candidates:
         try:
             run_collection(engine, store, run_id)
+            with engine.begin() as conn:
+                _record_retry_cost_basis(conn, run_id)
             results[run_id] = None
         except Exception as error:  # recorded on the run by run_collection; the next cycle may retry it
             results[run_id] = failure_message(error)
     return results
 
 
-SOURCE_FIELDS = (
-    "name", "url", "format", "active", "poll", "credibility", "aggregator", "etag", "last_modified", "last_status",
-    "last_checked_at", "next_check_at", "error_count", "last_error",
-)  # fmt: skip
+def _record_retry_cost_basis(conn: Connection, run_id: int) -> None:
+    """A retried design run sent one request per source again: its cost basis, as a cycle would record it
+    (a run without a design, or collected by hand, has none)."""
+    shares = conn.execute(
+        text(
+            """
+            SELECT s.name,
+                   s.cost_per_request / greatest((SELECT count(*) FROM query_design_sources q WHERE q.source_id = s.id), 1)
+                       AS per_request,
+                   s.cost_per_1k_items / greatest((SELECT count(*) FROM query_design_sources q WHERE q.source_id = s.id), 1)
+                       AS per_1k
+              FROM collection_runs r
+             CROSS JOIN jsonb_array_elements(r.payloads) AS p (payload)
+              JOIN sources s ON s.name = p.payload ->> 'name'
+             WHERE r.id = :run AND r.query_design_id IS NOT NULL
+            """
+        ),
+        {"run": run_id},
+    ).all()
+    if shares:
+        request_cost = sum((Decimal(row.per_request) for row in shares), Decimal(0))
+        charges.record_cost_basis(conn, run_id, request_cost, {row.name: Decimal(row.per_1k) for row in shares})
 
 
 def source_states(conn: Connection, name: str | None = None) -> list[dict]:

@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import Field
 from sqlalchemy import text
 
+from observatory_assets.defs.credits.ledger import settle_ingested_run
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect, guess_format
 from observatory_assets.defs.ingestion.integrity import default_partition_rows, key_conflicts, unbalanced_runs
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
@@ -55,6 +56,8 @@ def raw_items(
     result = ingest_collection_run(engine, object_store.get_store(), run_id, force=config.force)
     if result.skipped:
         context.log.info(f"collection run {run_id}: payloads already loaded, counts verified")
+    with engine.begin() as conn:
+        settlement = settle_ingested_run(conn, run_id)
     with engine.connect() as conn:
         preview = (
             conn.execute(
@@ -85,6 +88,7 @@ def raw_items(
             "reject_reasons": dg.MetadataValue.json(result.reject_reasons),
             "partitions_created": dg.MetadataValue.json(result.partitions_created),
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+            "credits_settled": dg.MetadataValue.float(float(settlement.actual) if settlement else 0.0),
             "preview": dg.MetadataValue.md(markdown_table(preview_rows)),
         }
     )
