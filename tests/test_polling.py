@@ -29,7 +29,7 @@ from observatory_assets.defs.ingestion.collect import PathRefused, SourceRequest
 from observatory_assets.lib.feed_server import Document, FeedServer, Reply
 from resources.outbound import OutboundClient, OutboundPolicy
 from sensors.polling import polling_sensor
-from tests.support.helpers import ROOT, write
+from tests.support.helpers import ROOT, run, write
 
 FEED = (
     '<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><ttl>%d</ttl>'
@@ -211,6 +211,17 @@ def test_a_redirect_loop_backs_off_exponentially_and_never_goes_silent(engine, s
     assert runs(engine) == []
 
 
+def test_jsonl_and_csv_feeds_are_polled_too(engine, store, server, client, tmp_path):
+    server.documents["/items.csv"] = Document(
+        b"id,title,published_at\n1,Folketinget,2026-12-01T10:00:00Z\n", "text/csv"
+    )
+    server.documents["/items.jsonl"] = Document(b'{"id": "1", "title": "t", "published_at": "2026-12-01T10:00:00Z"}\n')
+    sync(engine, catalog(tmp_path, [{"name": "csv", "url": server.url("/items.csv"), "format": "csv"},
+                                    {"name": "jsonl", "url": server.url("/items.jsonl"), "format": "jsonl"}]))  # fmt: skip
+    report = run_cycle(engine, store, client)
+    assert (report.changed, report.errors, report.items_collected) == (2, 0, 2)
+
+
 def test_a_body_past_the_cap_is_an_error_not_a_payload(engine, store, server, tmp_path):
     server.documents["/big"] = Document(b"<rss>" + b"x" * 50_000 + b"</rss>")
     sync(engine, catalog(tmp_path, [{"name": "big", "url": server.url("/big"), "format": "rss"}]))
@@ -364,3 +375,34 @@ def test_a_budget_that_runs_out_mid_day_stops_before_any_request(engine, store, 
     assert second.shortfalls == ["design watch is short of 1.00 credits (estimate 2.0000)"]
     assert len(runs(engine)) == 1
     assert {row.target for row in audits(engine, "credits.shortfall")} == {"watch"}
+
+
+def test_the_cli_syncs_lists_shows_and_polls_through_dagster(dagster_env, server, tmp_path):
+    server.documents["/dr"] = Document(feed("dr"))
+    directory = catalog(tmp_path, [{"name": "dr", "url": server.url("/dr"), "format": "rss"}],
+                        [{"name": "politics", "title": "Politics", "terms": {"da": ["folketinget"]}, "sources": ["dr"]}])  # fmt: skip
+    env = {**dagster_env, "OBSERVATORY_SOURCES_DIR": str(directory), "OBSERVATORY_ALLOW_PRIVATE_NETWORKS": "1"}
+    assert "1 sources and 1 designs synced" in run(env, "observatory", "sources", "sync")
+    first = run(env, "observatory", "sources", "poll")
+    assert "1 changed" in first and "collection run 1 for politics" in first
+    second = run(env, "observatory", "sources", "poll", "--now")
+    assert "1 not modified (304), 0 changed" in second
+    [listed] = [json.loads(line) for line in run(env, "observatory", "sources", "list", "--json").splitlines()]
+    assert listed["name"] == "dr" and listed["last_status"] == 304 and listed["etag"] == server.documents["/dr"].etag
+    assert set(listed) == {"name", "url", "active", "etag", "last_modified", "last_status", "last_checked_at",
+                           "next_check_at", "error_count", "last_error"}  # fmt: skip
+    assert json.loads(run(env, "observatory", "sources", "show", "dr"))["format"] == "rss"
+    [design] = [json.loads(line) for line in run(env, "observatory", "designs", "list", "--json").splitlines()]
+    assert design == {
+        "name": "politics",
+        "title": "Politics",
+        "terms": {"da": ["folketinget"]},
+        "sources": ["dr"],
+        "budget": None,
+    }
+    write(directory / "catalog.yaml", json.dumps({"sources": [{"name": "x", "url": "http://h/", "format": "xml"}]}))
+    bad = subprocess.run(["observatory", "sources", "sync"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert bad.stderr.startswith("observatory: catalog.yaml: field sources.x.format:")
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        assert len(instance.get_runs(filters=dg.RunsFilter(job_name="poll_sources_job"))) == 2

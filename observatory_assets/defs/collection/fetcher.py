@@ -156,8 +156,8 @@ def fetch_source(
                         head += chunk[: 65536 - len(head)]
                     staged.write(chunk)
                 staged.flush()
-                staged.seek(0)
-                records = count_records(staged, source.fmt)
+                with open(staged.name, "rb") as written:  # a reader of its own: a CSV reader closes what it wraps
+                    records = count_records(written, source.fmt)
             return FetchOutcome(
                 **common,
                 **validators,

@@ -23,8 +23,6 @@ from resources.object_store import ObjectStore, StoredObject, staged_upload
 from resources.outbound import OutboundClient
 from resources.settings import platform_settings
 
-#: The bundled sample payloads (package data), always collectable whatever the roots.
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
 MAX_REDIRECTS = 5
 _EXTENSIONS = {"rss": "xml", "atom": "xml", "jsonl": "jsonl", "csv": "csv"}
 
@@ -80,10 +78,9 @@ class PathRefused(ValueError):
 
 def collectable_path(path: str | Path) -> Path:
     """``path`` resolved (symlinks followed), if it lies under a root of ``OBSERVATORY_COLLECT_ROOTS``
-    (default: the working directory and the home) or in the bundled sample; else :class:`PathRefused`."""
+    (default: the working directory and the home); else :class:`PathRefused`."""
     resolved = Path(path).expanduser().resolve()
-    roots = (*platform_settings().collect_roots, SAMPLE_DIR)
-    if not any(resolved.is_relative_to(root) for root in roots):
+    if not any(resolved.is_relative_to(root) for root in platform_settings().collect_roots):
         raise PathRefused(f"{path} is outside the directories files may be collected from (OBSERVATORY_COLLECT_ROOTS)")
     return resolved
 
