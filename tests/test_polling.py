@@ -26,6 +26,7 @@ from observatory_assets.defs.collection.polling import (
 )
 from observatory_assets.defs.credits import ledger
 from observatory_assets.defs.ingestion.collect import PathRefused, SourceRequest, collect
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.lib.feed_server import Document, FeedServer, Reply
 from resources.outbound import OutboundClient, OutboundPolicy
 from sensors.polling import polling_sensor
@@ -406,3 +407,25 @@ def test_the_cli_syncs_lists_shows_and_polls_through_dagster(dagster_env, server
     assert bad.stderr.startswith("observatory: catalog.yaml: field sources.x.format:")
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         assert len(instance.get_runs(filters=dg.RunsFilter(job_name="poll_sources_job"))) == 2
+
+
+def test_only_an_aggregator_names_outlets_and_never_takes_over_a_described_source(engine, store, tmp_path):
+    sync(engine, catalog(tmp_path, [
+        {"name": "dr", "url": "http://127.0.0.1:1/dr", "format": "jsonl", "credibility": 0.9},
+        {"name": "wire", "url": "http://127.0.0.1:1/wire", "format": "jsonl", "aggregator": True, "credibility": 0.6},
+    ]))  # fmt: skip
+    row = '{"id": "%s", "title": "t%s", "source": "%s", "published_at": "2026-12-01T10:00:00Z"}\n'
+    files = {
+        "dr": write(tmp_path / "dr.jsonl", row % (1, 1, "Reuters")),
+        "wire": write(tmp_path / "wire.jsonl", row % (1, 2, "dr") + row % (2, 3, "Reuters")),
+    }
+    for name, path in files.items():
+        ingest_collection_run(engine, store, collect(engine, store, [SourceRequest(name, "jsonl", path=str(path))]))
+    with engine.connect() as conn:
+        items = conn.execute(
+            text("SELECT r.title, s.name FROM raw_items r JOIN sources s ON s.id = r.source_id ORDER BY r.title")
+        ).all()
+        credibility = conn.execute(text("SELECT credibility FROM sources WHERE name = 'dr'")).scalar_one()
+    # dr is no aggregator: its row stays its own; wire's row naming dr does not take over dr's keys
+    assert [tuple(item) for item in items] == [("t1", "dr"), ("t2", "wire"), ("t3", "Reuters")]
+    assert credibility == pytest.approx(0.9)
