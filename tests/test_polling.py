@@ -429,3 +429,13 @@ def test_only_an_aggregator_names_outlets_and_never_takes_over_a_described_sourc
     # dr is no aggregator: its row stays its own; wire's row naming dr does not take over dr's keys
     assert [tuple(item) for item in items] == [("t1", "dr"), ("t2", "wire"), ("t3", "Reuters")]
     assert credibility == pytest.approx(0.9)
+
+
+def test_the_project_catalog_is_valid_and_a_source_without_url_is_described_not_polled(engine, store, client):
+    loaded = load_catalog(ROOT / "sources")
+    assert loaded.sources["dr-nyheder"][1].credibility == 0.8 and loaded.sources["politiken"][1].url is None
+    sync(engine, ROOT / "sources")
+    assert source(engine, "social-stream")["credibility"] == pytest.approx(0.3)
+    with engine.begin() as conn:  # no request leaves this test: only the URL-less sources stay active
+        conn.execute(text("UPDATE sources SET active = false WHERE url IS NOT NULL"))
+    assert run_cycle(engine, store, client, force=True).due == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from observatory_assets.cli.collection import sync_sources
 from observatory_assets.cli.ingestion import run_status
 from observatory_assets.cli.runner import engine_and_store, ingest_runs, materialize_enrichment_and_events, run_job
+from observatory_assets.defs.collection.catalog import load_catalog
 from observatory_assets.defs.collection.polling import CycleReport, run_cycle
 from observatory_assets.defs.ingestion.collect import guess_format
 from observatory_assets.defs.publishing.site import INDEX_KEY
@@ -29,6 +30,18 @@ _CONTENT_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", 
                   "csv": "text/csv"}  # fmt: skip
 
 
+def project_catalog_attributes() -> dict[str, dict]:
+    """What the project's own catalog (``OBSERVATORY_SOURCES_DIR``) says of each source, but where it is
+    fetched from: the demo serves the same sources itself, described the same way."""
+    directory = platform_settings().sources_dir
+    if not directory.is_dir():
+        return {}
+    return {
+        name: spec.model_dump(include={"credibility", "language", "aggregator", "poll", "cost"}, exclude_none=True)
+        for name, (_, spec) in load_catalog(directory).sources.items()
+    }
+
+
 def serve_and_poll_samples(engine, store, samples: list[Path], catalog_dir: Path) -> tuple[CycleReport, CycleReport]:
     """Serve the bundled sample on a loopback HTTP server (with ETags), sync a catalog pointing at it and
     poll twice: the first cycle collects every feed, the second is answered by 304s."""
@@ -36,12 +49,14 @@ def serve_and_poll_samples(engine, store, samples: list[Path], catalog_dir: Path
 
     from resources.outbound import OutboundClient, OutboundPolicy
 
+    described = project_catalog_attributes()
     with FeedServer() as server:
         catalog = {"sources": [], "designs": []}
         for path in samples:
             fmt = guess_format(path.name)
             server.documents[f"/{path.name}"] = Document(path.read_bytes(), _CONTENT_TYPES[fmt])
-            catalog["sources"].append({"name": path.stem, "url": server.url(f"/{path.name}"), "format": fmt})
+            url = server.url(f"/{path.name}")
+            catalog["sources"].append({**described.get(path.stem, {}), "name": path.stem, "url": url, "format": fmt})
         for name, sources in DEMO_DESIGNS.items():
             catalog["designs"].append(
                 {"name": name, "title": name.replace("-", " ").capitalize(), "sources": list(sources)}

@@ -54,11 +54,11 @@ class Cost(BaseModel):
 
 
 class SourceSpec(BaseModel):
-    """One polled feed."""
+    """One source: a feed polled at ``url``, or (no ``url``) one delivered by files, described all the same."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    url: str
+    url: str | None = None
     format: Literal["rss", "atom", "jsonl", "csv"]
     poll: str = "auto"
     credibility: float = Field(default=0.5, ge=0, le=1)
@@ -69,8 +69,8 @@ class SourceSpec(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", url):
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not re.match(r"^https?://[^/\s]+", url):
             raise ValueError("must be an http(s) URL")
         return url
 

@@ -89,16 +89,13 @@ class CycleReport:
         return asdict(self)
 
 
-_DUE = text(
-    """
-    SELECT id, name, url, type, etag, last_modified, error_count
-      FROM sources
-     WHERE active AND url IS NOT NULL AND catalog_file IS NOT NULL
-       AND (CAST(:force AS boolean) OR next_check_at IS NULL OR next_check_at <= :now)
-     ORDER BY next_check_at NULLS FIRST, id
-     FOR UPDATE SKIP LOCKED
-    """
-)
+_DUE = """
+SELECT id, name, url, type, etag, last_modified, error_count
+  FROM sources
+ WHERE active AND url IS NOT NULL AND catalog_file IS NOT NULL
+   AND (CAST(:force AS boolean) OR next_check_at IS NULL OR next_check_at <= :now)
+ ORDER BY next_check_at NULLS FIRST, id
+"""
 
 
 def _as_source(row) -> PolledSource:
@@ -118,7 +115,7 @@ def due_sources(
 ) -> tuple[list[PolledSource], set[str]]:
     """The catalog sources due at ``now`` (all active ones with ``force``), hosts under ``Retry-After`` left
     out even then; and those hosts."""
-    statement = _DUE if lock else text(str(_DUE).replace("FOR UPDATE SKIP LOCKED", ""))
+    statement = text(_DUE + (" FOR UPDATE SKIP LOCKED" if lock else ""))
     waiting = hosts_waiting(conn, now)
     sources = [_as_source(row) for row in conn.execute(statement, {"force": force, "now": now})]
     return [s for s in sources if s.host not in waiting], {s.host for s in sources if s.host in waiting}
