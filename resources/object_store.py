@@ -35,6 +35,15 @@ class StoredObject:
     sha256: str
 
 
+@dataclass(frozen=True)
+class ObjectEntry:
+    """A listed object: its key, size in bytes and ETag (changes whenever the object is rewritten)."""
+
+    key: str
+    size: int
+    etag: str
+
+
 class _HashingReader:
     """Wraps a readable stream, counting and hashing what passes through."""
 
@@ -72,6 +81,10 @@ class ObjectStore(Protocol):
     def size(self, key: str) -> int | None: ...
 
     def list(self, prefix: str) -> Iterator[str]: ...
+
+    def entries(self, prefix: str) -> Iterator[ObjectEntry]: ...
+
+    def copy(self, source: str, target: str) -> None: ...
 
     def delete(self, key: str) -> None: ...
 
@@ -131,6 +144,16 @@ class LocalObjectStore:
             if path.is_file() and key.startswith(prefix) and not key.startswith(".partial/"):
                 yield key
 
+    def entries(self, prefix: str) -> Iterator[ObjectEntry]:
+        # a file's ETag: its modification time and size, which a rewrite changes
+        for key in self.list(prefix):
+            stat = self._path(key).stat()
+            yield ObjectEntry(key, stat.st_size, f"{stat.st_mtime_ns:x}-{stat.st_size:x}")
+
+    def copy(self, source: str, target: str) -> None:
+        with self.open(source) as stream:
+            self.put_stream(target, stream)
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
@@ -178,6 +201,15 @@ class S3ObjectStore:
     def list(self, prefix: str) -> Iterator[str]:
         for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
             yield obj.object_name
+
+    def entries(self, prefix: str) -> Iterator[ObjectEntry]:
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+            yield ObjectEntry(obj.object_name, obj.size, obj.etag.strip('"'))
+
+    def copy(self, source: str, target: str) -> None:
+        from minio.commonconfig import CopySource
+
+        self.client.copy_object(self.bucket, _check_key(target), CopySource(self.bucket, _check_key(source)))
 
     def delete(self, key: str) -> None:
         self.client.remove_object(self.bucket, _check_key(key))

@@ -2,6 +2,7 @@
 
 from sensors.collection_runs import collection_run_sensor
 from sensors.enrichment import enrich_after_ingest, events_after_enrichment
+from sensors.inbox import inbox_sensor
 from sensors.polling import polling_sensor
 from sensors.publishing import takedown_sensor
 from sensors.trends import trends_after_events
@@ -14,6 +15,7 @@ SENSORS = [
     trends_after_events,
     takedown_sensor,
     polling_sensor,
+    inbox_sensor,
 ]
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "enrich_after_ingest",
     "events_after_enrichment",
     "polling_sensor",
+    "inbox_sensor",
     "takedown_sensor",
     "trends_after_events",
 ]

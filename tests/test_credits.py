@@ -133,17 +133,27 @@ def test_a_budget_that_runs_out_mid_day_is_a_shortfall(engine):
                             {"r": evening}).scalar_one() == 0  # fmt: skip
 
 
-def test_failed_runs_release_their_holds(engine):
+def test_failed_runs_release_their_holds_but_pay_for_requests_sent(engine):
     with engine.begin() as conn:
         design = new_design(conn)
-        ledger.allocate(conn, design, 10, TODAY, NEXT_YEAR)
-        failed, running = new_run(conn, design), new_run(conn, design)
-        ledger.reserve(conn, design, failed, 4)
+        ledger.allocate(conn, design, 20, TODAY, NEXT_YEAR)
+        failed_early, failed_after_requests, running = (new_run(conn, design) for _ in range(3))
+        ledger.reserve(conn, design, failed_early, 4)
+        ledger.reserve(conn, design, failed_after_requests, 6)
         ledger.reserve(conn, design, running, 5)
-        conn.execute(text("UPDATE collection_runs SET status = 'failed' WHERE id = :r"), {"r": failed})
-        assert ledger.release_failed_runs(conn) == 1
+        ledger.record_cost_basis(conn, failed_after_requests, "1.25", {"dr": 10})
+        conn.execute(
+            text("UPDATE collection_runs SET status = 'failed' WHERE id = ANY(:r)"),
+            {"r": [failed_early, failed_after_requests]},
+        )
+        assert ledger.release_failed_runs(conn) == 2
         assert ledger.release_failed_runs(conn) == 0
-        assert ledger.balance(conn, design).available == Decimal("5.00")
+        balance = ledger.balance(conn, design)
+        assert (balance.settled, balance.held, balance.available) == (
+            Decimal("1.25"),
+            Decimal("5.00"),
+            Decimal("13.75"),
+        )
 
 
 def test_the_ledger_is_append_only(engine):
@@ -227,7 +237,11 @@ def test_twenty_concurrent_reservations_against_ten_credits_leave_exactly_ten_re
     with engine.connect() as conn:
         balance = ledger.balance(conn, design)
         assert (balance.held, balance.available) == (Decimal("10.00"), Decimal("0.00"))
-        assert ledger.ledger_violations(conn) == {"negative_balance": [], "held_above_allocated": []}
+        assert ledger.ledger_violations(conn) == {
+            "negative_balance": [],
+            "held_above_allocated": [],
+            "totals_off_ledger": [],
+        }
 
 
 def test_violations_name_the_overspent_design(engine):
@@ -238,5 +252,8 @@ def test_violations_name_the_overspent_design(engine):
         ledger.reserve(conn, design, run, 5)
         ledger.settle(conn, run, 8)  # the answers cost more than the estimate
         found = ledger.ledger_violations(conn)
-    assert [b["design"] for b in found["negative_balance"]] == ["danish-politics"]
-    assert found["held_above_allocated"] == []
+        assert [b["design"] for b in found["negative_balance"]] == ["danish-politics"]
+        assert found["held_above_allocated"] == [] and found["totals_off_ledger"] == []
+        conn.execute(text("UPDATE credit_allocations SET settled = settled - 8"))  # totals edited by hand
+        (off,) = ledger.ledger_violations(conn)["totals_off_ledger"]
+        assert (off["settled"], off["ledger_settled"]) == ("0.00", "8.00")

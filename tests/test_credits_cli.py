@@ -92,4 +92,4 @@ def test_housekeeping_releases_failed_runs_and_the_checks_catch_an_overspent_des
     with engine.begin() as conn:
         ledger.settle(conn, overspent, 12)  # its answers cost more than the design had
     checks = {e.check_name: e.passed for e in _housekeeping(resources).get_asset_check_evaluations()}
-    assert checks == {"no_negative_balance": False, "held_within_allocated": True}
+    assert checks == {"no_negative_balance": False, "held_within_allocated": True, "totals_match_ledger": True}

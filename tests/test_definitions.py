@@ -33,14 +33,14 @@ CHECKS = {
     "publish_records": {"target_matches_record"},
     "trend_evidence": {"trend_state_matches_ledger"},
     "trend_snapshots": {"snapshots_match_ledger", "yesterday_snapshot_exists"},
-    "credit_ledger": {"no_negative_balance", "held_within_allocated"},
+    "credit_ledger": {"no_negative_balance", "held_within_allocated", "totals_match_ledger"},
 }
 JOBS = {"collect_job", "ingest_collection_run", "enrich_collection_run", "cluster_events", "export_content_and_network",
         "partition_rollover", "nightly_backup", "restore_verification", "integrity_audit", "publish_digest",
         "takedown_job", "audit_retention", "update_trends",
-        "credit_housekeeping", "poll_sources_job"}  # fmt: skip
+        "credit_housekeeping", "poll_sources_job", "inbox_job"}  # fmt: skip
 SENSORS = {"collection_run_sensor", "enrich_after_ingest", "events_after_enrichment", "takedown_sensor",
-           "trends_after_events", "polling_sensor"}  # fmt: skip
+           "trends_after_events", "polling_sensor", "inbox_sensor"}  # fmt: skip
 SCHEDULES = {"partition_rollover": "partition_rollover", "nightly_backup": "nightly_backup",
              "weekly_restore_verification": "restore_verification", "weekly_integrity_audit": "integrity_audit",
              "daily_digest": "publish_digest", "audit_retention": "audit_retention",

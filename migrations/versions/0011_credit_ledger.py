@@ -5,7 +5,8 @@ budget, synced idempotently, or a top-up from ``observatory credits allocate``).
 ``credit_transactions`` is the ledger, in the manner of two-phase transfers: a ``reserve`` holds an
 estimate before a poll cycle sends a request; the hold then ends once, by a ``release`` (written
 when the run is settled with its actual cost, or when it failed) or an ``expire`` (a hold older than
-24 h). Rows are never updated or deleted (a trigger refuses it). ``collection_runs.cost_basis`` is
+24 h). Rows are never updated or deleted (a trigger refuses it); each allocation carries the running
+totals of its rows (kept by a trigger), so a balance does not read the whole history. ``collection_runs.cost_basis`` is
 what the collector tells the ledger about a run's cost: the credits its requests cost and the rate
 per 1,000 loaded items of each payload's source.
 
@@ -29,6 +30,10 @@ CREATE TABLE credit_allocations (
     amount          numeric(12, 2) NOT NULL CHECK (amount >= 0),
     valid_from      date NOT NULL,
     valid_until     date NOT NULL,
+    -- running totals of the ledger rows against this allocation, kept by a trigger on the ledger
+    reserved        numeric(12, 2) NOT NULL DEFAULT 0,
+    settled         numeric(12, 2) NOT NULL DEFAULT 0,
+    released        numeric(12, 2) NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     CHECK (valid_until >= valid_from)
@@ -62,12 +67,27 @@ $$;
 CREATE TRIGGER credit_transactions_append_only BEFORE UPDATE OR DELETE ON credit_transactions
     FOR EACH ROW EXECUTE FUNCTION credit_transactions_append_only();
 
+-- the balance reads these totals, not the whole history: kept in the transaction that writes the row
+CREATE FUNCTION credit_allocations_add_movement() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE credit_allocations
+       SET reserved = reserved + CASE WHEN NEW.kind = 'reserve' THEN NEW.amount ELSE 0 END,
+           settled = settled + CASE WHEN NEW.kind = 'settle' THEN NEW.amount ELSE 0 END,
+           released = released + CASE WHEN NEW.kind IN ('release', 'expire') THEN NEW.amount ELSE 0 END
+     WHERE id = NEW.allocation_id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER credit_allocations_add_movement AFTER INSERT ON credit_transactions
+    FOR EACH ROW WHEN (NEW.allocation_id IS NOT NULL) EXECUTE FUNCTION credit_allocations_add_movement();
+
 ALTER TABLE collection_runs ADD COLUMN cost_basis jsonb;
 """
 
 DOWNGRADE = """
 ALTER TABLE collection_runs DROP COLUMN cost_basis;
 DROP TABLE credit_transactions;
+DROP FUNCTION credit_allocations_add_movement();
 DROP FUNCTION credit_transactions_append_only();
 DROP TABLE credit_allocations;
 """

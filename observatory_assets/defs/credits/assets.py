@@ -41,12 +41,21 @@ def credit_ledger(context: dg.AssetExecutionContext, postgres: PostgresResource)
             asset=credit_ledger,
             description="No design holds more credits in open reservations than it is allocated today.",
         ),
+        dg.AssetCheckSpec(
+            "totals_match_ledger",
+            asset=credit_ledger,
+            description="Every allocation's running totals equal the sums of its ledger rows.",
+        ),
     ]
 )
 def credit_ledger_invariants(postgres: PostgresResource):
     with postgres.get_engine().connect() as conn:
         found = ledger_violations(conn)
-    for check, key in (("no_negative_balance", "negative_balance"), ("held_within_allocated", "held_above_allocated")):
+    for check, key in (
+        ("no_negative_balance", "negative_balance"),
+        ("held_within_allocated", "held_above_allocated"),
+        ("totals_match_ledger", "totals_off_ledger"),
+    ):
         yield dg.AssetCheckResult(
             check_name=check,
             asset_key=credit_ledger.key,

@@ -133,11 +133,11 @@ def credits(value: object, rounding: str = ROUND_HALF_UP) -> Decimal:
 
 def find_design(conn: Connection, design: str | int) -> tuple[int, str]:
     """(id, name) of a query design given by name or id; UnknownDesign if there is none."""
-    column = "id" if isinstance(design, int) else "name"
-    row = conn.execute(
-        text(f"SELECT id, name FROM query_designs WHERE {column} = :design"),  # noqa: S608 (a fixed column name)
-        {"design": design},
-    ).one_or_none()
+    by_id, by_name = (
+        "SELECT id, name FROM query_designs WHERE id = :design",
+        "SELECT id, name FROM query_designs WHERE name = :design",
+    )
+    row = conn.execute(text(by_id if isinstance(design, int) else by_name), {"design": design}).one_or_none()
     if row is None:
         raise UnknownDesign(f"no query design {design!r}")
     return row.id, row.name
@@ -146,21 +146,10 @@ def find_design(conn: Connection, design: str | int) -> tuple[int, str]:
 _VALID_TODAY = "valid_from <= :today AND valid_until >= :today"
 
 _TOTALS = f"""
-WITH allocations AS (
-    SELECT id, amount FROM credit_allocations WHERE query_design_id = :design AND {_VALID_TODAY}
-), movements AS (
-    SELECT t.collection_run_id, t.kind, t.amount
-      FROM credit_transactions t JOIN allocations a ON a.id = t.allocation_id
-)
-SELECT coalesce((SELECT sum(amount) FROM allocations), 0) AS allocated,
-       coalesce(sum(amount) FILTER (WHERE kind = 'reserve'), 0) AS reserved,
-       coalesce(sum(amount) FILTER (WHERE kind = 'settle'), 0) AS settled,
-       coalesce(sum(amount) FILTER (WHERE kind IN ('release', 'expire')), 0) AS released,
-       coalesce(sum(amount) FILTER (WHERE kind = 'reserve' AND NOT EXISTS (
-           SELECT 1 FROM movements ended
-            WHERE ended.collection_run_id = movements.collection_run_id AND ended.kind IN ('release', 'expire')
-       )), 0) AS held
-  FROM movements
+SELECT coalesce(sum(amount), 0) AS allocated, coalesce(sum(reserved), 0) AS reserved,
+       coalesce(sum(settled), 0) AS settled, coalesce(sum(released), 0) AS released
+  FROM credit_allocations
+ WHERE query_design_id = :design AND {_VALID_TODAY}
 """  # noqa: S608 (no input in the text)
 
 
@@ -173,7 +162,9 @@ def balance(conn: Connection, design: str | int, today: date | None = None) -> B
     design_key, name = find_design(conn, design)
     row = conn.execute(text(_TOTALS), {"design": design_key, "today": today or _utc_today()}).one()
     available = row.allocated - row.reserved - row.settled + row.released
-    return Balance(name, row.allocated, row.reserved, row.settled, row.released, available, row.held)
+    # a hold always ends by giving back its whole amount, so what is still held is reserved − released
+    held = row.reserved - row.released
+    return Balance(name, row.allocated, row.reserved, row.settled, row.released, available, held)
 
 
 def sync_allocation(conn: Connection, design_id: int, amount: object, valid_from: date, valid_until: date) -> bool:
@@ -344,19 +335,27 @@ def release(conn: Connection, collection_run_id: int) -> Decimal:
 
 
 def release_failed_runs(conn: Connection) -> int:
-    """Release the open holds of every failed collection run; returns how many were released."""
+    """End the open hold of every failed collection run; returns how many. A run whose requests were
+    sent (it has a cost basis) is settled at the cost of its requests, which are due whatever the
+    answer; a run without one is released whole."""
     failed = conn.execute(
         text(
             """
-            SELECT r.collection_run_id FROM credit_transactions r
+            SELECT r.collection_run_id, (c.cost_basis ->> 'requests')::numeric AS request_cost
+              FROM credit_transactions r
               JOIN collection_runs c ON c.id = r.collection_run_id AND c.status = 'failed'
              WHERE r.kind = 'reserve'
                AND NOT EXISTS (SELECT 1 FROM credit_transactions e
                                 WHERE e.collection_run_id = r.collection_run_id AND e.kind IN ('release', 'expire'))
             """
         )
-    ).scalars()
-    return sum(1 for run_id in failed.all() if release(conn, run_id) > 0)
+    ).all()
+    for run in failed:
+        if run.request_cost is None:
+            release(conn, run.collection_run_id)
+        else:
+            settle(conn, run.collection_run_id, run.request_cost)
+    return len(failed)
 
 
 def expire(conn: Connection, now: datetime) -> int:
@@ -366,10 +365,11 @@ def expire(conn: Connection, now: datetime) -> int:
             """
             INSERT INTO credit_transactions (query_design_id, allocation_id, collection_run_id, kind, amount)
             SELECT r.query_design_id, r.allocation_id, r.collection_run_id, 'expire', r.amount
-              FROM credit_transactions r
+              FROM credit_transactions r LEFT JOIN credit_allocations a ON a.id = r.allocation_id
              WHERE r.kind = 'reserve' AND r.created_at < :cutoff
                AND NOT EXISTS (SELECT 1 FROM credit_transactions e
                                 WHERE e.collection_run_id = r.collection_run_id AND e.kind IN ('release', 'expire'))
+             ORDER BY a.valid_until, a.id  -- the order reservations lock allocations in
             ON CONFLICT (collection_run_id) WHERE kind IN ('release', 'expire') DO NOTHING
             """
         ),
@@ -453,11 +453,30 @@ def history(conn: Connection, design: str | int, after_id: int = 0, limit: int =
     return [LedgerEntry(*row) for row in rows]
 
 
+TOTALS_OFF_LEDGER = """
+SELECT a.id AS allocation_id, a.reserved, a.settled, a.released,
+       coalesce(t.reserved, 0) AS ledger_reserved, coalesce(t.settled, 0) AS ledger_settled,
+       coalesce(t.released, 0) AS ledger_released
+  FROM credit_allocations a
+  LEFT JOIN (SELECT allocation_id,
+                    sum(amount) FILTER (WHERE kind = 'reserve') AS reserved,
+                    sum(amount) FILTER (WHERE kind = 'settle') AS settled,
+                    sum(amount) FILTER (WHERE kind IN ('release', 'expire')) AS released
+               FROM credit_transactions GROUP BY allocation_id) t ON t.allocation_id = a.id
+ WHERE (a.reserved, a.settled, a.released)
+       IS DISTINCT FROM (coalesce(t.reserved, 0), coalesce(t.settled, 0), coalesce(t.released, 0))
+ ORDER BY a.id
+"""
+
+
 def ledger_violations(conn: Connection, today: date | None = None) -> dict[str, list[dict]]:
-    """Designs whose balance today is below zero, and designs holding more than they are allocated."""
+    """Designs whose balance today is below zero, designs holding more than they are allocated, and
+    allocations whose running totals differ from the sums of their ledger rows (a full scan)."""
     rows = conn.execute(text("SELECT id FROM query_designs ORDER BY id")).scalars().all()
     balances = [balance(conn, design, today) for design in rows]
+    off_ledger = conn.execute(text(TOTALS_OFF_LEDGER)).mappings().all()
     return {
         "negative_balance": [b.as_json() for b in balances if b.available < 0],
         "held_above_allocated": [b.as_json() for b in balances if b.held > b.allocated],
+        "totals_off_ledger": [{k: str(v) for k, v in row.items()} for row in off_ledger],
     }

@@ -5,12 +5,15 @@ added by ``collection_run_sensor`` or ``observatory ingest``), so each run can
 be materialized, re-materialized or backfilled on its own from the UI or CLI.
 """
 
+from datetime import UTC, datetime
+
 import dagster as dg
 from pydantic import Field
 from sqlalchemy import text
 
 from observatory_assets.defs.credits.ledger import settle_ingested_run
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect, guess_format
+from observatory_assets.defs.ingestion.inbox import take_inbox_object
 from observatory_assets.defs.ingestion.integrity import default_partition_rows, key_conflicts, unbalanced_runs
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.lib.dagster import checked_collection_run, collection_run_partitions, markdown_table
@@ -177,6 +180,39 @@ def collect_job():
     collect_source()
 
 
+class InboxObjectConfig(dg.Config):
+    """One object dropped in the inbox, as the inbox sensor saw it."""
+
+    key: str = Field(description="Object key under inbox/<source>/.")
+    etag: str = Field(description="The object's ETag when it was seen.")
+
+
+@dg.op(
+    description="Turn an object dropped under inbox/<source>/ into a collection run; move it to inbox/processed/.",
+    retry_policy=dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL),
+)
+def take_inbox_drop(
+    context: dg.OpExecutionContext,
+    config: InboxObjectConfig,
+    postgres: PostgresResource,
+    object_store: ObjectStoreResource,
+) -> int:
+    today = datetime.now(UTC).date()
+    outcome = take_inbox_object(postgres.get_engine(), object_store.get_store(), config.key, config.etag, today)
+    if outcome.status == "completed":
+        context.instance.add_dynamic_partitions(collection_run_partitions.name, [str(outcome.collection_run_id)])
+    context.log.info(f"{config.key}: collection run {outcome.collection_run_id} {outcome.status}, kept at "
+                     f"{outcome.processed_key}{f' ({outcome.error})' if outcome.error else ''}")  # fmt: skip
+    context.add_output_metadata({"collection_run": outcome.collection_run_id, "status": outcome.status,
+                                 "processed_key": outcome.processed_key, "error": outcome.error or ""})  # fmt: skip
+    return outcome.collection_run_id
+
+
+@dg.job(description="Take one object dropped in the inbox (started by inbox_sensor).")
+def inbox_job():
+    take_inbox_drop()
+
+
 ingest_job = dg.define_asset_job(
     "ingest_collection_run",
     selection=dg.AssetSelection.assets(raw_items),
@@ -190,5 +226,5 @@ ingest_job = dg.define_asset_job(
 defs = dg.Definitions(
     assets=[collection_runs, raw_items],
     asset_checks=[raw_items_unique_keys, raw_items_default_partition, raw_items_rows_accounted_for],
-    jobs=[collect_job, ingest_job],
+    jobs=[collect_job, inbox_job, ingest_job],
 )

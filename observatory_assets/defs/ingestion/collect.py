@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
@@ -29,20 +29,27 @@ _EXTENSIONS = {"rss": "xml", "atom": "xml", "jsonl": "jsonl", "csv": "csv"}
 
 @dataclass(frozen=True)
 class SourceRequest:
-    """One source to collect: a ``path`` or ``url`` read as ``fmt``, filed under source ``name``."""
+    """One source to collect: a ``path``, ``url`` or object-storage ``object_key`` read as ``fmt``,
+    filed under source ``name``. ``origin`` says where a dropped object came from (the inbox key and
+    its ETag), so the same drop never becomes two runs."""
 
     name: str
     fmt: str
     path: str | None = None
     url: str | None = None
+    object_key: str | None = None
+    origin: str | None = None
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {self.fmt!r}")
-        if (self.path is None) == (self.url is None):
+        if sum(where is not None for where in (self.path, self.url, self.object_key)) != 1:
             raise ValueError("give exactly one of a file path or a URL")
         if not self.name.strip():
             raise ValueError("a source needs a name")
+
+
+_REQUEST_FIELDS = {field.name for field in fields(SourceRequest)}
 
 
 def guess_format(location: str) -> str:
@@ -86,8 +93,11 @@ def collectable_path(path: str | Path) -> Path:
 
 
 def _store_payload(store: ObjectStore, key: str, request: SourceRequest, client: OutboundClient) -> StoredObject:
-    """Stream one source's payload into object storage under ``key`` (a file within the roots, or a URL
-    through the guarded outbound client, capped)."""
+    """Stream one source's payload into object storage under ``key``: an object already in storage, a
+    file within the roots, or a URL through the guarded outbound client (capped)."""
+    if request.object_key is not None:
+        with store.open(request.object_key) as stream:
+            return store.put_stream(key, stream)
     if request.path is not None:
         with collectable_path(request.path).open("rb") as stream:
             return store.put_stream(key, stream)
@@ -136,7 +146,7 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
         ).one_or_none()
     if row is None:
         raise ValueError(f"collection run {run_id} does not exist or is not pending/failed")
-    requests = [SourceRequest(**{k: v for k, v in p.items() if k in ("name", "fmt", "path", "url")}) for p in row[0]]
+    requests = [SourceRequest(**{k: v for k, v in p.items() if k in _REQUEST_FIELDS}) for p in row[0]]
     prefix = f"collection_runs/{run_id}/"
     try:
         manifest = []
