@@ -264,6 +264,9 @@ def test_auto_interval_respects_the_feed_ttl_as_a_minimum(engine, store, server,
     run_cycle(engine, store, client, now=started)
     wait = datetime.fromisoformat(source(engine, "ttl")["next_check_at"]) - started
     assert wait == timedelta(minutes=180)
+    again = datetime.now(UTC)
+    assert run_cycle(engine, store, client, force=True, now=again).not_modified == 1  # a 304 has no <ttl> of its own
+    assert datetime.fromisoformat(source(engine, "ttl")["next_check_at"]) - again == timedelta(minutes=180)
 
 
 def test_a_file_outside_the_collect_roots_is_refused_before_any_run(engine, store, monkeypatch, tmp_path):

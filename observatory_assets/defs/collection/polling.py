@@ -272,20 +272,28 @@ def _record(
 ) -> None:
     """Write every answer on its source and into the fetch history; hosts' Retry-After; moves and 410s."""
     history = _entries_last_week(conn, [o.source.id for o in outcomes], now)
-    polls = dict(
-        conn.execute(
-            text("SELECT id, poll FROM sources WHERE id = ANY(CAST(:ids AS bigint[]))"),
+    schedules = {
+        row.id: row
+        for row in conn.execute(
+            text("SELECT id, poll, min_interval_s FROM sources WHERE id = ANY(CAST(:ids AS bigint[]))"),
             {"ids": [o.source.id for o in outcomes]},
-        ).all()
-    )
+        )
+    }
     updates, fetches = [], []
     for outcome in outcomes:
         source = outcome.source
         failed = outcome.error is not None
         error_count = source.error_count + 1 if failed else 0
         entries, weeks = history[source.id]
+        schedule = schedules[source.id]
+        # a 304 carries no body, so no <ttl>: the floor learned from the last body still holds
+        floor = (
+            max(outcome.min_interval_s or 0, schedule.min_interval_s or 0)
+            if outcome.not_modified
+            else outcome.min_interval_s
+        )
         due = next_check(
-            now, interval_seconds(polls[source.id]), auto_interval(entries, weeks), outcome.min_interval_s, error_count
+            now, interval_seconds(schedule.poll), auto_interval(entries, weeks), floor or None, error_count
         )
         if outcome.retry_after is not None:
             due = max(due, outcome.retry_after)
@@ -300,7 +308,7 @@ def _record(
                 "error_count": error_count,
                 "error": outcome.error,
                 "next": due,
-                "min_interval": outcome.min_interval_s,
+                "min_interval": floor or None,
                 "url": outcome.moved_to or source.url,
                 "active": not outcome.gone,
                 "now": now,
