@@ -8,6 +8,7 @@ servers the ``OBSERVATORY_*`` variables point at).
 
 import dagster as dg
 
+from observatory_assets.defs.collection import assets as collection
 from observatory_assets.defs.credits import assets as credits
 from observatory_assets.defs.enrichment import assets as enrichment
 from observatory_assets.defs.events import assets as events
@@ -27,6 +28,7 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 
 defs = dg.Definitions.merge(
     ingestion.defs,
+    collection.defs,
     enrichment.defs,
     events.defs,
     exports.defs,

@@ -20,6 +20,7 @@ from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -33,6 +34,13 @@ ENV_FILE = ".env"
 Months = Annotated[int, Field(ge=0)]
 LowerCase = BeforeValidator(lambda value: value.strip().lower() if isinstance(value, str) else value)
 Resolved = AfterValidator(lambda path: path.resolve())
+
+
+def _path_list(value: object) -> object:
+    """A ``:``-separated list of directories (as in ``PATH``), each resolved."""
+    if isinstance(value, str):
+        return tuple(Path(root).expanduser().resolve() for root in value.split(os.pathsep) if root)
+    return value
 
 
 class SettingsError(ValueError):
@@ -103,6 +111,25 @@ class PlatformSettings(BaseSettings):
     )
     trends_dir: Annotated[Path, Resolved] = Field(
         default=PROJECT_ROOT / "trends", description="Directory of the trend YAML files (and sources.yaml)."
+    )
+    sources_dir: Annotated[Path, Resolved] = Field(
+        default=PROJECT_ROOT / "sources", description="Directory of the source and query-design YAML files."
+    )
+    allow_private_networks: bool = Field(
+        default=False,
+        description="Let outbound requests reach loopback and private addresses (tests, private deployments).",
+    )
+    contact_url: str | None = Field(
+        default=None, description="Contact URL named in the outbound User-Agent; unset = OBSERVATORY_SITE_URL."
+    )
+    fetch_max_bytes: int = Field(
+        default=15 * 1024**2, gt=0, description="Largest feed body fetched, in bytes after decoding (15 MiB)."
+    )
+    poll_per_host: int = Field(default=2, ge=1, description="Simultaneous requests per host while polling.")
+    collect_roots: Annotated[tuple[Path, ...], NoDecode, BeforeValidator(_path_list)] = Field(
+        default_factory=lambda: (Path.cwd().resolve(), Path.home().resolve()),
+        description="Directories local files may be collected from, separated by ':'; "
+        "unset = the working directory and the home.",
     )
 
     @property

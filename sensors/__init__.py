@@ -3,6 +3,7 @@
 from sensors.collection_runs import collection_run_sensor
 from sensors.enrichment import enrich_after_ingest, events_after_enrichment
 from sensors.inbox import inbox_sensor
+from sensors.polling import polling_sensor
 from sensors.publishing import takedown_sensor
 from sensors.trends import trends_after_events
 
@@ -13,6 +14,7 @@ SENSORS = [
     events_after_enrichment,
     trends_after_events,
     takedown_sensor,
+    polling_sensor,
     inbox_sensor,
 ]
 
@@ -21,6 +23,7 @@ __all__ = [
     "collection_run_sensor",
     "enrich_after_ingest",
     "events_after_enrichment",
+    "polling_sensor",
     "inbox_sensor",
     "takedown_sensor",
     "trends_after_events",

@@ -1,9 +1,13 @@
-"""``collection_run_sensor``: one ingestion run for every newly completed collection run."""
+"""``collection_run_sensor``: one ingestion run for every newly completed collection run.
+
+The sensor walks completed runs with a keyset cursor (completion time, id): runs after it are new;
+runs before it still waiting are retried from their Dagster history, and one whose ingestion failed
+for good is marked abandoned (``ingest_abandoned_at``), so it never takes a place in either window.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 import dagster as dg
 from sqlalchemy import text
@@ -16,13 +20,24 @@ MAX_RUNS_PER_TICK = 200
 #: Failed ingestion runs of one collection run that the sensor retries before leaving it to a person.
 MAX_INGEST_RETRIES = 3
 
-WAITING_FOR_INGESTION = """
+NEW_SINCE_CURSOR = """
 SELECT id, completed_at
   FROM collection_runs
- WHERE status = 'completed' AND ingested_at IS NULL
+ WHERE status = 'completed' AND ingested_at IS NULL AND ingest_abandoned_at IS NULL
+   AND (completed_at, id) > (CAST(:at AS timestamptz), :id)
  ORDER BY completed_at, id
  LIMIT :limit
 """
+WAITING_BEFORE_CURSOR = """
+SELECT id, completed_at
+  FROM collection_runs
+ WHERE status = 'completed' AND ingested_at IS NULL AND ingest_abandoned_at IS NULL
+   AND (completed_at, id) <= (CAST(:at AS timestamptz), :id)
+ ORDER BY completed_at, id
+ LIMIT :limit
+"""
+ABANDON = "UPDATE collection_runs SET ingest_abandoned_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"
+EPOCH = "1970-01-01T00:00:00+00:00"
 
 
 def ingestion_run_key(run_id: int, failed_attempts: int) -> str:
@@ -49,33 +64,36 @@ def _ingestion_history(instance: dg.DagsterInstance, partition_key: str) -> tupl
     ),
 )
 def collection_run_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
-    # The cursor is the newest completion already seen: runs completed after it are new and
-    # requested at once; older runs still waiting were requested before, so their Dagster
-    # history decides whether a failed ingestion is retried.
+    # The cursor is the last (completion, id) requested: runs after it are new and requested at
+    # once; runs at or before it still waiting were requested before, so their Dagster history
+    # decides whether a failed ingestion is retried or given up.
     cursor = json.loads(context.cursor) if context.cursor else {}
-    seen_until = datetime.fromisoformat(cursor["completed_at"]) if cursor else None
-    with postgres.get_engine().connect() as conn:
-        waiting = conn.execute(text(WAITING_FOR_INGESTION), {"limit": MAX_RUNS_PER_TICK}).all()
-
-    requests, new_partitions = [], []
-    for run in waiting:
-        key = str(run.id)
-        if seen_until is None or run.completed_at > seen_until:
+    position = {"at": cursor.get("completed_at", EPOCH), "id": cursor.get("id", 2**62 if cursor else 0)}
+    with postgres.get_engine().begin() as conn:
+        earlier = conn.execute(text(WAITING_BEFORE_CURSOR), {**position, "limit": MAX_RUNS_PER_TICK}).all()
+        new = conn.execute(text(NEW_SINCE_CURSOR), {**position, "limit": MAX_RUNS_PER_TICK}).all()
+        requests, new_partitions, abandoned = [], [], []
+        for run, is_new in [(run, False) for run in earlier] + [(run, True) for run in new]:
+            key = str(run.id)
             failed = 0
-        else:
-            in_flight, failed = _ingestion_history(context.instance, key)
-            if in_flight or failed > MAX_INGEST_RETRIES:
-                continue
-        if not context.instance.has_dynamic_partition(collection_run_partitions.name, key):
-            new_partitions.append(key)
-        requests.append(dg.RunRequest(partition_key=key, run_key=ingestion_run_key(run.id, failed)))
+            if not is_new:
+                in_flight, failed = _ingestion_history(context.instance, key)
+                if failed > MAX_INGEST_RETRIES:
+                    abandoned.append(run.id)
+                if in_flight or failed > MAX_INGEST_RETRIES:
+                    continue
+            if not context.instance.has_dynamic_partition(collection_run_partitions.name, key):
+                new_partitions.append(key)
+            requests.append(dg.RunRequest(partition_key=key, run_key=ingestion_run_key(run.id, failed)))
+        if abandoned:
+            conn.execute(text(ABANDON), {"ids": abandoned})
 
-    newest = max([run.completed_at for run in waiting] + ([seen_until] if seen_until else []), default=None)
+    last = new[-1] if new else None
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[collection_run_partitions.build_add_request(new_partitions)]
         if new_partitions
         else [],
-        cursor=json.dumps({"completed_at": newest.isoformat()}) if newest else context.cursor,
+        cursor=json.dumps({"completed_at": last.completed_at.isoformat(), "id": last.id}) if last else context.cursor,
         skip_reason=None if requests else "no collection runs waiting for ingestion",
     )

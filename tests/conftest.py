@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from resources.postgres import engine_for
 from tests.support.helpers import ROOT, create_database, drop_database, write  # noqa: F401 (shared with tests)
 
 TEMPLATE = "observatory_template"
+
+# Tests collect files they write under the temporary directory: a root files may be collected from.
+os.environ.setdefault("OBSERVATORY_COLLECT_ROOTS", os.pathsep.join([os.getcwd(), tempfile.gettempdir()]))
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,8 @@ FEED = ('<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><titl
 
 
 @pytest.fixture
-def feed_url(tmp_path):
+def feed_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("OBSERVATORY_ALLOW_PRIVATE_NETWORKS", "1")  # the feed is served on loopback
     write(tmp_path / "www" / "feed.xml", FEED)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -96,3 +96,22 @@ def test_a_failed_collection_run_is_ignored_until_it_is_collected_again(engine, 
         write(missing, ITEM % (1, 1))
         run_collection(engine, store, run_id)  # retrying the collection completes it
         assert [r.partition_key for r in _tick(instance, resources).run_requests] == [str(run_id)]
+
+
+def test_runs_waiting_before_the_cursor_never_starve_newer_ones(engine, store, resources, tmp_path):
+    with engine.begin() as conn:  # 250 runs already requested (behind the cursor) and still waiting
+        conn.execute(
+            text(
+                "INSERT INTO collection_runs (status, completed_at) "
+                "SELECT 'completed', now() - interval '1 hour' + n * interval '1 second' FROM generate_series(1, 250) n"
+            )
+        )
+        last = conn.execute(text("SELECT id, completed_at FROM collection_runs ORDER BY id DESC LIMIT 1")).one()
+        conn.execute(text("UPDATE collection_runs SET ingest_abandoned_at = now() WHERE id <= 10"))
+    cursor = json.dumps({"completed_at": last.completed_at.isoformat(), "id": last.id})
+    newer = collect(engine, store, [SourceRequest("s", "jsonl", path=str(write(tmp_path / "n.jsonl", ITEM % (1, 1))))])
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = _tick(instance, resources, cursor=cursor)
+    requested = [int(r.partition_key) for r in result.run_requests]
+    assert newer in requested and all(run_id > 10 for run_id in requested)
+    assert json.loads(result.cursor) == {"completed_at": json.loads(result.cursor)["completed_at"], "id": newer}

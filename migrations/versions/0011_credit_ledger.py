@@ -11,14 +11,14 @@ what the collector tells the ledger about a run's cost: the credits its requests
 per 1,000 loaded items of each payload's source.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

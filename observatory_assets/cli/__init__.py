@@ -16,6 +16,7 @@ import warnings
 warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
 
 from observatory_assets.cli import (  # noqa: E402 (after the warning filter)
+    collection,
     credits,
     demo,
     enrichment,
@@ -30,7 +31,7 @@ from observatory_assets.lib.errors import failure_message  # noqa: E402
 from resources.settings import adopt_env_file  # noqa: E402
 
 #: Command modules, in the order their commands appear in ``observatory --help``.
-COMMAND_MODULES = (platform, ingestion, demo, operations, exports, enrichment, trends, publishing, credits)
+COMMAND_MODULES = (platform, ingestion, collection, demo, operations, exports, enrichment, trends, publishing, credits)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,6 +74,7 @@ def _one_line(error: Exception) -> tuple[str | None, int]:
 
     from observatory_assets.defs.operations.backups import BackupError
     from observatory_assets.lib.migrations import SchemaNotCurrentError
+    from resources.outbound import OutboundError
     from resources.postgres import UnsupportedServerError
 
     def first_line(text: object) -> str:
@@ -97,6 +99,8 @@ def _one_line(error: Exception) -> tuple[str | None, int]:
         return first_line(f"{error.strerror or error}: {error.filename}" if error.filename else error), 1
     if isinstance(error, ValueError):
         return first_line(error), 2
+    if isinstance(error, OutboundError):
+        return first_line(error), 1
     return None, 1
 
 

@@ -6,16 +6,71 @@ import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 
+from observatory_assets.cli.collection import sync_sources
 from observatory_assets.cli.ingestion import run_status
 from observatory_assets.cli.runner import engine_and_store, ingest_runs, materialize_enrichment_and_events, run_job
-from observatory_assets.defs.ingestion.collect import SourceRequest, collect, guess_format
+from observatory_assets.defs.collection.catalog import load_catalog
+from observatory_assets.defs.collection.polling import CycleReport, run_cycle
+from observatory_assets.defs.ingestion.collect import guess_format
 from observatory_assets.defs.publishing.site import INDEX_KEY
 from observatory_assets.lib import migrations
+from observatory_assets.lib.feed_server import Document, FeedServer
 from observatory_assets.lib.statuses import ExportStatus
 from resources.settings import mask_dsn, platform_settings
 
 #: The bundled sample the demo collects: one payload per source (package data of observatory_assets).
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+#: The demo's query designs: which bundled sources each watches (one collection run per design and cycle).
+DEMO_DESIGNS = {
+    "danish-news": ("dr-nyheder", "politiken"),
+    "world-news": ("bbc-world", "broken-feed", "guardian-api", "social-stream", "wire-service"),
+}
+_CONTENT_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", "jsonl": "application/x-ndjson",
+                  "csv": "text/csv"}  # fmt: skip
+
+
+def project_catalog_attributes() -> dict[str, dict]:
+    """What the project's own catalog (``OBSERVATORY_SOURCES_DIR``) says of each source, but where it is
+    fetched from: the demo serves the same sources itself, described the same way."""
+    directory = platform_settings().sources_dir
+    if not directory.is_dir():
+        return {}
+    return {
+        name: spec.model_dump(include={"credibility", "language", "aggregator", "poll", "cost"}, exclude_none=True)
+        for name, (_, spec) in load_catalog(directory).sources.items()
+    }
+
+
+def serve_and_poll_samples(engine, store, samples: list[Path], catalog_dir: Path) -> tuple[CycleReport, CycleReport]:
+    """Serve the bundled sample on a loopback HTTP server (with ETags), sync a catalog pointing at it and
+    poll twice: the first cycle collects every feed, the second is answered by 304s."""
+    import yaml
+
+    from resources.outbound import OutboundClient, OutboundPolicy
+
+    described = project_catalog_attributes()
+    with FeedServer() as server:
+        catalog = {"sources": [], "designs": []}
+        for path in samples:
+            fmt = guess_format(path.name)
+            server.documents[f"/{path.name}"] = Document(path.read_bytes(), _CONTENT_TYPES[fmt])
+            url = server.url(f"/{path.name}")
+            catalog["sources"].append({**described.get(path.stem, {}), "name": path.stem, "url": url, "format": fmt})
+        for name, sources in DEMO_DESIGNS.items():
+            catalog["designs"].append(
+                {"name": name, "title": name.replace("-", " ").capitalize(), "sources": list(sources)}
+            )
+        catalog_dir.mkdir(parents=True, exist_ok=True)
+        (catalog_dir / "demo.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False), encoding="utf-8")
+        sync_sources(engine, str(catalog_dir))
+        # the demo's own server is on loopback: exactly that address is allowed, nothing else private
+        policy = OutboundPolicy.from_settings(allowed_networks=(f"{server.base_url.split('//')[1].split(':')[0]}/32",))
+        with OutboundClient(policy) as client:
+            first = run_cycle(engine, store, client, force=True)
+            second = run_cycle(engine, store, client, force=True)
+    return first, second
 
 
 #: The unpartitioned jobs the demo runs after ingestion and clustering: the rest of the asset graph.
@@ -25,6 +80,7 @@ DEMO_JOBS = (
     "nightly_backup",
     "restore_verification",
     "integrity_audit",
+    "credit_housekeeping",
 )
 #: Then the digest of the busiest day goes to the static site (`publish_digest`).
 
@@ -57,9 +113,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     home = prepare_dagster_home(settings)
     engine, store = engine_and_store()
     samples = sorted(p for p in SAMPLE_DIR.iterdir() if p.suffix in (".xml", ".atom", ".jsonl", ".csv"))
-    for path in samples:
-        run_id = collect(engine, store, [SourceRequest(path.stem, guess_format(path.name), path=str(path))])
-        print(f"collected {path.name:24} → collection run {run_id}")
+    first, second = serve_and_poll_samples(engine, store, samples, settings.home / "demo_sources")
+    for design, run_id in first.runs.items():
+        print(f"polled {design:24} → collection run {run_id}")
     import dagster as dg
 
     outcomes = ingest_runs()
@@ -98,6 +154,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  delivered {t['delivered']} rows: {t['loaded']} loaded, {t['duplicates']} duplicates, {t['rejected']} rejected"
     )
     print(f"  every delivered row accounted for: {t['accounted_for']}")
+    print(
+        f"  polling:  cycle 1 fetched {first.changed} of {first.due} feeds ({first.items_collected} rows) into "
+        f"{len(first.runs)} collection runs; cycle 2 sent {second.requests_sent} requests, "
+        f"{second.not_modified} answered 304 Not Modified, {second.changed} re-collected, {len(second.runs)} new runs"
+    )
     print(f"  raw_items now holds {items} items, clustered into {events[0]} events (largest: {events[1]} items)")
     print("  rejects by reason: " + ", ".join(f"{r}={n}" for r, n in reasons))
     print("  exports: " + ", ".join(f"{fmt} ({count} records) {key}" for fmt, count, key in exported))

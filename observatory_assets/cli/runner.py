@@ -53,10 +53,13 @@ def ingest_runs(run_ids: list[int] | None = None, force: bool = False) -> list[d
         ]
 
 
-def run_job(instance, name: str, partition_key: str | None = None, ops_config: dict | None = None) -> dict:
+def run_job(
+    instance, name: str, partition_key: str | None = None, ops_config: dict | None = None, output_of: str | None = None
+) -> dict:
     """Run a job of the code location in-process, recorded in ``instance`` as the daemon's runs are,
     with nothing on the console (the event log keeps every message and traceback). Returns what
-    happened, with the first failure's reason in one line, for people and scripts."""
+    happened, with the first failure's reason in one line, for people and scripts (and the output of
+    op ``output_of``, when asked and the run succeeded)."""
     from observatory_assets.definitions import defs
 
     run_config = {
@@ -73,6 +76,7 @@ def run_job(instance, name: str, partition_key: str | None = None, ops_config: d
         "dagster_run": result.run_id,
         "success": result.success,
         "error": None if result.success else _first_failure(result),
+        **({"output": result.output_for_node(output_of) if result.success else None} if output_of else {}),
     }
 
 

@@ -115,7 +115,8 @@ def cmd_set_credibility(args: argparse.Namespace) -> int:
 
 
 def register_commands(subparsers) -> None:
-    """``observatory trends …`` and ``observatory sources set-credibility``."""
+    """``observatory trends …`` (``observatory sources set-credibility`` is registered with the other
+    ``sources`` commands, in :mod:`observatory_assets.cli.collection`)."""
     trends = subparsers.add_parser("trends", help="trend definitions, evidence, probabilities and explanations")
     sub = trends.add_subparsers(dest="trends_command", required=True)
     sub.add_parser("list", help="every trend with its probability").set_defaults(func=cmd_list)
@@ -133,10 +134,3 @@ def register_commands(subparsers) -> None:
         command = sub.add_parser(name, help=text_)
         command.add_argument("--dir", help="trend directory (default OBSERVATORY_TRENDS_DIR or ./trends)")
         command.set_defaults(func=func)
-
-    sources = subparsers.add_parser("sources", help="sources and their credibility")
-    source_sub = sources.add_subparsers(dest="sources_command", required=True)
-    rate = source_sub.add_parser("set-credibility", help="set a source's credibility (0-1) for trend evidence")
-    rate.add_argument("name")
-    rate.add_argument("credibility", type=float)
-    rate.set_defaults(func=cmd_set_credibility)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import urllib.request
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -20,10 +19,11 @@ from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.ingestion.records import FORMATS, count_records
 from observatory_assets.lib.errors import failure_message
-from resources.object_store import ObjectStore, StoredObject, put_bytes
+from resources.object_store import ObjectStore, StoredObject, staged_upload
+from resources.outbound import OutboundClient
+from resources.settings import platform_settings
 
-FETCH_TIMEOUT_S = 30
-MAX_PAYLOAD_BYTES = 2 * 1024**3
+MAX_REDIRECTS = 5
 _EXTENSIONS = {"rss": "xml", "atom": "xml", "jsonl": "jsonl", "csv": "csv"}
 
 
@@ -79,28 +79,43 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60] or "source"
 
 
-def _fetch(request: SourceRequest) -> bytes:
-    if request.path is not None:
-        return Path(request.path).read_bytes()
-    if not request.url.lower().startswith(("http://", "https://")):
-        raise ValueError("only http(s) URLs can be fetched")
-    with urllib.request.urlopen(request.url, timeout=FETCH_TIMEOUT_S) as response:  # noqa: S310 (scheme checked)
-        data = response.read(MAX_PAYLOAD_BYTES + 1)
-    if len(data) > MAX_PAYLOAD_BYTES:
-        raise ValueError(f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
-    return data
+class PathRefused(ValueError):
+    """A local file outside the roots files may be collected from."""
 
 
-def _store_payload(store: ObjectStore, key: str, request: SourceRequest) -> StoredObject:
-    """Store one source's payload under ``key``: an object already in storage is streamed across."""
+def collectable_path(path: str | Path) -> Path:
+    """``path`` resolved (symlinks followed), if it lies under a root of ``OBSERVATORY_COLLECT_ROOTS``
+    (default: the working directory and the home); else :class:`PathRefused`."""
+    resolved = Path(path).expanduser().resolve()
+    if not any(resolved.is_relative_to(root) for root in platform_settings().collect_roots):
+        raise PathRefused(f"{path} is outside the directories files may be collected from (OBSERVATORY_COLLECT_ROOTS)")
+    return resolved
+
+
+def _store_payload(store: ObjectStore, key: str, request: SourceRequest, client: OutboundClient) -> StoredObject:
+    """Stream one source's payload into object storage under ``key``: an object already in storage, a
+    file within the roots, or a URL through the guarded outbound client (capped)."""
     if request.object_key is not None:
         with store.open(request.object_key) as stream:
             return store.put_stream(key, stream)
-    return put_bytes(store, key, _fetch(request))
+    if request.path is not None:
+        with collectable_path(request.path).open("rb") as stream:
+            return store.put_stream(key, stream)
+    with client.stream("GET", request.url, max_redirects=MAX_REDIRECTS) as response:
+        if response.status_code != 200:
+            raise ValueError(f"the server answered HTTP {response.status_code}")
+        with staged_upload(store, key) as staged:
+            for chunk in response.iter_bytes():
+                staged.write(chunk)
+    return staged.stored
 
 
 def create_collection_run(engine: Engine, requests: list[SourceRequest], query_design_id: int | None = None) -> int:
-    """Register a pending collection run for ``requests`` and return its id."""
+    """Register a pending collection run for ``requests`` and return its id (a file outside the collect
+    roots is refused before any run exists)."""
+    for request in requests:
+        if request.path is not None:
+            collectable_path(request.path)
     with engine.begin() as conn:
         return conn.execute(
             text(
@@ -135,9 +150,13 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
     prefix = f"collection_runs/{run_id}/"
     try:
         manifest = []
-        for n, request in enumerate(requests):
-            key = f"{prefix}{n:03d}-{_slug(request.name)}.{_EXTENSIONS[request.fmt]}"
-            stored = _store_payload(store, key, request)
+        with OutboundClient() as client:
+            stored_payloads = [
+                _store_payload(store, f"{prefix}{n:03d}-{_slug(r.name)}.{_EXTENSIONS[r.fmt]}", r, client)
+                for n, r in enumerate(requests)
+            ]
+        for request, stored in zip(requests, stored_payloads):
+            key = stored.key
             with store.open(key) as stream:
                 records = count_records(stream, request.fmt)
             manifest.append({**asdict(request), "key": key, "records": records, "sha256": stored.sha256})
@@ -165,7 +184,12 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
     except Exception as error:
         with engine.begin() as conn:
             conn.execute(
-                text("UPDATE collection_runs SET status = 'failed', error = :error WHERE id = :id"),
+                text(
+                    """
+                    UPDATE collection_runs SET status = 'failed', error = :error, fetch_failures = fetch_failures + 1
+                     WHERE id = :id
+                    """
+                ),
                 {"id": run_id, "error": failure_message(error)},
             )
         raise

@@ -23,7 +23,10 @@ content wins, exactly as if rows were loaded one by one.
 A row that names its outlet (``source``, ``publisher``, ``outlet`` or ``site``;
 see ``records.pick_outlet``) is attributed to that source, registered on first
 sight with the defaults; its dedup key is ``(outlet, external_id)``. The run's
-source stays the payload's origin, and rejected rows stay with it.
+source stays the payload's origin, and rejected rows stay with it. Only an
+aggregator may name outlets: the rows of a catalog source that is not one keep
+their source, and no row is attributed to a catalog source that is not an
+aggregator (it never takes over that source's keys or credibility).
 
 Every outcome is keyed by ``(collection_run_id, record_no)``, so ingesting a run
 again, or after a crash half way (the transaction never committed), produces
@@ -103,6 +106,9 @@ INSERT INTO sources (name, type)
 SELECT name, type FROM unnest(CAST(:names AS text[]), CAST(:types AS text[])) AS o (name, type)
 ON CONFLICT (name) DO NOTHING
 """
+
+# Catalog sources that are not aggregators: their rows name no outlet, and no row is attributed to them.
+DESCRIBED_NON_AGGREGATORS = "SELECT name FROM sources WHERE catalog_file IS NOT NULL AND NOT aggregator"
 
 # Every staged row with the source it is attributed to.
 _ATTRIBUTED = """
@@ -246,7 +252,8 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
             ).all()
         )
 
-    reader = _PayloadReader(store, run.payloads, source_ids, run.started_at, run.completed_at)
+        described = conn.execute(text(DESCRIBED_NON_AGGREGATORS)).scalars().all()
+    reader = _PayloadReader(store, run.payloads, source_ids, run.started_at, run.completed_at, frozenset(described))
     counts: dict[int, Counter] = {}
     new_items = 0
     created: list[str] = []
@@ -335,8 +342,10 @@ class _PayloadReader:
         source_ids: dict[str, int],
         fetched_at: datetime,
         judged_at: datetime,
+        non_aggregators: frozenset[str] = frozenset(),
     ):
         self._store = store
+        self._non_aggregators = non_aggregators
         self._manifest = manifest
         self._source_ids = source_ids
         self._outlet_ids: dict[str, int] = {}
@@ -364,6 +373,7 @@ class _PayloadReader:
         months: set[date] = set()
         for payload in self._manifest:
             source_id = self._source_ids[payload["name"]]
+            names_outlets = payload["name"] not in self._non_aggregators
             key = payload["key"]
             with self._store.open(key) as stream:
                 for record in iter_records(stream, payload["fmt"]):
@@ -371,6 +381,10 @@ class _PayloadReader:
                     row = _read_row(
                         record, record_no, source_id, key, payload["fmt"], self._fetched_at, self._judged_at
                     )
+                    if row.outlet is not None and (not names_outlets or row.outlet in self._non_aggregators):
+                        row = row._replace(
+                            staged=(*row.staged[:2], None, *row.staged[3:]), outlet=None, outlet_type=None
+                        )
                     if row.published_at is not None:
                         months.add(date(row.published_at.year, row.published_at.month, 1))
                     rows.append(row)

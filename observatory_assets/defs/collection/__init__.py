@@ -1,0 +1,1 @@
+"""Collection: sources and query designs as code, and the polite poller that watches them."""

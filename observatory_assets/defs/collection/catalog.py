@@ -1,0 +1,307 @@
+"""Sources and query designs as code: the ``sources/`` YAML catalog, validated and synced.
+
+One folder of YAML files (``OBSERVATORY_SOURCES_DIR``, default ``sources/``); each
+file holds a ``sources`` list, a ``designs`` list, or both. A **source** is a feed
+the platform polls by itself (its URL, format, polling interval, credibility,
+cost per request and per thousand items, whether it is an aggregator carrying
+other outlets); a **query design** is what an analyst watches (terms per
+language, the sources it draws on, an optional credit budget). Every error is
+one line naming the file and the field. The sync is idempotent: it upserts by
+name, never touches the polling state (validators, schedule, back-off), and a
+source that left the catalog is deactivated, not deleted (its items keep it).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import Connection, text
+
+from observatory_assets.defs.credits.ledger import sync_allocation
+from resources.settings import platform_settings
+
+_INTERVAL = re.compile(r"^(\d+)\s*([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: A budget without a window is valid for ever.
+ALWAYS = (date(2000, 1, 1), date(9999, 12, 31))
+
+
+class CatalogError(ValueError):
+    """A catalog file that cannot be used; the message is one line naming the file and the field."""
+
+
+def interval_seconds(poll: str) -> int | None:
+    """``'15m'`` → 900; ``'auto'`` → None (the interval adapts to the feed)."""
+    if poll == "auto":
+        return None
+    number, unit = _INTERVAL.match(poll).groups()
+    return int(number) * _UNIT_SECONDS[unit]
+
+
+class Cost(BaseModel):
+    """Credits a source costs: per request sent (whatever the answer) and per thousand items loaded."""
+
+    model_config = ConfigDict(extra="forbid")
+    per_request: float = Field(default=0, ge=0)
+    per_1k_items: float = Field(default=0, ge=0)
+
+
+class SourceSpec(BaseModel):
+    """One source: a feed polled at ``url``, or (no ``url``) one delivered by files, described all the same."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    url: str | None = None
+    format: Literal["rss", "atom", "jsonl", "csv"]
+    poll: str = "auto"
+    credibility: float = Field(default=0.5, ge=0, le=1)
+    language: str | None = None
+    active: bool = True
+    cost: Cost = Field(default_factory=Cost)
+    aggregator: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError("must be an http(s) URL")
+        return url
+
+    @field_validator("poll")
+    @classmethod
+    def _poll(cls, poll: str) -> str:
+        poll = str(poll).strip().lower()
+        if poll != "auto" and not _INTERVAL.match(poll):
+            raise ValueError("must be 'auto' or an interval such as 15m, 2h or 1d")
+        if poll != "auto" and not 60 <= interval_seconds(poll) <= 7 * 86400:
+            raise ValueError("must be between 1m and 7d")
+        return poll
+
+
+class Budget(BaseModel):
+    """Credits a design may spend within a validity window (UTC days, both included)."""
+
+    model_config = ConfigDict(extra="forbid")
+    credits: float = Field(ge=0)
+    valid_from: date | None = None
+    valid_until: date | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> Budget:
+        if self.valid_from and self.valid_until and self.valid_until < self.valid_from:
+            raise ValueError("valid_until is before valid_from")
+        return self
+
+
+class DesignSpec(BaseModel):
+    """A query design: what is watched, in which sources, with which budget."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    title: str | None = None
+    terms: dict[str, list[str]] = Field(default_factory=dict)
+    sources: list[str] = Field(default_factory=list)
+    budget: Budget | None = None
+
+
+class CatalogFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sources: list[SourceSpec] = Field(default_factory=list)
+    designs: list[DesignSpec] = Field(default_factory=list)
+
+
+@dataclass
+class Catalog:
+    """Every source and design of a catalog directory, with the file each came from."""
+
+    sources: dict[str, tuple[str, SourceSpec]] = field(default_factory=dict)
+    designs: dict[str, tuple[str, DesignSpec]] = field(default_factory=dict)
+
+
+def sources_dir(override: str | Path | None = None) -> Path:
+    """The catalog directory: ``override``, else ``OBSERVATORY_SOURCES_DIR``, else ``sources/``."""
+    return Path(override).resolve() if override else platform_settings().sources_dir
+
+
+def _first_error(error: ValidationError, document: dict) -> str:
+    problem = error.errors()[0]
+    location = list(problem["loc"])
+    if len(location) >= 2 and location[0] in ("sources", "designs") and isinstance(location[1], int):
+        entry = document[location[0]][location[1]]
+        name = entry.get("name") if isinstance(entry, dict) else None
+        location[1] = f"{name}" if name else f"#{location[1] + 1}"
+    where = ".".join(str(part) for part in location) or "(file)"
+    message = problem["msg"].removeprefix("Value error, ")
+    return f"field {where}: {message}"
+
+
+def load_catalog_file(path: Path) -> CatalogFile:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise CatalogError(f"{path.name}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(document, dict):
+        raise CatalogError(f"{path.name}: expected a mapping with 'sources' and/or 'designs'")
+    try:
+        return CatalogFile.model_validate(document)
+    except ValidationError as error:
+        raise CatalogError(f"{path.name}: {_first_error(error, document)}") from None
+
+
+def load_catalog(directory: Path) -> Catalog:
+    """The validated catalog of ``directory``; the first problem found is a :class:`CatalogError`."""
+    if not directory.is_dir():
+        raise CatalogError(f"sources directory {directory} does not exist")
+    catalog = Catalog()
+    for path in sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml")):
+        loaded = load_catalog_file(path)
+        for kind, entries, into in (
+            ("source", loaded.sources, catalog.sources),
+            ("design", loaded.designs, catalog.designs),
+        ):
+            for entry in entries:
+                if entry.name in into:
+                    raise CatalogError(
+                        f"{path.name}: field name: {kind} {entry.name!r} is already defined in {into[entry.name][0]}"
+                    )
+                into[entry.name] = (path.name, entry)
+    for file_name, design in catalog.designs.values():
+        for source in design.sources:
+            if source not in catalog.sources:
+                raise CatalogError(f"{file_name}: field designs.{design.name}.sources: unknown source {source!r}")
+    return catalog
+
+
+@dataclass(frozen=True)
+class CatalogSync:
+    """What a sync changed."""
+
+    sources: int
+    designs: int
+    deactivated: list[str]
+    budgets: dict[str, float]
+
+
+def sync_catalog(conn: Connection, catalog: Catalog) -> CatalogSync:
+    """Upsert the catalog's sources and designs (by name) and their links; deactivate catalog sources that
+    left the catalog. Polling state is kept; a changed URL starts over (its validators belonged to the old
+    one). Idempotent: a second sync of the same catalog changes nothing."""
+    rows = [
+        {
+            "name": spec.name,
+            "url": spec.url,
+            "type": spec.format,
+            "poll": spec.poll,
+            "credibility": spec.credibility,
+            "language": spec.language,
+            "active": spec.active,
+            "per_request": spec.cost.per_request,
+            "per_1k": spec.cost.per_1k_items,
+            "aggregator": spec.aggregator,
+            "file": file_name,
+        }
+        for file_name, spec in catalog.sources.values()
+    ]
+    conn.execute(
+        text(
+            """
+            INSERT INTO sources AS s (name, url, type, poll, credibility, language, active, cost_per_request,
+                                      cost_per_1k_items, aggregator, catalog_file)
+            SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r (
+                name text, url text, type text, poll text, credibility real, language text, active boolean,
+                per_request numeric, per_1k numeric, aggregator boolean, file text)
+            ON CONFLICT (name) DO UPDATE SET
+                url = EXCLUDED.url, type = EXCLUDED.type, poll = EXCLUDED.poll,
+                credibility = EXCLUDED.credibility, language = EXCLUDED.language, active = EXCLUDED.active,
+                cost_per_request = EXCLUDED.cost_per_request, cost_per_1k_items = EXCLUDED.cost_per_1k_items,
+                aggregator = EXCLUDED.aggregator, catalog_file = EXCLUDED.catalog_file,
+                etag = CASE WHEN s.url IS DISTINCT FROM EXCLUDED.url THEN NULL ELSE s.etag END,
+                last_modified = CASE WHEN s.url IS DISTINCT FROM EXCLUDED.url THEN NULL ELSE s.last_modified END,
+                next_check_at = CASE WHEN s.url IS DISTINCT FROM EXCLUDED.url OR NOT s.active THEN NULL
+                                     ELSE s.next_check_at END
+            """
+        ),
+        {"rows": orjson.dumps(rows).decode()},
+    )
+    deactivated = (
+        conn.execute(
+            text(
+                """
+                UPDATE sources SET active = false
+                 WHERE catalog_file IS NOT NULL AND active AND NOT (name = ANY(CAST(:names AS text[])))
+                RETURNING name
+                """
+            ),
+            {"names": list(catalog.sources)},
+        )
+        .scalars()
+        .all()
+    )
+    designs = [
+        {
+            "name": spec.name,
+            "title": spec.title or spec.name,
+            "terms": [{"term": term, "language": language} for language, terms in spec.terms.items() for term in terms],
+            "sources": spec.sources,
+            "budget": spec.budget.credits if spec.budget else None,
+        }
+        for _, spec in catalog.designs.values()
+    ]
+    conn.execute(
+        text(
+            """
+            INSERT INTO query_designs (name, title, search_terms, arenas, credit_budget)
+            SELECT d.name, d.title, d.terms, jsonb_build_object('sources', d.sources), d.budget
+              FROM jsonb_to_recordset(CAST(:designs AS jsonb))
+                   AS d (name text, title text, terms jsonb, sources jsonb, budget numeric)
+            ON CONFLICT (name) DO UPDATE SET
+                title = EXCLUDED.title, search_terms = EXCLUDED.search_terms, arenas = EXCLUDED.arenas,
+                credit_budget = EXCLUDED.credit_budget
+            """
+        ),
+        {"designs": orjson.dumps(designs).decode()},
+    )
+    links = [{"design": spec.name, "source": source} for _, spec in catalog.designs.values() for source in spec.sources]
+    conn.execute(
+        text(
+            """
+            WITH wanted AS (
+                SELECT d.id AS query_design_id, s.id AS source_id
+                  FROM jsonb_to_recordset(CAST(:links AS jsonb)) AS l (design text, source text)
+                  JOIN query_designs d ON d.name = l.design
+                  JOIN sources s ON s.name = l.source
+            ), removed AS (
+                DELETE FROM query_design_sources q
+                 WHERE q.query_design_id IN (SELECT id FROM query_designs WHERE name = ANY(CAST(:designs AS text[])))
+                   AND (q.query_design_id, q.source_id) NOT IN (SELECT query_design_id, source_id FROM wanted)
+            )
+            INSERT INTO query_design_sources (query_design_id, source_id)
+            SELECT query_design_id, source_id FROM wanted
+            ON CONFLICT DO NOTHING
+            """
+        ),
+        {"links": orjson.dumps(links).decode(), "designs": list(catalog.designs)},
+    )
+    design_ids = dict(
+        conn.execute(
+            text("SELECT name, id FROM query_designs WHERE name = ANY(CAST(:names AS text[]))"),
+            {"names": list(catalog.designs)},
+        ).all()
+    )
+    for _, spec in catalog.designs.values():
+        if spec.budget is not None:
+            window = (spec.budget.valid_from or ALWAYS[0], spec.budget.valid_until or ALWAYS[1])
+            sync_allocation(conn, design_ids[spec.name], spec.budget.credits, *window)
+    return CatalogSync(
+        sources=len(rows),
+        designs=len(designs),
+        deactivated=list(deactivated),
+        budgets={spec.name: spec.budget.credits for _, spec in catalog.designs.values() if spec.budget},
+    )

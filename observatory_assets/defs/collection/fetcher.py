@@ -1,0 +1,201 @@
+"""One polite conditional fetch of one source, and the schedule that follows from its answer.
+
+The fetch sends the stored validators (``If-None-Match``, ``If-Modified-Since``),
+follows at most 5 redirects through the guarded outbound client, and streams a
+changed body into object storage through a local temporary file (constant
+memory, capped). What the answer means for the source is decided here as plain
+functions: the next check (the ``auto`` interval adapted to entries per day,
+clamped to 5 min – 24 h, never below the feed's ``<ttl>`` or ``Cache-Control:
+max-age``), exponential back-off with jitter after an error (1 min doubling to
+24 h, never silent for good), a host's ``Retry-After`` (seconds or an HTTP date).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from observatory_assets.defs.ingestion.records import count_records
+from observatory_assets.lib.errors import failure_message
+from resources.object_store import ObjectStore, staged_upload
+from resources.outbound import OutboundClient, OutboundError
+
+MIN_INTERVAL = timedelta(minutes=5)
+MAX_INTERVAL = timedelta(hours=24)
+#: ``auto`` sources with no week of history yet are checked this often while they are learned.
+LEARNING_INTERVAL = timedelta(hours=1)
+FIRST_BACKOFF = timedelta(minutes=1)
+MAX_REDIRECTS = 5
+_TTL = re.compile(rb"<ttl>\s*(\d{1,6})\s*</ttl>", re.IGNORECASE)
+_MAX_AGE = re.compile(r"max-age\s*=\s*(\d+)", re.IGNORECASE)
+_EXTENSIONS = {"rss": "xml", "atom": "xml", "jsonl": "jsonl", "csv": "csv"}
+
+
+@dataclass(frozen=True)
+class PolledSource:
+    """A source due for a check, with what it sent last time."""
+
+    id: int
+    name: str
+    url: str
+    fmt: str
+    etag: str | None = None
+    last_modified: str | None = None
+    error_count: int = 0
+
+    @property
+    def host(self) -> str:
+        return httpx.URL(self.url).host
+
+
+@dataclass(frozen=True)
+class FetchOutcome:
+    """What one check of a source found; ``key`` is set when a changed body was stored."""
+
+    source: PolledSource
+    status: int | None
+    etag: str | None = None
+    last_modified: str | None = None
+    key: str | None = None
+    size: int = 0
+    sha256: str | None = None
+    records: int = 0
+    error: str | None = None
+    moved_to: str | None = None
+    retry_after: datetime | None = None
+    min_interval_s: int | None = None
+    requested: bool = True
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+    @property
+    def changed(self) -> bool:
+        return self.key is not None
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+
+def conditional_headers(source: PolledSource) -> dict[str, str]:
+    headers = {"Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.8"}
+    if source.etag:
+        headers["If-None-Match"] = source.etag
+    if source.last_modified:
+        headers["If-Modified-Since"] = source.last_modified
+    return headers
+
+
+def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
+    """``Retry-After`` as seconds or an HTTP date → the moment to ask again (None if absent or unreadable)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return now + timedelta(seconds=min(int(value), 7 * 86400))
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(moment, now)
+
+
+def _min_interval_s(headers: httpx.Headers, head: bytes) -> int | None:
+    """The longest of the feed's ``<ttl>`` (minutes) and ``Cache-Control: max-age``: the publisher's floor."""
+    floors = []
+    if match := _MAX_AGE.search(headers.get("cache-control", "")):
+        floors.append(int(match.group(1)))
+    if match := _TTL.search(head):
+        floors.append(int(match.group(1)) * 60)
+    return min(max(floors), int(MAX_INTERVAL.total_seconds())) if floors else None
+
+
+def payload_key(prefix: str, position: int, source: PolledSource) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", source.name.lower()).strip("-")[:60] or "source"
+    return f"{prefix}{position:04d}-{slug}.{_EXTENSIONS[source.fmt]}"
+
+
+def fetch_source(
+    client: OutboundClient, store: ObjectStore, source: PolledSource, key: str, now: datetime
+) -> FetchOutcome:
+    """Check ``source`` once; a changed body is stored under ``key``. Never raises for what the network or
+    the publisher did: that is an outcome with an ``error``."""
+    try:
+        with client.stream(
+            "GET", source.url, headers=conditional_headers(source), max_redirects=MAX_REDIRECTS
+        ) as answer:
+            validators = {"etag": answer.headers.get("etag"), "last_modified": answer.headers.get("last-modified")}
+            common = {"source": source, "status": answer.status_code, "moved_to": answer.permanent_url}
+            if answer.status_code == 304:
+                return FetchOutcome(
+                    **common,
+                    etag=validators["etag"] or source.etag,
+                    last_modified=validators["last_modified"] or source.last_modified,
+                    min_interval_s=_min_interval_s(answer.headers, b""),
+                )
+            if answer.status_code != 200:
+                retry_after = (
+                    parse_retry_after(answer.headers.get("retry-after"), now)
+                    if answer.status_code in (429, 503)
+                    else None
+                )
+                return FetchOutcome(**common, error=f"HTTP {answer.status_code}", retry_after=retry_after)
+            with staged_upload(store, key) as staged:
+                head = b""
+                for chunk in answer.iter_bytes():
+                    if len(head) < 65536:
+                        head += chunk[: 65536 - len(head)]
+                    staged.write(chunk)
+                staged.flush()
+                with open(staged.name, "rb") as written:  # a reader of its own: a CSV reader closes what it wraps
+                    records = count_records(written, source.fmt)
+            return FetchOutcome(
+                **common,
+                **validators,
+                key=key,
+                size=staged.stored.size,
+                sha256=staged.stored.sha256,
+                records=records,
+                min_interval_s=_min_interval_s(answer.headers, head),
+            )
+    except OutboundError as error:
+        return FetchOutcome(source=source, status=None, error=str(error), requested=error.requests_sent > 0)
+    except Exception as error:  # a payload that cannot be parsed, storage trouble: recorded on the source
+        return FetchOutcome(source=source, status=None, error=failure_message(error))
+
+
+def backoff(error_count: int, rng: random.Random | None = None) -> timedelta:
+    """The wait after the ``error_count``-th error in a row: 1 min doubling to 24 h, ±20 % jitter (capped)."""
+    base = FIRST_BACKOFF * (2 ** min(max(error_count - 1, 0), 20))
+    jitter = (rng or random).uniform(0.8, 1.2)
+    return min(base * jitter, MAX_INTERVAL)
+
+
+def auto_interval(entries_last_week: int, weeks_known: float) -> timedelta:
+    """Miniflux's rule: a week divided by the entries it delivered, clamped to 5 min – 24 h; a source with no
+    week of history yet is checked hourly while it is learned."""
+    if entries_last_week <= 0:
+        return LEARNING_INTERVAL if weeks_known < 1 else MAX_INTERVAL
+    return min(max(timedelta(days=7) / entries_last_week, MIN_INTERVAL), MAX_INTERVAL)
+
+
+def next_check(
+    now: datetime, poll_seconds: int | None, auto: timedelta, min_interval_s: int | None, error_count: int
+) -> datetime:
+    """When the source is due again: back-off after an error, else its interval (fixed or ``auto``), never
+    sooner than the publisher's floor."""
+    if error_count:
+        return now + backoff(error_count)
+    interval = timedelta(seconds=poll_seconds) if poll_seconds else auto
+    if min_interval_s:
+        interval = max(interval, timedelta(seconds=min_interval_s))
+    return now + interval

@@ -1,0 +1,599 @@
+"""One polling cycle: the due sources checked once each, at most one collection run per query design.
+
+A cycle
+
+1. **claims** the catalog sources that are due (``FOR UPDATE SKIP LOCKED``, so two cycles never take
+   the same source; a claimed source is leased for :data:`CLAIM_LEASE`, so one killed mid-cycle is not
+   fetched twice while its run is recovered), leaving out hosts under a ``Retry-After``;
+2. **plans** one collection run per query design of the claimed sources (plus one for the sources in
+   no design), estimates each design's cost (``per_request`` per due source plus ``per_1k_items`` × the
+   median items of the source's last 10 fetches, 100 when none; a shared source's cost split evenly)
+   and reserves it (:mod:`.charges`); a design short of credits sends no request and gets no run;
+3. **fetches** every claimed source once, concurrently, at most ``per_host`` at a time per host, with
+   conditional GET; a changed body is stored under the run of its first design;
+4. **records** each answer on its source (validators, status, schedule, back-off, a 301/308's new URL,
+   a 410's deactivation, both audited), a host's ``Retry-After``, the fetch history, and completes the
+   runs that hold changed payloads (the collection-run sensor ingests them). A run with nothing changed
+   is removed, or, when it holds a reservation, kept as an empty, already ingested run settled at what
+   its requests cost.
+
+Runs that cannot get stuck: :func:`recover_stale_runs` marks a run left ``running`` by a killed process
+as failed, and :func:`retry_failed_runs` fetches it again (bounded), with its reservation untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import zip_longest
+
+from sqlalchemy import Connection, Engine, text
+
+from observatory_assets.defs.collection import charges
+from observatory_assets.defs.collection.catalog import interval_seconds
+from observatory_assets.defs.collection.fetcher import (
+    FetchOutcome,
+    PolledSource,
+    auto_interval,
+    fetch_source,
+    next_check,
+    payload_key,
+)
+from observatory_assets.defs.ingestion.collect import run_collection
+from observatory_assets.lib.audit import record_audit
+from observatory_assets.lib.errors import failure_message
+from resources.object_store import ObjectStore
+from resources.outbound import OutboundClient
+
+CLAIM_LEASE = timedelta(minutes=10)
+STALE_AFTER = timedelta(minutes=15)
+MAX_FETCH_FAILURES = 3
+EXPECTED_ITEMS_WITHOUT_HISTORY = 100
+NO_DESIGN = "(no design)"
+ACTOR = "poller"
+
+
+@dataclass
+class DesignRun:
+    """The collection run a cycle plans for one query design (``design_id`` None: sources in no design)."""
+
+    design_id: int | None
+    design: str
+    sources: list[PolledSource]
+    estimate: Decimal = Decimal(0)
+    run_id: int | None = None
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did, for the job's metadata, the CLI and the demo."""
+
+    due: int = 0
+    requests_sent: int = 0
+    not_modified: int = 0
+    changed: int = 0
+    errors: int = 0
+    items_collected: int = 0
+    runs: dict[str, int] = field(default_factory=dict)
+    moved: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    deferred_hosts: list[str] = field(default_factory=list)
+    shortfalls: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_DUE = """
+SELECT id, name, url, type, etag, last_modified, error_count
+  FROM sources
+ WHERE active AND url IS NOT NULL AND catalog_file IS NOT NULL
+   AND (CAST(:force AS boolean) OR next_check_at IS NULL OR next_check_at <= :now)
+ ORDER BY next_check_at NULLS FIRST, id
+"""
+
+
+def _as_source(row) -> PolledSource:
+    return PolledSource(row.id, row.name, row.url, row.type, row.etag, row.last_modified, row.error_count)
+
+
+def hosts_waiting(conn: Connection, now: datetime) -> dict[str, datetime]:
+    """Hosts that asked (``Retry-After``) not to be asked again before a moment still to come."""
+    rows = conn.execute(
+        text("SELECT host, retry_after_until FROM polling_hosts WHERE retry_after_until > :now"), {"now": now}
+    )
+    return dict(rows.all())
+
+
+def due_sources(
+    conn: Connection, now: datetime, force: bool = False, lock: bool = False
+) -> tuple[list[PolledSource], set[str]]:
+    """The catalog sources due at ``now`` (all active ones with ``force``), hosts under ``Retry-After`` left
+    out even then; and those hosts."""
+    statement = text(_DUE + (" FOR UPDATE SKIP LOCKED" if lock else ""))
+    waiting = hosts_waiting(conn, now)
+    sources = [_as_source(row) for row in conn.execute(statement, {"force": force, "now": now})]
+    return [s for s in sources if s.host not in waiting], {s.host for s in sources if s.host in waiting}
+
+
+def plan_runs(conn: Connection, sources: list[PolledSource]) -> list[DesignRun]:
+    """One planned run per query design of ``sources`` (and one for those in no design), each with its
+    estimated cost."""
+    by_id = {source.id: source for source in sources}
+    rows = conn.execute(
+        text(
+            """
+            WITH due AS (SELECT unnest(CAST(:ids AS bigint[])) AS id),
+            expected AS (
+                SELECT due.id,
+                       coalesce((SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY recent.items)
+                                   FROM (SELECT f.items FROM source_fetches f
+                                          WHERE f.source_id = due.id AND f.items IS NOT NULL
+                                          ORDER BY f.fetched_at DESC LIMIT 10) recent), :default) AS items
+                  FROM due
+            )
+            SELECT s.id AS source_id, d.id AS design_id, coalesce(d.name, :none) AS design,
+                   (s.cost_per_request + s.cost_per_1k_items * e.items / 1000)
+                   / greatest(count(d.id) OVER (PARTITION BY s.id), 1) AS share
+              FROM due JOIN sources s ON s.id = due.id JOIN expected e ON e.id = due.id
+              LEFT JOIN query_design_sources q ON q.source_id = s.id
+              LEFT JOIN query_designs d ON d.id = q.query_design_id
+             ORDER BY design, s.id
+            """
+        ),
+        {"ids": list(by_id), "default": EXPECTED_ITEMS_WITHOUT_HISTORY, "none": NO_DESIGN},
+    ).all()
+    plans: dict[str, DesignRun] = {}
+    for row in rows:
+        plan = plans.setdefault(row.design, DesignRun(row.design_id, row.design, []))
+        plan.sources.append(by_id[row.source_id])
+        plan.estimate += Decimal(str(row.share)).quantize(Decimal("0.0001"))
+    return list(plans.values())
+
+
+def _claim_and_reserve(engine: Engine, now: datetime, force: bool, report: CycleReport) -> list[DesignRun]:
+    """Claim the due sources, create one running run per funded design and reserve its estimate; a design
+    short of credits gets no run, and its sources (unless another design funds them) stay due."""
+    with engine.begin() as conn:
+        sources, deferred = due_sources(conn, now, force, lock=True)
+        report.deferred_hosts = sorted(deferred)
+        report.due = len(sources)
+        funded: list[DesignRun] = []
+        for plan in plan_runs(conn, sources):
+            plan.run_id = conn.execute(
+                text(
+                    """
+                    INSERT INTO collection_runs (query_design_id, status, started_at, payloads, credits_estimated)
+                    VALUES (:design, 'running', clock_timestamp(), CAST(:payloads AS jsonb), :estimate)
+                    RETURNING id
+                    """
+                ),
+                {
+                    "design": plan.design_id,
+                    "payloads": json.dumps(
+                        [{"name": s.name, "fmt": s.fmt, "path": None, "url": s.url} for s in plan.sources]
+                    ),
+                    "estimate": plan.estimate,
+                },
+            ).scalar_one()
+            shortfall = charges.reserve_run(conn, plan.design_id, plan.run_id, plan.estimate)
+            if shortfall is None:
+                funded.append(plan)
+                continue
+            conn.execute(text("DELETE FROM collection_runs WHERE id = :id"), {"id": plan.run_id})
+            reason = f"design {plan.design} is short of {shortfall} credits (estimate {plan.estimate})"
+            report.shortfalls.append(reason)
+            record_audit(
+                conn,
+                ACTOR,
+                "credits.shortfall",
+                "query_design",
+                plan.design_id,
+                plan.design,
+                "skipped",
+                {"estimate": plan.estimate, "shortfall": shortfall},
+            )
+        claimed = sorted({s.id for plan in funded for s in plan.sources})
+        conn.execute(
+            text("UPDATE sources SET next_check_at = :until WHERE id = ANY(CAST(:ids AS bigint[]))"),
+            {"until": now + CLAIM_LEASE, "ids": claimed},
+        )
+    return funded
+
+
+def _interleaved_by_host(sources: list[PolledSource]) -> list[PolledSource]:
+    """Round-robin over hosts, so the workers spread over hosts instead of queueing on one."""
+    by_host: dict[str, list[PolledSource]] = defaultdict(list)
+    for source in sources:
+        by_host[source.host].append(source)
+    return [s for group in zip_longest(*by_host.values()) for s in group if s is not None]
+
+
+def _fetch_all(
+    client: OutboundClient,
+    store: ObjectStore,
+    keys: dict[int, str],
+    sources: list[PolledSource],
+    per_host: int,
+    workers: int,
+    now: datetime,
+) -> list[FetchOutcome]:
+    """Every source fetched once, at most ``per_host`` requests at a time per host; a host that answers
+    with ``Retry-After`` is not asked again in this cycle."""
+    limits: dict[str, threading.Semaphore] = defaultdict(lambda: threading.Semaphore(per_host))
+    backed_off: dict[str, datetime] = {}
+    guard = threading.Lock()
+
+    def check(source: PolledSource) -> FetchOutcome:
+        with guard:
+            limit = limits[source.host]
+        with limit:
+            if source.host in backed_off:
+                return FetchOutcome(
+                    source,
+                    None,
+                    error="host asked to wait (Retry-After)",
+                    retry_after=backed_off[source.host],
+                    requested=False,
+                )
+            outcome = fetch_source(client, store, source, keys[source.id], now)
+            if outcome.retry_after is not None:
+                backed_off[source.host] = outcome.retry_after
+            return outcome
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(sources)))) as pool:
+        return list(pool.map(check, _interleaved_by_host(sources)))
+
+
+def _entries_last_week(conn: Connection, source_ids: list[int], now: datetime) -> dict[int, tuple[int, float]]:
+    rows = conn.execute(
+        text(
+            """
+            SELECT s.id,
+                   (SELECT count(*) FROM raw_items r
+                     WHERE r.source_id = s.id AND r.published_at > CAST(:now AS timestamptz) - interval '7 days'
+                       AND r.published_at <= :now) AS entries,
+                   extract(epoch FROM CAST(:now AS timestamptz) - s.created_at) / 604800.0 AS weeks
+              FROM sources s WHERE s.id = ANY(CAST(:ids AS bigint[]))
+            """
+        ),
+        {"ids": source_ids, "now": now},
+    )
+    return {row.id: (row.entries, float(row.weeks)) for row in rows}
+
+
+def _record(
+    conn: Connection, outcomes: list[FetchOutcome], owner: dict[int, int], now: datetime, report: CycleReport
+) -> None:
+    """Write every answer on its source and into the fetch history; hosts' Retry-After; moves and 410s."""
+    history = _entries_last_week(conn, [o.source.id for o in outcomes], now)
+    schedules = {
+        row.id: row
+        for row in conn.execute(
+            text("SELECT id, poll, min_interval_s FROM sources WHERE id = ANY(CAST(:ids AS bigint[]))"),
+            {"ids": [o.source.id for o in outcomes]},
+        )
+    }
+    updates, fetches = [], []
+    for outcome in outcomes:
+        source = outcome.source
+        failed = outcome.error is not None
+        error_count = source.error_count + 1 if failed else 0
+        entries, weeks = history[source.id]
+        schedule = schedules[source.id]
+        # a 304 carries no body, so no <ttl>: the floor learned from the last body still holds
+        floor = (
+            max(outcome.min_interval_s or 0, schedule.min_interval_s or 0)
+            if outcome.not_modified
+            else outcome.min_interval_s
+        )
+        due = next_check(
+            now, interval_seconds(schedule.poll), auto_interval(entries, weeks), floor or None, error_count
+        )
+        if outcome.retry_after is not None:
+            due = max(due, outcome.retry_after)
+        if not outcome.requested and outcome.retry_after is not None:
+            error_count, due = source.error_count, outcome.retry_after
+        updates.append(
+            {
+                "id": source.id,
+                "status": outcome.status,
+                "etag": outcome.etag if not failed else source.etag,
+                "last_modified": outcome.last_modified if not failed else source.last_modified,
+                "error_count": error_count,
+                "error": outcome.error,
+                "next": due,
+                "min_interval": floor or None,
+                "url": outcome.moved_to or source.url,
+                "active": not outcome.gone,
+                "now": now,
+                "fetched": outcome.changed,
+            }
+        )
+        if outcome.requested:
+            fetches.append(
+                {
+                    "source": source.id,
+                    "status": outcome.status,
+                    "items": outcome.records if outcome.changed else None,
+                    "bytes": outcome.size if outcome.changed else None,
+                    "run": owner.get(source.id) if outcome.changed else None,
+                    "error": outcome.error,
+                    "now": now,
+                }
+            )
+        if outcome.retry_after is not None and outcome.requested:
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO polling_hosts (host, retry_after_until) VALUES (:host, :until)
+                    ON CONFLICT (host) DO UPDATE SET retry_after_until = greatest(polling_hosts.retry_after_until, EXCLUDED.retry_after_until)
+                    """
+                ),
+                {"host": source.host, "until": outcome.retry_after},
+            )
+        if outcome.moved_to:
+            report.moved.append(source.name)
+            record_audit(
+                conn,
+                ACTOR,
+                "source.moved",
+                "source",
+                source.id,
+                source.name,
+                details={"status": outcome.status, "from": source.url, "to": outcome.moved_to},
+            )
+        if outcome.gone:
+            report.gone.append(source.name)
+            record_audit(conn, ACTOR, "source.deactivated", "source", source.id, source.name, details={"status": 410})
+    conn.execute(
+        text(
+            """
+            UPDATE sources SET last_status = :status, etag = :etag, last_modified = :last_modified,
+                   error_count = :error_count, last_error = :error, last_checked_at = :now, next_check_at = :next,
+                   min_interval_s = :min_interval, url = :url, active = active AND :active,
+                   last_fetched_at = CASE WHEN :fetched THEN :now ELSE last_fetched_at END
+             WHERE id = :id
+            """
+        ),
+        updates,
+    )
+    if fetches:
+        conn.execute(
+            text(
+                """
+                INSERT INTO source_fetches (source_id, fetched_at, status, items, bytes, collection_run_id, error)
+                VALUES (:source, :now, :status, :items, :bytes, :run, :error)
+                """
+            ),
+            fetches,
+        )
+
+
+def _finish_runs(
+    conn: Connection, plans: list[DesignRun], outcomes: list[FetchOutcome], owner: dict[int, int], report: CycleReport
+) -> None:
+    """Complete each run with its changed payloads; settle what its requests cost."""
+    by_source = {o.source.id: o for o in outcomes}
+    by_name = {o.source.name: o.source.id for o in outcomes}
+    designs_of: dict[int, int] = defaultdict(int)
+    for plan in plans:
+        for source in plan.sources:
+            designs_of[source.id] += 1
+    costs = dict(
+        (row.id, (Decimal(row.cost_per_request), Decimal(row.cost_per_1k_items)))
+        for row in conn.execute(
+            text("SELECT id, cost_per_request, cost_per_1k_items FROM sources WHERE id = ANY(CAST(:ids AS bigint[]))"),
+            {"ids": list(by_source)},
+        )
+    )
+    for plan in plans:
+        manifest = [
+            {
+                "name": o.source.name,
+                "fmt": o.source.fmt,
+                "path": None,
+                "url": o.source.url,
+                "key": o.key,
+                "records": o.records,
+                "sha256": o.sha256,
+            }
+            for s in plan.sources
+            if (o := by_source[s.id]).changed and owner[s.id] == plan.run_id
+        ]
+        request_cost = sum(
+            (costs[s.id][0] / designs_of[s.id] for s in plan.sources if by_source[s.id].requested), Decimal(0)
+        ).quantize(Decimal("0.0001"))
+        if manifest:
+            conn.execute(
+                text(
+                    """
+                    UPDATE collection_runs
+                       SET status = 'completed', completed_at = clock_timestamp(), attempt = attempt + 1,
+                           payload_prefix = :prefix, payloads = CAST(:manifest AS jsonb),
+                           items_collected = :collected
+                     WHERE id = :id
+                    """
+                ),
+                {
+                    "id": plan.run_id,
+                    "prefix": f"collection_runs/{plan.run_id}/",
+                    "manifest": json.dumps(manifest),
+                    "collected": sum(m["records"] for m in manifest),
+                },
+            )
+            per_1k = {m["name"]: costs[by_name[m["name"]]][1] / designs_of[by_name[m["name"]]] for m in manifest}
+            charges.record_cost_basis(conn, plan.run_id, request_cost, per_1k)
+            report.runs[plan.design] = plan.run_id
+            report.items_collected += sum(m["records"] for m in manifest)
+        elif request_cost > 0 or (plan.design_id is not None and plan.estimate > 0):
+            conn.execute(
+                text(
+                    """
+                    UPDATE collection_runs
+                       SET status = 'completed', completed_at = clock_timestamp(), ingested_at = clock_timestamp(),
+                           attempt = attempt + 1, payloads = '[]'
+                     WHERE id = :id
+                    """
+                ),
+                {"id": plan.run_id},
+            )
+            charges.settle_run(conn, plan.run_id, request_cost)
+        else:
+            conn.execute(text("DELETE FROM collection_runs WHERE id = :id"), {"id": plan.run_id})
+
+
+def run_cycle(
+    engine: Engine,
+    store: ObjectStore,
+    client: OutboundClient,
+    *,
+    force: bool = False,
+    per_host: int = 2,
+    workers: int = 32,
+    now: datetime | None = None,
+) -> CycleReport:
+    """One polling cycle (see the module docstring); ``force`` treats every active source as due (never a
+    host's ``Retry-After``)."""
+    now = now or datetime.now(UTC)
+    report = CycleReport()
+    plans = _claim_and_reserve(engine, now, force, report)
+    owner: dict[int, int] = {}
+    for plan in sorted(plans, key=lambda p: (p.design_id is None, p.design)):
+        for source in plan.sources:
+            owner.setdefault(source.id, plan.run_id)
+    sources = {s.id: s for plan in plans for s in plan.sources}
+    keys = {
+        source_id: payload_key(f"collection_runs/{owner[source_id]}/", position, sources[source_id])
+        for position, source_id in enumerate(sorted(sources))
+    }
+    outcomes = _fetch_all(client, store, keys, list(sources.values()), per_host, workers, now) if sources else []
+    report.requests_sent = sum(o.requested for o in outcomes)
+    report.not_modified = sum(o.not_modified for o in outcomes)
+    report.changed = sum(o.changed for o in outcomes)
+    report.errors = sum(o.error is not None for o in outcomes)
+    with engine.begin() as conn:
+        if outcomes:
+            _record(conn, outcomes, owner, now, report)
+        _finish_runs(conn, plans, outcomes, owner, report)
+    return report
+
+
+def recover_stale_runs(engine: Engine, stale_after: timedelta = STALE_AFTER) -> list[int]:
+    """Mark runs left ``running`` longer than ``stale_after`` (their process died) as failed; their ids."""
+    with engine.begin() as conn:
+        return list(
+            conn.execute(
+                text(
+                    """
+                    UPDATE collection_runs
+                       SET status = 'failed', fetch_failures = fetch_failures + 1,
+                           error = 'stale: left running by a process that stopped; retried'
+                     WHERE status = 'running' AND started_at < clock_timestamp() - CAST(:stale AS interval)
+                    RETURNING id
+                    """
+                ),
+                {"stale": stale_after},
+            ).scalars()
+        )
+
+
+def retry_failed_runs(engine: Engine, store: ObjectStore, limit: int = 20) -> dict[int, str | None]:
+    """Fetch again the failed runs that may still be retried (fewer than :data:`MAX_FETCH_FAILURES`
+    failures, waiting a back-off since the last attempt); run id → None on success or the error."""
+    with engine.connect() as conn:
+        candidates = conn.execute(
+            text(
+                """
+                SELECT id, fetch_failures FROM collection_runs
+                 WHERE status = 'failed' AND fetch_failures BETWEEN 1 AND :max - 1
+                   AND started_at < clock_timestamp() - interval '1 minute' * power(2, fetch_failures - 1)
+                 ORDER BY id LIMIT :limit
+                """
+            ),
+            {"max": MAX_FETCH_FAILURES, "limit": limit},
+        ).all()
+    results: dict[int, str | None] = {}
+    for run_id, _ in candidates:
+        try:
+            run_collection(engine, store, run_id)
+            with engine.begin() as conn:
+                _record_retry_cost_basis(conn, run_id)
+            results[run_id] = None
+        except Exception as error:  # recorded on the run by run_collection; the next cycle may retry it
+            results[run_id] = failure_message(error)
+    return results
+
+
+def _record_retry_cost_basis(conn: Connection, run_id: int) -> None:
+    """A retried design run sent one request per source again: its cost basis, as a cycle would record it
+    (a run without a design, or collected by hand, has none)."""
+    shares = conn.execute(
+        text(
+            """
+            SELECT s.name,
+                   s.cost_per_request / greatest((SELECT count(*) FROM query_design_sources q WHERE q.source_id = s.id), 1)
+                       AS per_request,
+                   s.cost_per_1k_items / greatest((SELECT count(*) FROM query_design_sources q WHERE q.source_id = s.id), 1)
+                       AS per_1k
+              FROM collection_runs r
+             CROSS JOIN jsonb_array_elements(r.payloads) AS p (payload)
+              JOIN sources s ON s.name = p.payload ->> 'name'
+             WHERE r.id = :run AND r.query_design_id IS NOT NULL
+            """
+        ),
+        {"run": run_id},
+    ).all()
+    if shares:
+        request_cost = sum((Decimal(row.per_request) for row in shares), Decimal(0))
+        charges.record_cost_basis(conn, run_id, request_cost, {row.name: Decimal(row.per_1k) for row in shares})
+
+
+def source_states(conn: Connection, name: str | None = None) -> list[dict]:
+    """The catalog sources with their polling state (all, or the one called ``name``), by name."""
+    rows = conn.execute(
+        text(
+            """
+            SELECT name, url, type AS format, active, poll, credibility, aggregator, etag, last_modified, last_status,
+                   last_checked_at, next_check_at, error_count, last_error
+              FROM sources
+             WHERE catalog_file IS NOT NULL AND (CAST(:name AS text) IS NULL OR name = :name)
+             ORDER BY name
+            """
+        ),
+        {"name": name},
+    ).mappings()
+    return [
+        {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()} for row in rows
+    ]
+
+
+def design_states(conn: Connection) -> list[dict]:
+    """The query designs: name, title, terms per language, sources, budget."""
+    rows = conn.execute(
+        text(
+            """
+            SELECT d.name, coalesce(d.title, d.name) AS title, d.search_terms, d.credit_budget,
+                   coalesce(array_agg(s.name ORDER BY s.name) FILTER (WHERE s.id IS NOT NULL), '{}') AS sources
+              FROM query_designs d
+              LEFT JOIN query_design_sources q ON q.query_design_id = d.id
+              LEFT JOIN sources s ON s.id = q.source_id
+             GROUP BY d.id ORDER BY d.name
+            """
+        )
+    )
+    designs = []
+    for row in rows:
+        terms: dict[str, list[str]] = defaultdict(list)
+        for term in row.search_terms or []:
+            terms[term.get("language") or "any"].append(term["term"])
+        budget = None if row.credit_budget is None else float(row.credit_budget)
+        designs.append(
+            {"name": row.name, "title": row.title, "terms": dict(terms), "sources": list(row.sources), "budget": budget}
+        )
+    return designs
