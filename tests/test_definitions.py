@@ -36,8 +36,7 @@ CHECKS = {
 JOBS = {"collect_job", "ingest_collection_run", "enrich_collection_run", "cluster_events", "export_content_and_network",
         "partition_rollover", "nightly_backup", "restore_verification", "integrity_audit", "publish_digest",
         "takedown_job", "audit_retention", "update_trends"}  # fmt: skip
-SENSORS = {"collection_run_sensor", "enrich_after_ingest", "events_after_enrichment", "takedown_sensor",
-           "trends_after_events"}  # fmt: skip
+SENSORS = {"collection_run_sensor", "observatory_automation", "takedown_sensor"}
 SCHEDULES = {"partition_rollover": "partition_rollover", "nightly_backup": "nightly_backup",
              "weekly_restore_verification": "restore_verification", "weekly_integrity_audit": "integrity_audit",
              "daily_digest": "publish_digest", "audit_retention": "audit_retention",
@@ -60,7 +59,7 @@ def test_lineage_follows_the_spec():
     assert "item_features" in parents("item_embeddings")
     assert "item_embeddings" in parents("events")
     assert "raw_items" in parents("content_exports")
-    assert parents("trend_evidence") == {"events"}
+    assert parents("trend_evidence") == {"events", "raw_items", "item_features", "item_embeddings"}
     assert parents("trend_snapshots") == {"trend_evidence"}
 
 

@@ -12,6 +12,26 @@ import dagster as dg
 collection_run_partitions = dg.DynamicPartitionsDefinition(name="collection_runs")
 
 
+def follows(*upstream: str) -> dg.AutomationCondition:
+    """Declarative automation of an asset fed by ``upstream`` across partitionings (collection runs into
+    one events table, the ledger into daily snapshots): it is requested once any ``upstream`` asset (or
+    partition) has been materialized, by any run, since it was last requested or materialized, and when
+    neither it nor anything it depends on is in progress, so a burst of upstream runs is followed by one.
+
+    Unlike ``eager()``, an upstream that is only about to be requested does not count (it runs in
+    another run, which could finish after this one), and a missing upstream partition (a collection run
+    whose ingestion failed for good) does not hold it back."""
+    return (
+        (
+            dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated())
+            .allow(dg.AssetSelection.assets(*upstream))
+            .since_last_handled()
+        )
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(f"follows {', '.join(upstream)}")
+
+
 def markdown_table(rows: list[dict]) -> str:
     """A Markdown table of ``rows`` (dicts with the same keys) for ``MetadataValue.md``."""
     if not rows:

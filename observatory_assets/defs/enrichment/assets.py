@@ -74,6 +74,8 @@ class ItemFeaturesConfig(dg.Config):
     group_name=ENRICHMENT,
     kinds={"postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    # a collection run's raw_items partition materialized by any run: its features follow
+    automation_condition=dg.AutomationCondition.eager(),
 )
 def item_features(
     context: dg.AssetExecutionContext, config: ItemFeaturesConfig, postgres: PostgresResource
@@ -125,6 +127,8 @@ class ItemEmbeddingsConfig(dg.Config):
     group_name=ENRICHMENT,
     kinds={"postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    # requested on the same tick as the run's features, it runs after them in the same run
+    automation_condition=dg.AutomationCondition.eager(),
 )
 def item_embeddings(
     context: dg.AssetExecutionContext,
