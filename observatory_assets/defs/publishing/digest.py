@@ -2,16 +2,17 @@
 
 A digest of a UTC day holds the day's top events (ranked by distinct sources, then size, then
 novelty: the most recently first seen) with their canonical title, extractive summary and links to
-the day's source items, and the day's trend moves. A move covers the day (from the end of the day before
-to the end of the day, UTC) and is computed from the evidence ledger, as the chart beside it (the 90
-days up to the day's end) and the evidence it counts are: all three agree, whichever days were
-snapshotted. Trends without evidence by the day's end are not shown. Items withdrawn by a takedown are left out of everything, and an event whose canonical item is
-withdrawn shows the title of its first remaining item and no summary (the summary quotes the
-withdrawn item). An evidence line is shown only while its event keeps an item that is not withdrawn.
+the day's source items, and the day's trend moves. A move covers the day (from the end of the day
+before to the end of the day, UTC) and is computed from the evidence ledger, as the chart beside it
+(the 90 days up to the day's end) and the evidence it counts are: all three agree, whichever days
+were snapshotted. Trends without evidence by the day's end are not shown. Items withdrawn by a
+takedown are left out of everything, and an event whose canonical item is withdrawn shows the title
+of its first remaining item and no summary (the summary quotes the withdrawn item). An evidence line
+is shown only while its event keeps an item that is not withdrawn.
 
 Rendering is Jinja2 with autoescape on, then nh3 with an allow-list: no ``<script>``, no ``on*``
 attributes, no ``javascript:`` or ``data:`` URLs and no external resources. The one exception is a
-trend chart of our own object store, inlined as a ``data:image/png`` URI that the sanitizer lets
+trend chart drawn from our own ledger, inlined as a ``data:image/png`` URI that the sanitizer lets
 through only when it is exactly one of the charts this digest rendered.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -179,7 +181,7 @@ def _trend_moves(conn: Connection, day: date, inline_charts: bool) -> list[Trend
             evidence_count=r.evidence_count,
             evidence=r.evidence,
             chart_uri=_chart_uri(ledger_chart(conn, r.id, r.title, day)) if inline_charts else None,
-        )  # fmt: skip
+        )
         for r in rows
     ]
     return sorted(moves, key=lambda m: (-abs(m.change), m.name))
@@ -189,10 +191,16 @@ def _chart_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-#: What the rendering is made of: a change to the templates or to this module renders every digest anew.
+#: What the rendering is made of: a change to the templates, to this module or to the charts' drawing
+#: renders every digest anew.
 RENDERER_VERSION = hashlib.sha256(
     b"".join(
-        path.read_bytes() for path in [Path(__file__), *sorted((Path(__file__).parent / "templates").glob("*.j2"))]
+        path.read_bytes()
+        for path in [
+            Path(__file__),
+            Path(inspect.getfile(ledger_chart)),
+            *sorted((Path(__file__).parent / "templates").glob("*.j2")),
+        ]
     )
 ).hexdigest()
 
