@@ -21,7 +21,8 @@ from sensors.automation import automation_sensor
 from tests.conftest import ROOT
 from tests.support.daemon import start_daemon, stop_daemon
 
-ITEMS = 12
+#: A fresh home with a first small delivery (the cold start).
+ITEMS = 3
 #: Seconds after which the flow is taken for stuck (a guard against hanging, not a speed target).
 STUCK_AFTER_SECONDS = 900
 FLOW = ["raw_items", "item_features", "item_embeddings", "events", "trend_evidence", "trend_snapshots"]
