@@ -123,7 +123,7 @@ class ItemEmbeddingsConfig(dg.Config):
 
 @dg.asset(
     partitions_def=collection_run_partitions,
-    deps=[item_features],
+    deps=["raw_items", item_features],  # embeds the items' text, after their features (the spec's order)
     group_name=ENRICHMENT,
     kinds={"postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
