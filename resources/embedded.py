@@ -9,6 +9,7 @@ run workers and tests.
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from pathlib import Path
@@ -91,6 +92,28 @@ def resolve_database_urls(settings: PlatformSettings | None = None) -> tuple[str
 DAGSTER_URL_VARIABLE = "OBSERVATORY_DAGSTER_DATABASE_URL"
 
 
+#: Everything of the instance but its storage, as ``docker/dagster.yaml`` has it too (a test holds them equal).
+INSTANCE_SETTINGS = {
+    # the daemon looks at the run queue every second (default 5 s: a takedown's run starts that much sooner)
+    # and launches a burst of queued runs in parallel (each launch waits for its run process)
+    "run_coordinator": {
+        "module": "dagster.core.run_coordinator",
+        "class": "QueuedRunCoordinator",
+        "config": {"dequeue_interval_seconds": 1, "dequeue_use_threads": True, "dequeue_num_workers": 4},
+    },
+    "run_launcher": {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"},
+    "run_retries": {"enabled": True, "max_retries": 0},
+    # at most two steps of a pool at once: two raw_items loads (pool observatory_ingest) share the server
+    "concurrency": {
+        "runs": {"max_concurrent_runs": 4, "tag_concurrency_limits": [{"key": "dagster/backfill", "limit": 2}]},
+        "pools": {"default_limit": INGEST_POOL_LIMIT},
+    },
+    # declarative automation, evaluated by the code location's automation condition sensor (sensors/)
+    "auto_materialize": {"enabled": True, "use_sensors": True},
+    "telemetry": {"enabled": False},
+}
+
+
 def dagster_instance_yaml(dagster_url: str) -> dict:
     """``dagster.yaml`` for an instance whose runs, events and schedules live in Postgres. A URL with a
     password is not written into the file: the instance reads it from ``$OBSERVATORY_DAGSTER_DATABASE_URL``."""
@@ -101,17 +124,7 @@ def dagster_instance_yaml(dagster_url: str) -> dict:
                 "postgres_url": {"env": DAGSTER_URL_VARIABLE} if has_password else as_psycopg2_url(dagster_url)
             }
         },
-        # the daemon looks at the run queue every second (default 5 s: a takedown's run starts that much
-        # sooner) and launches a burst of queued runs in parallel (each launch waits for its run process)
-        "run_coordinator": {
-            "module": "dagster.core.run_coordinator",
-            "class": "QueuedRunCoordinator",
-            "config": {"dequeue_interval_seconds": 1, "dequeue_use_threads": True, "dequeue_num_workers": 4},
-        },
-        "run_retries": {"enabled": True, "max_retries": 0},
-        # at most two steps of a pool at once: two raw_items loads (pool observatory_ingest) share the server
-        "concurrency": {"runs": {"max_concurrent_runs": 4}, "pools": {"default_limit": INGEST_POOL_LIMIT}},
-        "telemetry": {"enabled": False},
+        **copy.deepcopy(INSTANCE_SETTINGS),
     }
 
 

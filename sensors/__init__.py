@@ -1,30 +1,12 @@
 """Sensors that start Observatory runs when new data arrives, one module per domain."""
 
+from sensors.automation import automation_sensor
 from sensors.collection_runs import collection_run_sensor
-from sensors.enrichment import enrich_after_ingest, events_after_enrichment
 from sensors.inbox import inbox_sensor
 from sensors.polling import polling_sensor
 from sensors.publishing import takedown_sensor
-from sensors.trends import trends_after_events
 
 #: Every sensor of the code location.
-SENSORS = [
-    collection_run_sensor,
-    enrich_after_ingest,
-    events_after_enrichment,
-    trends_after_events,
-    takedown_sensor,
-    polling_sensor,
-    inbox_sensor,
-]
+SENSORS = [collection_run_sensor, automation_sensor, takedown_sensor, polling_sensor, inbox_sensor]
 
-__all__ = [
-    "SENSORS",
-    "collection_run_sensor",
-    "enrich_after_ingest",
-    "events_after_enrichment",
-    "polling_sensor",
-    "inbox_sensor",
-    "takedown_sensor",
-    "trends_after_events",
-]
+__all__ = ["SENSORS", "automation_sensor", "collection_run_sensor", "inbox_sensor", "polling_sensor", "takedown_sensor"]

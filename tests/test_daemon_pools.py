@@ -2,11 +2,7 @@
 one tick, the run queue launches them, and the ``observatory_ingest`` pool lets no more than its limit
 of ``raw_items`` steps run at the same time. Everything is read back from the instance's event log."""
 
-import contextlib
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,8 +17,8 @@ from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl
 from resources.embedded import INGEST_POOL_LIMIT
 from resources.object_store import LocalObjectStore
 from resources.postgres import engine_for
-from sensors.enrichment import enrich_after_ingest, events_after_enrichment
-from tests.conftest import ROOT
+from sensors.automation import automation_sensor
+from tests.support.daemon import start_daemon, stop_daemon
 
 COLLECTION_RUNS = 20
 ITEMS_PER_RUN = 5
@@ -35,36 +31,15 @@ def _tuned_for_this_test(home: Path) -> None:
     """The embedded instance's dagster.yaml (same pool limit, same run limit, same queue: checked every
     second, launches in threads), tuned for contention: the queue may start runs beyond
     the pool's free slots (a buffer of ``max_concurrent_runs`` - limit), so the steps' own slot claims
-    are put to work, not only the queue's check of the pool; and the runs the enrichment sensors
-    request after each ingestion stay queued (limit 0), so the cores go to the runs under test."""
+    are put to work, not only the queue's check of the pool; and the runs automation requests after each
+    ingestion stay queued (limit 0), so the cores go to the runs under test (the flow after ingestion
+    has its own daemon test: test_daemon_automation.py)."""
     config_path = home / "dagster.yaml"
     config = yaml.safe_load(config_path.read_text())
     runs, pools = config["concurrency"]["runs"], config["concurrency"]["pools"]
     pools["op_granularity_run_buffer"] = runs["max_concurrent_runs"] - pools["default_limit"]
-    runs["tag_concurrency_limits"] = [
-        {"key": "dagster/sensor_name", "value": sensor.name, "limit": 0}
-        for sensor in (enrich_after_ingest, events_after_enrichment)
-    ]
+    runs["tag_concurrency_limits"] = [{"key": "dagster/sensor_name", "value": automation_sensor.name, "limit": 0}]
     config_path.write_text(yaml.safe_dump(config))
-
-
-def _start_daemon(env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    daemon = Path(sys.executable).parent / "dagster-daemon"
-    with open(log_path, "wb") as log:
-        return subprocess.Popen([str(daemon), "run", "-w", "workspace.yaml"], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-
-
-def _stop_daemon(daemon: subprocess.Popen) -> None:
-    """Stop the daemon, then whatever is left of its process group (started for this test): its code
-    servers outlive a SIGTERM while they wait for their runs' database, which the test is about to drop."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(daemon.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        daemon.wait(30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(daemon.pid, signal.SIGKILL)
-    daemon.wait(30)
 
 
 def _wait_for_ingestion_runs(instance: dg.DagsterInstance, daemon: subprocess.Popen, log_path: Path) -> list:
@@ -124,7 +99,7 @@ def test_twenty_collection_runs_queued_at_once_through_the_daemon_keep_to_the_in
     assert config["concurrency"]["runs"]["max_concurrent_runs"] > INGEST_POOL_LIMIT
 
     log_path = tmp_path / "daemon.log"
-    daemon = _start_daemon(dagster_env, log_path)
+    daemon = start_daemon(dagster_env, log_path)
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("DAGSTER_HOME", str(home))
@@ -135,7 +110,7 @@ def test_twenty_collection_runs_queued_at_once_through_the_daemon_keep_to_the_in
                 pool = instance.event_log_storage.get_concurrency_info(INGEST_POOL)
                 materialized = instance.fetch_materializations(raw_items.key, limit=10 * COLLECTION_RUNS).records
     finally:
-        _stop_daemon(daemon)
+        stop_daemon(daemon)
 
     runs = [r.dagster_run for r in records]
     assert sorted(int(run.tags["dagster/partition"]) for run in runs) == collection_runs  # each once, none missing

@@ -23,7 +23,7 @@ def test_lineage_follows_the_spec():
     assert "item_features" in parents("item_embeddings")
     assert "item_embeddings" in parents("events")
     assert "raw_items" in parents("content_exports")
-    assert parents("trend_evidence") == {"events"}
+    assert parents("trend_evidence") == {"events", "raw_items", "item_features", "item_embeddings"}
     assert parents("trend_snapshots") == {"trend_evidence"}
 
 

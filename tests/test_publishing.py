@@ -4,7 +4,6 @@ renders in a real browser, and a hostile-HTML corpus that leaves no active conte
 from __future__ import annotations
 
 import base64
-import io
 import json
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ from lxml import etree
 from sqlalchemy import text
 
 from observatory_assets.defs.publishing import publisher
-from observatory_assets.defs.publishing.digest import chart_key, load_digest, render_fragment
+from observatory_assets.defs.publishing.digest import load_digest, render_fragment
 from observatory_assets.defs.publishing.publisher import publish_day
 from observatory_assets.defs.publishing.site import (
     ATOM_FEED_KEY,
@@ -33,7 +32,7 @@ from observatory_assets.defs.publishing.site import (
     feed_entry_id,
     page_key,
 )
-from resources.object_store import put_bytes
+from observatory_assets.defs.trends.charts import ledger_chart
 from tests.support.digests import seed_day, seed_event, seed_trend
 
 DATA = Path(__file__).parent / "data"
@@ -122,7 +121,9 @@ def test_changed_content_updates_the_page_in_place(engine, store) -> None:
 def test_a_skip_renders_nothing_and_any_change_to_what_the_page_shows_is_published(engine, store, monkeypatch):
     (event_id, items), _ = seed_day(engine, DAY, events=2)
     _, wide = seed_event(engine, DAY, "Wide story", None, [(f"Copy {n}", None, f"wide-{n}") for n in range(7)])
-    seed_trend(engine, DAY, "ceasefire", "Ceasefire by June", (0.0, 0.4), "Both sides confirmed talks.", event_id)
+    trend = seed_trend(
+        engine, DAY, "ceasefire", "Ceasefire by June", (0.0, 0.4), "Both sides confirmed talks.", event_id
+    )
     target = StaticTarget(store)
     publish_day(engine, store, target, DAY, actor="test")
     rendered = []
@@ -134,10 +135,12 @@ def test_a_skip_renders_nothing_and_any_change_to_what_the_page_shows_is_publish
     assert publish_day(engine, store, target, DAY, actor="test").action == "updated" and len(rendered) == 1
     assert "Corrected headline" in read(store, page_key(DAY)).decode()
 
-    png = b"\x89PNG\r\n\x1a\n" + b"a new chart"
-    put_bytes(store, chart_key("ceasefire"), png, "image/png")
+    with engine.begin() as conn:  # the ledger is restated: the move and its chart are drawn from it again
+        conn.execute(text("UPDATE trend_evidence SET delta_log_odds = 0.6 WHERE trend_id = :id"), {"id": trend})
     assert publish_day(engine, store, target, DAY, actor="test").action == "updated" and len(rendered) == 2
-    assert base64.b64encode(png).decode() in read(store, page_key(DAY)).decode()
+    with engine.connect() as conn:
+        chart = base64.b64encode(ledger_chart(conn, trend, "Ceasefire by June", DAY)).decode()
+    assert chart in read(store, page_key(DAY)).decode()
 
     with engine.begin() as conn:  # the seventh item's title: past the links shown, so the page stays the same
         conn.execute(text("UPDATE raw_items SET title = 'Not shown' WHERE id = :id"), {"id": wide[-1]})
@@ -162,28 +165,25 @@ def test_the_trend_section_shows_moves_charts_and_evidence_and_is_absent_without
     event_id, _ = seed_event(engine, DAY, "Ceasefire talks", "Talks resumed.", [("t", "https://a.example/", "s")])
     with engine.connect() as conn:
         assert "Trend moves" not in render_fragment(load_digest(conn, DAY, store))
-    seed_trend(engine, DAY, "ceasefire", "Ceasefire by June", (-1.0, -0.2), "Both sides confirmed talks.", event_id)
-    seed_trend(engine, DAY, "escalation", "Escalation", (0.5, 0.4), "A minor incident.", event_id)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(2, 1))
-    ax.plot([0, 1], [0.2, 0.45])
-    png = io.BytesIO()
-    fig.savefig(png, format="png")
-    plt.close(fig)
-    put_bytes(store, chart_key("ceasefire"), png.getvalue(), "image/png")
+    ceasefire = seed_trend(
+        engine, DAY, "ceasefire", "Ceasefire by June", (-1.0, -0.2), "Both sides confirmed talks.", event_id
+    )
+    escalation = seed_trend(engine, DAY, "escalation", "Escalation", (0.5, 0.4), "A minor incident.", event_id)
 
     outcome = publish_day(engine, store, StaticTarget(store), DAY, actor="test")
     page = read(store, page_key(DAY)).decode()
     assert outcome.trends == 2
     assert page.index("Ceasefire by June") < page.index("Escalation")  # biggest move first
-    assert "+0.80 log-odds" in page and "Both sides confirmed talks." in page
-    chart_uri = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
-    assert f'src="{chart_uri}"' in page
-    assert_no_active_content(lxml.html.tostring(lxml.html.fromstring(page).body).decode(), (chart_uri,))
+    # +0.8 at 09:00, decayed by the day's end (half-life 168 h): the ledger's move over the day
+    assert "+0.75 log-odds" in page and "Both sides confirmed talks." in page
+    assert "1 evidence line in this interval" in page
+    with engine.connect() as conn:
+        chart_uris = tuple(
+            "data:image/png;base64," + base64.b64encode(ledger_chart(conn, trend, title, DAY)).decode()
+            for trend, title in ((ceasefire, "Ceasefire by June"), (escalation, "Escalation"))
+        )
+    assert all(f'src="{uri}"' in page for uri in chart_uris)
+    assert_no_active_content(lxml.html.tostring(lxml.html.fromstring(page).body).decode(), chart_uris)
 
 
 def test_feeds_validate_against_their_schemas_and_parse_cleanly(engine, store) -> None:

@@ -6,14 +6,14 @@ canonicalized the same way, so an equality lookup finds every item of that addre
 URL of any length can still be loaded.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -16,6 +16,26 @@ from sqlalchemy import Connection
 collection_run_partitions = dg.DynamicPartitionsDefinition(name="collection_runs")
 
 
+def follows(*upstream: str) -> dg.AutomationCondition:
+    """Declarative automation of an asset fed by ``upstream`` across partitionings (collection runs into
+    one events table, the ledger into daily snapshots): it is requested once any ``upstream`` asset (or
+    partition) has been materialized, by any run, since it was last requested or materialized, and when
+    neither it nor an ``upstream`` asset is in progress, so a burst of upstream runs is followed by one
+    (its other dependencies, which the upstream ones follow themselves, do not hold it back).
+
+    Unlike ``eager()``, an upstream that is only about to be requested does not count (it runs in
+    another run, which could finish after this one), and a missing upstream partition (a collection run
+    whose ingestion failed for good) does not hold it back."""
+    selection = dg.AssetSelection.assets(*upstream)
+    return (
+        dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated())
+        .allow(selection)
+        .since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress().allow(selection)
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(f"follows {', '.join(upstream)}")
+
+
 def markdown_table(rows: list[dict]) -> str:
     """A Markdown table of ``rows`` (dicts with the same keys) for ``MetadataValue.md``."""
     if not rows:

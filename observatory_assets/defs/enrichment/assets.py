@@ -71,6 +71,8 @@ class ItemFeaturesConfig(dg.Config):
     group_name=ENRICHMENT,
     kinds={"postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    # a collection run's raw_items partition materialized by any run: its features follow
+    automation_condition=dg.AutomationCondition.eager(),
 )
 def item_features(
     context: dg.AssetExecutionContext, config: ItemFeaturesConfig, postgres: PostgresResource
@@ -113,10 +115,12 @@ class ItemEmbeddingsConfig(dg.Config):
 
 @dg.asset(
     partitions_def=collection_run_partitions,
-    deps=[item_features],
+    deps=["raw_items", item_features],  # embeds the items' text, after their features (the spec's order)
     group_name=ENRICHMENT,
     kinds={"postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    # requested on the same tick as the run's features, it runs after them in the same run
+    automation_condition=dg.AutomationCondition.eager(),
 )
 def item_embeddings(
     context: dg.AssetExecutionContext,

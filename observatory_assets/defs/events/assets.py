@@ -9,7 +9,7 @@ from sqlalchemy import text
 from observatory_assets.defs.enrichment.assets import EmbedderResource
 from observatory_assets.defs.events.clustering import EVENTS, ClusteringParams, cluster_events
 from observatory_assets.defs.events.integrity import check_centroids, check_events_have_items, check_items_in_one_event
-from observatory_assets.lib.dagster import checked_since
+from observatory_assets.lib.dagster import checked_since, follows
 from resources import PostgresResource
 
 
@@ -35,7 +35,12 @@ class EventsConfig(dg.Config):
         )
 
 
-@dg.asset(deps=["item_embeddings"], group_name=EVENTS, kinds={"postgres"})
+@dg.asset(
+    deps=["raw_items", "item_embeddings"],
+    group_name=EVENTS,
+    kinds={"postgres"},
+    automation_condition=follows("item_embeddings"),
+)
 def events(
     context: dg.AssetExecutionContext, config: EventsConfig, postgres: PostgresResource, embedder: EmbedderResource
 ) -> dg.MaterializeResult:

@@ -64,7 +64,7 @@ def _stored_check(store: ObjectStore, results: list[ExportResult], check_name: s
 
 @dg.asset(
     group_name=EXPORTS,
-    deps=["raw_items"],
+    deps=["raw_items", "item_features"],  # the items with their language and matched search terms
     kinds={"postgres", "csv", "parquet"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -119,7 +119,7 @@ def content_exports(
 
 @dg.asset(
     group_name=EXPORTS,
-    deps=["raw_items", "events"],
+    deps=["raw_items", "item_features", "events"],  # authors, matched search terms, shared events
     kinds={"postgres", "networkx"},
     check_specs=[
         dg.AssetCheckSpec(

@@ -51,6 +51,7 @@ class PartitionRolloverConfig(dg.Config):
 
 @dg.asset(
     group_name=OPERATIONS,
+    deps=["raw_items", "trend_snapshots"],  # the tables whose months it creates, archives and drops
     kinds={"postgres", "parquet"},
     description="The monthly partitions of raw_items and trend_snapshots: the current and the next N months "
     "exist, DEFAULT holds no dated rows, months past retention are archived to Parquet and dropped.",

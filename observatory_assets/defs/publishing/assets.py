@@ -47,7 +47,8 @@ def _target_check(target: Target, outcome: PublishOutcome) -> dg.AssetCheckResul
 @dg.asset(
     group_name=PUBLISHING,
     partitions_def=daily_partitions,
-    deps=["events"],
+    # the day's events with their items and sources, and the trend moves and charts from the ledger
+    deps=["events", dg.AssetDep("raw_items", partition_mapping=dg.AllPartitionMapping()), "trend_evidence"],
     kinds={"postgres", "html", "ghost"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
     check_specs=[

@@ -2,14 +2,17 @@
 
 A digest of a UTC day holds the day's top events (ranked by distinct sources, then size, then
 novelty: the most recently first seen) with their canonical title, extractive summary and links to
-the day's source items, and the day's trend moves (each with its chart and its strongest evidence
-line). Items withdrawn by a takedown are left out of everything, and an event whose canonical item is
-withdrawn shows the title of its first remaining item and no summary (the summary quotes the
-withdrawn item). An evidence line is shown only while its event keeps an item that is not withdrawn.
+the day's source items, and the day's trend moves. A move covers the day (from the end of the day
+before to the end of the day, UTC) and is computed from the evidence ledger, as the chart beside it
+(the 90 days up to the day's end) and the evidence it counts are: all three agree, whichever days
+were snapshotted. Trends without evidence by the day's end are not shown. Items withdrawn by a
+takedown are left out of everything, and an event whose canonical item is withdrawn shows the title
+of its first remaining item and no summary (the summary quotes the withdrawn item). An evidence line
+is shown only while its event keeps an item that is not withdrawn.
 
 Rendering is Jinja2 with autoescape on, then nh3 with an allow-list: no ``<script>``, no ``on*``
 attributes, no ``javascript:`` or ``data:`` URLs and no external resources. The one exception is a
-trend chart of our own object store, inlined as a ``data:image/png`` URI that the sanitizer lets
+trend chart drawn from our own ledger, inlined as a ``data:image/png`` URI that the sanitizer lets
 through only when it is exactly one of the charts this digest rendered.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -25,6 +29,8 @@ import jinja2
 import nh3
 from sqlalchemy import Connection, text
 
+from observatory_assets.defs.trends.charts import ledger_chart
+from observatory_assets.defs.trends.ledger import log_odds_at, probability
 from observatory_assets.lib.takedowns import item_withdrawn_sql
 from resources.object_store import ObjectStore
 
@@ -76,12 +82,16 @@ class DigestEvent:
 
 @dataclass(frozen=True)
 class TrendMove:
+    """How a trend moved over ``since`` … ``until`` (the digest's UTC day), from its ledger."""
+
     name: str
     title: str
-    probability: float
-    change: float  # in log-odds since the trend's previous snapshot
-    evidence_count: int
-    evidence: str | None
+    since: datetime
+    until: datetime
+    probability: float  # at ``until``
+    change: float  # in log-odds from ``since`` to ``until``
+    evidence_count: int  # live evidence lines with an event time in the interval
+    evidence: str | None  # the strongest of them whose event still shows an item
     chart_uri: str | None = None
 
 
@@ -135,53 +145,62 @@ SELECT ei.event_id, r.id, coalesce(nullif(r.title, ''), left(r.text, 120), '') A
  ORDER BY ei.event_id, ei.item_time, r.id
 """
 
+#: Per active trend with evidence by the day's end: the day's evidence (``:start`` < event time <= ``:end``,
+#: as the ledger counts a day) and a hash of everything its state and chart are computed from.
 _TREND_MOVES = f"""
-SELECT t.name, coalesce(nullif(t.title, ''), t.name) AS title, s.probability, s.evidence_count,
-       s.log_odds - coalesce(
-           (SELECT p.log_odds FROM trend_snapshots p
-             WHERE p.trend_id = s.trend_id AND p.snapshot_date < s.snapshot_date
-             ORDER BY p.snapshot_date DESC LIMIT 1),
-           t.baseline_log_odds) AS change,
-       (SELECT ev.reasoning FROM trend_evidence ev
-         WHERE ev.trend_id = s.trend_id AND ev.retracted_at IS NULL AND ev.event_at >= :start AND ev.event_at < :end
+SELECT t.id, t.name, coalesce(nullif(t.title, ''), t.name) AS title,
+       count(ev.id) FILTER (WHERE ev.event_at > :start) AS evidence_count,
+       (SELECT e.reasoning FROM trend_evidence e
+         WHERE e.trend_id = t.id AND e.retracted_at IS NULL AND e.event_at > :start AND e.event_at <= :end
            AND EXISTS (SELECT 1 FROM event_items ei
-                        WHERE ei.event_id = ev.event_id AND NOT {item_withdrawn_sql("ei.item_id")})
-         ORDER BY abs(ev.delta_log_odds) DESC, ev.id LIMIT 1) AS evidence
-  FROM trend_snapshots s JOIN trends t ON t.id = s.trend_id
- WHERE s.snapshot_date = :day AND t.active
- ORDER BY abs(s.log_odds - coalesce(
-           (SELECT p.log_odds FROM trend_snapshots p
-             WHERE p.trend_id = s.trend_id AND p.snapshot_date < s.snapshot_date
-             ORDER BY p.snapshot_date DESC LIMIT 1),
-           t.baseline_log_odds)) DESC, t.name
+                        WHERE ei.event_id = e.event_id AND NOT {item_withdrawn_sql("ei.item_id")})
+         ORDER BY abs(e.delta_log_odds) DESC, e.id LIMIT 1) AS evidence,
+       md5(concat_ws('|', t.baseline_log_odds, t.half_life_hours, t.horizon,
+                     string_agg(concat_ws(':', ev.id, ev.event_at, ev.delta_log_odds), ',' ORDER BY ev.id)))
+           AS ledger_md5
+  FROM trends t
+  JOIN trend_evidence ev ON ev.trend_id = t.id AND ev.retracted_at IS NULL AND ev.event_at <= :end
+ WHERE t.active
+ GROUP BY t.id
 """
 
 
-def chart_key(trend_name: str) -> str:
-    """Object key of a trend's chart, drawn by the trends domain."""
-    return f"trends/charts/{trend_name}.png"
+def _trend_moves(conn: Connection, day: date, inline_charts: bool) -> list[TrendMove]:
+    """The day's moves from the ledger, largest first."""
+    start, end = day_bounds(day)
+    rows = conn.execute(text(_TREND_MOVES), {"start": start, "end": end}).all()
+    state = log_odds_at(conn, [(r.id, at) for r in rows for at in (start, end)])
+    moves = [
+        TrendMove(
+            name=r.name,
+            title=r.title,
+            since=start,
+            until=end,
+            probability=probability(state[(r.id, end)]),
+            change=state[(r.id, end)] - state[(r.id, start)],
+            evidence_count=r.evidence_count,
+            evidence=r.evidence,
+            chart_uri=_chart_uri(ledger_chart(conn, r.id, r.title, day)) if inline_charts else None,
+        )
+        for r in rows
+    ]
+    return sorted(moves, key=lambda m: (-abs(m.change), m.name))
 
 
-def _chart_uri(store: ObjectStore | None, trend_name: str) -> str | None:
-    if store is None:
-        return None
-    key = chart_key(trend_name)
-    try:
-        if store.size(key) is None:
-            return None
-    except ValueError:  # a trend name that is not a valid key has no chart
-        return None
-    with store.open(key) as stream:
-        png = stream.read()
-    if not png.startswith(b"\x89PNG\r\n\x1a\n"):
-        return None
+def _chart_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-#: What the rendering is made of: a change to the templates or to this module renders every digest anew.
+#: What the rendering is made of: a change to the templates, to this module or to the charts' drawing
+#: renders every digest anew.
 RENDERER_VERSION = hashlib.sha256(
     b"".join(
-        path.read_bytes() for path in [Path(__file__), *sorted((Path(__file__).parent / "templates").glob("*.j2"))]
+        path.read_bytes()
+        for path in [
+            Path(__file__),
+            Path(inspect.getfile(ledger_chart)),
+            *sorted((Path(__file__).parent / "templates").glob("*.j2")),
+        ]
     )
 ).hexdigest()
 
@@ -208,18 +227,17 @@ def source_fingerprint(
 ) -> str:
     """A fingerprint of everything :func:`load_digest` with the same arguments and the renderer would turn into
     the digest, from what :data:`SOURCE_ROWS` returned: equal fingerprints give the same HTML, so an
-    unchanged digest need not be rendered again to be recognized. With ``store`` the inlined charts count too."""
-    fingerprint = hashlib.sha256(f"{RENDERER_VERSION}|{limit}|{rows_md5}".encode())
-    for name in trend_names if store is not None else ():
-        fingerprint.update(f"|{name}:{_chart_uri(store, name)}".encode())
-    return fingerprint.hexdigest()
+    unchanged digest need not be rendered again to be recognized. With ``store`` the charts of
+    ``trend_names`` are inlined (drawn from the ledger rows the hash covers)."""
+    charts = ",".join(trend_names) if store is not None else ""
+    return hashlib.sha256(f"{RENDERER_VERSION}|{limit}|{rows_md5}|charts:{charts}".encode()).hexdigest()
 
 
 def load_digest(
     conn: Connection, day: date, store: ObjectStore | None = None, limit: int = DEFAULT_EVENT_LIMIT
 ) -> Digest:
-    """The digest of ``day`` from the database (withdrawn items excluded). With ``store`` the trend
-    charts are inlined; without it (Ghost) they are left out."""
+    """The digest of ``day`` from the database (withdrawn items excluded). With ``store`` (the static site)
+    the trend charts are inlined; without it (Ghost) they are left out."""
     start, end = day_bounds(day)
     rows = conn.execute(text(_TOP_EVENTS), {"start": start, "end": end, "limit": limit}).all()
     links: dict[int, list[DigestItem]] = {}
@@ -244,18 +262,7 @@ def load_digest(
                 item_ids=tuple(sorted(row.item_ids)),
             )  # fmt: skip
         )
-    trends = [
-        TrendMove(
-            name=r.name,
-            title=r.title,
-            probability=r.probability,
-            change=r.change,
-            evidence_count=r.evidence_count,
-            evidence=r.evidence,
-            chart_uri=_chart_uri(store, r.name),
-        )  # fmt: skip
-        for r in conn.execute(text(_TREND_MOVES), {"day": day, "start": start, "end": end})
-    ]
+    trends = _trend_moves(conn, day, inline_charts=store is not None)
     return Digest(day, events, trends)
 
 

@@ -8,10 +8,10 @@ from pydantic import Field
 from sqlalchemy import Engine, text
 
 from observatory_assets.defs.trends.catalog import sync_trends, trends_dir
-from observatory_assets.defs.trends.charts import biggest_moves, store_charts
+from observatory_assets.defs.trends.charts import CHART_DAYS, biggest_moves, store_charts
 from observatory_assets.defs.trends.evidence import update_evidence
 from observatory_assets.defs.trends.ledger import check_state_matches_ledger, day_end, log_odds_at, write_snapshots
-from observatory_assets.lib.dagster import markdown_table
+from observatory_assets.lib.dagster import follows, markdown_table
 from resources import ObjectStoreResource, PostgresResource
 
 TRENDS = "trends"
@@ -22,6 +22,25 @@ trend_days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC
 #: Charts shown inline in the materialization (every active trend's chart is stored).
 INLINE_CHARTS = 5
 
+#: Days back from today whose missing snapshot partitions automation fills: the charts' window.
+SNAPSHOT_FILL_DAYS = CHART_DAYS
+
+#: Today's snapshot follows the ledger; a missing day of the last ``SNAPSHOT_FILL_DAYS`` (nothing ran that
+#: day, or the day is new) is filled from the ledger, once: a failed fill waits for a person.
+snapshots_automation = (
+    (
+        (dg.AutomationCondition.in_latest_time_window() & follows("trend_evidence"))
+        | (
+            dg.AutomationCondition.in_latest_time_window(timedelta(days=SNAPSHOT_FILL_DAYS))
+            & dg.AutomationCondition.missing()
+            & ~dg.AutomationCondition.execution_failed()
+            & ~dg.AutomationCondition.in_progress()
+            & ~dg.AutomationCondition.any_deps_in_progress()
+        ).with_label("missing day")
+    )
+    & ~dg.AutomationCondition.any_deps_missing()
+).with_label("snapshots follow the ledger")
+
 
 class TrendEvidenceConfig(dg.Config):
     trends_dir: str = Field(
@@ -29,7 +48,13 @@ class TrendEvidenceConfig(dg.Config):
     )
 
 
-@dg.asset(deps=["events"], group_name=TRENDS, kinds={"postgres"})
+@dg.asset(
+    # what the matching reads: the events, their items' text and full-text vectors, and their vectors
+    deps=["events", "raw_items", "item_features", "item_embeddings"],
+    group_name=TRENDS,
+    kinds={"postgres"},
+    automation_condition=follows("events"),
+)
 def trend_evidence(
     context: dg.AssetExecutionContext, config: TrendEvidenceConfig, postgres: PostgresResource
 ) -> dg.MaterializeResult:
@@ -104,6 +129,7 @@ def _days(context: dg.AssetExecutionContext) -> list[date]:
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=TRENDS,
     kinds={"postgres", "s3"},
+    automation_condition=snapshots_automation,
 )
 def trend_snapshots(
     context: dg.AssetExecutionContext, postgres: PostgresResource, object_store: ObjectStoreResource

@@ -55,10 +55,28 @@ def render_chart(title: str, days: list[date], probabilities: list[float], marks
     return buffer.getvalue()
 
 
+def chart_days(day: date) -> list[date]:
+    """The days a chart up to ``day`` shows."""
+    return [day - timedelta(days=CHART_DAYS - 1 - i) for i in range(CHART_DAYS)]
+
+
+def ledger_chart(conn, trend_id: int, title: str, day: date) -> bytes:
+    """The PNG of one trend's 90 days up to the end of ``day``, every day and mark computed from the ledger,
+    so it is complete even where days were never snapshotted."""
+    days = chart_days(day)
+    marks = conn.execute(
+        text(
+            "SELECT (event_at AT TIME ZONE 'UTC')::date, delta_log_odds FROM trend_evidence "
+            "WHERE trend_id = :t AND retracted_at IS NULL AND event_at >= :start AND event_at < :end"
+        ),
+        {"t": trend_id, "start": days[0], "end": day + timedelta(days=1)},
+    ).all()
+    values = [probability(v) for v in series(conn, trend_id, days)]
+    return render_chart(title, days, values, [(d, v) for d, v in marks])
+
+
 def store_charts(engine: Engine, store: ObjectStore, day: date, trend_ids: list[int] | None = None) -> list[Chart]:
-    """Render and store the 90-day chart up to ``day`` of each active trend (or ``trend_ids``), computed from
-    the ledger, so it is complete even where days were never snapshotted."""
-    days = [day - timedelta(days=CHART_DAYS - 1 - i) for i in range(CHART_DAYS)]
+    """Render and store the 90-day chart up to ``day`` of each active trend (or ``trend_ids``) from the ledger."""
     charts = []
     with engine.begin() as conn:
         trends = conn.execute(
@@ -69,15 +87,7 @@ def store_charts(engine: Engine, store: ObjectStore, day: date, trend_ids: list[
             {"ids": trend_ids},
         ).all()
         for trend in trends:
-            marks = conn.execute(
-                text(
-                    "SELECT (event_at AT TIME ZONE 'UTC')::date, delta_log_odds FROM trend_evidence "
-                    "WHERE trend_id = :t AND retracted_at IS NULL AND event_at >= :start AND event_at < :end"
-                ),
-                {"t": trend.id, "start": days[0], "end": day + timedelta(days=1)},
-            ).all()
-            values = [probability(v) for v in series(conn, trend.id, days)]
-            png = render_chart(trend.title or trend.name, days, values, [(d, v) for d, v in marks])
+            png = ledger_chart(conn, trend.id, trend.title or trend.name, day)
             put_bytes(store, chart_key(trend.name, day), png, "image/png")
             put_bytes(store, chart_key(trend.name), png, "image/png")
             charts.append(Chart(trend.name, chart_key(trend.name), png))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from operator import itemgetter
 
 import numpy as np
@@ -39,9 +39,8 @@ from resources.postgres import register_vector_type
 #: Embedding similarity from which two items of one event from different outlets are copies of one text.
 COPY_SIMILARITY = 0.95
 
-#: Events changed this long before a trend's watermark are matched again (clustering transactions that were
-#: still open when the watermark was taken); re-matching is idempotent.
-WATERMARK_OVERLAP = timedelta(minutes=10)
+#: The oldest transaction still running now: every event change of an older transaction is visible (migration 0012).
+_SNAPSHOT_XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
 
 
 @dataclass
@@ -392,7 +391,8 @@ def _lock(conn) -> None:
 
 
 def update_evidence(engine: Engine, now: datetime | None = None) -> EvidenceResult:
-    """Match every event changed since each active trend's watermark (all events for a new or changed trend),
+    """Match every event changed by a transaction that had not finished when each active trend was last
+    matched (``trends.matched_through``; all events for a new or changed trend),
     retract evidence of vanished events and withdrawn items, refresh the factors of the affected days and
     recompute every trend's state. One transaction: a killed run leaves the ledger as it was."""
     started = time.perf_counter()
@@ -400,18 +400,19 @@ def update_evidence(engine: Engine, now: datetime | None = None) -> EvidenceResu
     with engine.begin() as conn:
         _lock(conn)
         definitions = active_definitions(conn)
+        # taken before this run reads any event (and before it writes, so it is not held back by itself)
+        seen_through = conn.execute(text(_SNAPSHOT_XMIN)).scalar_one()
         _stage_definitions(conn, definitions)
-        high_water = conn.execute(text("SELECT max(updated_at) FROM events")).scalar_one()
         groups = conn.execute(
-            text("SELECT matched_through, array_agg(id ORDER BY id) FROM trends WHERE active GROUP BY 1")
+            text("SELECT matched_through::text, array_agg(id ORDER BY id) FROM trends WHERE active GROUP BY 1")
         ).all()
-        for watermark, trend_ids in groups:
-            if watermark is None:
+        for matched_through, trend_ids in groups:
+            if matched_through is None:
                 _stage_events(conn, "SELECT id AS event_id FROM events")
             else:
                 _stage_events(
-                    conn, "SELECT id AS event_id FROM events WHERE updated_at > :since",
-                    since=watermark - WATERMARK_OVERLAP,
+                    conn, "SELECT id AS event_id FROM events WHERE changed_by >= CAST(:since AS xid8)",
+                    since=matched_through,
                 )  # fmt: skip
             _match_events(conn, trend_ids, result)
         for row in conn.execute(text(_RETRACT_VANISHED)):
@@ -419,8 +420,9 @@ def update_evidence(engine: Engine, now: datetime | None = None) -> EvidenceResu
             result.retracted += 1
         _rematch_withdrawn(conn, list(definitions), result)
         _refresh_factors(conn, {t: at for t, at in result.affected.items() if t in definitions})
-        if high_water is not None:
-            conn.execute(text("UPDATE trends SET matched_through = :w WHERE active"), {"w": high_water})
+        conn.execute(
+            text("UPDATE trends SET matched_through = CAST(:seen AS xid8) WHERE active"), {"seen": seen_through}
+        )
         refresh_current_state(conn, now)
         result.restated = restate_snapshots(conn, result.affected)
     result.seconds = time.perf_counter() - started
