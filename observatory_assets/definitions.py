@@ -15,6 +15,7 @@ from observatory_assets.defs.ingestion import assets as ingestion
 from observatory_assets.defs.operations import assets as operations
 from observatory_assets.defs.publishing import assets as publishing
 from observatory_assets.defs.trends import assets as trends
+from observatory_assets.defs.webhooks import assets as webhooks
 from resources import observatory_resources
 from sensors import SENSORS
 
@@ -32,5 +33,6 @@ defs = dg.Definitions.merge(
     operations.defs,
     trends.defs,
     publishing.defs,
+    webhooks.defs,
     dg.Definitions(sensors=SENSORS, resources=resources()),
 )

@@ -8,7 +8,7 @@ one place that decides between the two worlds; resources and the CLI read it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -41,6 +41,13 @@ ENVIRONMENT = {
     "OBSERVATORY_RETENTION_COLLECTION_PAYLOADS_MONTHS": "months to keep collection-run payloads before they move "
     "to archive/ (default 0: keep all)",
     "OBSERVATORY_TRENDS_DIR": "directory of the trend YAML files (and sources.yaml); default ./trends",
+    "OBSERVATORY_ALLOW_PRIVATE_NETWORKS": "let outbound requests reach loopback/private addresses (tests, private "
+    "deployments); default false",
+    "OBSERVATORY_CONTACT_URL": "contact URL named in the outbound User-Agent; default OBSERVATORY_SITE_URL",
+    "OBSERVATORY_FETCH_MAX_BYTES": "largest feed body fetched, in bytes after decoding; default 15728640 (15 MiB)",
+    "OBSERVATORY_SECRET_KEY": "Fernet key encrypting webhook secrets at rest (the embedded demo makes one)",
+    "OBSERVATORY_WEBHOOK_RETRY_SCHEDULE": "webhook retry delays in seconds, comma-separated; default Svix's "
+    "5,300,1800,7200,18000,36000,36000",
 }
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -98,6 +105,11 @@ class PlatformSettings:
     site_url: str = "http://127.0.0.1:8765/"
     takedown_grace_hours: float = 72.0
     audit_retention_days: int = 365
+    allow_private_networks: bool = False
+    contact_url: str = "http://127.0.0.1:8765/"
+    fetch_max_bytes: int = 15 * 1024**2
+    secret_key: str | None = field(default=None, repr=False)
+    webhook_retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
 
     @property
     def embedded_database(self) -> bool:
@@ -137,7 +149,24 @@ def platform_settings(environ: dict[str, str] | None = None) -> PlatformSettings
         site_url=env.get("OBSERVATORY_SITE_URL") or "http://127.0.0.1:8765/",
         takedown_grace_hours=float(env.get("OBSERVATORY_TAKEDOWN_GRACE_HOURS") or 72),
         audit_retention_days=int(env.get("OBSERVATORY_AUDIT_RETENTION_DAYS") or 365),
+        allow_private_networks=env_flag(env, "OBSERVATORY_ALLOW_PRIVATE_NETWORKS", default=False),
+        contact_url=env.get("OBSERVATORY_CONTACT_URL") or env.get("OBSERVATORY_SITE_URL") or "http://127.0.0.1:8765/",
+        fetch_max_bytes=int(env.get("OBSERVATORY_FETCH_MAX_BYTES") or 15 * 1024**2),
+        secret_key=env.get("OBSERVATORY_SECRET_KEY") or None,
+        webhook_retry_schedule=_seconds_list(env, "OBSERVATORY_WEBHOOK_RETRY_SCHEDULE")
+        or PlatformSettings.webhook_retry_schedule,
     )
+
+
+def _seconds_list(env, name: str) -> tuple[float, ...]:
+    """Comma-separated non-negative seconds (empty: unset)."""
+    try:
+        values = tuple(float(part) for part in (env.get(name) or "").split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated seconds, e.g. 1,1,2") from None
+    if any(value < 0 for value in values):
+        raise ValueError(f"{name} must not hold negative delays")
+    return values
 
 
 def mask_dsn(url: str) -> str:

@@ -35,13 +35,13 @@ CHECKS = {
 }
 JOBS = {"collect_job", "ingest_collection_run", "enrich_collection_run", "cluster_events", "export_content_and_network",
         "partition_rollover", "nightly_backup", "restore_verification", "integrity_audit", "publish_digest",
-        "takedown_job", "audit_retention", "update_trends"}  # fmt: skip
+        "takedown_job", "audit_retention", "update_trends", "deliver_webhooks", "prune_webhook_deliveries"}  # fmt: skip
 SENSORS = {"collection_run_sensor", "enrich_after_ingest", "events_after_enrichment", "takedown_sensor",
-           "trends_after_events"}  # fmt: skip
+           "trends_after_events", "webhook_delivery_sensor"}  # fmt: skip
 SCHEDULES = {"partition_rollover": "partition_rollover", "nightly_backup": "nightly_backup",
              "weekly_restore_verification": "restore_verification", "weekly_integrity_audit": "integrity_audit",
              "daily_digest": "publish_digest", "audit_retention": "audit_retention",
-             "daily_trend_snapshot": "update_trends"}  # fmt: skip
+             "daily_trend_snapshot": "update_trends", "prune_webhook_deliveries": "prune_webhook_deliveries"}  # fmt: skip
 
 
 def test_every_asset_is_present_in_its_group():

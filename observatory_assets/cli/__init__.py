@@ -24,11 +24,12 @@ from observatory_assets.cli import (  # noqa: E402 (after the warning filter)
     platform,
     publishing,
     trends,
+    webhooks,
 )
 from observatory_assets.lib.errors import failure_message  # noqa: E402
 
 #: Command modules, in the order their commands appear in ``observatory --help``.
-COMMAND_MODULES = (platform, ingestion, demo, operations, exports, enrichment, trends, publishing)
+COMMAND_MODULES = (platform, ingestion, demo, operations, exports, enrichment, trends, publishing, webhooks)
 
 
 class _Parser(argparse.ArgumentParser):
