@@ -279,3 +279,40 @@ def test_cli_end_to_end_kill_9_during_delivery_and_no_secret_anywhere(dagster_en
         assert bare not in events and bare not in audit and bare not in stored
     run(env, "observatory", "webhooks", "remove", "slow")
     assert json.loads(run(env, "observatory", "webhooks", "list", "--json")) == []
+
+
+def test_domains_emit_in_their_own_transactions(engine, store, tmp_path, webhook_env):
+    from observatory_assets.defs.enrichment.embeddings import embed_run
+    from observatory_assets.defs.enrichment.lexical import LexicalEmbedder
+    from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events
+    from observatory_assets.defs.ingestion.collect import SourceRequest, collect
+    from observatory_assets.lib.outbox import COLLECTION_FAILED, EVENT_CREATED, TREND_CROSSED
+    from tests.support.helpers import labelled_space, load_rows
+
+    with engine.begin() as conn:
+        add_subscription(conn, "http://127.0.0.1:9/", [EVENT_CREATED], name="events", min_sources=2)
+        add_subscription(conn, "http://127.0.0.1:9/", [TREND_CROSSED], name="trends", threshold=0.5)
+        add_subscription(conn, "http://127.0.0.1:9/", [COLLECTION_FAILED], name="runs")
+    rows = [
+        {"key": str(n), "source": source, "published_at": "2024-05-01T08:00:00Z",
+         "title": "Rail strike paralyses Copenhagen", "text": f"Commuters stranded as the rail strike spreads, {source} reports."}
+        for n, source in enumerate(["a", "b", "c"])
+    ]  # fmt: skip
+    run_id = load_rows(engine, store, tmp_path, rows)
+    embedder = LexicalEmbedder(labelled_space())
+    embed_run(engine, embedder, run_id)
+    params = ClusteringParams(threshold=0.0)
+    cluster_events(engine, embedder.name, embedder.dimensions, params)
+    cluster_events(engine, embedder.name, embedder.dimensions, params)  # nothing new: no second message
+
+    with pytest.raises(FileNotFoundError):
+        collect(engine, store, [SourceRequest("missing", "jsonl", path=str(tmp_path / "no-such-file.jsonl"))])
+    with engine.begin() as conn:
+        emit(conn, TREND_CROSSED, {"trend": "t", "probability": 0.6}, crossing=(0.4, 0.6))
+        emit(conn, TREND_CROSSED, {"trend": "t", "probability": 0.4}, crossing=(0.6, 0.4))  # back down: crossed too
+        emit(conn, TREND_CROSSED, {"trend": "t", "probability": 0.7}, crossing=(0.6, 0.7))  # not crossed
+        found = conn.execute(text("SELECT event_type, payload FROM webhook_messages ORDER BY id")).all()
+    kinds = [kind for kind, _ in found]
+    assert kinds.count(EVENT_CREATED) == 1 and kinds.count(TREND_CROSSED) == 2 and kinds.count(COLLECTION_FAILED) == 1
+    created = next(payload for kind, payload in found if kind == EVENT_CREATED)
+    assert created["type"] == EVENT_CREATED and created["data"]["sources"] == 3

@@ -37,7 +37,7 @@ MAX_PAYLOAD_BYTES = 20_000
 _FAN_OUT = text(
     """
     INSERT INTO webhook_messages (message_id, subscription_id, event_type, payload)
-    SELECT 'msg_' || md5(random()::text || clock_timestamp()::text || s.id), s.id, :event_type,
+    SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), s.id, :event_type,
            CAST(:payload AS jsonb)
       FROM webhook_subscriptions s
      WHERE s.status = 'enabled' AND :event_type = ANY(s.event_types)
@@ -46,6 +46,23 @@ _FAN_OUT = text(
             OR (s.threshold IS NOT NULL AND s.threshold > :low AND s.threshold <= :high))
     """
 )
+
+
+#: ``event.created`` for every staged event (``events_stage`` of the clustering run, before it is written
+#: back) whose distinct sources pass a subscription's ``min_sources``: run in the clustering transaction.
+EVENT_CREATED_FROM_STAGE = """
+INSERT INTO webhook_messages (message_id, subscription_id, event_type, payload)
+SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), w.id, 'event.created',
+       jsonb_build_object('type', 'event.created', 'timestamp', clock_timestamp(),
+                          'data', jsonb_build_object('event', s.id, 'sources', s.source_count,
+                                                     'items', s.item_count, 'first_seen_at', s.first_seen_at))
+  FROM events_stage s
+  LEFT JOIN events e ON e.id = s.id
+  JOIN webhook_subscriptions w
+    ON w.status = 'enabled' AND 'event.created' = ANY(w.event_types)
+   AND w.min_sources > coalesce(e.source_count, 0) AND w.min_sources <= s.source_count
+ WHERE s.item_count > 0
+"""
 
 
 class PayloadTooLarge(ValueError):

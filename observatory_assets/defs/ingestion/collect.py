@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.ingestion.records import FORMATS, count_records
 from observatory_assets.lib.errors import failure_message
+from observatory_assets.lib.outbox import COLLECTION_FAILED, emit
 from resources.object_store import ObjectStore, put_bytes
 
 FETCH_TIMEOUT_S = 30
@@ -154,6 +155,7 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
                 text("UPDATE collection_runs SET status = 'failed', error = :error WHERE id = :id"),
                 {"id": run_id, "error": failure_message(error)},
             )
+            emit(conn, COLLECTION_FAILED, {"collection_run": run_id, "error": failure_message(error)[:500]})
         raise
 
 
