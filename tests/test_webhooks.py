@@ -201,8 +201,11 @@ def test_the_outbox_commits_and_rolls_back_with_the_change(engine, webhook_env, 
         emit(conn, EXPORT_COMPLETED, {"body": "x" * 20_000})
 
 
-def test_without_a_key_webhooks_refuse_and_the_log_is_pruned_after_7_days(engine, webhook_env, monkeypatch):
+def test_without_a_key_webhooks_refuse_and_the_log_is_pruned_after_7_days(
+    engine, database_url, webhook_env, monkeypatch
+):
     monkeypatch.delenv("OBSERVATORY_SECRET_KEY")
+    monkeypatch.setenv("OBSERVATORY_DATABASE_URL", database_url)  # a configured database: no demo key
     with pytest.raises(WebhookConfigError, match="OBSERVATORY_SECRET_KEY"), engine.begin() as conn:
         add_subscription(conn, "http://127.0.0.1:9/", [EXPORT_COMPLETED])
     monkeypatch.setenv("OBSERVATORY_SECRET_KEY", webhook_env)
@@ -316,3 +319,15 @@ def test_domains_emit_in_their_own_transactions(engine, store, tmp_path, webhook
     assert kinds.count(EVENT_CREATED) == 1 and kinds.count(TREND_CROSSED) == 2 and kinds.count(COLLECTION_FAILED) == 1
     created = next(payload for kind, payload in found if kind == EVENT_CREATED)
     assert created["type"] == EVENT_CREATED and created["data"]["sources"] == 3
+
+
+def test_the_embedded_demo_makes_its_own_key_and_a_configured_database_needs_one(tmp_path):
+    from resources.embedded import embedded_secret_key
+    from resources.settings import platform_settings
+
+    embedded = platform_settings({"OBSERVATORY_HOME": str(tmp_path)})
+    key = embedded_secret_key(embedded)
+    Fernet(key)  # a valid key
+    assert embedded_secret_key(embedded) == key and (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
+    configured = platform_settings({"OBSERVATORY_HOME": str(tmp_path), "OBSERVATORY_DATABASE_URL": "postgresql://x/y"})
+    assert embedded_secret_key(configured) is None

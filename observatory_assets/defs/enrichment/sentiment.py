@@ -33,7 +33,7 @@ from scipy import sparse
 
 LABELS = ("negative", "neutral", "positive")
 #: Text read per item: the title and the lead of the body carry the tone; the rest costs time.
-SENTIMENT_CHARS = 1_000
+SENTIMENT_CHARS = 300
 LEXICON_METHOD = "afinn-rules"
 LEXICON_VERSION = "1"
 MODEL_METHOD = "ngram-logreg"
@@ -105,27 +105,32 @@ class LexiconScorer:
                 self.phrases.setdefault(words[0], []).append((words, float(value)))
         for candidates in self.phrases.values():
             candidates.sort(key=lambda pv: -len(pv[0]))
+        self.starts = frozenset(self.words) | frozenset(self.phrases) | frozenset(self.contrasts)
+        self.modifiers = frozenset(self.negations) | frozenset(self.intensifiers)
 
     def valence(self, tokens: Sequence[str]) -> float:
         """The summed valence of the opinion words in ``tokens`` after the rules (unbounded; 0 = none found)."""
         before = after = 0.0
         contrast_seen = False
-        position = 0
-        while position < len(tokens):
+        resume = 0  # a phrase matched covers the positions up to here
+        starts = self.starts
+        for position in [n for n, token in enumerate(tokens) if token in starts]:
+            if position < resume:
+                continue
             token = tokens[position]
             if token in self.contrasts:
                 contrast_seen, before, after = True, before + after, 0.0
-                position += 1
                 continue
             value, width = self._match(tokens, position)
+            resume = position + width
             if value:
                 window = tokens[max(0, position - 3) : position]
-                if any(word in self.intensifiers for word in window):
-                    value += math.copysign(_BOOST, value)
-                if any(word in self.negations for word in window):
-                    value *= _NEGATION_SCALAR
+                if not self.modifiers.isdisjoint(window):
+                    if not self.intensifiers.isdisjoint(window):
+                        value += math.copysign(_BOOST, value)
+                    if not self.negations.isdisjoint(window):
+                        value *= _NEGATION_SCALAR
                 after += value
-            position += width
         if contrast_seen:
             return before * _CONTRAST_BEFORE + after * _CONTRAST_AFTER
         return after
@@ -149,7 +154,9 @@ class LexiconScorer:
 
 def model_features(tokens: Sequence[str]) -> list[str]:
     """The n-gram features of one text: its distinct unigrams and bigrams."""
-    return list({*tokens, *(f"{a} {b}" for a, b in zip(tokens, tokens[1:]))})
+    features = set(tokens)
+    features.update(map(" ".join, zip(tokens, tokens[1:])))
+    return list(features)
 
 
 class NgramModel:
@@ -167,12 +174,11 @@ class NgramModel:
     def sentiments(self, texts: Sequence[Sequence[str]]) -> list[Sentiment]:
         """The sentiment of many tokenized texts: one sparse product for the whole batch."""
         rows, columns = [], []
+        index = self.index
         for n, tokens in enumerate(texts):
-            for feature in model_features(tokens):
-                column = self.index.get(feature)
-                if column is not None:
-                    rows.append(n)
-                    columns.append(column)
+            found = [index[feature] for feature in model_features(tokens) if feature in index]
+            rows.extend([n] * len(found))
+            columns.extend(found)
         indicators = sparse.csr_matrix(
             (np.ones(len(rows), dtype=np.float32), (rows, columns)), shape=(len(texts), len(self.index))
         )

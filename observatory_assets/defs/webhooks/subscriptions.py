@@ -18,8 +18,8 @@ from sqlalchemy import Connection, text
 
 from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.outbox import EVENT_CREATED, EVENT_TYPES, TREND_CROSSED
+from resources.embedded import embedded_secret_key
 from resources.outbound import OutboundRefused, checked_url
-from resources.settings import platform_settings
 
 ROTATION_OVERLAP = timedelta(hours=24)
 ENABLED, DISABLED = "enabled", "disabled"
@@ -30,8 +30,9 @@ class WebhookConfigError(ValueError):
 
 
 def cipher() -> Fernet:
-    """The Fernet cipher of ``OBSERVATORY_SECRET_KEY``; without a valid key webhook commands refuse."""
-    key = platform_settings().secret_key
+    """The Fernet cipher of ``OBSERVATORY_SECRET_KEY`` (the embedded demo's own key under its home);
+    without a valid key webhook commands refuse."""
+    key = embedded_secret_key()
     if not key:
         raise WebhookConfigError("OBSERVATORY_SECRET_KEY is not set: webhook secrets cannot be encrypted")
     try:
