@@ -331,3 +331,20 @@ def test_the_embedded_demo_makes_its_own_key_and_a_configured_database_needs_one
     assert embedded_secret_key(embedded) == key and (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
     configured = platform_settings({"OBSERVATORY_HOME": str(tmp_path), "OBSERVATORY_DATABASE_URL": "postgresql://x/y"})
     assert embedded_secret_key(configured) is None
+
+
+def test_an_export_link_is_signed_at_sending_time(engine, store, webhook_env, receivers):
+    from resources.object_store import put_bytes
+
+    receiver = receivers([(500, {})])
+    _, secret = _subscribe(engine, receiver.url)
+    put_bytes(store, "exports/7.parquet", b"PAR1", "application/octet-stream")
+    with engine.begin() as conn:
+        emit(conn, EXPORT_COMPLETED, {"export": 7, "object_key": "exports/7.parquet"})
+        stored = conn.execute(text("SELECT payload FROM webhook_messages")).scalar_one()
+    assert "url" not in stored["data"]  # the outbox keeps the key; the link is made per attempt
+    deliver_due(engine, store=store)
+    for headers, body in receiver.received:
+        data = Webhook(secret).verify(body, headers)["data"]
+        assert data["url"] == store.download_url("exports/7.parquet") and data["export"] == 7
+    assert len(receiver.received) == 2

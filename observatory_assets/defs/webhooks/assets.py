@@ -5,7 +5,7 @@ import dagster as dg
 
 from observatory_assets.defs.webhooks.delivery import deliver_due, prune
 from observatory_assets.lib.dagster import utc_schedule
-from resources import PostgresResource
+from resources import ObjectStoreResource, PostgresResource
 
 
 def _p95(values: list[float]) -> float:
@@ -14,8 +14,10 @@ def _p95(values: list[float]) -> float:
 
 
 @dg.op(description="Sends every due webhook message (signed, retried on the Svix schedule) and logs each attempt.")
-def deliver_webhook_messages(context: dg.OpExecutionContext, postgres: PostgresResource) -> dg.Output:
-    result = deliver_due(postgres.get_engine())
+def deliver_webhook_messages(
+    context: dg.OpExecutionContext, postgres: PostgresResource, object_store: ObjectStoreResource
+) -> dg.Output:
+    result = deliver_due(postgres.get_engine(), store=object_store.get_store())
     if result.disabled:
         context.log.warning(f"disabled webhook subscription(s): {', '.join(result.disabled)}")
     return dg.Output(

@@ -16,6 +16,7 @@ messages are sent again by the next cycle with the same ``webhook-id`` (at least
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from standardwebhooks.webhooks import Webhook
 
 from observatory_assets.defs.webhooks.subscriptions import DISABLED, cipher, decrypt
 from observatory_assets.lib.audit import record_audit
+from observatory_assets.lib.outbox import EXPORT_COMPLETED
+from resources.object_store import ObjectStore
 from resources.outbound import OutboundClient, OutboundError
 from resources.settings import platform_settings
 
@@ -41,9 +44,10 @@ JITTER = 0.2
 MAX_RETRY_AFTER_S = 24 * 3600
 DEFAULT_BATCH = 500
 DEFAULT_WORKERS = 32
+EXPORT_LINK_VALIDITY = timedelta(hours=24)
 
 _CLAIM = """
-SELECT m.id, m.message_id, m.subscription_id, m.payload::text AS body, m.attempts,
+SELECT m.id, m.message_id, m.subscription_id, m.event_type, m.payload::text AS body, m.attempts,
        s.name, s.url, s.secret, CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END AS previous,
        s.failing_since
   FROM webhook_messages m JOIN webhook_subscriptions s ON s.id = m.subscription_id
@@ -132,8 +136,10 @@ def deliver_due(
     workers: int = DEFAULT_WORKERS,
     max_batches: int | None = None,
     on_claimed: Callable[[int], None] | None = None,
+    store: ObjectStore | None = None,
 ) -> DeliveryResult:
-    """Deliver every due message, batch after batch, until none is due (or ``max_batches`` were sent)."""
+    """Deliver every due message, batch after batch, until none is due (or ``max_batches`` were sent).
+    With ``store``, an ``export.completed`` message links to its file by a URL signed at sending time."""
     schedule = platform_settings().webhook_retry_schedule
     fernet = cipher()
     rng = random.Random()
@@ -155,7 +161,7 @@ def deliver_due(
                     secrets = _secrets(fernet, claimed)
                     urls = [m["url"] for m in claimed]
                     ids = [m["message_id"] for m in claimed]
-                    bodies = [m["body"] for m in claimed]
+                    bodies = [fresh_body(m["event_type"], m["body"], store) for m in claimed]
                     keys = [secrets[m["subscription_id"]] for m in claimed]
                     attempts = list(pool.map(partial(post, client), urls, ids, bodies, keys))
                     _record(conn, claimed, attempts, schedule, rng, result)
@@ -164,6 +170,17 @@ def deliver_due(
             client.close()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def fresh_body(event_type: str, body: str, store: ObjectStore | None) -> str:
+    """The body to send now: an export's download URL is signed afresh for each attempt (valid 24 h)."""
+    if store is None or event_type != EXPORT_COMPLETED:
+        return body
+    message = json.loads(body)
+    key = message["data"].get("object_key")
+    if key:
+        message["data"]["url"] = store.download_url(key, expires=EXPORT_LINK_VALIDITY)
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
 def _secrets(fernet, claimed) -> dict[int, list[str]]:
