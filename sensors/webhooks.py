@@ -20,7 +20,7 @@ WEBHOOK_SENSOR_INTERVAL_SECONDS = 5
 )
 def webhook_delivery_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     with postgres.get_engine().connect() as conn:
-        due = due_messages(conn)
+        due, state = due_messages(conn)
     if not due:
         return dg.SkipReason("no webhook message is due")
     in_progress = context.instance.get_run_records(
@@ -30,4 +30,4 @@ def webhook_delivery_sensor(context: dg.SensorEvaluationContext, postgres: Postg
         return dg.SkipReason(f"delivery run {in_progress[0].dagster_run.run_id} is still in progress")
     tick = int(context.cursor or 0) + 1
     context.update_cursor(str(tick))
-    return dg.RunRequest(run_key=f"webhooks-{tick}", tags={"observatory/webhooks_due": str(due)})
+    return dg.RunRequest(run_key=f"webhooks-{tick}-{state}", tags={"observatory/webhooks_due": str(due)})

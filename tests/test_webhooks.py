@@ -348,3 +348,33 @@ def test_an_export_link_is_signed_at_sending_time(engine, store, webhook_env, re
         data = Webhook(secret).verify(body, headers)["data"]
         assert data["url"] == store.download_url("exports/7.parquet") and data["export"] == 7
     assert len(receiver.received) == 2
+
+
+def test_the_sensor_starts_delivery_when_messages_are_due(engine, database_url, webhook_env, receivers, tmp_path):
+    import dagster as dg
+
+    from observatory_assets.defs.webhooks.assets import deliver_webhooks
+    from resources import ObjectStoreResource, PostgresResource
+    from sensors.webhooks import webhook_delivery_sensor
+
+    receiver = receivers()
+    _subscribe(engine, receiver.url)
+    resources = {"postgres": PostgresResource(url=database_url)}
+    with dg.DagsterInstance.ephemeral() as instance:
+
+        def tick():
+            with dg.build_sensor_context(instance=instance, resources=resources) as context:
+                return webhook_delivery_sensor(context)
+
+        assert isinstance(tick(), dg.SkipReason)  # nothing due
+        _emit(engine)
+        request = tick()
+        assert isinstance(request, dg.RunRequest)
+        running = instance.create_run_for_job(deliver_webhooks, status=dg.DagsterRunStatus.STARTED)
+        assert "still in progress" in tick().skip_message
+        instance.report_run_failed(running)
+        run_resources = {**resources, "object_store": ObjectStoreResource(local_root=str(tmp_path / "objects"))}
+        assert deliver_webhooks.execute_in_process(resources=run_resources, instance=instance).success
+        assert len(receiver.received) == 1 and isinstance(tick(), dg.SkipReason)
+        _emit(engine)
+        assert tick().run_key != request.run_key  # a new due state, a new run

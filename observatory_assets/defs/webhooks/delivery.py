@@ -275,14 +275,17 @@ def _disable(conn: Connection, subscription_id: int, name: str, reason: str, res
     result.disabled.append(name)
 
 
-def due_messages(conn: Connection) -> int:
-    """Messages of enabled subscriptions whose next attempt is due (what the sensor looks at)."""
-    return conn.execute(
+def due_messages(conn: Connection) -> tuple[int, str]:
+    """How many messages of enabled subscriptions are due, and a fingerprint of that due state (what the
+    sensor keys its runs on: a retry or a new message changes it)."""
+    count, last_id, last_due = conn.execute(
         text(
-            "SELECT count(*) FROM webhook_messages m JOIN webhook_subscriptions s ON s.id = m.subscription_id "
+            "SELECT count(*), coalesce(max(m.id), 0), max(m.next_attempt_at) "
+            "FROM webhook_messages m JOIN webhook_subscriptions s ON s.id = m.subscription_id "
             "WHERE m.status = 'pending' AND m.next_attempt_at <= now() AND s.status = 'enabled'"
         )
-    ).scalar_one()
+    ).one()
+    return count, f"{count}-{last_id}-{last_due.timestamp() if last_due else 0:.6f}"
 
 
 def redeliver(conn: Connection, delivery_or_message: str, actor: str = "cli") -> str:
