@@ -223,6 +223,7 @@ def test_without_a_key_webhooks_refuse_and_the_log_is_pruned_after_7_days(
         assert conn.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar_one() == 1
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_kill_9_during_delivery_and_no_secret_anywhere(dagster_env, engine, receivers, tmp_path):
     env = {**dagster_env, "OBSERVATORY_ALLOW_PRIVATE_NETWORKS": "1", "OBSERVATORY_WEBHOOK_RETRY_SCHEDULE": "0,0"}
     without_key = subprocess.run(["observatory", "webhooks", "list"], cwd=ROOT, env=env, capture_output=True, text=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from sqlalchemy import text
 
@@ -126,7 +127,10 @@ def cmd_deliver(args) -> int:
     with dg.DagsterInstance.get() as instance:
         outcome = run_job(instance, "deliver_webhooks")
     if not outcome["success"]:
-        print(f"observatory: webhook delivery failed (Dagster run {outcome['dagster_run']}): {outcome['error']}")
+        print(
+            f"observatory: webhook delivery failed (Dagster run {outcome['dagster_run']}): {outcome['error']}",
+            file=sys.stderr,
+        )
         return 1
     with dg.DagsterInstance.get() as instance:
         metadata = _delivery_metadata(instance, outcome["dagster_run"])
