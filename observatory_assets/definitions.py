@@ -17,6 +17,7 @@ from observatory_assets.defs.ingestion import assets as ingestion
 from observatory_assets.defs.operations import assets as operations
 from observatory_assets.defs.publishing import assets as publishing
 from observatory_assets.defs.trends import assets as trends
+from observatory_assets.defs.webhooks import assets as webhooks
 from resources import observatory_resources
 from sensors import SENSORS
 
@@ -36,5 +37,6 @@ defs = dg.Definitions.merge(
     trends.defs,
     publishing.defs,
     credits.defs,
+    webhooks.defs,
     dg.Definitions(sensors=SENSORS, resources=resources()),
 )

@@ -149,3 +149,20 @@ def prepare_dagster_home(settings: PlatformSettings | None = None) -> Path:
         os.replace(tmp, target)
     export_for_children("DAGSTER_HOME", str(home))
     return home
+
+
+def embedded_secret_key(settings: PlatformSettings | None = None) -> str | None:
+    """The Fernet key of webhook secrets: ``OBSERVATORY_SECRET_KEY``, or, for the embedded demo (no
+    database configured), one generated once under its home (``secret.key``, readable by its owner only)."""
+    settings = settings or platform_settings()
+    if settings.secret_key or not settings.embedded_database:
+        return settings.secret_key.get_secret_value() if settings.secret_key else None
+    from cryptography.fernet import Fernet
+
+    path = settings.home / "secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(Fernet.generate_key())
+    return path.read_text().strip()

@@ -36,6 +36,13 @@ LowerCase = BeforeValidator(lambda value: value.strip().lower() if isinstance(va
 Resolved = AfterValidator(lambda path: path.resolve())
 
 
+def _number_list(value: object) -> object:
+    """A comma-separated list of numbers."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
 def _path_list(value: object) -> object:
     """A ``:``-separated list of directories (as in ``PATH``), each resolved."""
     if isinstance(value, str):
@@ -126,6 +133,15 @@ class PlatformSettings(BaseSettings):
         default=15 * 1024**2, gt=0, description="Largest feed body fetched, in bytes after decoding (15 MiB)."
     )
     poll_per_host: int = Field(default=2, ge=1, description="Simultaneous requests per host while polling.")
+    secret_key: SecretStr | None = Field(
+        default=None, description="Fernet key encrypting webhook secrets at rest (the embedded demo makes one)."
+    )
+    webhook_retry_schedule: Annotated[
+        tuple[Annotated[float, Field(ge=0)], ...], NoDecode, BeforeValidator(_number_list)
+    ] = Field(
+        default=(5, 300, 1800, 7200, 18000, 36000, 36000),
+        description="Webhook retry delays in seconds, comma-separated; default Svix's schedule.",
+    )
     collect_roots: Annotated[tuple[Path, ...], NoDecode, BeforeValidator(_path_list)] = Field(
         default_factory=lambda: (Path.cwd().resolve(), Path.home().resolve()),
         description="Directories local files may be collected from, separated by ':'; "

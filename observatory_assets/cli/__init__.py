@@ -26,12 +26,25 @@ from observatory_assets.cli import (  # noqa: E402 (after the warning filter)
     platform,
     publishing,
     trends,
+    webhooks,
 )
 from observatory_assets.lib.errors import failure_message  # noqa: E402
 from resources.settings import adopt_env_file  # noqa: E402
 
 #: Command modules, in the order their commands appear in ``observatory --help``.
-COMMAND_MODULES = (platform, ingestion, collection, demo, operations, exports, enrichment, trends, publishing, credits)
+COMMAND_MODULES = (
+    platform,
+    ingestion,
+    collection,
+    demo,
+    operations,
+    exports,
+    enrichment,
+    trends,
+    publishing,
+    credits,
+    webhooks,
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -8,6 +8,7 @@ from sqlalchemy import text
 from observatory_assets.cli.runner import engine_and_store, materialize_enrichment_and_events, register_partitions
 from observatory_assets.defs.enrichment.assets import EmbedderResource
 from observatory_assets.defs.enrichment.features import search_items
+from observatory_assets.defs.enrichment.sentiment import LABELS
 from observatory_assets.lib.statuses import ProcessingStatus
 
 # ---------------------------------------------------------------- CLI
@@ -44,8 +45,11 @@ def cmd_enrich(args) -> int:
 def cmd_search(args) -> int:
 
     engine, _ = engine_and_store()
-    for hit in search_items(engine, args.query, language=args.language, limit=args.limit):
-        print(f"{hit['id']:>8} {hit['language'] or '-':4} {hit['config']:10} {hit['rank']:.3f}  {hit['title']}")
+    for hit in search_items(engine, args.query, language=args.language, limit=args.limit, sentiment=args.sentiment):
+        print(
+            f"{hit['id']:>8} {hit['language'] or '-':4} {hit['config']:10} {hit['sentiment_label'] or '-':8} "
+            f"{hit['rank']:.3f}  {hit['title']}"
+        )
     return 0
 
 
@@ -55,15 +59,20 @@ def cmd_events(args) -> int:
     with engine.connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT id, item_count, source_count, first_seen_at, last_seen_at, title FROM events "
-                "ORDER BY item_count DESC, last_seen_at DESC LIMIT :limit"
+                "SELECT e.id, e.item_count, e.source_count, e.first_seen_at, e.last_seen_at, e.title, "
+                "s.mean_score, s.negative, s.neutral, s.positive FROM events e "
+                "LEFT JOIN event_sentiment s ON s.event_id = e.id "
+                "ORDER BY e.item_count DESC, e.last_seen_at DESC LIMIT :limit"
             ),
             {"limit": args.limit},
         ).all()
-    print(f"{'event':>7} {'items':>6} {'sources':>7}  {'first seen':16}  {'last seen':16}  title")
+    print(f"{'event':>7} {'items':>6} {'sources':>7}  {'first seen':16}  {'last seen':16}  {'mood':>6} "
+          f"{'-/=/+':>11}  title")  # fmt: skip
     for r in rows:
+        mood = "-" if r.mean_score is None else f"{r.mean_score:+.2f}"
+        balance = f"{r.negative or 0}/{r.neutral or 0}/{r.positive or 0}"
         print(f"{r.id:>7} {r.item_count:>6} {r.source_count:>7}  {r.first_seen_at:%Y-%m-%d %H:%M}  "
-              f"{r.last_seen_at:%Y-%m-%d %H:%M}  {r.title or ''}")  # fmt: skip
+              f"{r.last_seen_at:%Y-%m-%d %H:%M}  {mood:>6} {balance:>11}  {r.title or ''}")  # fmt: skip
     return 0
 
 
@@ -76,6 +85,7 @@ def register_commands(subparsers) -> None:
     search = subparsers.add_parser("search", help="full-text search of items (per-language stemming)")
     search.add_argument("query", help='websearch syntax: words, "a phrase", -excluded, or')
     search.add_argument("--language", help="only items of this language (ISO code, e.g. da)")
+    search.add_argument("--sentiment", choices=LABELS, help="only items of this sentiment label")
     search.add_argument("--limit", type=int, default=20)
     search.set_defaults(func=cmd_search)
 

@@ -6,7 +6,8 @@
   ``simple`` when the language has none or the detector is not confident), the
   weighted full-text vector (title A, text B) and the search terms of the run's
   query design that occur in title or text (case- and accent-insensitive,
-  whole words and phrases).
+  whole words and phrases), and the item's sentiment (score, label, method; see
+  ``enrichment/sentiment.py``).
 * ``item_embeddings`` — one vector per item from the configured
   :class:`EmbedderResource`, tagged with the
   embedder's name so a change of backend re-embeds instead of mixing spaces.
@@ -77,8 +78,8 @@ class ItemFeaturesConfig(dg.Config):
 def item_features(
     context: dg.AssetExecutionContext, config: ItemFeaturesConfig, postgres: PostgresResource
 ) -> dg.MaterializeResult:
-    """Language (with confidence), text-search configuration, full-text vector and matched query-design
-    search terms of every item of one collection run. Idempotent per run."""
+    """Language (with confidence), text-search configuration, full-text vector, matched query-design
+    search terms and sentiment of every item of one collection run. Idempotent per run."""
     run_id = int(context.partition_key)
     result = featurize_run(postgres.get_engine(), run_id, confidence_floor=config.confidence_floor)
     return dg.MaterializeResult(
@@ -90,6 +91,7 @@ def item_features(
             "below_confidence_floor": dg.MetadataValue.int(result.low_confidence),
             "items_matching_search_terms": dg.MetadataValue.int(result.with_terms),
             "search_terms_matched": dg.MetadataValue.json(result.terms),
+            "sentiment_labels": dg.MetadataValue.json(result.sentiment),
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
             "items_per_second": dg.MetadataValue.float(round(result.items / max(result.seconds, 1e-9), 1)),
         }

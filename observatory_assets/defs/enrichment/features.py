@@ -1,4 +1,4 @@
-"""``item_features``: language, text-search configuration, full-text vector and matched terms per item."""
+"""``item_features``: language, text-search configuration, full-text vector, matched terms and sentiment per item."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from observatory_assets.defs.enrichment.language import (
     detect_languages,
     text_search_config,
 )
+from observatory_assets.defs.enrichment.sentiment import score_texts
 from observatory_assets.defs.enrichment.terms import compile_terms, query_design_terms
 from observatory_assets.lib.chunks import CHUNK_SIZE, WORKERS, run_pipelined, stream_chunks
 from observatory_assets.lib.statuses import ProcessingStatus
@@ -34,6 +35,7 @@ class FeaturesResult:
     low_confidence: int = 0
     with_terms: int = 0
     terms: dict[str, int] = field(default_factory=dict)
+    sentiment: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -54,6 +56,10 @@ UPDATE raw_items r
        text_search_config = f.config,
        search_terms_matched = f.terms,
        search_vector = {FULLTEXT_VECTOR.format(config="f.config")},
+       sentiment_score = f.sentiment_score,
+       sentiment_label = f.sentiment_label,
+       sentiment_method = f.sentiment_method,
+       sentiment_reason = f.sentiment_reason,
        processing_status = :featurized
   FROM item_features_chunk f
  WHERE r.id = f.item_id AND r.collection_run_id = :run_id
@@ -76,10 +82,12 @@ def featurize_run(
         counts: Counter = Counter()
         staged = []
         languages = detect_languages([(title, body) for _, title, body in rows])
-        for (item_id, title, body), (language, confidence) in zip(rows, languages):
+        sentiments = score_texts((language, title, body) for (_, title, body), (language, _) in zip(rows, languages))
+        for (item_id, title, body), (language, confidence), sentiment in zip(rows, languages, sentiments):
             config = text_search_config(language, confidence, confidence_floor)
             terms = matcher.match(title, body)
-            staged.append((item_id, language, confidence, config, terms))
+            staged.append((item_id, language, confidence, config, terms, *sentiment.columns()))
+            counts[f"sentiment:{sentiment.label or 'none'}"] += 1
             counts["items"] += 1
             counts[f"language:{language or 'none'}"] += 1
             counts[f"config:{config}"] += 1
@@ -89,7 +97,8 @@ def featurize_run(
         with engine.begin() as conn:
             conn.exec_driver_sql(
                 "CREATE TEMP TABLE item_features_chunk (item_id bigint PRIMARY KEY, language text, "
-                "confidence real, config regconfig, terms text[]) ON COMMIT DROP"
+                "confidence real, config regconfig, terms text[], sentiment_score real, sentiment_label text, "
+                "sentiment_method text, sentiment_reason text) ON COMMIT DROP"
             )
             with conn.connection.driver_connection.cursor() as cursor:
                 with cursor.copy("COPY item_features_chunk FROM STDIN") as copy:
@@ -107,6 +116,7 @@ def featurize_run(
         low_confidence=totals["low_confidence"],
         with_terms=totals["with_terms"],
         terms=_prefixed(totals, "term:"),
+        sentiment=_prefixed(totals, "sentiment:"),
         seconds=time.perf_counter() - started,
     )
 
@@ -115,19 +125,21 @@ def _prefixed(counts: Counter, prefix: str) -> dict[str, int]:
     return {k[len(prefix) :]: v for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if k.startswith(prefix)}
 
 
-def search_items(engine: Engine, query: str, language: str | None = None, limit: int = 20) -> list[dict]:
+def search_items(
+    engine: Engine, query: str, language: str | None = None, limit: int = 20, sentiment: str | None = None
+) -> list[dict]:
     """Full-text search over featurized items, best first.
 
     The query is parsed (``websearch_to_tsquery``: words, "phrases", -exclusions,
     OR) with every text-search configuration in use, so a Danish query finds
     Danish items through Danish stemming and an English one English items;
-    ``language`` restricts the search to items of that language.
+    ``language`` restricts the search to items of that language, ``sentiment`` to items of that label.
     """
     if language is not None:
         configs = [TEXT_SEARCH_CONFIGS.get(language, FALLBACK_CONFIG)]
     else:
         configs = sorted(set(TEXT_SEARCH_CONFIGS.values()) | {FALLBACK_CONFIG})
-    params: dict = {"query": query, "language": language, "limit": limit}
+    params: dict = {"query": query, "language": language, "limit": limit, "sentiment": sentiment}
     parsed = []
     for n, config in enumerate(configs):
         params[f"config_{n}"] = config
@@ -139,10 +151,11 @@ def search_items(engine: Engine, query: str, language: str | None = None, limit:
                     f"""
                 WITH q AS (SELECT {" || ".join(parsed)} AS query)
                 SELECT r.id, r.title, r.language, r.text_search_config::text AS config, r.published_at,
-                       ts_rank_cd(r.search_vector, q.query) AS rank
+                       r.sentiment_label, r.sentiment_score, ts_rank_cd(r.search_vector, q.query) AS rank
                   FROM raw_items r, q
                  WHERE r.search_vector @@ q.query
                    AND (CAST(:language AS text) IS NULL OR r.language = :language)
+                   AND (CAST(:sentiment AS text) IS NULL OR r.sentiment_label = :sentiment)
                  ORDER BY rank DESC, r.id
                  LIMIT :limit
                 """

@@ -51,6 +51,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import Engine
 
+from observatory_assets.lib.outbox import EVENT_CREATED_FROM_STAGE
 from resources.postgres import register_vector_type
 
 EVENTS = "events"
@@ -391,6 +392,7 @@ class _Clustering:
                 self._stage_event(event)
         self._flush_events()
         self._flush_members()
+        self.conn.execute(EVENT_CREATED_FROM_STAGE)  # before the write-back: it compares with the stored counts
         for statement in _WRITE_BACK:
             self.conn.execute(statement, {"embedder": self.embedder} if "%(embedder)s" in statement else None)
         largest = sorted(self.largest, reverse=True)[:10]

@@ -41,7 +41,7 @@ def _count(*paths: str) -> str:
 
 @dataclass(frozen=True)
 class Column:
-    """One exported column: its name, SQL, kind (text, count, time, terms, json), XLSX width."""
+    """One exported column: its name, SQL, kind (text, count, score, time, terms, json), XLSX width."""
 
     name: str
     sql: str
@@ -73,6 +73,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("collection_run", "r.collection_run_id", "count", 10),
     Column("query_design", "qd.name", "text", 18),
     Column("search_terms_matched", "r.search_terms_matched", "terms", 30),
+    Column("sentiment_label", "r.sentiment_label", "text", 10),
+    Column("sentiment_score", "r.sentiment_score", "score", 10),
+    Column("sentiment_method", "r.sentiment_method", "text", 16),
 )
 METADATA_COLUMN = Column("metadata", "r.raw_metadata::text", "json", 60)
 
@@ -80,6 +83,7 @@ _ARROW_TYPES = {
     "text": pa.string(),
     "json": pa.string(),
     "count": pa.int64(),
+    "score": pa.float32(),
     "time": pa.timestamp("us", tz="UTC"),
     "terms": pa.list_(pa.string()),
 }

@@ -57,6 +57,7 @@ from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, bui
 from observatory_assets.defs.exports.writers import CONTENT_TYPES, write_csv, write_ndjson, write_parquet, write_xlsx
 from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.errors import failure_message
+from observatory_assets.lib.outbox import EXPORT_COMPLETED, emit
 from observatory_assets.lib.statuses import ExportStatus
 from resources.object_store import ObjectStore, StoredObject, staged_upload
 
@@ -151,6 +152,7 @@ def _finish(engine: Engine, export_id: int, stored: StoredObject, records: int, 
             conn, actor, "export", "exports", export_id,
             details={"object_key": stored.key, "records": records, "sha256": stored.sha256, **details},
         )  # fmt: skip
+        emit(conn, EXPORT_COMPLETED, {"export": export_id, "object_key": stored.key, "records": records})
 
 
 def _fail(engine: Engine, export_id: int, error: BaseException) -> None:

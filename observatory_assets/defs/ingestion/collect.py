@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.ingestion.records import FORMATS, count_records
 from observatory_assets.lib.errors import failure_message
+from observatory_assets.lib.outbox import COLLECTION_FAILED, emit
 from resources.object_store import ObjectStore, StoredObject, staged_upload
 from resources.outbound import OutboundClient
 from resources.settings import platform_settings
@@ -192,6 +193,7 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
                 ),
                 {"id": run_id, "error": failure_message(error)},
             )
+            emit(conn, COLLECTION_FAILED, {"collection_run": run_id, "error": failure_message(error)[:500]})
         raise
 
 

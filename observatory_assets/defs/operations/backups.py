@@ -43,6 +43,7 @@ from sqlalchemy.engine import make_url
 
 from observatory_assets.defs.operations.retention import table_fingerprint
 from observatory_assets.lib.errors import failure_message
+from observatory_assets.lib.outbox import BACKUP_FAILED, emit
 from observatory_assets.lib.sql import identifier, set_lock_timeout
 from observatory_assets.lib.statuses import BackupStatus
 from resources.object_store import ObjectStore, put_bytes
@@ -256,6 +257,7 @@ def take_backup(
                 text("UPDATE backups SET status = :failed, error = :e, finished_at = now() WHERE id = :id"),
                 {"id": backup_id, "e": message, "failed": BackupStatus.FAILED},
             )
+            emit(conn, BACKUP_FAILED, {"backup": backup_id, "object_key": key, "error": message[:500]})
         if isinstance(error, BackupError):
             raise
         raise BackupError(f"backup {key} failed: {message}") from error

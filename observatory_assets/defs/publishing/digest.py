@@ -78,6 +78,17 @@ class DigestEvent:
     first_seen_at: datetime
     links: tuple[DigestItem, ...]
     item_ids: tuple[int, ...]
+    sentiment: SentimentBalance | None = None
+
+
+@dataclass(frozen=True)
+class SentimentBalance:
+    """The tone of an event's items shown that day: mean score in [−1, 1] and label counts."""
+
+    mean_score: float
+    negative: int
+    neutral: int
+    positive: int
 
 
 @dataclass(frozen=True)
@@ -123,14 +134,19 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 _TOP_EVENTS = f"""
 WITH day_items AS (
-    SELECT ei.event_id, ei.item_id, ei.source_id
-      FROM event_items ei
+    SELECT ei.event_id, ei.item_id, ei.source_id, r.sentiment_label, r.sentiment_score
+      FROM event_items ei JOIN raw_items r ON r.id = ei.item_id
      WHERE ei.item_time >= :start AND ei.item_time < :end AND NOT {item_withdrawn_sql("ei.item_id")}
 ), ranked AS (
-    SELECT event_id, count(DISTINCT source_id) AS sources, count(*) AS items, array_agg(item_id) AS item_ids
+    SELECT event_id, count(DISTINCT source_id) AS sources, count(*) AS items, array_agg(item_id) AS item_ids,
+           round(avg(sentiment_score)::numeric, 2)::float AS mean_sentiment,
+           count(*) FILTER (WHERE sentiment_label = 'negative') AS negative,
+           count(*) FILTER (WHERE sentiment_label = 'neutral') AS neutral,
+           count(*) FILTER (WHERE sentiment_label = 'positive') AS positive
       FROM day_items GROUP BY event_id
 )
 SELECT e.id, e.title, e.summary, e.first_seen_at, r.sources, r.items, r.item_ids,
+       r.mean_sentiment, r.negative, r.neutral, r.positive,
        e.canonical_item_id IS NOT NULL AND NOT {item_withdrawn_sql("e.canonical_item_id")} AS canonical_shown
   FROM ranked r JOIN events e ON e.id = r.event_id
  ORDER BY r.sources DESC, r.items DESC, e.first_seen_at DESC, e.id
@@ -233,6 +249,12 @@ def source_fingerprint(
     return hashlib.sha256(f"{RENDERER_VERSION}|{limit}|{rows_md5}|charts:{charts}".encode()).hexdigest()
 
 
+def _balance(row) -> SentimentBalance | None:
+    if row.mean_sentiment is None:
+        return None
+    return SentimentBalance(row.mean_sentiment, row.negative, row.neutral, row.positive)
+
+
 def load_digest(
     conn: Connection, day: date, store: ObjectStore | None = None, limit: int = DEFAULT_EVENT_LIMIT
 ) -> Digest:
@@ -260,6 +282,7 @@ def load_digest(
                 first_seen_at=row.first_seen_at,
                 links=tuple(event_links[:LINKS_PER_EVENT]),
                 item_ids=tuple(sorted(row.item_ids)),
+                sentiment=_balance(row),
             )  # fmt: skip
         )
     trends = _trend_moves(conn, day, inline_charts=store is not None)

@@ -32,6 +32,7 @@ from observatory_assets.defs.publishing.targets import Target
 from observatory_assets.defs.trends.evidence import retract_withdrawn
 from observatory_assets.lib.audit import FAILED, record_audit
 from observatory_assets.lib.errors import failure_message
+from observatory_assets.lib.outbox import TAKEDOWN_COMPLETED, emit
 from observatory_assets.lib.statuses import PublishRecordStatus, TakedownStatus
 from resources.object_store import ObjectStore
 
@@ -281,6 +282,7 @@ def _stage2(ctx: TakedownContext, now: datetime) -> dict:
         )  # fmt: skip
         details = {"records": len(records), "deleted": deleted}
         record_audit(lock_conn, ctx.actor, "takedown_stage2", "takedown_request", ctx.request_id, details=details)
+        emit(lock_conn, TAKEDOWN_COMPLETED, {"takedown_request": ctx.request_id, **details})
     return details
 
 

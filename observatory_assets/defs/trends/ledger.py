@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
+from observatory_assets.lib.outbox import TREND_CROSSED, emit
+
 #: The stored and displayed log-odds never leave [logit(0.001), logit(0.999)].
 LOG_ODDS_MIN = math.log(0.001 / 0.999)
 LOG_ODDS_MAX = -LOG_ODDS_MIN
@@ -78,15 +80,23 @@ def log_odds_at(conn, points: list[tuple[int, datetime]]) -> dict[tuple[int, dat
 def refresh_current_state(conn, at: datetime | None = None) -> int:
     """Recompute ``trends.current_log_odds`` of every trend from its ledger at ``at`` (default: now)."""
     _stage_points(conn, select_sql="SELECT id, CAST(:at AS timestamptz) FROM trends", at=at or datetime.now(UTC))
-    return conn.execute(
+    before = dict(conn.execute(text("SELECT id, current_log_odds FROM trends")).all())
+    updated = conn.execute(
         text(
             f"""
             UPDATE trends t SET current_log_odds = s.log_odds, state_at = s.at
               FROM ({_LOG_ODDS_AT_POINTS}) s
              WHERE t.id = s.trend_id
+            RETURNING t.id, t.name, t.current_log_odds
             """
         )
-    ).rowcount
+    ).all()
+    for trend_id, name, log_odds in updated:
+        if before.get(trend_id) is not None and before[trend_id] != log_odds:
+            old, new = probability(before[trend_id]), probability(log_odds)
+            data = {"trend": name, "probability": round(new, 4), "previous_probability": round(old, 4)}
+            emit(conn, TREND_CROSSED, data, crossing=(old, new))
+    return len(updated)
 
 
 def check_state_matches_ledger(engine: Engine) -> dict:

@@ -1,0 +1,144 @@
+"""Item sentiment: the methods' behaviour on clear cases, then on the real embedded Postgres a fresh archive
+of three items through item_features, events, search, the digest, an export and the CLI."""
+
+import csv
+import json
+import subprocess
+import sys
+from datetime import date
+
+from sqlalchemy import text
+
+from observatory_assets.defs.enrichment.embeddings import embed_run
+from observatory_assets.defs.enrichment.features import featurize_run, search_items
+from observatory_assets.defs.enrichment.lexical import LexicalEmbedder
+from observatory_assets.defs.enrichment.sentiment import LexiconScorer, NgramModel, score_texts, tokenize
+from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events
+from observatory_assets.defs.exports.columns import content_query
+from observatory_assets.defs.exports.filters import build_filters
+from observatory_assets.defs.publishing.digest import load_digest, render_fragment
+from tests.support.helpers import ROOT, labelled_space, load_rows, run
+
+
+def test_danish_rules_negation_intensifier_and_contrast():
+    danish = LexiconScorer("da")
+    good = danish.valence(tokenize("Det er en god løsning"))
+    assert good > 0
+    assert danish.valence(tokenize("Det er ikke en god løsning")) < 0  # negation flips, weaker
+    assert abs(danish.valence(tokenize("Det er ikke en god løsning"))) < good
+    assert danish.valence(tokenize("Det er en meget god løsning")) > good  # the intensifier strengthens
+    # after "men" the second clause weighs more than the first
+    assert danish.valence(tokenize("Forslaget er godt, men resultatet er elendigt")) < 0
+    assert danish.valence(tokenize("Mødet begynder klokken ni i salen")) == 0
+
+
+def test_labels_scores_methods_and_unsupported_languages():
+    results = score_texts(
+        [
+            ("da", "Jeg håber, De har haft en god ferie", None),
+            ("da", "Borgerne er ramt af forfærdelige naturkatastrofer", None),
+            ("da", "Mødet begynder klokken ni", None),
+            ("en", "I love this, what a wonderful day!", None),
+            ("en", "This is the worst, terrible service ever", None),
+            ("pl", "Rząd przedstawia nowy plan", None),
+            (None, "", None),
+        ]
+    )
+    assert [r.label for r in results] == ["positive", "negative", "neutral", "positive", "negative", None, None]
+    for result in results[:5]:
+        assert -1 <= result.score <= 1 and result.reason is None
+    assert results[0].score > 0 > results[1].score and results[2].score == 0
+    assert results[3].score > 0 > results[4].score
+    assert results[0].method == "afinn-rules/1" and results[3].method.startswith("ngram-logreg/")
+    assert results[5].score is None and results[5].method is None and results[5].reason == "unsupported language: pl"
+    assert results[6].reason == "no language detected"
+
+
+def test_the_shipped_model_is_a_small_file_of_the_package():
+    model = NgramModel()
+    assert len(model.index) == model.weights.shape[0] and model.weights.shape[1] == 3
+    assert (ROOT / "observatory_assets/defs/enrichment/sentiment_en.npz").stat().st_size < 2_000_000
+
+
+def test_bench_reports_accuracy_and_f1_per_language(tmp_path):
+    labelled = tmp_path / "labelled.csv"
+    with labelled.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "language", "label"])
+        writer.writerow(["Det er en god dag", "da", "positive"])
+        writer.writerow(["Det er en frygtelig ulykke", "da", "negative"])
+        writer.writerow(["I love it, wonderful", "en", "positive"])
+        writer.writerow(["Hate this awful mess", "en", "negative"])
+    done = subprocess.run(
+        [sys.executable, "bench/sentiment.py", "--labelled", str(labelled)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (
+        report["accuracy"] == {"da": 1.0, "en": 1.0} and report["macro_f1"]["da"] == 0.6667
+    )  # no neutral item: its F1 is 0
+    assert report["items"] == 4 and report["items_per_s"] > 0
+
+
+THREE_ITEMS = [
+    {"key": "1", "source": "dr", "published_at": "2024-05-01T08:00:00Z",
+     "title": "Togstrejke lammer København", "text": "Strejken er en katastrofe for pendlerne, som er vrede og frustrerede."},
+    {"key": "2", "source": "bbc", "published_at": "2024-05-01T09:00:00Z",
+     "title": "Rail strike paralyses Copenhagen", "text": "Angry commuters called the strike a terrible disaster."},
+    {"key": "3", "source": "dw", "published_at": "2024-05-01T10:00:00Z",
+     "title": "Bahnstreik legt Kopenhagen lahm", "text": "Die Pendler sind wütend über den Streik in der Stadt."},
+]  # fmt: skip
+
+
+def test_cold_start_three_items_through_features_events_search_digest_export_and_cli(
+    engine, store, tmp_path, dagster_env
+):
+    run_id = load_rows(engine, store, tmp_path, THREE_ITEMS)
+    result = featurize_run(engine, run_id)
+    assert result.sentiment == {"negative": 2, "none": 1}
+    with engine.connect() as conn:
+        rows = {
+            r.external_id: r
+            for r in conn.execute(
+                text(
+                    "SELECT external_id, language, sentiment_score, sentiment_label, sentiment_method, "
+                    "sentiment_reason FROM raw_items"
+                )
+            )
+        }
+        index = conn.execute(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = 'raw_items_sentiment_label'")
+        ).scalar_one()
+    assert "btree (sentiment_label)" in index
+    assert rows["1"].language == "da" and rows["1"].sentiment_label == "negative" and rows["1"].sentiment_score < 0
+    assert rows["1"].sentiment_method == "afinn-rules/1"
+    assert rows["2"].sentiment_label == "negative" and rows["2"].sentiment_method.startswith("ngram-logreg/")
+    assert rows["3"].sentiment_label is None and rows["3"].sentiment_score is None
+    assert rows["3"].sentiment_reason == "unsupported language: de"
+
+    assert [h["id"] for h in search_items(engine, "strike OR strejke", sentiment="positive")] == []
+    negative = search_items(engine, "strike OR strejke", sentiment="negative")
+    assert {h["sentiment_label"] for h in negative} == {"negative"} and len(negative) == 2
+
+    embedder = LexicalEmbedder(labelled_space())
+    embed_run(engine, embedder, run_id)
+    cluster_events(engine, embedder.name, embedder.dimensions, ClusteringParams(threshold=0.0))
+    with engine.connect() as conn:
+        balance = conn.execute(text("SELECT * FROM event_sentiment")).mappings().all()
+        digest = load_digest(conn, date(2024, 5, 1))
+    assert sum(b["negative"] for b in balance) == 2 and sum(b["unscored"] for b in balance) == 1
+    assert all(b["positive"] == 0 and b["mean_score"] < 0 for b in balance)
+    shown = [e.sentiment for e in digest.events if e.sentiment is not None]
+    assert shown and sum(s.negative for s in shown) == 2 and "negative" in render_fragment(digest)
+
+    sql, params = content_query(build_filters(), "csv")
+    with engine.connect() as conn:
+        exported = conn.execute(text(sql), params).mappings().all()
+    assert {r["sentiment_label"] for r in exported} == {"negative", None}
+    assert {r["sentiment_method"] for r in exported} >= {"afinn-rules/1"}
+
+    out = run(dagster_env, "observatory", "search", "strike OR strejke", "--sentiment", "negative")
+    assert len(out.strip().splitlines()) == 2 and "negative" in out
+    assert run(dagster_env, "observatory", "search", "strike", "--sentiment", "positive").strip() == ""
+    listing = run(dagster_env, "observatory", "events")
+    assert "-/=/+" in listing and any(part.startswith("-0.") for part in listing.split())
