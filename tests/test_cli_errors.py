@@ -36,6 +36,7 @@ def feed(tmp_path) -> Path:
 def test_the_first_command_on_a_fresh_home_migrates_the_embedded_database(tmp_path, feed):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OBSERVATORY_", "DAGSTER_"))}
     env.update(OBSERVATORY_HOME=str(tmp_path / "new"), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
+    env["OBSERVATORY_COLLECT_ROOTS"] = str(feed.parent)  # the feed lies outside the default roots (cwd, home)
     try:
         done = observatory(env, "collect", "--file", str(feed), "--source", "s")
         assert done.returncode == 0 and done.stdout.strip() == "1", done.stdout + done.stderr
