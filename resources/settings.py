@@ -41,6 +41,10 @@ ENVIRONMENT = {
     "OBSERVATORY_RETENTION_COLLECTION_PAYLOADS_MONTHS": "months to keep collection-run payloads before they move "
     "to archive/ (default 0: keep all)",
     "OBSERVATORY_TRENDS_DIR": "directory of the trend YAML files (and sources.yaml); default ./trends",
+    "OBSERVATORY_EXECUTOR": "executor of the heavy jobs (ingest, enrich, events, exports): default (in-process "
+    "or multiprocess, per job) or celery (extra [scale]; steps run on dagster-celery workers)",
+    "OBSERVATORY_CELERY_BROKER": "Celery broker URL for OBSERVATORY_EXECUTOR=celery, e.g. redis://:password@host:6379/0",
+    "OBSERVATORY_CELERY_BACKEND": "Celery result backend URL (default: the broker URL)",
 }
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -72,14 +76,14 @@ def is_secret(name: str) -> bool:
 
 
 def displayed_value(name: str, env=None) -> str:
-    """What ``observatory config`` shows for a variable: unset, ``(set)`` for a secret, a URL with its
-    password masked, else the value."""
+    """What ``observatory config`` shows for a variable: unset, ``(set)`` for a secret, a URL (database,
+    Celery broker or backend) with its password masked, else the value."""
     value = (os.environ if env is None else env).get(name)
     if not value:
         return "(unset)"
     if is_secret(name):
         return "(set)"
-    return mask_dsn(value) if name.endswith("_URL") else value
+    return mask_dsn(value) if name.endswith(("_URL", "_BROKER", "_BACKEND")) else value
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ class PlatformSettings:
     site_url: str = "http://127.0.0.1:8765/"
     takedown_grace_hours: float = 72.0
     audit_retention_days: int = 365
+    executor: str = "default"
+    celery_backend_set: bool = False
 
     @property
     def embedded_database(self) -> bool:
@@ -137,7 +143,21 @@ def platform_settings(environ: dict[str, str] | None = None) -> PlatformSettings
         site_url=env.get("OBSERVATORY_SITE_URL") or "http://127.0.0.1:8765/",
         takedown_grace_hours=float(env.get("OBSERVATORY_TAKEDOWN_GRACE_HOURS") or 72),
         audit_retention_days=int(env.get("OBSERVATORY_AUDIT_RETENTION_DAYS") or 365),
+        executor=_executor(env),
+        celery_backend_set=bool(env.get("OBSERVATORY_CELERY_BACKEND")),
     )
+
+
+def _executor(env) -> str:
+    """``default`` or ``celery``; celery needs a broker to send steps to."""
+    executor = (env.get("OBSERVATORY_EXECUTOR") or "default").strip().lower()
+    if executor not in ("default", "celery"):
+        raise ValueError(f"OBSERVATORY_EXECUTOR must be default or celery, not {env.get('OBSERVATORY_EXECUTOR')!r}")
+    if executor == "celery" and not env.get("OBSERVATORY_CELERY_BROKER"):
+        raise ValueError(
+            "OBSERVATORY_EXECUTOR=celery needs OBSERVATORY_CELERY_BROKER (e.g. redis://:password@host:6379/0)"
+        )
+    return executor
 
 
 def mask_dsn(url: str) -> str:

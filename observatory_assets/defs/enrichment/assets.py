@@ -30,7 +30,13 @@ from observatory_assets.defs.enrichment.features import featurize_run
 from observatory_assets.defs.enrichment.integrity import incomplete_features, vectors_of_other_spaces
 from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR
 from observatory_assets.defs.enrichment.spaces import space_status
-from observatory_assets.lib.dagster import checked_collection_run, collection_run_partitions
+from observatory_assets.lib.dagster import (
+    ENRICH_QUEUE,
+    checked_collection_run,
+    collection_run_partitions,
+    heavy_job_executor,
+    worker_metadata,
+)
 from resources import PostgresResource
 
 ENRICHMENT = "enrichment"
@@ -74,6 +80,7 @@ class ItemFeaturesConfig(dg.Config):
     group_name=ENRICHMENT,
     kinds={"postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    op_tags=ENRICH_QUEUE,
 )
 def item_features(
     context: dg.AssetExecutionContext, config: ItemFeaturesConfig, postgres: PostgresResource
@@ -93,6 +100,7 @@ def item_features(
             "search_terms_matched": dg.MetadataValue.json(result.terms),
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
             "items_per_second": dg.MetadataValue.float(round(result.items / max(result.seconds, 1e-9), 1)),
+            **worker_metadata(),
         }
     )
 
@@ -125,6 +133,7 @@ class ItemEmbeddingsConfig(dg.Config):
     group_name=ENRICHMENT,
     kinds={"postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    op_tags=ENRICH_QUEUE,
 )
 def item_embeddings(
     context: dg.AssetExecutionContext,
@@ -159,6 +168,7 @@ def item_embeddings(
             "already_embedded": dg.MetadataValue.int(result.already_embedded),
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
             "items_per_second": dg.MetadataValue.float(round(result.embedded / max(result.seconds, 1e-9), 1)),
+            **worker_metadata(),
         }
     )
 
@@ -193,6 +203,7 @@ enrich_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(item_features, item_embeddings),
     partitions_def=collection_run_partitions,
     description="Features and embeddings of one collection run (a partition).",
+    executor_def=heavy_job_executor(),
 )
 
 

@@ -12,7 +12,14 @@ from sqlalchemy import text
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect, guess_format
 from observatory_assets.defs.ingestion.integrity import default_partition_rows, key_conflicts, unbalanced_runs
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
-from observatory_assets.lib.dagster import checked_collection_run, collection_run_partitions, markdown_table
+from observatory_assets.lib.dagster import (
+    INGEST_QUEUE,
+    checked_collection_run,
+    collection_run_partitions,
+    heavy_job_executor,
+    markdown_table,
+    worker_metadata,
+)
 from resources import ObjectStoreResource, PostgresResource
 
 INGESTION = "ingestion"
@@ -40,6 +47,7 @@ class RawItemsConfig(dg.Config):
     kinds={"postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
     pool="observatory_ingest",
+    op_tags=INGEST_QUEUE,
 )
 def raw_items(
     context: dg.AssetExecutionContext,
@@ -86,6 +94,7 @@ def raw_items(
             "partitions_created": dg.MetadataValue.json(result.partitions_created),
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
             "preview": dg.MetadataValue.md(markdown_table(preview_rows)),
+            **worker_metadata(),
         }
     )
 
@@ -179,7 +188,7 @@ ingest_job = dg.define_asset_job(
     partitions_def=collection_run_partitions,
     description="Load one collection run (a partition) into raw_items.",
     # one load and its checks, in order: a step subprocess each would cost more than their work
-    executor_def=dg.in_process_executor,
+    executor_def=heavy_job_executor(dg.in_process_executor),
 )
 
 
