@@ -89,7 +89,8 @@ def _mode(root: Path, payloads: list[Path], template_url: str, workers: int, red
             redis.start()
             env.update(OBSERVATORY_EXECUTOR="celery", OBSERVATORY_CELERY_BROKER=redis.url(0),
                        OBSERVATORY_CELERY_BACKEND=redis.url(1))  # fmt: skip
-            started = [CeleryWorker(env, f"w{i}", QUEUES, home).start() for i in range(workers)]
+            # workers on this machine share its local object directory (across machines: S3)
+            started = [CeleryWorker(env, f"w{i}", QUEUES, home, share_home=True).start() for i in range(workers)]
             _wait_until_ready(started)
         try:
             begun = time.perf_counter()

@@ -75,10 +75,11 @@ class RedisServer:
 
 class CeleryWorker:
     """``dagster-celery worker start -A dagster_celery.app -y docker/celery.yaml -q ...`` with one pool
-    process, in its own process group, on its own empty ``OBSERVATORY_HOME``: everything a step needs
-    comes from Postgres and object storage."""
+    process, in its own process group, on its own empty ``OBSERVATORY_HOME`` (everything a step needs
+    comes from Postgres and S3), or, with ``share_home``, on the orchestrator's (a local object directory
+    shared by workers on one machine)."""
 
-    def __init__(self, env: dict[str, str], name: str, queues: list[str], root: Path) -> None:
+    def __init__(self, env: dict[str, str], name: str, queues: list[str], root: Path, share_home: bool = False) -> None:
         self.name = name
         self.home = root / f"worker-{name}"
         (self.home / "dagster_home").mkdir(parents=True)
@@ -86,7 +87,9 @@ class CeleryWorker:
         (self.home / "dagster_home" / "dagster.yaml").write_text(
             (Path(env["DAGSTER_HOME"]) / "dagster.yaml").read_text()
         )
-        self.env = {**env, "OBSERVATORY_HOME": str(self.home), "DAGSTER_HOME": str(self.home / "dagster_home")}
+        self.env = {**env, "DAGSTER_HOME": str(self.home / "dagster_home")}
+        if not share_home:
+            self.env["OBSERVATORY_HOME"] = str(self.home)
         self.queues = queues
         self.process: subprocess.Popen | None = None
 
