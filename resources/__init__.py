@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 import dagster as dg
 
 from resources.object_store import ObjectStoreResource
@@ -31,6 +33,14 @@ def observatory_resources(settings: PlatformSettings | None = None) -> dict[str,
             region=settings.s3_region,
         )
 
+    if settings.executor not in ("default", "celery"):
+        raise ValueError(f"OBSERVATORY_EXECUTOR must be default or celery, not {settings.executor!r}")
+    if settings.executor == "celery" and not settings.celery_broker_set:
+        raise ValueError(
+            "OBSERVATORY_EXECUTOR=celery needs OBSERVATORY_CELERY_BROKER, e.g. redis://:password@host:6379/0"
+        )
+    if settings.executor == "celery" and find_spec("dagster_celery") is None:
+        raise ValueError("OBSERVATORY_EXECUTOR=celery needs the [scale] extra: pip install '.[scale]'")
     if settings.publish_target not in ("static", "ghost"):
         raise ValueError(f"OBSERVATORY_PUBLISH_TARGET must be static or ghost, not {settings.publish_target!r}")
     if settings.publish_target == "ghost" and not settings.ghost_configured:

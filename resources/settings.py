@@ -103,6 +103,7 @@ class PlatformSettings:
     takedown_grace_hours: float = 72.0
     audit_retention_days: int = 365
     executor: str = "default"
+    celery_broker_set: bool = False
     celery_backend_set: bool = False
 
     @property
@@ -143,21 +144,10 @@ def platform_settings(environ: dict[str, str] | None = None) -> PlatformSettings
         site_url=env.get("OBSERVATORY_SITE_URL") or "http://127.0.0.1:8765/",
         takedown_grace_hours=float(env.get("OBSERVATORY_TAKEDOWN_GRACE_HOURS") or 72),
         audit_retention_days=int(env.get("OBSERVATORY_AUDIT_RETENTION_DAYS") or 365),
-        executor=_executor(env),
+        executor=(env.get("OBSERVATORY_EXECUTOR") or "default").strip().lower(),
+        celery_broker_set=bool(env.get("OBSERVATORY_CELERY_BROKER")),
         celery_backend_set=bool(env.get("OBSERVATORY_CELERY_BACKEND")),
     )
-
-
-def _executor(env) -> str:
-    """``default`` or ``celery``; celery needs a broker to send steps to."""
-    executor = (env.get("OBSERVATORY_EXECUTOR") or "default").strip().lower()
-    if executor not in ("default", "celery"):
-        raise ValueError(f"OBSERVATORY_EXECUTOR must be default or celery, not {env.get('OBSERVATORY_EXECUTOR')!r}")
-    if executor == "celery" and not env.get("OBSERVATORY_CELERY_BROKER"):
-        raise ValueError(
-            "OBSERVATORY_EXECUTOR=celery needs OBSERVATORY_CELERY_BROKER (e.g. redis://:password@host:6379/0)"
-        )
-    return executor
 
 
 def mask_dsn(url: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from observatory_assets.lib.dagster import CELERY_SETTINGS, heavy_job_executor
+from resources import observatory_resources
 from resources.settings import displayed_value, platform_settings
 from tests.support.helpers import ROOT
 
@@ -39,9 +40,9 @@ def test_the_default_executor_is_unchanged(monkeypatch):
         ({"OBSERVATORY_EXECUTOR": "celery"}, "needs OBSERVATORY_CELERY_BROKER"),
     ],
 )
-def test_a_wrong_executor_setting_is_one_clear_line(env, message):
+def test_a_wrong_executor_setting_is_one_clear_line(env, message, tmp_path):
     with pytest.raises(ValueError, match=message):
-        platform_settings(env)
+        observatory_resources(platform_settings({"OBSERVATORY_HOME": str(tmp_path), **env}))
 
 
 def test_the_broker_password_is_never_shown():

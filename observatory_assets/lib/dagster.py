@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from importlib.util import find_spec
 
 import dagster as dg
 
@@ -93,7 +94,7 @@ def heavy_job_executor(default: dg.ExecutorDefinition | None = None) -> dg.Execu
     location's multiprocess default), or Dagster's Celery executor when ``OBSERVATORY_EXECUTOR=celery``.
     Broker and backend are read from the environment at run time, so no password enters run config."""
     settings = platform_settings()
-    if settings.executor != "celery":
+    if settings.executor != "celery" or find_spec("dagster_celery") is None:  # the resources say what is missing
         return default
     from dagster_celery import celery_executor
 
