@@ -20,19 +20,30 @@ CELERY_YAML = ROOT / "docker" / "celery.yaml"
 
 
 def _stop_group(process: subprocess.Popen | None) -> None:
-    """SIGTERM to the process group, SIGKILL after ten seconds."""
-    if process is None or process.poll() is not None:
+    """SIGTERM to the process group, SIGKILL to whatever of it is left after ten seconds (Redis refuses to
+    stop while it cannot write its append-only file, e.g. when its directory is gone)."""
+    if process is None:
         return
-    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            break
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _group_alive(process):
+            time.sleep(0.1)
+        if not _group_alive(process):
+            break
+    process.wait(timeout=10)
+
+
+def _group_alive(process: subprocess.Popen) -> bool:
+    process.poll()  # reaps the leader, so a finished group stops answering
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class RedisServer:
