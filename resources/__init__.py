@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 import dagster as dg
 
 from resources.object_store import ObjectStoreResource
@@ -31,6 +33,12 @@ def observatory_resources(settings: PlatformSettings | None = None) -> dict[str,
             region=settings.s3_region,
         )
 
+    if settings.executor == "celery" and not settings.celery_broker_set:
+        raise ValueError(
+            "OBSERVATORY_EXECUTOR=celery needs OBSERVATORY_CELERY_BROKER, e.g. redis://:password@host:6379/0"
+        )
+    if settings.executor == "celery" and find_spec("dagster_celery") is None:
+        raise ValueError("OBSERVATORY_EXECUTOR=celery needs the [scale] extra: pip install '.[scale]'")
     if settings.publish_target == "ghost" and not settings.ghost_configured:
         raise ValueError("OBSERVATORY_PUBLISH_TARGET=ghost needs OBSERVATORY_GHOST_URL and OBSERVATORY_GHOST_ADMIN_KEY")
     ghost = (

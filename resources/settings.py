@@ -133,6 +133,18 @@ class PlatformSettings(BaseSettings):
         default=15 * 1024**2, gt=0, description="Largest feed body fetched, in bytes after decoding (15 MiB)."
     )
     poll_per_host: int = Field(default=2, ge=1, description="Simultaneous requests per host while polling.")
+    executor: Annotated[Literal["default", "celery"], LowerCase] = Field(
+        default="default",
+        description="Executor of the heavy jobs (ingest, enrich, events, exports): default (in-process or "
+        "multiprocess, per job) or celery (extra [scale]; steps run on dagster-celery workers).",
+    )
+    celery_broker: SecretStr | None = Field(
+        default=None,
+        description="Celery broker URL for OBSERVATORY_EXECUTOR=celery, e.g. redis://:password@host:6379/0.",
+    )
+    celery_backend: SecretStr | None = Field(
+        default=None, description="Celery result backend URL; unset = the broker URL."
+    )
     secret_key: SecretStr | None = Field(
         default=None, description="Fernet key encrypting webhook secrets at rest (the embedded demo makes one)."
     )
@@ -147,6 +159,14 @@ class PlatformSettings(BaseSettings):
         description="Directories local files may be collected from, separated by ':'; "
         "unset = the working directory and the home.",
     )
+
+    @property
+    def celery_broker_set(self) -> bool:
+        return self.celery_broker is not None
+
+    @property
+    def celery_backend_set(self) -> bool:
+        return self.celery_backend is not None
 
     @property
     def ghost_configured(self) -> bool:

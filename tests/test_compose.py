@@ -29,9 +29,9 @@ SECRETS = {
 APP_SERVICES = ("code-location", "webserver", "daemon")
 
 
-def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess:
+def compose_config(env: dict[str, str], *options: str) -> subprocess.CompletedProcess:
     assert shutil.which("docker-compose"), "docker-compose is installed by .ci/run"
-    return subprocess.run(["docker-compose", "-f", "docker-compose.yml", "config"], cwd=ROOT,
+    return subprocess.run(["docker-compose", "-f", "docker-compose.yml", *options, "config"], cwd=ROOT,
                           env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
@@ -44,7 +44,16 @@ def config() -> dict:
 
 def test_docker_compose_config_parses_and_has_every_service(config):
     services = config["services"]
-    assert set(services) == {"postgres", "seaweedfs", "migrate", "code-location", "webserver", "daemon"}
+    assert set(services) == {
+        "postgres",
+        "seaweedfs",
+        "migrate",
+        "code-location",
+        "webserver",
+        "daemon",
+        "redis",
+        "worker",
+    }
     assert services["postgres"]["image"].startswith("pgvector/pgvector")
     assert "alembic upgrade head" in " ".join(services["migrate"]["command"])
     assert all("healthcheck" in services[s] for s in ("postgres", "seaweedfs", "code-location", "webserver"))
@@ -76,7 +85,8 @@ def _published(service: dict) -> list[tuple[str, str]]:
 
 def test_ports_are_published_on_loopback_only(config):
     published = {name: _published(s) for name, s in config["services"].items() if s.get("ports")}
-    assert published == {"webserver": [("127.0.0.1", "3000")], "seaweedfs": [("127.0.0.1", "8333")]}
+    assert published == {"webserver": [("127.0.0.1", "3000")], "seaweedfs": [("127.0.0.1", "8333")],
+                         "redis": [("127.0.0.1", "6379")]}  # fmt: skip
 
 
 def test_the_application_connects_as_a_role_without_ddl_and_migrations_as_the_owner(config):
@@ -212,3 +222,71 @@ def test_the_app_role_reads_and_writes_but_cannot_change_the_schema(pg_server):
             drop_database(pg_server, name)
         with psycopg.connect(as_libpq_dsn(pg_server), autocommit=True) as conn:
             conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_the_scale_profile_adds_a_pinned_redis_and_workers_that_scale():
+    done = compose_config({**SECRETS, "REDIS_PASSWORD": "redis-example", "OBSERVATORY_EXECUTOR": "celery"},
+                          "--profile", "scale")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    redis, worker = services["redis"], services["worker"]
+    assert re.fullmatch(r"redis:7\.\d+\.\d+-alpine", redis["image"]), redis["image"]
+    assert redis["profiles"] == worker["profiles"] == ["scale"]
+    assert all("profiles" not in services[name] for name in ("postgres", "migrate", *APP_SERVICES))
+    assert worker["command"][:7] == [
+        "dagster-celery",
+        "worker",
+        "start",
+        "-A",
+        "dagster_celery.app",
+        "-y",
+        "celery.yaml",
+    ]
+    assert worker["command"][7:] == ["-q", "ingest,enrich,default"]
+    assert "ports" not in worker and "container_name" not in worker  # so `--scale worker=4` works
+    assert worker["environment"]["OBSERVATORY_EXECUTOR"] == "celery"
+    for name in ("worker", *APP_SERVICES):
+        env = services[name]["environment"]
+        assert env["OBSERVATORY_CELERY_BROKER"] == "redis://:redis-example@redis:6379/0", name
+        assert env["OBSERVATORY_CELERY_BACKEND"] == "redis://:redis-example@redis:6379/1", name
+    assert services["daemon"]["environment"]["OBSERVATORY_EXECUTOR"] == "celery"  # the runs it launches
+    assert "redis-example" not in " ".join(redis["entrypoint"] + redis["healthcheck"]["test"])
+    assert "celery.yaml" in (ROOT / "docker" / "Dockerfile").read_text()
+    assert '".[scale]"' in (ROOT / "docker" / "Dockerfile").read_text()
+
+
+def test_the_redis_start_script_requires_a_password(tmp_path):
+    import redis
+
+    from tests.support.celery import RedisServer
+
+    script = str(ROOT / "docker" / "redis-start.sh")
+    refused = subprocess.run(["sh", script], env={"PATH": "/usr/bin:/bin", "REDIS_DATA_DIR": str(tmp_path)},
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert refused.returncode != 0 and "REDIS_PASSWORD" in refused.stderr
+    server = RedisServer(tmp_path).start()  # the same script, on a free loopback port
+    try:
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port).ping()
+        assert redis.Redis.from_url(server.url(0)).ping()
+        listening = {c.laddr.ip for c in psutil_connections(server.port)}
+        assert listening == {"127.0.0.1"}
+        assert not any(server.password in line for line in command_lines())  # never on a command line
+    finally:
+        server.stop()
+
+
+def psutil_connections(port: int):
+    import psutil
+
+    return [c for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port and c.status == "LISTEN"]
+
+
+def command_lines():
+    import psutil
+
+    for process in psutil.process_iter():
+        try:
+            yield " ".join(process.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue

@@ -56,19 +56,42 @@ def ingest_runs(run_ids: list[int] | None = None, force: bool = False) -> list[d
 def run_job(
     instance, name: str, partition_key: str | None = None, ops_config: dict | None = None, output_of: str | None = None
 ) -> dict:
-    """Run a job of the code location in-process, recorded in ``instance`` as the daemon's runs are,
-    with nothing on the console (the event log keeps every message and traceback). Returns what
-    happened, with the first failure's reason in one line, for people and scripts (and the output of
-    op ``output_of``, when asked and the run succeeded)."""
+    """Run a job of the code location, recorded in ``instance`` as the daemon's runs are, with nothing on
+    the console (the event log keeps every message and traceback): in-process, or, for a job on the
+    Celery executor (``OBSERVATORY_EXECUTOR=celery``), orchestrated here with its steps on the workers.
+    Returns what happened, with the first failure's reason in one line, for people and scripts (and the
+    output of op ``output_of``, when asked and the run succeeded)."""
     from observatory_assets.definitions import defs
 
     run_config = {
         "ops": {op: {"config": config} for op, config in (ops_config or {}).items()},
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
-    result = defs.resolve_job_def(name).execute_in_process(
+    job = defs.resolve_job_def(name)
+    if job.executor_def.name == "celery":
+        tags = {"dagster/partition": partition_key} if partition_key else None
+        reconstructable = dg.build_reconstructable_job(__name__, job_of_the_code_location.__name__, (name,))
+        with dg.execute_job(reconstructable, instance, run_config=run_config, tags=tags) as result:
+            return _outcome(name, partition_key, result, output_of)
+    result = job.execute_in_process(
         instance=instance, partition_key=partition_key, run_config=run_config, raise_on_error=False
     )
+    return _outcome(name, partition_key, result, output_of)
+
+
+def job_of_the_code_location(name: str) -> dg.JobDefinition:
+    """The job ``name`` of the code location, as a Celery worker rebuilds it for each step."""
+    from observatory_assets.definitions import defs
+
+    return defs.resolve_job_def(name)
+
+
+def _outcome(
+    name: str,
+    partition_key: str | None,
+    result: dg.ExecuteInProcessResult | dg.JobExecutionResult,
+    output_of: str | None = None,
+) -> dict:
     return {
         "job": name,
         "collection_run": int(partition_key) if partition_key and partition_key.isdigit() else None,
@@ -80,10 +103,12 @@ def run_job(
     }
 
 
-def _first_failure(result: dg.ExecuteInProcessResult) -> str:
-    """The root cause of the run's first step failure, in one line that is safe to show."""
-    for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
+def _first_failure(result: dg.ExecuteInProcessResult | dg.JobExecutionResult) -> str:
+    """The root cause of the run's first step failure (else of the run's failure: a Celery broker out of
+    reach), in one line that is safe to show."""
+    failures = [event.step_failure_data.error for event in result.get_step_failure_events()]
+    failures += [event.job_failure_data.error for event in result.all_events if event.is_run_failure]
+    for error in failures:
         while error is not None and error.cause is not None:
             error = error.cause
         if error is not None:
@@ -92,7 +117,7 @@ def _first_failure(result: dg.ExecuteInProcessResult) -> str:
 
 
 def materialize_enrichment_and_events(instance: dg.DagsterInstance, run_ids: list[int]) -> list[dict]:
-    """Enrich the given collection runs (partitions) and then cluster events, in-process through Dagster,
-    recorded in ``instance`` like the sensors' runs (for the demo and the CLI)."""
+    """Enrich the given collection runs (partitions) and then cluster events through Dagster, recorded in
+    ``instance`` like the sensors' runs (for the demo and the CLI)."""
     outcomes = [run_job(instance, "enrich_collection_run", partition_key=str(run_id)) for run_id in run_ids]
     return outcomes + [run_job(instance, "cluster_events")]

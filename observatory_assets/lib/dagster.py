@@ -6,11 +6,17 @@ to speak Dagster the same way everywhere.
 
 from __future__ import annotations
 
+import os
+import socket
+import warnings
 from collections.abc import Callable
+from importlib.util import find_spec
 from typing import Any, NamedTuple
 
 import dagster as dg
 from sqlalchemy import Connection
+
+from resources.settings import platform_settings
 
 #: One partition per collection run: ``raw_items``, ``item_features`` and ``item_embeddings`` share it.
 collection_run_partitions = dg.DynamicPartitionsDefinition(name="collection_runs")
@@ -122,3 +128,58 @@ def checked_since(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey
         return None
     started = event.asset_materialization.metadata.get(started_key)
     return started.value if started is not None else None
+
+
+#: ``dagster-celery/queue`` op tags of the heavy steps: a Celery worker serves any subset of the queues
+#: ``ingest``, ``enrich`` and ``default`` (every other step: asset checks, events, exports).
+INGEST_QUEUE = {"dagster-celery/queue": "ingest"}
+ENRICH_QUEUE = {"dagster-celery/queue": "enrich"}
+
+#: Celery settings the executor and the workers share (``celery.yaml`` repeats them for the workers).
+#: A step is acknowledged when it ends, so a worker killed mid-step hands it back to the queue; a
+#: message nobody acknowledged returns after the visibility timeout (longer than any step: six hours).
+#: The broker is tried three times in one second, so a run whose broker is down fails at once.
+CELERY_SETTINGS = {
+    "task_default_queue": "default",
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "broker_connection_retry_on_startup": True,
+    "broker_transport_options": {
+        "visibility_timeout": 21600,
+        "max_retries": 3,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
+    },
+}
+
+
+def heavy_job_executor(default: dg.ExecutorDefinition | None = None) -> dg.ExecutorDefinition | None:
+    """The executor of a heavy job (ingest, enrich, events, exports): ``default`` (None: the code
+    location's multiprocess default), or Dagster's Celery executor when ``OBSERVATORY_EXECUTOR=celery``.
+    Broker and backend are read from the environment at run time, so no password enters run config."""
+    settings = platform_settings()
+    if settings.executor != "celery" or find_spec("dagster_celery") is None:  # the resources say what is missing
+        return default
+    from dagster_celery import celery_executor
+
+    # dagster-celery registers its step task again for every step it sends: said once per step on stderr
+    warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already registered")
+    broker = {"env": "OBSERVATORY_CELERY_BROKER"}
+    return celery_executor.configured(
+        {
+            "broker": broker,
+            "backend": {"env": "OBSERVATORY_CELERY_BACKEND"} if settings.celery_backend_set else broker,
+            "config_source": CELERY_SETTINGS,
+        },
+        name="celery",
+    )
+
+
+def worker_metadata() -> dict[str, dg.MetadataValue]:
+    """Where the step ran (host and process), for its output metadata: on Celery, a worker's."""
+    return {
+        "worker_host": dg.MetadataValue.text(socket.gethostname()),
+        "worker_pid": dg.MetadataValue.int(os.getpid()),
+    }

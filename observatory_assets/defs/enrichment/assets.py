@@ -30,7 +30,14 @@ from observatory_assets.defs.enrichment.features import featurize_run
 from observatory_assets.defs.enrichment.integrity import incomplete_features, vectors_of_other_spaces
 from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR
 from observatory_assets.defs.enrichment.spaces import space_status
-from observatory_assets.lib.dagster import RunCheckVerdict, collection_run_check, collection_run_partitions
+from observatory_assets.lib.dagster import (
+    ENRICH_QUEUE,
+    RunCheckVerdict,
+    collection_run_check,
+    collection_run_partitions,
+    heavy_job_executor,
+    worker_metadata,
+)
 from resources import PostgresResource
 from resources.settings import platform_settings
 
@@ -74,6 +81,7 @@ class ItemFeaturesConfig(dg.Config):
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     # a collection run's raw_items partition materialized by any run: its features follow
     automation_condition=dg.AutomationCondition.eager(),
+    op_tags=ENRICH_QUEUE,
 )
 def item_features(
     context: dg.AssetExecutionContext, config: ItemFeaturesConfig, postgres: PostgresResource
@@ -94,6 +102,7 @@ def item_features(
             "sentiment_labels": dg.MetadataValue.json(result.sentiment),
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
             "items_per_second": dg.MetadataValue.float(round(result.items / max(result.seconds, 1e-9), 1)),
+            **worker_metadata(),
         }
     )
 
@@ -123,6 +132,7 @@ class ItemEmbeddingsConfig(dg.Config):
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     # requested on the same tick as the run's features, it runs after them in the same run
     automation_condition=dg.AutomationCondition.eager(),
+    op_tags=ENRICH_QUEUE,
 )
 def item_embeddings(
     context: dg.AssetExecutionContext,
@@ -157,6 +167,7 @@ def item_embeddings(
             "already_embedded": dg.MetadataValue.int(result.already_embedded),
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
             "items_per_second": dg.MetadataValue.float(round(result.embedded / max(result.seconds, 1e-9), 1)),
+            **worker_metadata(),
         }
     )
 
@@ -186,6 +197,7 @@ enrich_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(item_features, item_embeddings),
     partitions_def=collection_run_partitions,
     description="Features and embeddings of one collection run (a partition).",
+    executor_def=heavy_job_executor(),
 )
 
 

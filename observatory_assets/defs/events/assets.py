@@ -9,7 +9,7 @@ from sqlalchemy import text
 from observatory_assets.defs.enrichment.assets import EmbedderResource
 from observatory_assets.defs.events.clustering import EVENTS, ClusteringParams, cluster_events
 from observatory_assets.defs.events.integrity import check_centroids, check_events_have_items, check_items_in_one_event
-from observatory_assets.lib.dagster import checked_since, follows
+from observatory_assets.lib.dagster import checked_since, follows, heavy_job_executor, worker_metadata
 from resources import PostgresResource
 
 
@@ -79,6 +79,7 @@ def events(
             "largest_events": dg.MetadataValue.md(largest if result.largest_events else "_no events changed_"),
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
             "items_per_second": dg.MetadataValue.float(round(result.items_assigned / max(result.seconds, 1e-9), 1)),
+            **worker_metadata(),
         }
     )
 
@@ -123,6 +124,7 @@ events_job = dg.define_asset_job(
     "cluster_events",
     selection=dg.AssetSelection.assets(events),
     description="Cluster newly embedded items into events.",
+    executor_def=heavy_job_executor(),
 )
 
 

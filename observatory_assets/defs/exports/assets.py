@@ -15,7 +15,7 @@ from observatory_assets.defs.exports.delivery import (
 )
 from observatory_assets.defs.exports.filters import ExportFilters, filters_from
 from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, PSEUDONYM_KEY_VARIABLE
-from observatory_assets.lib.dagster import markdown_table
+from observatory_assets.lib.dagster import heavy_job_executor, markdown_table, worker_metadata
 from resources import ObjectStoreResource, PostgresResource
 from resources.object_store import ObjectStore, download_metadata
 
@@ -98,6 +98,7 @@ def content_exports(
         "filters": dg.MetadataValue.json(filters.as_json()),
         "record_counts": dg.MetadataValue.json(counts),
         "preview": dg.MetadataValue.md(markdown_table(preview(engine, filters))),
+        **worker_metadata(),
     }
     for r in results:
         metadata[f"{r.format}_download"] = download_metadata(r.download_url)
@@ -172,6 +173,7 @@ def network_exports(
                 markdown_table([{"actor": str(n), "weighted_degree": str(d)} for n, d in top])
             ),
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+            **worker_metadata(),
         },
         check_results=[
             _stored_check(store, [result], "export_objects_stored"),
@@ -184,6 +186,7 @@ export_job = dg.define_asset_job(
     "export_content_and_network",
     selection=[content_exports, network_exports],
     description="Export the items (CSV, XLSX, NDJSON, Parquet) and the actor network (GEXF); filters in run config.",
+    executor_def=heavy_job_executor(),
 )
 
 defs = dg.Definitions(assets=[content_exports, network_exports], jobs=[export_job])

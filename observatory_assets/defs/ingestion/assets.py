@@ -17,10 +17,13 @@ from observatory_assets.defs.ingestion.inbox import take_inbox_object
 from observatory_assets.defs.ingestion.integrity import default_partition_rows, key_conflicts, unbalanced_runs
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.lib.dagster import (
+    INGEST_QUEUE,
     RunCheckVerdict,
     collection_run_check,
     collection_run_partitions,
+    heavy_job_executor,
     markdown_table,
+    worker_metadata,
 )
 from resources import ObjectStoreResource, PostgresResource
 
@@ -49,6 +52,7 @@ class RawItemsConfig(dg.Config):
     kinds={"postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
     pool="observatory_ingest",
+    op_tags=INGEST_QUEUE,
 )
 def raw_items(
     context: dg.AssetExecutionContext,
@@ -98,6 +102,7 @@ def raw_items(
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
             "credits_settled": dg.MetadataValue.float(float(settlement.actual) if settlement else 0.0),
             "preview": dg.MetadataValue.md(markdown_table(preview_rows)),
+            **worker_metadata(),
         }
     )
 
@@ -208,7 +213,7 @@ ingest_job = dg.define_asset_job(
     partitions_def=collection_run_partitions,
     description="Load one collection run (a partition) into raw_items.",
     # one load and its checks, in order: a step subprocess each would cost more than their work
-    executor_def=dg.in_process_executor,
+    executor_def=heavy_job_executor(dg.in_process_executor),
 )
 
 
