@@ -36,7 +36,7 @@ def test_the_default_executor_is_unchanged(monkeypatch):
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"OBSERVATORY_EXECUTOR": "dask"}, "OBSERVATORY_EXECUTOR must be default or celery"),
+        ({"OBSERVATORY_EXECUTOR": "dask"}, "OBSERVATORY_EXECUTOR: input should be 'default' or 'celery'"),
         ({"OBSERVATORY_EXECUTOR": "celery"}, "needs OBSERVATORY_CELERY_BROKER"),
     ],
 )
@@ -47,7 +47,7 @@ def test_a_wrong_executor_setting_is_one_clear_line(env, message, tmp_path):
 
 def test_the_broker_password_is_never_shown():
     shown = displayed_value("OBSERVATORY_CELERY_BROKER", {"OBSERVATORY_CELERY_BROKER": BROKER})
-    assert "broker-secret" not in shown and "127.0.0.1:6379" in shown
+    assert "broker-secret" not in shown and shown == "(set)"
 
 
 def test_celery_runs_the_heavy_jobs_with_their_steps_on_the_three_queues(tmp_path):

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import dagster as dg
 from sqlalchemy import Connection
 
-from resources.settings import platform_settings
+from resources.settings import SettingsError, platform_settings
 
 #: One partition per collection run: ``raw_items``, ``item_features`` and ``item_embeddings`` share it.
 collection_run_partitions = dg.DynamicPartitionsDefinition(name="collection_runs")
@@ -159,7 +159,10 @@ def heavy_job_executor(default: dg.ExecutorDefinition | None = None) -> dg.Execu
     """The executor of a heavy job (ingest, enrich, events, exports): ``default`` (None: the code
     location's multiprocess default), or Dagster's Celery executor when ``OBSERVATORY_EXECUTOR=celery``.
     Broker and backend are read from the environment at run time, so no password enters run config."""
-    settings = platform_settings()
+    try:
+        settings = platform_settings()
+    except SettingsError:  # a bad setting is said in one line when the resources are built, not at import
+        return default
     if settings.executor != "celery" or find_spec("dagster_celery") is None:  # the resources say what is missing
         return default
     from dagster_celery import celery_executor
