@@ -23,6 +23,9 @@ class EventsConfig(dg.Config):
     time_penalty: float = Field(default=0.1, description="Similarity lost when an event was last seen a window ago.")
     large_event_size: int = Field(default=5, description="From this size on, joining needs a close member too.")
     member_margin: float = Field(default=0.1, description="How much closer that member must be than the threshold.")
+    merge_margin: float = Field(
+        default=ClusteringParams.merge_margin, description="Open events this much above the threshold alike merge."
+    )
 
     def params(self, default_threshold: float) -> ClusteringParams:
         return ClusteringParams(
@@ -32,6 +35,7 @@ class EventsConfig(dg.Config):
             time_penalty=self.time_penalty,
             large_event_size=self.large_event_size,
             member_margin=self.member_margin,
+            merge_margin=self.merge_margin,
         )
 
 
@@ -40,7 +44,7 @@ def events(
     context: dg.AssetExecutionContext, config: EventsConfig, postgres: PostgresResource, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
     """News events: embedded items clustered online in publication order (72 h window, similarity
-    threshold, stricter check for large events). Incremental: each run clusters the items not clustered
+    threshold, stricter check for large events); open events that converge merge into the older one. Incremental: each run clusters the items not clustered
     yet; re-running never duplicates, and batching does not change the result."""
     current = embedder.get_embedder(postgres.get_engine())
     with postgres.get_engine().connect() as conn:
@@ -69,6 +73,7 @@ def events(
             "joined_existing_events": dg.MetadataValue.int(result.joined_existing),
             "events_updated": dg.MetadataValue.int(result.events_updated),
             "events_removed": dg.MetadataValue.int(result.events_removed),
+            "events_merged": dg.MetadataValue.int(result.events_merged),
             "late_items_reclustered": dg.MetadataValue.int(result.reopened_items),
             "rebuilt_for_new_embedder": dg.MetadataValue.bool(result.rebuilt),
             "largest_events": dg.MetadataValue.md(largest if result.largest_events else "_no events changed_"),
