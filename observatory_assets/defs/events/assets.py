@@ -21,8 +21,6 @@ class EventsConfig(dg.Config):
         description="Similarity from which an item joins an event; default: the embedder's calibrated one.",
     )
     time_penalty: float = Field(default=0.1, description="Similarity lost when an event was last seen a window ago.")
-    large_event_size: int = Field(default=5, description="From this size on, joining needs a close member too.")
-    member_margin: float = Field(default=0.1, description="How much closer that member must be than the threshold.")
     merge_margin: float = Field(
         default=ClusteringParams.merge_margin, description="Open events this much above the threshold alike merge."
     )
@@ -33,8 +31,6 @@ class EventsConfig(dg.Config):
             window_hours=self.window_hours,
             max_span_hours=self.max_span_hours,
             time_penalty=self.time_penalty,
-            large_event_size=self.large_event_size,
-            member_margin=self.member_margin,
             merge_margin=self.merge_margin,
         )
 
@@ -44,7 +40,7 @@ def events(
     context: dg.AssetExecutionContext, config: EventsConfig, postgres: PostgresResource, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
     """News events: embedded items clustered online in publication order (72 h window, similarity
-    threshold, stricter check for large events); open events that converge merge into the older one. Incremental: each run clusters the items not clustered
+    threshold); open events whose centroids converge merge into the older one. Incremental: each run clusters the items not clustered
     yet; re-running never duplicates, and batching does not change the result."""
     current = embedder.get_embedder(postgres.get_engine())
     with postgres.get_engine().connect() as conn:

@@ -9,10 +9,12 @@ newest item is at most ``window_hours`` (default 72 h) older — and
 * joins the best-scoring one when the score (cosine similarity to the
   centroid, minus a small penalty growing with the time since the event was
   last seen) reaches ``threshold`` (by default the embedder's calibrated
-  ``join_threshold``); an event of ``large_event_size`` items or more is
-  joined only if the item is also close (``threshold + member_margin``) to one
-  of its 32 newest items, so a big event cannot swallow a neighbouring story;
+  ``join_threshold``);
 * otherwise founds a new event.
+
+(A stricter rule for large events, joining only when the item was also close
+to one of their newest members, split broad real stories told from many angles
+into dozens of events and was dropped; see ``bench/cluster_quality.py``.)
 
 **Converging events merge.** After an item joins an event, the event's
 centroid is compared with the other open events': one within
@@ -68,8 +70,6 @@ EVENTS = "events"
 CHUNK_SIZE = 5000
 _ID_BLOCK = 1000
 _STAGE_FLUSH = 20_000
-#: The stricter check for large events compares with this many of their newest items (bounded cost).
-_RECENT_MEMBERS = 32
 
 
 @dataclass(frozen=True)
@@ -83,13 +83,8 @@ class ClusteringParams:
     max_span_hours: float = 168.0
     #: Score lost when the event was last seen a whole window ago (linear in between).
     time_penalty: float = 0.1
-    large_event_size: int = 5
-    #: Added to ``threshold`` for the stricter check before joining a large event.
-    member_margin: float = 0.1
-    #: How many of the best-scoring events an item tries before founding its own.
-    candidates: int = 3
     #: Added to ``threshold``: two open events whose centroids are this similar are merged.
-    merge_margin: float = 0.2
+    merge_margin: float = 0.05
 
 
 @dataclass
@@ -154,11 +149,6 @@ class _Event:
     def centroid(self) -> np.ndarray:
         norm = np.linalg.norm(self.sum)
         return self.sum / norm if norm else self.sum
-
-    def best_member_similarity(self, vector: np.ndarray) -> float:
-        """The similarity of ``vector`` to the closest of the event's most recent items."""
-        n = len(self.items)
-        return float(np.max(self.vectors[max(0, n - _RECENT_MEMBERS) : n] @ vector))
 
     def canonical_item(self) -> int:
         """The member closest to the centroid (the earliest on a tie)."""
@@ -232,19 +222,17 @@ class _ActiveEvents:
         best = int(np.argmax(similarity))
         return (float(similarity[best]), self.events[best]) if similarity[best] >= minimum else None
 
-    def ranked(self, vector: np.ndarray, now: float, params: ClusteringParams) -> list[tuple[float, float, _Event]]:
-        """The best ``params.candidates`` open events as (score, cosine similarity, event), best first."""
+    def best(self, vector: np.ndarray, now: float, params: ClusteringParams) -> tuple[float, float, _Event] | None:
+        """The best-scoring open event as (score, cosine similarity, event); the first slot on a tie."""
         n = len(self.events)
         if n == 0:
-            return []
+            return None
         similarity = self.centroids[:n] @ vector
         gap = now - self.last_seen[:n]
         score = similarity - params.time_penalty * gap / self.window
         score[gap > self.window] = -np.inf
-        k = min(params.candidates, n)
-        best = np.argpartition(-score, k - 1)[:k] if n > k else np.arange(n)
-        best = sorted(best, key=lambda i: (-score[i], i))
-        return [(float(score[i]), float(similarity[i]), self.events[i]) for i in best if np.isfinite(score[i])]
+        best = int(np.argmax(score))
+        return (float(score[best]), float(similarity[best]), self.events[best]) if np.isfinite(score[best]) else None
 
 
 _PENDING = """
@@ -416,16 +404,9 @@ class _Clustering:
             if event.touched:
                 self._stage_event(event)
         chosen, similarity = None, 1.0
-        for score, cosine, event in self.active.ranked(vector, now, p):
-            if score < p.threshold:
-                break
-            if (
-                len(event.items) >= p.large_event_size
-                and event.best_member_similarity(vector) < p.threshold + p.member_margin
-            ):
-                continue
-            chosen, similarity = event, cosine
-            break
+        best = self.active.best(vector, now, p)
+        if best is not None and best[0] >= p.threshold:
+            _, similarity, chosen = best
         if chosen is None:
             chosen = _Event(self._next_id(), new=True, dimensions=self.dimensions)
             self.result.new_events += 1
