@@ -168,7 +168,7 @@ def evaluate(rows: list[dict], embedder_name: str, overrides: dict, grid: list[f
         featurize_run(engine, run_id)
         embedder = make_embedder(embedder_name, engine)
         embedded = embed_run(engine, embedder, run_id)
-        base = {"threshold": embedder.join_threshold, **overrides}
+        base = {"threshold": embedder.join_threshold, "merge_margin": embedder.merge_margin, **overrides}
         default_params = ClusteringParams(**base)
         clustering_started = time.perf_counter()
         predicted = _recluster(engine, embedder, default_params)
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
             type=kind,
-            help=f"default: {f.default}" if f.name != "threshold" else "default: the embedder's join_threshold",
+            help="default: the embedder's" if f.name in ("threshold", "merge_margin") else f"default: {f.default}",
         )
     args = parser.parse_args(argv)
     if args.generate:

@@ -21,17 +21,17 @@ class EventsConfig(dg.Config):
         description="Similarity from which an item joins an event; default: the embedder's calibrated one.",
     )
     time_penalty: float = Field(default=0.1, description="Similarity lost when an event was last seen a window ago.")
-    merge_margin: float = Field(
-        default=ClusteringParams.merge_margin, description="Open events this much above the threshold alike merge."
+    merge_margin: float | None = Field(
+        default=None, description="Open events this much above the threshold alike merge; default: the embedder's."
     )
 
-    def params(self, default_threshold: float) -> ClusteringParams:
+    def params(self, default_threshold: float, default_merge_margin: float) -> ClusteringParams:
         return ClusteringParams(
             threshold=default_threshold if self.threshold is None else self.threshold,
             window_hours=self.window_hours,
             max_span_hours=self.max_span_hours,
             time_penalty=self.time_penalty,
-            merge_margin=self.merge_margin,
+            merge_margin=default_merge_margin if self.merge_margin is None else self.merge_margin,
         )
 
 
@@ -46,7 +46,10 @@ def events(
     with postgres.get_engine().connect() as conn:
         started_at = conn.execute(text("SELECT now()")).scalar_one()
     result = cluster_events(
-        postgres.get_engine(), current.name, current.dimensions, config.params(current.join_threshold)
+        postgres.get_engine(),
+        current.name,
+        current.dimensions,
+        config.params(current.join_threshold, current.merge_margin),
     )
     if result.rebuilt:
         context.log.warning(f"events of another embedder were dropped and rebuilt with {current.name}")

@@ -83,7 +83,8 @@ class ClusteringParams:
     max_span_hours: float = 168.0
     #: Score lost when the event was last seen a whole window ago (linear in between).
     time_penalty: float = 0.1
-    #: Added to ``threshold``: two open events whose centroids are this similar are merged.
+    #: Added to ``threshold``: two open events whose centroids are this similar are merged (by default
+    #: the lexical embedder's margin; each embedder has its own).
     merge_margin: float = 0.05
 
 
