@@ -42,12 +42,17 @@ stop:
 bench: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/events.py --n 100000
-	$(BIN)/python bench/cluster_quality.py --labelled bench/data/news_headlines_labelled.csv --embedder hashing
+	$(BIN)/python bench/cluster_quality.py
 	$(BIN)/python bench/backup.py
 	$(BIN)/python bench/exports.py
 	$(BIN)/python bench/publishing.py
 	$(BIN)/python bench/trends.py --events 100000 --trends 50
 	$(BIN)/python bench/trend_calibration.py --worlds 300
+	$(BIN)/python bench/polling.py
+	$(BIN)/python bench/credits.py
+	$(BIN)/python bench/sentiment.py --labelled ../shared/data/sentiment-dev.csv
+	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/scale.py
 
 clean: stop
 	rm -rf .observatory

@@ -2,11 +2,17 @@
 
 Runs the real pipeline on a fresh scratch database — collect (one JSONL
 payload per source) → raw_items → item_features → item_embeddings → events —
-and compares the events with the ``story`` labels of the CSV (columns
-``title, text, source, published_at, story``; ``text`` may be empty). Rows
-that the loader drops as duplicates are not scored. Prints one JSON object.
+and compares the events with the ``story`` labels of each labelled CSV (columns
+``title, source, published_at, story``, optionally ``text``; other columns
+such as ``id`` or ``url`` are ignored). Rows that the loader drops as
+duplicates are not scored. By default both the project's own set and the
+real aggregator headlines of ``../shared/data/uci-news-dev.csv`` (when present)
+are scored, each in its own scratch database; ``summary`` gives, per set, the
+own-threshold F1 (what a user gets) beside the tuned held-out one. Prints one
+JSON object.
 
-    python bench/cluster_quality.py --labelled bench/data/news_headlines_labelled.csv --embedder hashing
+    python bench/cluster_quality.py                                   # both sets, default embedder
+    python bench/cluster_quality.py --labelled some.csv --labelled other.csv --embedder e5
     python bench/cluster_quality.py --generate bench/data/generated_labelled.csv   # (re)write the generated set
 """
 
@@ -36,7 +42,10 @@ from observatory_assets.defs.ingestion.loading import ingest_collection_run  # n
 from resources.object_store import LocalObjectStore  # noqa: E402
 from resources.postgres import engine_for  # noqa: E402
 
-DEFAULT_LABELLED = ROOT / "bench" / "data" / "news_headlines_labelled.csv"
+DEFAULT_LABELLED = (
+    ROOT / "bench" / "data" / "news_headlines_labelled.csv",
+    ROOT.parent / "shared" / "data" / "uci-news-dev.csv",
+)
 
 
 @contextmanager
@@ -159,7 +168,7 @@ def evaluate(rows: list[dict], embedder_name: str, overrides: dict, grid: list[f
         featurize_run(engine, run_id)
         embedder = make_embedder(embedder_name, engine)
         embedded = embed_run(engine, embedder, run_id)
-        base = {"threshold": embedder.join_threshold, **overrides}
+        base = {"threshold": embedder.join_threshold, "merge_margin": embedder.merge_margin, **overrides}
         default_params = ClusteringParams(**base)
         clustering_started = time.perf_counter()
         predicted = _recluster(engine, embedder, default_params)
@@ -223,7 +232,9 @@ def write_generated(path: Path, stories: int = 60, seed: int = 11) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--labelled", type=Path, default=DEFAULT_LABELLED)
+    parser.add_argument(
+        "--labelled", type=Path, action="append", help="a labelled CSV (repeatable); default: the own and UCI sets"
+    )
     parser.add_argument("--embedder", default=DEFAULT_BACKEND, choices=BACKENDS)
     parser.add_argument("--grid", default="0.02:0.6:0.02", help="thresholds tuned over, start:stop:step")
     parser.add_argument("--generate", type=Path, help="write the generated labelled set to this path and exit")
@@ -232,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
             type=kind,
-            help=f"default: {f.default}" if f.name != "threshold" else "default: the embedder's join_threshold",
+            help="default: the embedder's" if f.name in ("threshold", "merge_margin") else f"default: {f.default}",
         )
     args = parser.parse_args(argv)
     if args.generate:
@@ -241,7 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {f.name: getattr(args, f.name) for f in fields(ClusteringParams) if getattr(args, f.name) is not None}
     start, stop, step = (float(v) for v in args.grid.split(":"))
     grid = [round(start + k * step, 4) for k in range(int(round((stop - start) / step)) + 1)]
-    print(json.dumps(evaluate(read_labelled(args.labelled), args.embedder, overrides, grid)))
+    paths = args.labelled or [path for path in DEFAULT_LABELLED if path.exists()]
+    sets = {path.stem: evaluate(read_labelled(path), args.embedder, overrides, grid) for path in paths}
+    summary = {
+        name: {"own_threshold_bcubed_f1": r["own_threshold"]["bcubed_f1"], "held_out_bcubed_f1": r["bcubed_f1"]}
+        for name, r in sets.items()
+    }
+    print(json.dumps({"embedder": args.embedder, "summary": summary, "sets": sets}))
     return 0
 
 

@@ -79,8 +79,8 @@ def test_stories_become_events_and_a_rerun_changes_nothing(engine, store, tmp_pa
     result = _cluster(engine)
     stories = {row["key"]: row["story"] for row in rows}
     clusters = _events_by_items(engine)
-    assert result.items_assigned == 60 and result.new_events == len(clusters) < 2 * len(set(stories.values()))
-    assert result.joined_existing == 60 - len(clusters) > 0
+    assert result.items_assigned == 60 and result.new_events - result.events_merged == len(clusters)
+    assert len(clusters) < 2 * len(set(stories.values())) and result.joined_existing == 60 - result.new_events > 0
     # every event is (almost always) one story; the big stories are mostly kept together
     pure = sum(len({stories[i] for i in c[0]}) == 1 for c in clusters)
     assert pure >= len(clusters) - 1
@@ -228,7 +228,8 @@ def test_the_dagster_assets_materialize_with_passing_checks(engine, store, tmp_p
     assert clustered.success
     metadata = clustered.asset_materializations_for_node("events")[0].metadata
     assert (
-        metadata["items_assigned"].value == 40 and metadata["new_events"].value == metadata["dagster/row_count"].value
+        metadata["items_assigned"].value == 40
+        and metadata["new_events"].value - metadata["events_merged"].value == metadata["dagster/row_count"].value
     )
     evaluations = clustered.get_asset_check_evaluations()
     assert len(evaluations) == 3 and all(e.passed for e in evaluations)

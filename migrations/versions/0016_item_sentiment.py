@@ -6,14 +6,14 @@ an item has none (an unsupported language). The columns are nullable, so adding 
 ``event_sentiment`` is the balance of each event's items: their mean score and label counts.
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

@@ -148,6 +148,8 @@ class LexicalEmbedder:
     """TF-IDF (archive-learned document frequencies) of words, bigrams and character n-grams; see module."""
 
     dimensions = DIMENSIONS
+    #: Open events merge from ``join_threshold`` + this (tuned on half the UCI dev stories, held on the other).
+    merge_margin = 0.05
 
     def __init__(self, space: LexicalSpace, hasher: FeatureHasher | None = None):
         self.space = space

@@ -18,6 +18,11 @@
   two items tell the same story, both from a deterministic sample of the
   archive (the first ``THRESHOLD_SAMPLE`` items by content hash; see
   :func:`calibrated` and :func:`derived_threshold`).
+* **Cold start.** A sample of fewer than ``MIN_CALIBRATION_SAMPLE`` items is too
+  small to say what all items share: a handful of tellings of one story *are*
+  the mean, and removing it would leave only their differences. Such a space
+  is not centred and joins from ``UNCALIBRATED_THRESHOLD``, so the first items
+  of a new installation are grouped as soon as they arrive.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ THRESHOLD_SAMPLE = 2000
 THRESHOLD_DEVIATIONS = 3.0
 #: Never join below (a near-empty archive has too little spread to calibrate on).
 MIN_THRESHOLD = 0.1
+#: Fewest sample items from which a space is mean-centred and its threshold derived (see module).
+MIN_CALIBRATION_SAMPLE = 200
+#: The join threshold of a space too small to calibrate: uncentred TF-IDF cosine of two tellings of one story.
+UNCALIBRATED_THRESHOLD = 0.3
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('observatory.lexical_spaces'))"
 _RUN_DOCUMENTS = f"SELECT title, left(text, {2 * LEAD_CHARS}) FROM raw_items WHERE collection_run_id = %s"
 
@@ -98,8 +107,8 @@ def derived_threshold(vectors: np.ndarray) -> float:
     """The join threshold of a space: ``THRESHOLD_DEVIATIONS`` robust standard deviations (1.4826 × MAD)
     above the median similarity of the sample's pairs, nearly all of which tell different stories."""
     vectors = vectors[np.linalg.norm(vectors, axis=1) > 0]
-    if len(vectors) < 20:
-        return 0.3
+    if len(vectors) < MIN_CALIBRATION_SAMPLE:
+        return UNCALIBRATED_THRESHOLD
     similarities = (vectors @ vectors.T)[np.triu_indices(len(vectors), 1)]
     median = float(np.median(similarities))
     spread = 1.4826 * float(np.median(np.abs(similarities - median)))
@@ -111,10 +120,13 @@ def _empty_space() -> LexicalSpace:
 
 
 def calibrated(space: LexicalSpace, sample: list) -> LexicalSpace:
-    """``space`` with the mean vector and join threshold of a sample of documents (see module)."""
+    """``space`` with the mean vector and join threshold of a sample of documents (see module); a sample
+    too small to calibrate on leaves the space uncentred with the uncalibrated threshold."""
     vectors = LexicalEmbedder(space).embed(sample)
     kept = vectors[vectors.any(axis=1)]
-    mean = kept.mean(axis=0).astype(np.float32) if len(kept) else np.zeros_like(space.mean)
+    if len(kept) < MIN_CALIBRATION_SAMPLE:
+        return replace(space, mean=np.zeros_like(space.mean), join_threshold=UNCALIBRATED_THRESHOLD)
+    mean = kept.mean(axis=0).astype(np.float32)
     centred = replace(space, mean=mean)
     return replace(centred, join_threshold=derived_threshold(LexicalEmbedder(centred).embed(sample)))
 

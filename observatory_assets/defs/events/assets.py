@@ -21,17 +21,17 @@ class EventsConfig(dg.Config):
         description="Similarity from which an item joins an event; default: the embedder's calibrated one.",
     )
     time_penalty: float = Field(default=0.1, description="Similarity lost when an event was last seen a window ago.")
-    large_event_size: int = Field(default=5, description="From this size on, joining needs a close member too.")
-    member_margin: float = Field(default=0.1, description="How much closer that member must be than the threshold.")
+    merge_margin: float | None = Field(
+        default=None, description="Open events this much above the threshold alike merge; default: the embedder's."
+    )
 
-    def params(self, default_threshold: float) -> ClusteringParams:
+    def params(self, default_threshold: float, default_merge_margin: float) -> ClusteringParams:
         return ClusteringParams(
             threshold=default_threshold if self.threshold is None else self.threshold,
             window_hours=self.window_hours,
             max_span_hours=self.max_span_hours,
             time_penalty=self.time_penalty,
-            large_event_size=self.large_event_size,
-            member_margin=self.member_margin,
+            merge_margin=default_merge_margin if self.merge_margin is None else self.merge_margin,
         )
 
 
@@ -45,13 +45,16 @@ def events(
     context: dg.AssetExecutionContext, config: EventsConfig, postgres: PostgresResource, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
     """News events: embedded items clustered online in publication order (72 h window, similarity
-    threshold, stricter check for large events). Incremental: each run clusters the items not clustered
+    threshold); open events whose centroids converge merge into the older one. Incremental: each run clusters the items not clustered
     yet; re-running never duplicates, and batching does not change the result."""
     current = embedder.get_embedder(postgres.get_engine())
     with postgres.get_engine().connect() as conn:
         started_at = conn.execute(text("SELECT now()")).scalar_one()
     result = cluster_events(
-        postgres.get_engine(), current.name, current.dimensions, config.params(current.join_threshold)
+        postgres.get_engine(),
+        current.name,
+        current.dimensions,
+        config.params(current.join_threshold, current.merge_margin),
     )
     if result.rebuilt:
         context.log.warning(f"events of another embedder were dropped and rebuilt with {current.name}")
@@ -74,6 +77,7 @@ def events(
             "joined_existing_events": dg.MetadataValue.int(result.joined_existing),
             "events_updated": dg.MetadataValue.int(result.events_updated),
             "events_removed": dg.MetadataValue.int(result.events_removed),
+            "events_merged": dg.MetadataValue.int(result.events_merged),
             "late_items_reclustered": dg.MetadataValue.int(result.reopened_items),
             "rebuilt_for_new_embedder": dg.MetadataValue.bool(result.rebuilt),
             "largest_events": dg.MetadataValue.md(largest if result.largest_events else "_no events changed_"),

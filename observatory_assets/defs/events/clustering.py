@@ -9,10 +9,21 @@ newest item is at most ``window_hours`` (default 72 h) older — and
 * joins the best-scoring one when the score (cosine similarity to the
   centroid, minus a small penalty growing with the time since the event was
   last seen) reaches ``threshold`` (by default the embedder's calibrated
-  ``join_threshold``); an event of ``large_event_size`` items or more is
-  joined only if the item is also close (``threshold + member_margin``) to one
-  of its 32 newest items, so a big event cannot swallow a neighbouring story;
+  ``join_threshold``);
 * otherwise founds a new event.
+
+(A stricter rule for large events, joining only when the item was also close
+to one of their newest members, split broad real stories told from many angles
+into dozens of events and was dropped; see ``bench/cluster_quality.py``.)
+
+**Converging events merge.** After an item joins an event, the event's
+centroid is compared with the other open events': one within
+``threshold + merge_margin`` of it tells the same story (two early tellings
+from different angles each founded an event, and the story's later items drew
+them together). The younger event is folded into the older, which keeps its
+id, since it may already be published or be a trend's evidence. The merge is
+recorded in ``event_merges``, and the younger event's members and trend
+evidence move to the older before it is removed.
 
 A story told again after the window has passed is therefore a new event, and
 so is a story still being retold ``max_span_hours`` (default a week) after
@@ -23,8 +34,10 @@ items, not of how they arrived: every run processes the not-yet-clustered
 items in publication order, and if any of them is older than items already
 clustered, those later items are taken out of their events again and
 re-clustered with the new ones (an event's state is recomputed from its
-remaining members, summed in the same order as when they joined). The
-same items in one collection run or in ten give the same events.
+remaining members, summed in the same order as when they joined). A merge
+made after that point is replayed too: the re-clustering starts at the first
+item of the event it merged into. The same items in one collection run or in
+ten give the same events.
 
 **Bounded work.** Only the events active within the window of the earliest
 pending item are loaded (an indexed range on ``events.last_seen_at``); while
@@ -58,8 +71,6 @@ EVENTS = "events"
 CHUNK_SIZE = 5000
 _ID_BLOCK = 1000
 _STAGE_FLUSH = 20_000
-#: The stricter check for large events compares with this many of their newest items (bounded cost).
-_RECENT_MEMBERS = 32
 
 
 @dataclass(frozen=True)
@@ -73,11 +84,9 @@ class ClusteringParams:
     max_span_hours: float = 168.0
     #: Score lost when the event was last seen a whole window ago (linear in between).
     time_penalty: float = 0.1
-    large_event_size: int = 5
-    #: Added to ``threshold`` for the stricter check before joining a large event.
-    member_margin: float = 0.1
-    #: How many of the best-scoring events an item tries before founding its own.
-    candidates: int = 3
+    #: Added to ``threshold``: two open events whose centroids are this similar are merged (by default
+    #: the lexical embedder's margin; each embedder has its own).
+    merge_margin: float = 0.05
 
 
 @dataclass
@@ -91,6 +100,7 @@ class ClusteringResult:
     reopened_items: int = 0
     events_updated: int = 0
     events_removed: int = 0
+    events_merged: int = 0
     rebuilt: bool = False
     largest_events: list[dict] = field(default_factory=list)
     seconds: float = 0.0
@@ -123,14 +133,24 @@ class _Event:
             self.vectors = np.vstack([self.vectors, np.zeros_like(self.vectors)])
         self.vectors[len(self.items) - 1] = vector
 
+    def absorb(self, other: _Event) -> None:
+        """Take over every member of ``other`` (which is left empty)."""
+        self.sum += other.sum
+        count, extra = len(self.items), len(other.items)
+        if count + extra > len(self.vectors):
+            self.vectors = np.vstack([self.vectors[:count], np.zeros((count + extra, self.vectors.shape[1]))])
+        self.vectors[count : count + extra] = other.vectors[:extra]
+        self.items.extend(other.items)
+        self.sources.update(other.sources)
+        if (other.first, other.first_hash) < (self.first, self.first_hash):
+            self.first, self.first_hash = other.first, other.first_hash
+        self.last = max(self.last, other.last)
+        other.sum[:] = 0.0
+        other.items, other.sources = [], Counter()
+
     def centroid(self) -> np.ndarray:
         norm = np.linalg.norm(self.sum)
         return self.sum / norm if norm else self.sum
-
-    def best_member_similarity(self, vector: np.ndarray) -> float:
-        """The similarity of ``vector`` to the closest of the event's most recent items."""
-        n = len(self.items)
-        return float(np.max(self.vectors[max(0, n - _RECENT_MEMBERS) : n] @ vector))
 
     def canonical_item(self) -> int:
         """The member closest to the centroid (the earliest on a tie)."""
@@ -186,19 +206,35 @@ class _ActiveEvents:
         self.events = kept
         return gone
 
-    def ranked(self, vector: np.ndarray, now: float, params: ClusteringParams) -> list[tuple[float, float, _Event]]:
-        """The best ``params.candidates`` open events as (score, cosine similarity, event), best first."""
+    def remove(self, event: _Event) -> None:
+        """Drop ``event`` (merged into another): the last open event takes its slot."""
+        last = self.events.pop()
+        if last is not event:
+            for rows in (self.centroids, self.last_seen, self.first_seen):
+                rows[event.slot] = rows[last.slot]
+            last.slot = event.slot
+            self.events[event.slot] = last
+        event.slot = -1
+
+    def converging(self, event: _Event, minimum: float) -> tuple[float, _Event] | None:
+        """The open event (other than ``event``) whose centroid is most similar to its, if at least ``minimum``."""
+        n = len(self.events)
+        similarity = self.centroids[:n] @ self.centroids[event.slot]
+        similarity[event.slot] = -np.inf
+        best = int(np.argmax(similarity))
+        return (float(similarity[best]), self.events[best]) if similarity[best] >= minimum else None
+
+    def best(self, vector: np.ndarray, now: float, params: ClusteringParams) -> tuple[float, float, _Event] | None:
+        """The best-scoring open event as (score, cosine similarity, event); the first slot on a tie."""
         n = len(self.events)
         if n == 0:
-            return []
+            return None
         similarity = self.centroids[:n] @ vector
         gap = now - self.last_seen[:n]
         score = similarity - params.time_penalty * gap / self.window
         score[gap > self.window] = -np.inf
-        k = min(params.candidates, n)
-        best = np.argpartition(-score, k - 1)[:k] if n > k else np.arange(n)
-        best = sorted(best, key=lambda i: (-score[i], i))
-        return [(float(score[i]), float(similarity[i]), self.events[i]) for i in best if np.isfinite(score[i])]
+        best = int(np.argmax(score))
+        return (float(score[best]), float(similarity[best]), self.events[best]) if np.isfinite(score[best]) else None
 
 
 _PENDING = """
@@ -218,12 +254,14 @@ CREATE TEMP TABLE events_stage (
 CREATE TEMP TABLE event_items_stage (
     item_id bigint, event_id bigint, similarity real, item_time timestamptz, item_hash bytea, source_id bigint
 ) ON COMMIT DROP;
+CREATE TEMP TABLE event_merges_stage (
+    merged_event_id bigint PRIMARY KEY, into_event_id bigint, similarity real, item_time timestamptz, item_hash bytea
+) ON COMMIT DROP;
 """
 
 _SUMMARY = "coalesce(substring(r.text FROM '^\\s*(.{20,250}?[.!?])(\\s|$)'), left(r.text, 300))"
 
 _WRITE_BACK = (
-    "DELETE FROM events e USING events_stage s WHERE e.id = s.id AND s.item_count = 0",
     f"""
 INSERT INTO events (id, embedder, centroid, canonical_item_id, title, summary, first_seen_at, last_seen_at,
                     item_count, source_count)
@@ -241,6 +279,29 @@ UPDATE events e
   FROM events_stage s LEFT JOIN raw_items r ON r.id = s.canonical_item_id
  WHERE e.id = s.id AND NOT s.is_new AND s.item_count > 0
 """,
+    # a merge: the kept event's record, its new members and the evidence follow (before the merged one goes)
+    """
+INSERT INTO event_merges (merged_event_id, into_event_id, similarity, item_time, item_hash)
+SELECT merged_event_id, into_event_id, similarity, item_time, item_hash FROM event_merges_stage
+ON CONFLICT (merged_event_id) DO UPDATE
+   SET into_event_id = EXCLUDED.into_event_id, similarity = EXCLUDED.similarity, item_time = EXCLUDED.item_time,
+       item_hash = EXCLUDED.item_hash, merged_at = now()
+""",
+    "UPDATE event_merges m SET into_event_id = s.into_event_id FROM event_merges_stage s "
+    "WHERE m.into_event_id = s.merged_event_id",
+    "UPDATE event_items x SET event_id = s.into_event_id FROM event_merges_stage s WHERE x.event_id = s.merged_event_id",
+    "UPDATE event_items_stage x SET event_id = s.into_event_id FROM event_merges_stage s "
+    "WHERE x.event_id = s.merged_event_id",
+    """
+UPDATE trend_evidence t SET event_id = s.into_event_id, updated_at = now()
+  FROM event_merges_stage s
+ WHERE t.event_id = s.merged_event_id
+   AND NOT EXISTS (SELECT 1 FROM trend_evidence k
+                    WHERE k.trend_id = t.trend_id AND k.event_id = s.into_event_id AND k.signal = t.signal)
+""",
+    "UPDATE trend_evidence t SET closest_event_id = s.into_event_id FROM event_merges_stage s "
+    "WHERE t.closest_event_id = s.merged_event_id",
+    "DELETE FROM events e USING events_stage s WHERE e.id = s.id AND s.item_count = 0",
     """
 INSERT INTO event_items (item_id, event_id, similarity, item_time, item_hash, source_id)
 SELECT item_id, event_id, similarity, item_time, item_hash, source_id FROM event_items_stage
@@ -263,6 +324,8 @@ class _Clustering:
         self.free_ids: list[int] = []
         self.staged_members: list[tuple] = []
         self.staged_events: list[tuple] = []
+        #: merged event id → (kept event id, centroid similarity, time and hash of the item that merged them)
+        self.merges: dict[int, tuple] = {}
         self.result = ClusteringResult(embedder=embedder)
         self.largest: list[tuple[int, int, int]] = []  # (items, -event id, sources) of written events
 
@@ -276,11 +339,25 @@ class _Clustering:
             self.free_ids = [r[0] for r in reversed(rows)]
         return self.free_ids.pop()
 
-    def reopen_after(self, at: datetime, item_hash: bytes) -> None:
-        """Take every item clustered after (``at``, ``item_hash``) out of its event again."""
+    def reopen_after(self, at: datetime, item_hash: bytes) -> datetime:
+        """Take every item clustered from (``at``, ``item_hash``) on out of its event again, and, when an
+        event took part in a merge made after that, its every item (the merge is replayed); returns the
+        time from which events must be loaded."""
+        while earlier := self.conn.execute(
+            """
+            SELECT x.item_time, x.item_hash FROM event_items x
+             WHERE x.event_id IN (SELECT into_event_id FROM event_merges WHERE (item_time, item_hash) >= (%s, %s))
+               AND (x.item_time, x.item_hash) < (%s, %s)
+             ORDER BY x.item_time, x.item_hash LIMIT 1
+            """,
+            (at, item_hash, at, item_hash),
+        ).fetchone():
+            at, item_hash = earlier
+        self.conn.execute("DELETE FROM event_merges WHERE (item_time, item_hash) >= (%s, %s)", (at, item_hash))
         self.result.reopened_items = self.conn.execute(
-            "DELETE FROM event_items WHERE (item_time, item_hash) > (%s, %s)", (at, item_hash)
+            "DELETE FROM event_items WHERE (item_time, item_hash) >= (%s, %s)", (at, item_hash)
         ).rowcount
+        return at
 
     def load_active(self, at: datetime) -> None:
         """Load the events open at ``at`` (and those that just lost items) with their members."""
@@ -329,16 +406,9 @@ class _Clustering:
             if event.touched:
                 self._stage_event(event)
         chosen, similarity = None, 1.0
-        for score, cosine, event in self.active.ranked(vector, now, p):
-            if score < p.threshold:
-                break
-            if (
-                len(event.items) >= p.large_event_size
-                and event.best_member_similarity(vector) < p.threshold + p.member_margin
-            ):
-                continue
-            chosen, similarity = event, cosine
-            break
+        best = self.active.best(vector, now, p)
+        if best is not None and best[0] >= p.threshold:
+            _, similarity, chosen = best
         if chosen is None:
             chosen = _Event(self._next_id(), new=True, dimensions=self.dimensions)
             self.result.new_events += 1
@@ -347,10 +417,27 @@ class _Clustering:
         chosen.add(item_id, at, item_hash, source_id, vector)
         chosen.touched = True
         self.active.put(chosen)
+        while converging := self.active.converging(chosen, p.threshold + p.merge_margin):
+            chosen = self._merge(chosen, *converging, at, item_hash)
         self.staged_members.append((item_id, chosen.id, round(similarity, 6), at, item_hash, source_id))
         self.result.items_assigned += 1
         if len(self.staged_members) >= _STAGE_FLUSH:
             self._flush_members()
+
+    def _merge(self, event: _Event, similarity: float, other: _Event, at: datetime, item_hash: bytes) -> _Event:
+        """Fold the younger of two converging events into the older (see module); returns the kept one."""
+        kept, merged = sorted((event, other), key=lambda e: (e.first, e.first_hash))
+        kept.absorb(merged)
+        kept.touched = True
+        self.active.remove(merged)
+        self.active.put(kept)
+        self._stage_event(merged)
+        self.result.events_merged += 1
+        for earlier, (into, *rest) in self.merges.items():
+            if into == merged.id:
+                self.merges[earlier] = (kept.id, *rest)
+        self.merges[merged.id] = (kept.id, round(similarity, 6), at, item_hash)
+        return kept
 
     # -- writing -------------------------------------------------------------
 
@@ -392,6 +479,9 @@ class _Clustering:
                 self._stage_event(event)
         self._flush_events()
         self._flush_members()
+        with self.conn.cursor() as cursor, cursor.copy("COPY event_merges_stage FROM STDIN") as copy:
+            for merged, row in self.merges.items():
+                copy.write_row((merged, *row))
         self.conn.execute(EVENT_CREATED_FROM_STAGE)  # before the write-back: it compares with the stored counts
         for statement in _WRITE_BACK:
             self.conn.execute(statement, {"embedder": self.embedder} if "%(embedder)s" in statement else None)
@@ -427,8 +517,7 @@ def cluster_events(
             first = conn.execute(f"{_PENDING} LIMIT 1", {"embedder": embedder}).fetchone()
             if first is not None:
                 conn.execute(_STAGE)
-                clustering.reopen_after(first[1], first[2])
-                clustering.load_active(first[1])
+                clustering.load_active(clustering.reopen_after(first[1], first[2]))
                 with conn.cursor(name="pending_items") as pending:
                     pending.itersize = chunk_size
                     pending.execute(_PENDING, {"embedder": embedder})
