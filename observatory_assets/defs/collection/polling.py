@@ -8,7 +8,8 @@ A cycle
 2. **plans** one collection run per query design of the claimed sources (plus one for the sources in
    no design), estimates each design's cost (``per_request`` per due source plus ``per_1k_items`` × the
    median items of the source's last 10 fetches, 100 when none; a shared source's cost split evenly)
-   and reserves it (:mod:`.charges`); a design short of credits sends no request and gets no run;
+   and reserves it (:mod:`.charges`); a design short of credits sends no request and gets no run (the
+   hard stop: audited, and a ``budget.exhausted`` webhook queued in the same transaction);
 3. **fetches** every claimed source once, concurrently, at most ``per_host`` at a time per host, with
    conditional GET; a changed body is stored under the run of its first design;
 4. **records** each answer on its source (validators, status, schedule, back-off, a 301/308's new URL,
@@ -47,6 +48,7 @@ from observatory_assets.defs.collection.fetcher import (
 from observatory_assets.defs.ingestion.collect import run_collection
 from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.errors import failure_message
+from observatory_assets.lib.outbox import emit_budget_exhausted
 from resources.object_store import ObjectStore
 from resources.outbound import OutboundClient
 
@@ -198,6 +200,7 @@ def _claim_and_reserve(engine: Engine, now: datetime, force: bool, report: Cycle
                 "skipped",
                 {"estimate": plan.estimate, "shortfall": shortfall},
             )
+            emit_budget_exhausted(conn, plan.design, {"estimate": str(plan.estimate), "shortfall": str(shortfall)})
         claimed = sorted({s.id for plan in funded for s in plan.sources})
         conn.execute(
             text("UPDATE sources SET next_check_at = :until WHERE id = ANY(CAST(:ids AS bigint[]))"),
