@@ -49,6 +49,7 @@ from observatory_assets.defs.ingestion.collect import run_collection
 from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.outbox import emit_budget_exhausted
+from observatory_assets.lib.statuses import CollectionRunStatus
 from resources.object_store import ObjectStore
 from resources.outbound import OutboundClient
 
@@ -171,12 +172,13 @@ def _claim_and_reserve(engine: Engine, now: datetime, force: bool, report: Cycle
                 text(
                     """
                     INSERT INTO collection_runs (query_design_id, status, started_at, payloads, credits_estimated)
-                    VALUES (:design, 'running', clock_timestamp(), CAST(:payloads AS jsonb), :estimate)
+                    VALUES (:design, :running, clock_timestamp(), CAST(:payloads AS jsonb), :estimate)
                     RETURNING id
                     """
                 ),
                 {
                     "design": plan.design_id,
+                    "running": CollectionRunStatus.RUNNING,
                     "payloads": json.dumps(
                         [{"name": s.name, "fmt": s.fmt, "path": None, "url": s.url} for s in plan.sources]
                     ),
@@ -417,7 +419,7 @@ def _finish_runs(
                 text(
                     """
                     UPDATE collection_runs
-                       SET status = 'completed', completed_at = clock_timestamp(), attempt = attempt + 1,
+                       SET status = :completed, completed_at = clock_timestamp(), attempt = attempt + 1,
                            payload_prefix = :prefix, payloads = CAST(:manifest AS jsonb),
                            items_collected = :collected
                      WHERE id = :id
@@ -425,6 +427,7 @@ def _finish_runs(
                 ),
                 {
                     "id": plan.run_id,
+                    "completed": CollectionRunStatus.COMPLETED,
                     "prefix": f"collection_runs/{plan.run_id}/",
                     "manifest": json.dumps(manifest),
                     "collected": sum(m["records"] for m in manifest),
@@ -439,12 +442,12 @@ def _finish_runs(
                 text(
                     """
                     UPDATE collection_runs
-                       SET status = 'completed', completed_at = clock_timestamp(), ingested_at = clock_timestamp(),
+                       SET status = :completed, completed_at = clock_timestamp(), ingested_at = clock_timestamp(),
                            attempt = attempt + 1, payloads = '[]'
                      WHERE id = :id
                     """
                 ),
-                {"id": plan.run_id},
+                {"id": plan.run_id, "completed": CollectionRunStatus.COMPLETED},
             )
             charges.settle_run(conn, plan.run_id, request_cost)
         else:
@@ -495,13 +498,13 @@ def recover_stale_runs(engine: Engine, stale_after: timedelta = STALE_AFTER) -> 
                 text(
                     """
                     UPDATE collection_runs
-                       SET status = 'failed', fetch_failures = fetch_failures + 1,
+                       SET status = :failed, fetch_failures = fetch_failures + 1,
                            error = 'stale: left running by a process that stopped; retried'
-                     WHERE status = 'running' AND started_at < clock_timestamp() - CAST(:stale AS interval)
+                     WHERE status = :running AND started_at < clock_timestamp() - CAST(:stale AS interval)
                     RETURNING id
                     """
                 ),
-                {"stale": stale_after},
+                {"stale": stale_after, "failed": CollectionRunStatus.FAILED, "running": CollectionRunStatus.RUNNING},
             ).scalars()
         )
 
@@ -514,12 +517,12 @@ def retry_failed_runs(engine: Engine, store: ObjectStore, limit: int = 20) -> di
             text(
                 """
                 SELECT id, fetch_failures FROM collection_runs
-                 WHERE status = 'failed' AND fetch_failures BETWEEN 1 AND :max - 1
+                 WHERE status = :failed AND fetch_failures BETWEEN 1 AND :max - 1
                    AND started_at < clock_timestamp() - interval '1 minute' * power(2, fetch_failures - 1)
                  ORDER BY id LIMIT :limit
                 """
             ),
-            {"max": MAX_FETCH_FAILURES, "limit": limit},
+            {"max": MAX_FETCH_FAILURES, "limit": limit, "failed": CollectionRunStatus.FAILED},
         ).all()
     results: dict[int, str | None] = {}
     for run_id, _ in candidates:
