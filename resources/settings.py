@@ -117,7 +117,7 @@ class PlatformSettings(BaseSettings):
         default=0, description="Months to keep collection-run payloads before they move to archive/; 0 keeps all."
     )
     trends_dir: Annotated[Path, Resolved] = Field(
-        default=PROJECT_ROOT / "trends", description="Directory of the trend YAML files (and sources.yaml)."
+        default=PROJECT_ROOT / "trends", description="Directory of the trend YAML files."
     )
     sources_dir: Annotated[Path, Resolved] = Field(
         default=PROJECT_ROOT / "sources", description="Directory of the source and query-design YAML files."

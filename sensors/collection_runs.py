@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from observatory_assets.defs.ingestion.assets import ingest_job
 from observatory_assets.lib.dagster import collection_run_partitions
+from observatory_assets.lib.statuses import CollectionRunStatus
 from resources import PostgresResource
 
 MAX_RUNS_PER_TICK = 200
@@ -23,7 +24,7 @@ MAX_INGEST_RETRIES = 3
 NEW_SINCE_CURSOR = """
 SELECT id, completed_at
   FROM collection_runs
- WHERE status = 'completed' AND ingested_at IS NULL AND ingest_abandoned_at IS NULL
+ WHERE status = :completed AND ingested_at IS NULL AND ingest_abandoned_at IS NULL
    AND (completed_at, id) > (CAST(:at AS timestamptz), :id)
  ORDER BY completed_at, id
  LIMIT :limit
@@ -31,7 +32,7 @@ SELECT id, completed_at
 WAITING_BEFORE_CURSOR = """
 SELECT id, completed_at
   FROM collection_runs
- WHERE status = 'completed' AND ingested_at IS NULL AND ingest_abandoned_at IS NULL
+ WHERE status = :completed AND ingested_at IS NULL AND ingest_abandoned_at IS NULL
    AND (completed_at, id) <= (CAST(:at AS timestamptz), :id)
  ORDER BY completed_at, id
  LIMIT :limit
@@ -70,8 +71,9 @@ def collection_run_sensor(context: dg.SensorEvaluationContext, postgres: Postgre
     cursor = json.loads(context.cursor) if context.cursor else {}
     position = {"at": cursor.get("completed_at", EPOCH), "id": cursor.get("id", 2**62 if cursor else 0)}
     with postgres.get_engine().begin() as conn:
-        earlier = conn.execute(text(WAITING_BEFORE_CURSOR), {**position, "limit": MAX_RUNS_PER_TICK}).all()
-        new = conn.execute(text(NEW_SINCE_CURSOR), {**position, "limit": MAX_RUNS_PER_TICK}).all()
+        params = {**position, "completed": CollectionRunStatus.COMPLETED, "limit": MAX_RUNS_PER_TICK}
+        earlier = conn.execute(text(WAITING_BEFORE_CURSOR), params).all()
+        new = conn.execute(text(NEW_SINCE_CURSOR), params).all()
         requests, new_partitions, abandoned = [], [], []
         for run, is_new in [(run, False) for run in earlier] + [(run, True) for run in new]:
             key = str(run.id)

@@ -17,6 +17,7 @@ from observatory_assets.defs.collection.polling import (
     plan_runs,
 )
 from observatory_assets.lib.audit import record_audit
+from observatory_assets.lib.statuses import CollectionRunStatus
 from resources import PostgresResource
 
 IN_PROGRESS = [
@@ -26,11 +27,11 @@ IN_PROGRESS = [
     dg.DagsterRunStatus.STARTED,
 ]
 RECOVERY_WORK = """
-SELECT count(*) FILTER (WHERE status = 'running' AND started_at < clock_timestamp() - CAST(:stale AS interval)) AS stale,
-       count(*) FILTER (WHERE status = 'failed' AND fetch_failures BETWEEN 1 AND :max - 1
+SELECT count(*) FILTER (WHERE status = :running AND started_at < clock_timestamp() - CAST(:stale AS interval)) AS stale,
+       count(*) FILTER (WHERE status = :failed AND fetch_failures BETWEEN 1 AND :max - 1
                           AND started_at < clock_timestamp() - interval '1 minute' * power(2, fetch_failures - 1))
            AS retryable
-  FROM collection_runs WHERE status IN ('running', 'failed')
+  FROM collection_runs WHERE status IN (:running, :failed)
 """
 
 
@@ -59,7 +60,15 @@ def polling_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResour
     now = datetime.now(UTC)
     with postgres.get_engine().begin() as conn:
         sources, waiting_hosts = due_sources(conn, now)
-        recovery = conn.execute(text(RECOVERY_WORK), {"stale": STALE_AFTER, "max": MAX_FETCH_FAILURES}).one()
+        recovery = conn.execute(
+            text(RECOVERY_WORK),
+            {
+                "stale": STALE_AFTER,
+                "max": MAX_FETCH_FAILURES,
+                "running": CollectionRunStatus.RUNNING,
+                "failed": CollectionRunStatus.FAILED,
+            },
+        ).one()
         short, funded = {}, set()
         for plan in plan_runs(conn, sources) if sources else []:
             shortfall = charges.shortfall(conn, plan.design_id, plan.estimate)

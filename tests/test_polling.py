@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from observatory_assets.defs.collection.catalog import CatalogError, load_catalog, sync_catalog
@@ -27,7 +28,9 @@ from observatory_assets.defs.collection.polling import (
 from observatory_assets.defs.credits import ledger
 from observatory_assets.defs.ingestion.collect import PathRefused, SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
+from observatory_assets.defs.webhooks.subscriptions import add_subscription
 from observatory_assets.lib.feed_server import Document, FeedServer, Reply
+from observatory_assets.lib.outbox import BUDGET_EXHAUSTED
 from resources.outbound import OutboundClient, OutboundPolicy
 from sensors.polling import polling_sensor
 from tests.support.helpers import ROOT, run, write
@@ -355,7 +358,12 @@ def test_kill_9_during_a_cycle_leaves_no_stuck_run_and_no_second_run(
         assert ledger.balance(conn, "watch").available == 8
 
 
-def test_a_budget_that_runs_out_mid_day_stops_before_any_request(engine, store, server, client, resources, tmp_path):
+def test_a_budget_that_runs_out_mid_day_stops_before_any_request(
+    engine, store, server, client, resources, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("OBSERVATORY_SECRET_KEY", Fernet.generate_key().decode())
+    with engine.begin() as conn:
+        add_subscription(conn, "https://hooks.example.org/budget", [BUDGET_EXHAUSTED], name="budget")
     for name in ("a", "b"):
         server.documents[f"/{name}"] = Document(feed(name))
     sync(engine, catalog(
@@ -379,6 +387,11 @@ def test_a_budget_that_runs_out_mid_day_stops_before_any_request(engine, store, 
     assert second.shortfalls == ["design watch is short of 1.00 credits (estimate 2.0000)"]
     assert len(runs(engine)) == 1
     assert {row.target for row in audits(engine, "credits.shortfall")} == {"watch"}
+    with engine.connect() as conn:  # the hard stop queued one webhook in its own transaction
+        messages = conn.execute(text("SELECT event_type, payload FROM webhook_messages")).all()
+    assert [(m.event_type, m.payload["data"]) for m in messages] == [
+        (BUDGET_EXHAUSTED, {"budget": "watch", "estimate": "2.0000", "shortfall": "1.00"})
+    ]
 
 
 def test_the_cli_syncs_lists_shows_and_polls_through_dagster(dagster_env, server, tmp_path):

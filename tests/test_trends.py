@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from observatory_assets.defs.trends.catalog import sync_trends
+from observatory_assets.defs.collection.catalog import load_catalog, sync_catalog
+from observatory_assets.defs.trends.catalog import set_source_credibility, sync_trends
 from observatory_assets.defs.trends.evidence import retract_withdrawn, update_evidence
 from observatory_assets.defs.trends.ledger import (
     LOG_ODDS_MAX,
@@ -271,12 +272,22 @@ def test_a_takedown_retracts_the_evidence_and_restates_the_affected_days(engine,
     assert all(r.log_odds == pytest.approx(r.first_log_odds) for r in restored)
 
 
+def credibility(engine, source: str) -> float:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT credibility FROM sources WHERE name = :name"), {"name": source}).scalar_one()
+
+
 def test_a_bad_file_gives_a_clear_error_and_leaves_the_other_trends_loaded(engine, tmp_path):
     trend_file(tmp_path, "election")
     trend_file(tmp_path, "strike", da='"togstrejke"')
     write(tmp_path / "broken.yaml", TREND.format(name="broken", title="x", half_life=30, direction="sideways",
                                                  da='"a"', en='"b"'))  # fmt: skip
-    write(tmp_path / "sources.yaml", "dr: 0.9\n")
+    # credibility lives in the sources catalog (one place describes a source), never beside the trends
+    catalog = write(
+        tmp_path / "catalog" / "sources.yaml", "sources:\n  - name: dr\n    format: rss\n    credibility: 0.9\n"
+    )
+    with engine.begin() as conn:
+        sync_catalog(conn, load_catalog(catalog.parent))
     result = sync_trends(engine, tmp_path)
     assert sorted(result.added) == ["election", "strike"]
     assert len(result.errors) == 1 and result.errors[0].startswith("broken.yaml: field indicators.0.direction")
@@ -284,10 +295,10 @@ def test_a_bad_file_gives_a_clear_error_and_leaves_the_other_trends_loaded(engin
     result = sync_trends(engine, tmp_path)
     assert result.deactivated == ["strike"] and result.unchanged == ["election"]
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT credibility FROM sources WHERE name = 'dr'")).scalar_one() == pytest.approx(
-            0.9
-        )
         assert conn.execute(text("SELECT count(*) FROM trends WHERE NOT active")).scalar_one() == 1
+    assert credibility(engine, "dr") == pytest.approx(0.9)  # the trend syncs left the catalog's rating alone
+    assert set_source_credibility(engine, {"dr": 0.7}) == 1  # `observatory sources set-credibility dr 0.7`
+    assert credibility(engine, "dr") == pytest.approx(0.7)
 
 
 def test_after_the_horizon_the_trend_no_longer_moves(engine, world, tmp_path):

@@ -19,7 +19,7 @@ def _print_sync(result) -> None:
         if names:
             print(f"{label}: {', '.join(names)}")
     print(f"{len(result.added) + len(result.changed) + len(result.unchanged)} trends loaded, "
-          f"{len(result.errors)} bad files, {result.sources_rated} sources re-rated")  # fmt: skip
+          f"{len(result.errors)} bad files")  # fmt: skip
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

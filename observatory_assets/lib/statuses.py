@@ -61,7 +61,32 @@ class TakedownStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-#: Each status column ``(table, column)`` and the enum of its values.
+class CreditTransactionKind(StrEnum):
+    """``credit_transactions.kind``: a run's credits are reserved, then settled at cost; the rest of the hold
+    is released (or expires when the run never ends)."""
+
+    RESERVE = "reserve"
+    SETTLE = "settle"
+    RELEASE = "release"
+    EXPIRE = "expire"
+
+
+class WebhookSubscriptionStatus(StrEnum):
+    """``webhook_subscriptions.status``: enabled until disabled (by hand, or by a receiver answering 410)."""
+
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+
+
+class WebhookMessageStatus(StrEnum):
+    """``webhook_messages.status``: pending until delivered, or failed once its retries are exhausted."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+#: Each status column ``(table, column)`` (or kind column, a status in all but name) and the enum of its values.
 STATUS_COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("collection_runs", "status"): CollectionRunStatus,
     ("raw_items", "processing_status"): ProcessingStatus,
@@ -69,4 +94,7 @@ STATUS_COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("backups", "status"): BackupStatus,
     ("publish_records", "status"): PublishRecordStatus,
     ("takedown_requests", "status"): TakedownStatus,
+    ("credit_transactions", "kind"): CreditTransactionKind,
+    ("webhook_subscriptions", "status"): WebhookSubscriptionStatus,
+    ("webhook_messages", "status"): WebhookMessageStatus,
 }

@@ -8,7 +8,8 @@ A cycle
 2. **plans** one collection run per query design of the claimed sources (plus one for the sources in
    no design), estimates each design's cost (``per_request`` per due source plus ``per_1k_items`` × the
    median items of the source's last 10 fetches, 100 when none; a shared source's cost split evenly)
-   and reserves it (:mod:`.charges`); a design short of credits sends no request and gets no run;
+   and reserves it (:mod:`.charges`); a design short of credits sends no request and gets no run (the
+   hard stop: audited, and a ``budget.exhausted`` webhook queued in the same transaction);
 3. **fetches** every claimed source once, concurrently, at most ``per_host`` at a time per host, with
    conditional GET; a changed body is stored under the run of its first design;
 4. **records** each answer on its source (validators, status, schedule, back-off, a 301/308's new URL,
@@ -47,6 +48,8 @@ from observatory_assets.defs.collection.fetcher import (
 from observatory_assets.defs.ingestion.collect import run_collection
 from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.errors import failure_message
+from observatory_assets.lib.outbox import emit_budget_exhausted
+from observatory_assets.lib.statuses import CollectionRunStatus
 from resources.object_store import ObjectStore
 from resources.outbound import OutboundClient
 
@@ -169,12 +172,13 @@ def _claim_and_reserve(engine: Engine, now: datetime, force: bool, report: Cycle
                 text(
                     """
                     INSERT INTO collection_runs (query_design_id, status, started_at, payloads, credits_estimated)
-                    VALUES (:design, 'running', clock_timestamp(), CAST(:payloads AS jsonb), :estimate)
+                    VALUES (:design, :running, clock_timestamp(), CAST(:payloads AS jsonb), :estimate)
                     RETURNING id
                     """
                 ),
                 {
                     "design": plan.design_id,
+                    "running": CollectionRunStatus.RUNNING,
                     "payloads": json.dumps(
                         [{"name": s.name, "fmt": s.fmt, "path": None, "url": s.url} for s in plan.sources]
                     ),
@@ -198,6 +202,7 @@ def _claim_and_reserve(engine: Engine, now: datetime, force: bool, report: Cycle
                 "skipped",
                 {"estimate": plan.estimate, "shortfall": shortfall},
             )
+            emit_budget_exhausted(conn, plan.design, {"estimate": str(plan.estimate), "shortfall": str(shortfall)})
         claimed = sorted({s.id for plan in funded for s in plan.sources})
         conn.execute(
             text("UPDATE sources SET next_check_at = :until WHERE id = ANY(CAST(:ids AS bigint[]))"),
@@ -414,7 +419,7 @@ def _finish_runs(
                 text(
                     """
                     UPDATE collection_runs
-                       SET status = 'completed', completed_at = clock_timestamp(), attempt = attempt + 1,
+                       SET status = :completed, completed_at = clock_timestamp(), attempt = attempt + 1,
                            payload_prefix = :prefix, payloads = CAST(:manifest AS jsonb),
                            items_collected = :collected
                      WHERE id = :id
@@ -422,6 +427,7 @@ def _finish_runs(
                 ),
                 {
                     "id": plan.run_id,
+                    "completed": CollectionRunStatus.COMPLETED,
                     "prefix": f"collection_runs/{plan.run_id}/",
                     "manifest": json.dumps(manifest),
                     "collected": sum(m["records"] for m in manifest),
@@ -436,12 +442,12 @@ def _finish_runs(
                 text(
                     """
                     UPDATE collection_runs
-                       SET status = 'completed', completed_at = clock_timestamp(), ingested_at = clock_timestamp(),
+                       SET status = :completed, completed_at = clock_timestamp(), ingested_at = clock_timestamp(),
                            attempt = attempt + 1, payloads = '[]'
                      WHERE id = :id
                     """
                 ),
-                {"id": plan.run_id},
+                {"id": plan.run_id, "completed": CollectionRunStatus.COMPLETED},
             )
             charges.settle_run(conn, plan.run_id, request_cost)
         else:
@@ -492,13 +498,13 @@ def recover_stale_runs(engine: Engine, stale_after: timedelta = STALE_AFTER) -> 
                 text(
                     """
                     UPDATE collection_runs
-                       SET status = 'failed', fetch_failures = fetch_failures + 1,
+                       SET status = :failed, fetch_failures = fetch_failures + 1,
                            error = 'stale: left running by a process that stopped; retried'
-                     WHERE status = 'running' AND started_at < clock_timestamp() - CAST(:stale AS interval)
+                     WHERE status = :running AND started_at < clock_timestamp() - CAST(:stale AS interval)
                     RETURNING id
                     """
                 ),
-                {"stale": stale_after},
+                {"stale": stale_after, "failed": CollectionRunStatus.FAILED, "running": CollectionRunStatus.RUNNING},
             ).scalars()
         )
 
@@ -511,12 +517,12 @@ def retry_failed_runs(engine: Engine, store: ObjectStore, limit: int = 20) -> di
             text(
                 """
                 SELECT id, fetch_failures FROM collection_runs
-                 WHERE status = 'failed' AND fetch_failures BETWEEN 1 AND :max - 1
+                 WHERE status = :failed AND fetch_failures BETWEEN 1 AND :max - 1
                    AND started_at < clock_timestamp() - interval '1 minute' * power(2, fetch_failures - 1)
                  ORDER BY id LIMIT :limit
                 """
             ),
-            {"max": MAX_FETCH_FAILURES, "limit": limit},
+            {"max": MAX_FETCH_FAILURES, "limit": limit, "failed": CollectionRunStatus.FAILED},
         ).all()
     results: dict[int, str | None] = {}
     for run_id, _ in candidates:

@@ -22,12 +22,16 @@ from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 
 from sqlalchemy import Connection, text
 
+from observatory_assets.lib.statuses import CollectionRunStatus, CreditTransactionKind
+
 #: A reservation older than this expires: its run never settled nor failed in time.
 RESERVATION_TTL = timedelta(hours=24)
 #: The most ledger rows ``history`` returns in one page.
 MAX_HISTORY_PAGE = 200
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
+#: The kinds of ledger rows, bound in the SQL below as ``:reserve``, ``:settle``, ``:release`` and ``:expire``.
+_KINDS = {kind.value: kind for kind in CreditTransactionKind}
 
 
 class UnknownDesign(ValueError):
@@ -211,9 +215,9 @@ def _existing_reservation(conn: Connection, collection_run_id: int) -> Reservati
     row = conn.execute(
         text(
             "SELECT query_design_id, allocation_id, amount FROM credit_transactions "
-            "WHERE collection_run_id = :run AND kind = 'reserve'"
+            "WHERE collection_run_id = :run AND kind = :reserve"
         ),
-        {"run": collection_run_id},
+        {"run": collection_run_id, "reserve": CreditTransactionKind.RESERVE},
     ).one_or_none()
     return None if row is None else Reservation(collection_run_id, row.query_design_id, row.allocation_id, row.amount)
 
@@ -254,10 +258,16 @@ def reserve(conn: Connection, design_id: int, collection_run_id: int, amount: ob
         text(
             """
             INSERT INTO credit_transactions (query_design_id, allocation_id, collection_run_id, kind, amount)
-            VALUES (:design, :allocation, :run, 'reserve', :amount)
+            VALUES (:design, :allocation, :run, :reserve, :amount)
             """
         ),
-        {"design": design_id, "allocation": allocation_id, "run": collection_run_id, "amount": needed},
+        {
+            "design": design_id,
+            "allocation": allocation_id,
+            "run": collection_run_id,
+            "reserve": CreditTransactionKind.RESERVE,
+            "amount": needed,
+        },
     )
     conn.execute(
         text("UPDATE collection_runs SET credits_estimated = :amount WHERE id = :run"),
@@ -266,7 +276,7 @@ def reserve(conn: Connection, design_id: int, collection_run_id: int, amount: ob
     return Reservation(collection_run_id, design_id, allocation_id, needed)
 
 
-def _end_hold(conn: Connection, reservation: Reservation, kind: str) -> Decimal:
+def _end_hold(conn: Connection, reservation: Reservation, kind: CreditTransactionKind) -> Decimal:
     """Write the row that ends the run's hold (``release`` or ``expire``) unless it already ended;
     returns the credits it gave back."""
     ended = conn.execute(
@@ -274,7 +284,7 @@ def _end_hold(conn: Connection, reservation: Reservation, kind: str) -> Decimal:
             """
             INSERT INTO credit_transactions (query_design_id, allocation_id, collection_run_id, kind, amount)
             VALUES (:design, :allocation, :run, :kind, :amount)
-            ON CONFLICT (collection_run_id) WHERE kind IN ('release', 'expire') DO NOTHING
+            ON CONFLICT (collection_run_id) WHERE kind IN ('release', 'expire') DO NOTHING  -- literal: index predicate
             RETURNING amount
             """
         ),
@@ -301,8 +311,8 @@ def settle(conn: Connection, collection_run_id: int, actual: object) -> Settleme
         text(
             """
             INSERT INTO credit_transactions (query_design_id, allocation_id, collection_run_id, kind, amount)
-            VALUES (:design, :allocation, :run, 'settle', :amount)
-            ON CONFLICT (collection_run_id) WHERE kind = 'settle' DO NOTHING
+            VALUES (:design, :allocation, :run, :settle, :amount)
+            ON CONFLICT (collection_run_id) WHERE kind = 'settle' DO NOTHING  -- literal: index predicate
             RETURNING amount
             """
         ),
@@ -310,16 +320,17 @@ def settle(conn: Connection, collection_run_id: int, actual: object) -> Settleme
             "design": reservation.design_id,
             "allocation": reservation.allocation_id,
             "run": collection_run_id,
+            "settle": CreditTransactionKind.SETTLE,
             "amount": cost,
         },
     ).scalar_one_or_none()
     if settled is None:
         first = conn.execute(
-            text("SELECT amount FROM credit_transactions WHERE collection_run_id = :run AND kind = 'settle'"),
-            {"run": collection_run_id},
+            text("SELECT amount FROM credit_transactions WHERE collection_run_id = :run AND kind = :settle"),
+            {"run": collection_run_id, "settle": CreditTransactionKind.SETTLE},
         ).scalar_one()
         return Settlement(collection_run_id, first, ZERO)
-    released = _end_hold(conn, reservation, "release")
+    released = _end_hold(conn, reservation, CreditTransactionKind.RELEASE)
     conn.execute(
         text("UPDATE collection_runs SET credits_used = :amount WHERE id = :run"),
         {"amount": cost, "run": collection_run_id},
@@ -331,7 +342,7 @@ def release(conn: Connection, collection_run_id: int) -> Decimal:
     """Give back the whole hold of a failed run; returns the credits released (zero if there was no
     open hold). Idempotent."""
     reservation = _existing_reservation(conn, collection_run_id)
-    return ZERO if reservation is None else _end_hold(conn, reservation, "release")
+    return ZERO if reservation is None else _end_hold(conn, reservation, CreditTransactionKind.RELEASE)
 
 
 def release_failed_runs(conn: Connection) -> int:
@@ -343,12 +354,13 @@ def release_failed_runs(conn: Connection) -> int:
             """
             SELECT r.collection_run_id, (c.cost_basis ->> 'requests')::numeric AS request_cost
               FROM credit_transactions r
-              JOIN collection_runs c ON c.id = r.collection_run_id AND c.status = 'failed'
-             WHERE r.kind = 'reserve'
+              JOIN collection_runs c ON c.id = r.collection_run_id AND c.status = :failed
+             WHERE r.kind = :reserve
                AND NOT EXISTS (SELECT 1 FROM credit_transactions e
-                                WHERE e.collection_run_id = r.collection_run_id AND e.kind IN ('release', 'expire'))
+                                WHERE e.collection_run_id = r.collection_run_id AND e.kind IN (:release, :expire))
             """
-        )
+        ),
+        {"failed": CollectionRunStatus.FAILED, **_KINDS},
     ).all()
     for run in failed:
         if run.request_cost is None:
@@ -364,16 +376,16 @@ def expire(conn: Connection, now: datetime) -> int:
         text(
             """
             INSERT INTO credit_transactions (query_design_id, allocation_id, collection_run_id, kind, amount)
-            SELECT r.query_design_id, r.allocation_id, r.collection_run_id, 'expire', r.amount
+            SELECT r.query_design_id, r.allocation_id, r.collection_run_id, :expire, r.amount
               FROM credit_transactions r LEFT JOIN credit_allocations a ON a.id = r.allocation_id
-             WHERE r.kind = 'reserve' AND r.created_at < :cutoff
+             WHERE r.kind = :reserve AND r.created_at < :cutoff
                AND NOT EXISTS (SELECT 1 FROM credit_transactions e
-                                WHERE e.collection_run_id = r.collection_run_id AND e.kind IN ('release', 'expire'))
+                                WHERE e.collection_run_id = r.collection_run_id AND e.kind IN (:release, :expire))
              ORDER BY a.valid_until, a.id  -- the order reservations lock allocations in
-            ON CONFLICT (collection_run_id) WHERE kind IN ('release', 'expire') DO NOTHING
+            ON CONFLICT (collection_run_id) WHERE kind IN ('release', 'expire') DO NOTHING  -- literal: index predicate
             """
         ),
-        {"cutoff": now - RESERVATION_TTL},
+        {"cutoff": now - RESERVATION_TTL, **_KINDS},
     )
     return expired.rowcount
 
@@ -459,9 +471,9 @@ SELECT a.id AS allocation_id, a.reserved, a.settled, a.released,
        coalesce(t.released, 0) AS ledger_released
   FROM credit_allocations a
   LEFT JOIN (SELECT allocation_id,
-                    sum(amount) FILTER (WHERE kind = 'reserve') AS reserved,
-                    sum(amount) FILTER (WHERE kind = 'settle') AS settled,
-                    sum(amount) FILTER (WHERE kind IN ('release', 'expire')) AS released
+                    sum(amount) FILTER (WHERE kind = :reserve) AS reserved,
+                    sum(amount) FILTER (WHERE kind = :settle) AS settled,
+                    sum(amount) FILTER (WHERE kind IN (:release, :expire)) AS released
                FROM credit_transactions GROUP BY allocation_id) t ON t.allocation_id = a.id
  WHERE (a.reserved, a.settled, a.released)
        IS DISTINCT FROM (coalesce(t.reserved, 0), coalesce(t.settled, 0), coalesce(t.released, 0))
@@ -474,7 +486,7 @@ def ledger_violations(conn: Connection, today: date | None = None) -> dict[str, 
     allocations whose running totals differ from the sums of their ledger rows (a full scan)."""
     rows = conn.execute(text("SELECT id FROM query_designs ORDER BY id")).scalars().all()
     balances = [balance(conn, design, today) for design in rows]
-    off_ledger = conn.execute(text(TOTALS_OFF_LEDGER)).mappings().all()
+    off_ledger = conn.execute(text(TOTALS_OFF_LEDGER), _KINDS).mappings().all()
     return {
         "negative_balance": [b.as_json() for b in balances if b.available < 0],
         "held_above_allocated": [b.as_json() for b in balances if b.held > b.allocated],

@@ -25,6 +25,7 @@ from observatory_assets.lib.dagster import (
     markdown_table,
     worker_metadata,
 )
+from observatory_assets.lib.statuses import CollectionRunStatus
 from resources import ObjectStoreResource, PostgresResource
 
 INGESTION = "ingestion"
@@ -193,11 +194,11 @@ def take_inbox_drop(
 ) -> int:
     today = datetime.now(UTC).date()
     outcome = take_inbox_object(postgres.get_engine(), object_store.get_store(), config.key, config.etag, today)
-    if outcome.status == "completed":
+    if outcome.status is CollectionRunStatus.COMPLETED:
         context.instance.add_dynamic_partitions(collection_run_partitions.name, [str(outcome.collection_run_id)])
     context.log.info(f"{config.key}: collection run {outcome.collection_run_id} {outcome.status}, kept at "
                      f"{outcome.processed_key}{f' ({outcome.error})' if outcome.error else ''}")  # fmt: skip
-    context.add_output_metadata({"collection_run": outcome.collection_run_id, "status": outcome.status,
+    context.add_output_metadata({"collection_run": outcome.collection_run_id, "status": outcome.status.value,
                                  "processed_key": outcome.processed_key, "error": outcome.error or ""})  # fmt: skip
     return outcome.collection_run_id
 

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, text
 from observatory_assets.defs.ingestion.records import FORMATS, count_records
 from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.outbox import COLLECTION_FAILED, emit
+from observatory_assets.lib.statuses import CollectionRunStatus
 from resources.object_store import ObjectStore, StoredObject, staged_upload
 from resources.outbound import OutboundClient
 from resources.settings import platform_settings
@@ -139,11 +140,16 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
         row = conn.execute(
             text(
                 """
-                UPDATE collection_runs SET status = 'running', started_at = clock_timestamp(), error = NULL
-                WHERE id = :id AND status IN ('pending', 'failed') RETURNING payloads
+                UPDATE collection_runs SET status = :running, started_at = clock_timestamp(), error = NULL
+                WHERE id = :id AND status IN (:pending, :failed) RETURNING payloads
                 """
             ),
-            {"id": run_id},
+            {
+                "id": run_id,
+                "running": CollectionRunStatus.RUNNING,
+                "pending": CollectionRunStatus.PENDING,
+                "failed": CollectionRunStatus.FAILED,
+            },
         ).one_or_none()
     if row is None:
         raise ValueError(f"collection run {run_id} does not exist or is not pending/failed")
@@ -168,7 +174,7 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
                 text(
                     """
                     UPDATE collection_runs
-                       SET status = 'completed', completed_at = clock_timestamp(), attempt = attempt + 1,
+                       SET status = :completed, completed_at = clock_timestamp(), attempt = attempt + 1,
                            payload_prefix = :prefix, payloads = CAST(:manifest AS jsonb),
                            items_collected = :collected, credits_used = 0
                      WHERE id = :id
@@ -176,6 +182,7 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
                 ),
                 {
                     "id": run_id,
+                    "completed": CollectionRunStatus.COMPLETED,
                     "prefix": prefix,
                     "manifest": json.dumps(manifest),
                     "collected": sum(m["records"] for m in manifest),
@@ -187,11 +194,11 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
             conn.execute(
                 text(
                     """
-                    UPDATE collection_runs SET status = 'failed', error = :error, fetch_failures = fetch_failures + 1
+                    UPDATE collection_runs SET status = :failed, error = :error, fetch_failures = fetch_failures + 1
                      WHERE id = :id
                     """
                 ),
-                {"id": run_id, "error": failure_message(error)},
+                {"id": run_id, "error": failure_message(error), "failed": CollectionRunStatus.FAILED},
             )
             emit(conn, COLLECTION_FAILED, {"collection_run": run_id, "error": failure_message(error)[:500]})
         raise

@@ -24,6 +24,7 @@ from pathlib import PurePosixPath
 from sqlalchemy import Engine, text
 
 from observatory_assets.defs.ingestion.collect import SourceRequest, create_collection_run, run_collection
+from observatory_assets.lib.statuses import CollectionRunStatus
 from resources.object_store import ObjectEntry, ObjectStore, read_hashed
 
 INBOX = "inbox/"
@@ -45,7 +46,7 @@ class InboxOutcome:
     why it could not be collected (None when it was)."""
 
     collection_run_id: int
-    status: str
+    status: CollectionRunStatus
     processed_key: str
     error: str | None = None
 
@@ -98,7 +99,7 @@ def _run_for_origin(engine: Engine, origin: str) -> tuple[int, str, str] | None:
             ),
             {"origin": json.dumps([{"origin": origin}])},
         ).one_or_none()
-    return None if row is None else (row.id, row.status, row.object_key)
+    return None if row is None else (row.id, CollectionRunStatus(row.status), row.object_key)
 
 
 def _record_refused(engine: Engine, source: str | None, kept_at: str, origin: str, reason: str) -> int:
@@ -109,10 +110,10 @@ def _record_refused(engine: Engine, source: str | None, kept_at: str, origin: st
             text(
                 """
                 INSERT INTO collection_runs (status, payloads, error, completed_at)
-                VALUES ('failed', CAST(:payloads AS jsonb), :error, clock_timestamp()) RETURNING id
+                VALUES (:failed, CAST(:payloads AS jsonb), :error, clock_timestamp()) RETURNING id
                 """
             ),
-            {"payloads": json.dumps(payloads), "error": reason},
+            {"failed": CollectionRunStatus.FAILED, "payloads": json.dumps(payloads), "error": reason},
         ).scalar_one()
 
 
@@ -140,14 +141,14 @@ def take_inbox_object(engine: Engine, store: ObjectStore, key: str, etag: str, t
         run_id, status, kept_at = existing
     elif reason is not None:
         kept_at = processed_key(key, etag, today)
-        run_id, status = _record_refused(engine, source_of(key), kept_at, origin, reason), "failed"
+        run_id, status = _record_refused(engine, source_of(key), kept_at, origin, reason), CollectionRunStatus.FAILED
     else:
         kept_at = processed_key(key, etag, today)
         fmt = FORMATS_BY_EXTENSION[PurePosixPath(key).suffix.lower()]
         request = SourceRequest(source_of(key), fmt, object_key=kept_at, origin=origin)
-        run_id, status = create_collection_run(engine, [request]), "pending"
+        run_id, status = create_collection_run(engine, [request]), CollectionRunStatus.PENDING
     move_object(store, key, kept_at)
-    if reason is None and status in ("pending", "failed"):
+    if reason is None and status in (CollectionRunStatus.PENDING, CollectionRunStatus.FAILED):
         run_collection(engine, store, run_id)  # a failure is recorded on the run and raised
-        status = "completed"
+        status = CollectionRunStatus.COMPLETED
     return InboxOutcome(run_id, status, kept_at, reason)

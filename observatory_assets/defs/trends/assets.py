@@ -97,7 +97,6 @@ def trend_evidence(
             "trends_changed": dg.MetadataValue.text(", ".join(synced.changed) or "—"),
             "trends_deactivated": dg.MetadataValue.text(", ".join(synced.deactivated) or "—"),
             "bad_trend_files": dg.MetadataValue.md("\n".join(f"- {e}" for e in synced.errors) or "_none_"),
-            "sources_rated": dg.MetadataValue.int(synced.sources_rated),
             "events_examined": dg.MetadataValue.int(result.events_examined),
             "evidence_added": dg.MetadataValue.int(result.added),
             "evidence_updated": dg.MetadataValue.int(result.updated),

@@ -2,8 +2,8 @@
 
 The file format is public (people and scripts write it). A bad file is reported in
 one line naming the file and the field, and the other trends still load. A file
-that disappears deactivates its trend; its evidence and snapshots stay. A
-``sources.yaml`` beside the trend files sets the credibility of sources by name.
+that disappears deactivates its trend; its evidence and snapshots stay. The credibility
+of sources lives in the sources catalog (``sources/``), not here.
 """
 
 from __future__ import annotations
@@ -21,9 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import Engine, text
 
 from resources.settings import platform_settings
-
-#: The file beside the trend definitions that sets source credibility (``name: 0.8`` per line).
-SOURCES_FILE = "sources.yaml"
 
 
 class Direction(StrEnum):
@@ -89,7 +86,7 @@ class TrendDefinition(BaseModel):
 
 
 class TrendFileError(ValueError):
-    """A trend (or sources) file that cannot be used, with the file and the field in its message."""
+    """A trend file that cannot be used, with the file and the field in its message."""
 
 
 @dataclass
@@ -98,19 +95,17 @@ class LoadedTrends:
 
     definitions: dict[str, tuple[Path, TrendDefinition]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-    credibility: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SyncResult:
-    """What a sync did: trends added, changed, unchanged, deactivated; bad files; sources re-rated."""
+    """What a sync did: trends added, changed, unchanged, deactivated; bad files."""
 
     added: list[str]
     changed: list[str]
     unchanged: list[str]
     deactivated: list[str]
     errors: list[str]
-    sources_rated: int
 
 
 def trends_dir(override: str | Path | None = None) -> Path:
@@ -139,32 +134,13 @@ def load_trend_file(path: Path) -> TrendDefinition:
         raise TrendFileError(f"{path.name}: {_first_error(error)}") from None
 
 
-def load_source_credibility(path: Path) -> dict[str, float]:
-    """``sources.yaml``: source name → credibility in [0, 1]."""
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise TrendFileError(f"{path.name}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(document, dict):
-        raise TrendFileError(f"{path.name}: expected 'source name: credibility' lines")
-    ratings = {}
-    for name, value in document.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise TrendFileError(f"{path.name}: field {name}: credibility must be a number from 0 to 1")
-        ratings[str(name)] = float(value)
-    return ratings
-
-
 def load_trends(directory: Path) -> LoadedTrends:
-    """Every ``*.yaml``/``*.yml`` trend file of ``directory`` (and its ``sources.yaml``)."""
+    """Every ``*.yaml``/``*.yml`` trend file of ``directory``."""
     loaded = LoadedTrends()
     if not directory.is_dir():
         raise FileNotFoundError(f"trend directory {directory} does not exist")
     for path in sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml")):
         try:
-            if path.name == SOURCES_FILE:
-                loaded.credibility = load_source_credibility(path)
-                continue
             definition = load_trend_file(path)
         except TrendFileError as error:
             loaded.errors.append(str(error))
@@ -231,8 +207,8 @@ def set_source_credibility(engine_or_conn, ratings: dict[str, float]) -> int:
 
 
 def sync_trends(engine: Engine, directory: str | Path | None = None) -> SyncResult:
-    """Upsert every valid trend file by name, deactivate trends whose file is gone (history kept), apply
-    ``sources.yaml``. A bad file is reported and skipped; its trend keeps its last good definition."""
+    """Upsert every valid trend file by name and deactivate trends whose file is gone (history kept). A bad
+    file is reported and skipped; its trend keeps its last good definition."""
     folder = trends_dir(directory)
     loaded = load_trends(folder)
     added, changed, unchanged = [], [], []
@@ -269,8 +245,7 @@ def sync_trends(engine: Engine, directory: str | Path | None = None) -> SyncResu
                 {"names": list(loaded.definitions), "bad": sorted(bad_files)},
             ).scalars()
         )
-        rated = set_source_credibility(conn, loaded.credibility)
-    return SyncResult(added, changed, unchanged, deactivated, loaded.errors, rated)
+    return SyncResult(added, changed, unchanged, deactivated, loaded.errors)
 
 
 def active_definitions(conn) -> dict[int, TrendDefinition]:
