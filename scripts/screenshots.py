@@ -88,7 +88,7 @@ def asset_graph(page: Page, base: str, target: Path) -> None:
     page.wait_for_timeout(3_000)  # the layout settles
     page.mouse.move(600, 560)
     page.keyboard.down("Control")  # Ctrl + wheel zooms out until every group is in view
-    page.mouse.wheel(0, 100)
+    page.mouse.wheel(0, 140)
     page.keyboard.up("Control")
     page.wait_for_load_state("networkidle")
     page.wait_for_timeout(5_000)  # each node's latest materialization loads
@@ -106,7 +106,7 @@ def take_screenshots(out: Path, port: int) -> list[Path]:
     with sync_playwright() as playwright, dagster_webserver(port) as base:
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:
-            asset_graph(browser.new_page(viewport={"width": 1600, "height": 1000}), base, graph)
+            asset_graph(browser.new_page(viewport={"width": 1600, "height": 1150}), base, graph)
             reader = browser.new_page(viewport={"width": 760, "height": 1100})
             reader.goto(digest.as_uri(), wait_until="load")
             reader.screenshot(path=page_top)
