@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from observatory_assets.lib.statuses import WebhookSubscriptionStatus
+
 EVENT_CREATED = "event.created"
 TREND_CROSSED = "trend.crossed"
 COLLECTION_FAILED = "collection.failed"
@@ -40,7 +42,7 @@ _FAN_OUT = text(
     SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), s.id, :event_type,
            CAST(:payload AS jsonb)
       FROM webhook_subscriptions s
-     WHERE s.status = 'enabled' AND :event_type = ANY(s.event_types)
+     WHERE s.status = :enabled AND :event_type = ANY(s.event_types)
        AND (:event_type <> 'event.created' OR (s.min_sources > :low AND s.min_sources <= :high))
        AND (:event_type <> 'trend.crossed'
             OR (s.threshold IS NOT NULL AND s.threshold > :low AND s.threshold <= :high))
@@ -59,7 +61,7 @@ SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), w.id, 'event.created
   FROM events_stage s
   LEFT JOIN events e ON e.id = s.id
   JOIN webhook_subscriptions w
-    ON w.status = 'enabled' AND 'event.created' = ANY(w.event_types)
+    ON w.status = %(enabled)s AND 'event.created' = ANY(w.event_types)
    AND w.min_sources > coalesce(e.source_count, 0) AND w.min_sources <= s.source_count
  WHERE s.item_count > 0
 """
@@ -98,7 +100,14 @@ def emit(
         raise ValueError(f"unknown webhook event type {event_type!r}")
     low, high = sorted(crossing) if crossing is not None else (0.0, 0.0)
     return conn.execute(
-        _FAN_OUT, {"event_type": event_type, "payload": envelope(event_type, payload), "low": low, "high": high}
+        _FAN_OUT,
+        {
+            "event_type": event_type,
+            "payload": envelope(event_type, payload),
+            "low": low,
+            "high": high,
+            "enabled": WebhookSubscriptionStatus.ENABLED,
+        },
     ).rowcount
 
 

@@ -86,6 +86,15 @@ class WebhookMessageStatus(StrEnum):
     FAILED = "failed"
 
 
+class WebhookDeliveryOutcome(StrEnum):
+    """``webhook_deliveries.outcome``: what one attempt led to."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    FAILED = "failed"
+    DISABLED = "disabled"
+
+
 #: Each status column ``(table, column)`` (or kind column, a status in all but name) and the enum of its values.
 STATUS_COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("collection_runs", "status"): CollectionRunStatus,
@@ -97,4 +106,5 @@ STATUS_COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("credit_transactions", "kind"): CreditTransactionKind,
     ("webhook_subscriptions", "status"): WebhookSubscriptionStatus,
     ("webhook_messages", "status"): WebhookMessageStatus,
+    ("webhook_deliveries", "outcome"): WebhookDeliveryOutcome,
 }

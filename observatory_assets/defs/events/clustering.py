@@ -65,6 +65,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from observatory_assets.lib.outbox import EVENT_CREATED_FROM_STAGE
+from observatory_assets.lib.statuses import WebhookSubscriptionStatus
 from resources.postgres import register_vector_type
 
 EVENTS = "events"
@@ -482,7 +483,9 @@ class _Clustering:
         with self.conn.cursor() as cursor, cursor.copy("COPY event_merges_stage FROM STDIN") as copy:
             for merged, row in self.merges.items():
                 copy.write_row((merged, *row))
-        self.conn.execute(EVENT_CREATED_FROM_STAGE)  # before the write-back: it compares with the stored counts
+        self.conn.execute(
+            EVENT_CREATED_FROM_STAGE, {"enabled": WebhookSubscriptionStatus.ENABLED}
+        )  # before the write-back: it compares with the stored counts
         for statement in _WRITE_BACK:
             self.conn.execute(statement, {"embedder": self.embedder} if "%(embedder)s" in statement else None)
         largest = sorted(self.largest, reverse=True)[:10]

@@ -32,6 +32,7 @@ from standardwebhooks.webhooks import Webhook
 from observatory_assets.defs.webhooks.subscriptions import DISABLED, cipher, decrypt
 from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.outbox import EXPORT_COMPLETED
+from observatory_assets.lib.statuses import WebhookDeliveryOutcome, WebhookMessageStatus, WebhookSubscriptionStatus
 from resources.object_store import ObjectStore
 from resources.outbound import OutboundClient, OutboundError
 from resources.settings import platform_settings
@@ -46,12 +47,16 @@ DEFAULT_BATCH = 500
 DEFAULT_WORKERS = 32
 EXPORT_LINK_VALIDITY = timedelta(hours=24)
 
+#: The bound statuses of a due message: pending, of an enabled subscription.
+_PENDING = {"pending": WebhookMessageStatus.PENDING}
+_DUE = {**_PENDING, "enabled": WebhookSubscriptionStatus.ENABLED}
+
 _CLAIM = """
 SELECT m.id, m.message_id, m.subscription_id, m.event_type, m.payload::text AS body, m.attempts,
        s.name, s.url, s.secret, CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END AS previous,
        s.failing_since
   FROM webhook_messages m JOIN webhook_subscriptions s ON s.id = m.subscription_id
- WHERE m.status = 'pending' AND m.next_attempt_at <= now() AND s.status = 'enabled'
+ WHERE m.status = %(pending)s AND m.next_attempt_at <= now() AND s.status = %(enabled)s
  ORDER BY m.next_attempt_at, m.id
  LIMIT %(limit)s
  FOR UPDATE OF m SKIP LOCKED
@@ -153,7 +158,7 @@ def deliver_due(
             while max_batches is None or batches < max_batches:
                 batches += 1
                 with engine.begin() as conn:
-                    claimed = conn.exec_driver_sql(_CLAIM, {"limit": batch}).mappings().all()
+                    claimed = conn.exec_driver_sql(_CLAIM, {"limit": batch, **_DUE}).mappings().all()
                     if not claimed:
                         break
                     if on_claimed is not None:
@@ -201,21 +206,25 @@ def _record(conn: Connection, claimed, attempts: list[Attempt], schedule, rng, r
         tries = message["attempts"] + 1
         next_at = None
         if attempt.status_code is not None and 200 <= attempt.status_code < 300:
-            outcome, status = "delivered", "delivered"
+            outcome, status = WebhookDeliveryOutcome.DELIVERED, WebhookMessageStatus.DELIVERED
             succeeded.add(message["subscription_id"])
             result.delivered += 1
         elif attempt.status_code == 410:
-            outcome, status = "disabled", "failed"
+            outcome, status = WebhookDeliveryOutcome.DISABLED, WebhookMessageStatus.FAILED
             gone[message["subscription_id"]] = message["name"]
             result.failed += 1
         else:
             delay = next_delay(tries, attempt, schedule, rng)
             failing[message["subscription_id"]] = (message["name"], message["failing_since"])
             if delay is None:
-                outcome, status = "failed", "failed"
+                outcome, status = WebhookDeliveryOutcome.FAILED, WebhookMessageStatus.FAILED
                 result.failed += 1
             else:
-                outcome, status, next_at = "retry", "pending", now + timedelta(seconds=delay)
+                outcome, status, next_at = (
+                    WebhookDeliveryOutcome.RETRY,
+                    WebhookMessageStatus.PENDING,
+                    now + timedelta(seconds=delay),
+                )
                 result.retrying += 1
         result.attempted += 1
         result.attempt_ms.append(attempt.duration_ms)
@@ -226,12 +235,13 @@ def _record(conn: Connection, claimed, attempts: list[Attempt], schedule, rng, r
                 "attempt": tries,
                 "code": attempt.status_code,
                 "ms": attempt.duration_ms,
-                "error": attempt.error or (None if outcome == "delivered" else f"HTTP {attempt.status_code}"),
+                "error": attempt.error
+                or (None if outcome == WebhookDeliveryOutcome.DELIVERED else f"HTTP {attempt.status_code}"),
                 "outcome": outcome,
                 "next_at": next_at,
             }
         )
-        updates.append({"id": message["id"], "status": status, "tries": tries, "next_at": next_at or now})
+        updates.append({"id": message["id"], "status": status, "tries": tries, "next_at": next_at or now, **_PENDING})
     conn.execute(
         text(
             "INSERT INTO webhook_deliveries (message_id, subscription_id, attempt, status_code, duration_ms, error, "
@@ -242,7 +252,7 @@ def _record(conn: Connection, claimed, attempts: list[Attempt], schedule, rng, r
     conn.execute(
         text(
             "UPDATE webhook_messages SET status = :status, attempts = :tries, next_attempt_at = :next_at, "
-            "finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE now() END WHERE id = :id"
+            "finished_at = CASE WHEN :status = :pending THEN NULL ELSE now() END WHERE id = :id"
         ),
         updates,
     )
@@ -282,8 +292,9 @@ def due_messages(conn: Connection) -> tuple[int, str]:
         text(
             "SELECT count(*), coalesce(max(m.id), 0), max(m.next_attempt_at) "
             "FROM webhook_messages m JOIN webhook_subscriptions s ON s.id = m.subscription_id "
-            "WHERE m.status = 'pending' AND m.next_attempt_at <= now() AND s.status = 'enabled'"
-        )
+            "WHERE m.status = :pending AND m.next_attempt_at <= now() AND s.status = :enabled"
+        ),
+        _DUE,
     ).one()
     return count, f"{count}-{last_id}-{last_due.timestamp() if last_due else 0:.6f}"
 
@@ -293,18 +304,18 @@ def redeliver(conn: Connection, delivery_or_message: str, actor: str = "cli") ->
     if delivery_or_message.isdigit():
         row = conn.execute(
             text(
-                "UPDATE webhook_messages m SET status = 'pending', next_attempt_at = now(), finished_at = NULL "
+                "UPDATE webhook_messages m SET status = :pending, next_attempt_at = now(), finished_at = NULL "
                 "FROM webhook_deliveries d WHERE d.id = :id AND m.id = d.message_id RETURNING m.id, m.message_id"
             ),
-            {"id": int(delivery_or_message)},
+            {"id": int(delivery_or_message), **_PENDING},
         ).first()
     else:
         row = conn.execute(
             text(
-                "UPDATE webhook_messages SET status = 'pending', next_attempt_at = now(), finished_at = NULL "
+                "UPDATE webhook_messages SET status = :pending, next_attempt_at = now(), finished_at = NULL "
                 "WHERE message_id = :id RETURNING id, message_id"
             ),
-            {"id": delivery_or_message},
+            {"id": delivery_or_message, **_PENDING},
         ).first()
     if row is None:
         raise ValueError(f"no webhook delivery or message {delivery_or_message!r}")
@@ -323,12 +334,12 @@ def deliveries(conn: Connection, name: str | None = None, failed_only: bool = Fa
               JOIN webhook_messages m ON m.id = d.message_id
               JOIN webhook_subscriptions s ON s.id = d.subscription_id
              WHERE (CAST(:name AS text) IS NULL OR s.name = :name)
-               AND (NOT :failed OR d.outcome <> 'delivered')
+               AND (NOT :failed OR d.outcome <> :delivered)
              ORDER BY d.id DESC
              LIMIT :limit
             """
         ),
-        {"name": name, "failed": failed_only, "limit": limit},
+        {"name": name, "failed": failed_only, "limit": limit, "delivered": WebhookDeliveryOutcome.DELIVERED},
     ).mappings()
     return [dict(r) for r in rows]
 
@@ -338,6 +349,7 @@ def prune(conn: Connection, now: datetime | None = None) -> dict[str, int]:
     cutoff = (now or datetime.now(UTC)) - RETENTION
     removed = conn.execute(text("DELETE FROM webhook_deliveries WHERE attempted_at < :cutoff"), {"cutoff": cutoff})
     finished = conn.execute(
-        text("DELETE FROM webhook_messages WHERE status <> 'pending' AND finished_at < :cutoff"), {"cutoff": cutoff}
+        text("DELETE FROM webhook_messages WHERE status <> :pending AND finished_at < :cutoff"),
+        {"cutoff": cutoff, **_PENDING},
     )
     return {"deliveries": removed.rowcount, "messages": finished.rowcount}

@@ -18,11 +18,12 @@ from sqlalchemy import Connection, text
 
 from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.outbox import EVENT_CREATED, EVENT_TYPES, TREND_CROSSED
+from observatory_assets.lib.statuses import WebhookSubscriptionStatus
 from resources.embedded import embedded_secret_key
 from resources.outbound import OutboundRefused, checked_url
 
 ROTATION_OVERLAP = timedelta(hours=24)
-ENABLED, DISABLED = "enabled", "disabled"
+ENABLED, DISABLED = WebhookSubscriptionStatus.ENABLED, WebhookSubscriptionStatus.DISABLED
 
 
 class WebhookConfigError(ValueError):
@@ -150,9 +151,9 @@ def set_status(conn: Connection, name: str, status: str, reason: str | None, act
     conn.execute(
         text(
             "UPDATE webhook_subscriptions SET status = :status, disabled_reason = :reason, "
-            "failing_since = CASE WHEN :status = 'enabled' THEN NULL ELSE failing_since END WHERE id = :id"
+            "failing_since = CASE WHEN :status = :enabled THEN NULL ELSE failing_since END WHERE id = :id"
         ),
-        {"status": status, "reason": reason, "id": current.id},
+        {"status": status, "reason": reason, "id": current.id, "enabled": ENABLED},
     )
     action = "webhook.enable" if status == ENABLED else "webhook.disable"
     record_audit(conn, actor, action, "webhook_subscription", current.id, target=name, details={"reason": reason})
