@@ -143,7 +143,7 @@ def prepare_dagster_home(settings: PlatformSettings | None = None) -> Path:
     config = yaml.safe_dump(dagster_instance_yaml(dagster_url), sort_keys=False)
     target = home / "dagster.yaml"
     if not target.exists() or target.read_text() != config:
-        tmp = target.with_suffix(".tmp")
+        tmp = target.with_name(f".dagster.yaml.{os.getpid()}.tmp")  # two commands starting at once each write theirs
         tmp.write_text(config)
         tmp.chmod(0o600)  # it may hold a production password
         os.replace(tmp, target)

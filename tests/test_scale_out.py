@@ -115,7 +115,12 @@ def in_process_archive(pg_server, migrated_template, tmp_path, payloads) -> dict
             featurize_run(engine, run_id)
             embed_run(engine, make_embedder("lexical", engine), run_id)
         embedder = make_embedder("lexical", engine)
-        cluster_events(engine, embedder.name, embedder.dimensions, EventsConfig().params(embedder.join_threshold))
+        cluster_events(
+            engine,
+            embedder.name,
+            embedder.dimensions,
+            EventsConfig().params(embedder.join_threshold, embedder.merge_margin),
+        )
         return archive_fingerprint(engine)
     finally:
         engine.dispose()
