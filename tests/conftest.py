@@ -24,6 +24,17 @@ TEMPLATE = "observatory_template"
 os.environ.setdefault("OBSERVATORY_COLLECT_ROOTS", os.pathsep.join([os.getcwd(), tempfile.gettempdir()]))
 
 
+@pytest.fixture(autouse=True)
+def no_current_dagster_instance():
+    """Each test starts without a current Dagster instance: an instance a test entered and closed may
+    stay current (Dagster keeps its state storage in a context variable, with a weak reference to the
+    instance), and a later ``dg.materialize`` would fail on the dead reference."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
+
+
 @pytest.fixture(scope="session")
 def pg_home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("pg")

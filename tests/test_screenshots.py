@@ -54,7 +54,7 @@ def test_the_script_takes_the_three_pictures_of_the_demo(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     pictures = {name: out / f"{name}.png" for name in ("asset-graph", "trend-chart", "digest")}
     assert done.stdout.split() == [str(path) for path in pictures.values()]
-    assert png_size(pictures["asset-graph"]) == (1600, 1000)
+    assert png_size(pictures["asset-graph"]) == (1600, 1150)
     width, height = png_size(pictures["trend-chart"])
     assert width > 300 and height > 150  # the chart's figure, not an empty element
     assert png_size(pictures["digest"])[0] == 760

@@ -34,7 +34,10 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's name)
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                length = int(self.headers.get("content-length", 0))
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request (kill -9): nothing was delivered
+                    return
                 receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 time.sleep(receiver.delay_s)
                 status, headers = receiver.script.pop(0) if receiver.script else (200, {})
