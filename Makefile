@@ -38,7 +38,8 @@ services: $(VENV)/.installed
 stop:
 	$(BIN)/observatory services stop
 
-## Benchmarks: each prints one JSON object.
+## Benchmarks: each prints one JSON object (their payloads are written under /tmp, a collect root for them).
+bench: export OBSERVATORY_COLLECT_ROOTS ?= $(CURDIR):/tmp
 bench: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/events.py --n 100000
