@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Literal
 
 import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import Connection, text
 
 from observatory_assets.defs.credits.ledger import sync_allocation
+from observatory_assets.lib.yaml_files import read_yaml_mapping
 from resources.settings import platform_settings
 
 _INTERVAL = re.compile(r"^(\d+)\s*([smhd])$")
@@ -143,12 +143,7 @@ def _first_error(error: ValidationError, document: dict) -> str:
 
 
 def load_catalog_file(path: Path) -> CatalogFile:
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise CatalogError(f"{path.name}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(document, dict):
-        raise CatalogError(f"{path.name}: expected a mapping with 'sources' and/or 'designs'")
+    document = read_yaml_mapping(path, CatalogError, "a mapping with 'sources' and/or 'designs'", empty_is_mapping=True)
     try:
         return CatalogFile.model_validate(document)
     except ValidationError as error:

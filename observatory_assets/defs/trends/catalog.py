@@ -16,10 +16,10 @@ from datetime import date
 from enum import StrEnum
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import Engine, text
 
+from observatory_assets.lib.yaml_files import read_yaml_mapping
 from resources.settings import platform_settings
 
 
@@ -122,12 +122,7 @@ def _first_error(error: ValidationError) -> str:
 
 def load_trend_file(path: Path) -> TrendDefinition:
     """One validated definition; :class:`TrendFileError` names the file and the field."""
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise TrendFileError(f"{path.name}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(document, dict):
-        raise TrendFileError(f"{path.name}: expected a mapping of fields")
+    document = read_yaml_mapping(path, TrendFileError, "a mapping of fields")
     try:
         return TrendDefinition.model_validate(document)
     except ValidationError as error:
