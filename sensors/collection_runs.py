@@ -12,7 +12,7 @@ import json
 import dagster as dg
 from sqlalchemy import text
 
-from observatory_assets.defs.ingestion.assets import ingest_job
+from observatory_assets.defs.ingestion.jobs import ingest_job
 from observatory_assets.lib.dagster import collection_run_partitions
 from observatory_assets.lib.statuses import CollectionRunStatus
 from resources import PostgresResource

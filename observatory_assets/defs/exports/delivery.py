@@ -46,11 +46,10 @@ from observatory_assets.defs.exports.columns import (
     parquet_schema,
 )
 from observatory_assets.defs.exports.filters import (
-    SELECTION_FROM,
-    SELECTION_ORDER,
     ExportFilterError,
     ExportFilters,
-    selection_where,
+    driver_sql,
+    selection,
     validate_filters,
 )
 from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, build_network, pseudonym_key, write_gexf
@@ -304,11 +303,13 @@ def export_network(
 
 def preview(engine: Engine, filters: ExportFilters, limit: int = 5) -> list[dict[str, str]]:
     """The first few selected items (id, source, published, title) for materialization metadata."""
-    where, params = selection_where(filters)
-    query = (
-        f"SELECT r.id, s.name AS source, {_iso_utc('r.published_at')} AS published_at, left(r.title, 80) AS title"
-        f"{SELECTION_FROM} WHERE {where} {SELECTION_ORDER} LIMIT {int(limit)}"
+    columns = (
+        "r.id",
+        "s.name AS source",
+        f"{_iso_utc('r.published_at')} AS published_at",
+        "left(r.title, 80) AS title",
     )
+    query, params = driver_sql(selection(filters, *columns).limit(limit))
     with engine.connect() as conn, conn.connection.driver_connection.cursor() as cursor:
         cursor.execute(query, params)
         names = [d.name for d in cursor.description]

@@ -322,3 +322,22 @@ def prune_backups(
             store.delete(sidecar_key(row.object_key))
         pruned.append(row.object_key)
     return pruned
+
+
+def completed_backups(conn: Connection) -> int:
+    """How many completed backups are kept (not pruned, not failed)."""
+    return conn.execute(
+        text("SELECT count(*) FROM backups WHERE status = :completed"), {"completed": BackupStatus.COMPLETED}
+    ).scalar_one()
+
+
+def backup_clock(conn: Connection) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """(when the newest completed backup started, the newest verification, when the first backup that
+    completed, pruned or not, started): what the backup check measures its ages from; None where none."""
+    return tuple(
+        conn.execute(
+            text("SELECT max(started_at) FILTER (WHERE status = :completed), max(verified_at), "
+                 "min(started_at) FILTER (WHERE status IN (:completed, :pruned)) FROM backups"),
+            {"completed": BackupStatus.COMPLETED, "pruned": BackupStatus.PRUNED},
+        ).one()
+    )  # fmt: skip

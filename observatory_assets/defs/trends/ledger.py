@@ -276,3 +276,26 @@ def explain_trend(engine: Engine, name: str, at: datetime | None = None) -> dict
             for r in rows
         ],
     }
+
+
+def trends_without_snapshot(conn, day: date) -> list[tuple[int, str]]:
+    """(id, name) of every active trend that has no snapshot for ``day``, by name."""
+    rows = conn.execute(
+        text(
+            "SELECT id, name FROM trends t WHERE active AND NOT EXISTS "
+            "(SELECT 1 FROM trend_snapshots s WHERE s.trend_id = t.id AND s.snapshot_date = :d) ORDER BY name"
+        ),
+        {"d": day},
+    ).all()
+    return [(row.id, row.name) for row in rows]
+
+
+def evidence_totals(conn) -> tuple[int, int, int]:
+    """(live evidence rows, retracted evidence rows, active trends) over the whole ledger."""
+    live, retracted, active = conn.execute(
+        text(
+            "SELECT count(*) FILTER (WHERE retracted_at IS NULL), count(*) FILTER (WHERE retracted_at IS NOT NULL),"
+            " (SELECT count(*) FROM trends WHERE active) FROM trend_evidence"
+        )
+    ).one()
+    return live, retracted, active
