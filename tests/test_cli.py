@@ -121,7 +121,9 @@ def test_every_command_has_a_help_that_names_its_options():
         assert shown.exit_code == 0 and f"Usage: observatory {' '.join(words)}" in shown.stdout, words
         listing = shown.stdout.split("Commands:")[1] if "Commands:" in shown.stdout else ""
         assert not any(line.endswith("...") for line in listing.splitlines()), words  # no summary cut short
-    assert "--limit N" in invoke("events", "--help").stdout and "[default: 20; x>=1]" in invoke("events", "--help").stdout
+    assert (
+        "--limit N" in invoke("events", "--help").stdout and "[default: 20; x>=1]" in invoke("events", "--help").stdout
+    )
 
 
 @pytest.mark.parametrize(
@@ -132,12 +134,20 @@ def test_every_command_has_a_help_that_names_its_options():
         (("collect", "--source", "s", "--format", "xml", "--file", "f.xml"), ("'--format'", "'xml'", "'rss'")),
         (("collect", "--source", "s"), ("give exactly one of --file or --url",)),
         (("audit", "--since", "2026-13-01"), ("observatory audit:", "'--since'", "not a date (YYYY-MM-DD)")),
-        (("publish", "--date", "yesterday"), ("'--date'", "not a date",)),
+        (
+            ("publish", "--date", "yesterday"),
+            (
+                "'--date'",
+                "not a date",
+            ),
+        ),
         (("trends", "explain", "x", "--at", "soon"), ("'--at'", "not a date")),
         (("events", "--limit", "0"), ("'--limit'", "0")),
         (("export", "items", "--run", "one"), ("'--run'", "'one' is not a valid integer")),
-        (("takedown", "request", "--item", "1", "--url", "u", "--reason", "r", "--requested-by", "me"),
-         ("exactly one of --item, --url or --event",)),
+        (
+            ("takedown", "request", "--item", "1", "--url", "u", "--reason", "r", "--requested-by", "me"),
+            ("exactly one of --item, --url or --event",),
+        ),
         (("status", "--jsn"), ("no such option '--jsn'", "'--json'")),
     ],
 )
