@@ -29,7 +29,9 @@ class Observatory:
 
     @cached_property
     def _resources(self) -> dict:
-        resources = {name: r.process_config_and_initialize() for name, r in observatory_resources().items()}
+        resources = {
+            name: r.process_config_and_initialize() for name, r in observatory_resources(self.settings).items()
+        }
         postgres = resources["postgres"]
         migrations.ensure_current(postgres.resolved_url(), embedded=not postgres.url)
         return resources
