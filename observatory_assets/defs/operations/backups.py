@@ -341,3 +341,21 @@ def backup_clock(conn: Connection) -> tuple[datetime | None, datetime | None, da
             {"completed": BackupStatus.COMPLETED, "pruned": BackupStatus.PRUNED},
         ).one()
     )  # fmt: skip
+
+
+def backup_rows(conn: Connection) -> list[dict]:
+    """Every backup the database knows of, newest first (object key, status, size, SHA-256, started,
+    verified, error), with times in ISO format."""
+    rows = conn.execute(
+        text("SELECT object_key, status, size_bytes, sha256, started_at, verified_at, error FROM backups "
+             "ORDER BY started_at DESC, id DESC")
+    ).mappings()  # fmt: skip
+    return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+
+
+def latest_backup(conn: Connection) -> tuple[str, int, bool] | None:
+    """(object key, bytes, whether a restore verified it) of the latest backup; None before the first."""
+    row = conn.execute(
+        text("SELECT object_key, size_bytes, verified_at IS NOT NULL FROM backups ORDER BY id DESC LIMIT 1")
+    ).one_or_none()
+    return None if row is None else (row[0], row[1], row[2])
