@@ -51,7 +51,7 @@ from datetime import date
 from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.ingestion.collect import payload_fingerprint
-from observatory_assets.defs.ingestion.payload_reader import PayloadReader
+from observatory_assets.defs.ingestion.payload_reader import PayloadReader, Placement
 from observatory_assets.lib.sql import ensure_month_partition, month_partition_name
 from observatory_assets.lib.statuses import CollectionRunStatus
 from resources.object_store import ObjectStore
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 #: Bump when parsing or normalization changes what a payload loads as: a run ingested under
 #: another version is loaded again, its outcomes replaced, the next time it is ingested (no force needed).
-LOADER_VERSION = "2"
+LOADER_VERSION = "3"
 
 # source_id is the payload's source; outlet, when set, names the source the row is attributed to.
 CREATE_STAGING = """
@@ -218,14 +218,16 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
                     run_id, run.items_collected, *recorded, skipped=True, seconds=time.perf_counter() - started
                 )
             log.warning("collection run %s was ingested but its counts do not add up; loading it again", run_id)
-        source_ids = dict(
-            conn.execute(
-                text("SELECT name, id FROM sources WHERE name = ANY(:names)"),
-                {"names": [p["name"] for p in run.payloads]},
-            ).all()
-        )
+        sources = conn.execute(
+            text("SELECT name, id, type, config ->> 'arena' AS arena FROM sources WHERE name = ANY(:names)"),
+            {"names": [p["name"] for p in run.payloads]},
+        ).all()
         described = conn.execute(text(DESCRIBED_NON_AGGREGATORS)).scalars().all()
-    reader = PayloadReader(store, run.payloads, source_ids, run.started_at, run.completed_at, frozenset(described))
+    source_ids = {row.name: row.id for row in sources}
+    placements = {row.name: Placement.of_source(row.type, row.arena) for row in sources}
+    reader = PayloadReader(
+        store, run.payloads, source_ids, run.started_at, run.completed_at, frozenset(described), placements
+    )
     params = {"run_id": run_id}
     with engine.connect() as conn, conn.begin(), reader:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('observatory.ingest'), :run_id)"), params)

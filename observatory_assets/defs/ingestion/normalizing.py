@@ -38,6 +38,17 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "published_at": ("published_at", "published", "date", "created_at", "timestamp", "pubDate", "pubdate"),
     "language": ("language", "lang"),
 }
+#: Where engagement counts are read from, the first holding a whole non-negative number winning (a path
+#: with commas reaches into an object). The fields stay in ``raw_metadata`` too: it keeps the row as delivered.
+COUNT_PATHS: dict[str, tuple[str, ...]] = {
+    "views": ("views", "view_count", "viewCount", "stats,playCount"),
+    "likes": ("likes", "like_count", "likeCount", "favorite_count", "stats,diggCount"),
+    "shares": ("shares", "share_count", "repostCount", "retweet_count", "stats,shareCount"),
+    "comments": ("comments", "comment_count", "replyCount", "num_comments", "reply_count", "stats,commentCount"),
+}
+HANDLE_FIELDS = ("author_handle", "handle", "screen_name")
+MAX_COUNT = 9 * 10**18
+_DIGITS = re.compile(r"[0-9]{1,18}")
 #: Fields naming the outlet that published a row (an aggregator export mixes many); see :func:`pick_outlet`.
 OUTLET_FIELDS = ("source", "publisher", "outlet", "site")
 MAX_OUTLET_CHARS = 200
@@ -58,6 +69,21 @@ class Item:
     raw_metadata: dict[str, Any] = field(default_factory=dict)
     #: The outlet named by the row itself (None: the run's source published it).
     outlet: str | None = None
+    presence: Presence = field(default_factory=lambda: Presence())
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Where and how an item appeared, as the row says: its platform, content type, the author's handle
+    there, and the engagement the platform reported (None: the row does not say)."""
+
+    platform: str | None = None
+    content_type: str | None = None
+    author_handle: str | None = None
+    views: int | None = None
+    likes: int | None = None
+    shares: int | None = None
+    comments: int | None = None
 
 
 def parse_timestamp(value: Any) -> datetime | None:
@@ -190,6 +216,49 @@ def pick_outlet(fields: dict[str, Any], used: set[str], notes: set[str]) -> str 
     return None
 
 
+def _count(value: Any) -> int | None:
+    """A whole non-negative count from a number or digit text; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float) and value == value and 0 <= value <= MAX_COUNT:
+        return round(value)
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        return int(value.strip())
+    return None
+
+
+def _at_path(fields: dict[str, Any], path: str) -> Any:
+    value: Any = fields
+    for part in path.split(","):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _short_text(value: Any, notes: set[str]) -> str | None:
+    if not isinstance(value, str):
+        return None
+    cleaned = _clean_text(value, notes)
+    return collapse_whitespace(cleaned)[:MAX_OUTLET_CHARS] if cleaned else None
+
+
+def read_presence(fields: dict[str, Any], notes: set[str]) -> Presence:
+    """The platform, content type, handle and engagement counts a row states (see :data:`COUNT_PATHS`)."""
+    counts = {}
+    for name, paths in COUNT_PATHS.items():
+        counts[name] = next((count for path in paths if (count := _count(_at_path(fields, path))) is not None), None)
+    handle = next((h for key in HANDLE_FIELDS if (h := _short_text(fields.get(key), notes))), None)
+    platform = _short_text(fields.get("platform"), notes)
+    content_type = _short_text(fields.get("content_type"), notes)
+    return Presence(
+        platform=platform.lower() if platform else None,
+        content_type=content_type.lower() if content_type else None,
+        author_handle=handle,
+        **counts,
+    )
+
+
 def normalize_record(record: Record, now: datetime | None = None) -> Item | Rejection:
     """An :class:`Item`, or a :class:`Rejection` saying why the record cannot be loaded."""
     now = now or datetime.now(UTC)
@@ -234,6 +303,7 @@ def normalize_record(record: Record, now: datetime | None = None) -> Item | Reje
         notes.add("url_not_http")
     digest = content_hash(title, text)
     outlet = pick_outlet(fields, used, notes)
+    presence = read_presence(fields, notes)
     metadata = _clean_metadata({k: v for k, v in fields.items() if k not in used}, notes)
     if picked["url"] and url != picked["url"]:
         metadata["original_url"] = _clean_text(picked["url"], notes)
@@ -250,4 +320,5 @@ def normalize_record(record: Record, now: datetime | None = None) -> Item | Reje
         content_hash=digest,
         raw_metadata=metadata,
         outlet=outlet,
+        presence=presence,
     )

@@ -23,7 +23,7 @@ from psycopg import Copy
 from psycopg.types.json import set_json_dumps
 from sqlalchemy import Connection, text
 
-from observatory_assets.defs.ingestion.normalizing import normalize_record
+from observatory_assets.defs.ingestion.normalizing import Presence, normalize_record
 from observatory_assets.defs.ingestion.records import Rejection, iter_records
 from observatory_assets.lib.streaming import in_background
 from resources.object_store import ObjectStore
@@ -42,11 +42,28 @@ _STAGED_TYPES = ("int4", "int8", "text", "text", "text", "text", "text", "int8",
 RAW_ITEM_COLUMNS = (
     "id", "source_id", "collection_run_id", "record_no", "external_id", "url", "title", "text", "author",
     "published_at", "fetched_at", "language", "content_hash", "raw_metadata",
+    "platform", "arena", "content_type", "author_handle", "views", "likes", "shares", "comments",
 )  # fmt: skip
 _RAW_ITEM_TYPES = (
     "int8", "int8", "int8", "int4", "text", "text", "text", "text", "text",
     "timestamptz", "timestamptz", "text", "bytea", "jsonb",
+    "text", "text", "text", "text", "int8", "int8", "int8", "int8",
 )  # fmt: skip
+#: The types whose rows are articles; every other source delivers posts unless a row says otherwise.
+ARTICLE_TYPES = ("rss", "atom")
+
+
+class Placement(NamedTuple):
+    """Where a source's rows appear unless a row says otherwise: the source's type is the platform, its
+    ``config.arena`` (else its type) the arena, and feeds deliver articles, everything else posts."""
+
+    platform: str
+    arena: str
+    content_type: str
+
+    @classmethod
+    def of_source(cls, source_type: str, arena: str | None = None) -> Placement:
+        return cls(source_type, arena or source_type, "article" if source_type in ARTICLE_TYPES else "post")
 
 
 # Outlets named by rows, registered on first sight with the defaults (credibility 0.5).
@@ -81,11 +98,13 @@ class PayloadReader:
         fetched_at: datetime,
         judged_at: datetime,
         non_aggregators: frozenset[str] = frozenset(),
+        placements: dict[str, Placement] | None = None,
     ):
         self._store = store
         self._non_aggregators = non_aggregators
         self._manifest = manifest
         self._source_ids = source_ids
+        self._placements = placements or {}
         self._outlet_ids: dict[str, int] = {}
         self._fetched_at = fetched_at
         self._judged_at = judged_at
@@ -111,13 +130,14 @@ class PayloadReader:
         months: set[date] = set()
         for payload in self._manifest:
             source_id = self._source_ids[payload["name"]]
+            placement = self._placements.get(payload["name"]) or Placement.of_source(payload["fmt"])
             names_outlets = payload["name"] not in self._non_aggregators
             key = payload["key"]
             with self._store.open(key) as stream:
                 for record in iter_records(stream, payload["fmt"]):
                     record_no += 1
                     row = _read_row(
-                        record, record_no, source_id, key, payload["fmt"], self._fetched_at, self._judged_at
+                        record, record_no, source_id, key, payload["fmt"], self._fetched_at, self._judged_at, placement
                     )
                     if row.outlet is not None and (not names_outlets or row.outlet in self._non_aggregators):
                         row = row._replace(
@@ -223,7 +243,14 @@ def _binary_copy(conn: Connection, table: str, columns: tuple[str, ...], types: 
 
 
 def _read_row(
-    record, record_no: int, source_id: int, key: str, fmt: str, fetched_at: datetime, judged_at: datetime
+    record,
+    record_no: int,
+    source_id: int,
+    key: str,
+    fmt: str,
+    fetched_at: datetime,
+    judged_at: datetime,
+    placement: Placement,
 ) -> _Row:
     """A record read and normalized (dates judged against ``judged_at``): an item or a rejection (see _Row)."""
     outcome = record if isinstance(record, Rejection) else normalize_record(record, judged_at)
@@ -234,12 +261,21 @@ def _read_row(
     item = (
         record_no, outcome.external_id, outcome.url, outcome.title, outcome.text, outcome.author,
         outcome.published_at, fetched_at, outcome.language, outcome.content_hash, _metadata_json(outcome.raw_metadata),
+        *_placed(outcome.presence, placement),
     )  # fmt: skip
     staged = (
         record_no, source_id, outcome.outlet, key, None, None, None, None,
         outcome.external_id, outcome.content_hash, outcome.published_at,
     )  # fmt: skip
     return _Row(staged, item, outcome.outlet, fmt if outcome.outlet is not None else None, outcome.published_at)
+
+
+def _placed(presence: Presence, placement: Placement) -> tuple:
+    """The platform columns of an item (see RAW_ITEM_COLUMNS): what the row says, else its source's placement."""
+    return (
+        presence.platform or placement.platform, placement.arena, presence.content_type or placement.content_type,
+        presence.author_handle, presence.views, presence.likes, presence.shares, presence.comments,
+    )  # fmt: skip
 
 
 def _metadata_json(metadata: dict) -> str:
