@@ -7,7 +7,9 @@ else its format, as the export filters read it), its content type (``article`` f
 (``views``, ``likes``, ``shares``, ``comments``). These were only inside ``raw_metadata``; the backfill
 reads them from there with the same rules the loader applies to new rows (the first of a field's
 aliases holding a whole non-negative number, as a number or digit text), and from the item's source.
-``raw_metadata`` itself is left as it is, so the downgrade drops the columns and loses nothing.
+``raw_metadata`` itself is left as it is, so the downgrade drops the columns and loses nothing of the
+items. A source's type may now be an arena (``reddit``, ``bluesky``, ``gdelt``, ``telegram``,
+``youtube``); the downgrade makes those ``api`` sources, the type the first schema had for them.
 
 ``platform`` and ``arena`` are btree-indexed (created on the partitioned parent, so every monthly
 partition, present and future, gets its own index). The backfill runs one partition at a time.
@@ -46,7 +48,12 @@ def _count(paths: tuple[str, ...]) -> str:
     return f"coalesce({', '.join(picks)})"
 
 
-ADD_COLUMNS = """
+ARENA_TYPES = "'reddit', 'bluesky', 'gdelt', 'telegram', 'youtube'"
+OLD_TYPES = "'rss', 'atom', 'jsonl', 'csv', 'ndjson', 'api', 'other'"
+
+ADD_COLUMNS = f"""
+ALTER TABLE sources DROP CONSTRAINT sources_type_check,
+    ADD CONSTRAINT sources_type_check CHECK (type IN ({OLD_TYPES}, {ARENA_TYPES}));
 ALTER TABLE raw_items
     ADD COLUMN platform      text,
     ADD COLUMN arena         text,
@@ -85,7 +92,10 @@ CREATE INDEX raw_items_platform ON raw_items (platform);
 CREATE INDEX raw_items_arena ON raw_items (arena)
 """
 
-DOWNGRADE = """
+DOWNGRADE = f"""
+UPDATE sources SET type = 'api' WHERE type IN ({ARENA_TYPES});
+ALTER TABLE sources DROP CONSTRAINT sources_type_check,
+    ADD CONSTRAINT sources_type_check CHECK (type IN ({OLD_TYPES}));
 DROP INDEX raw_items_arena;
 DROP INDEX raw_items_platform;
 ALTER TABLE raw_items

@@ -36,6 +36,7 @@ from itertools import zip_longest
 from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.collection import charges
+from observatory_assets.defs.collection.arenas.registry import collect_arena, is_arena
 from observatory_assets.defs.collection.catalog import interval_seconds
 from observatory_assets.defs.collection.fetcher import (
     FetchOutcome,
@@ -246,7 +247,8 @@ def _fetch_all(
                     retry_after=backed_off[source.host],
                     requested=False,
                 )
-            outcome = fetch_source(client, store, source, keys[source.id], now)
+            fetch = collect_arena if is_arena(source.fmt) else fetch_source
+            outcome = fetch(client, store, source, keys[source.id], now)
             if outcome.retry_after is not None:
                 backed_off[source.host] = outcome.retry_after
             return outcome

@@ -1,0 +1,249 @@
+"""Arena collectors against a loopback server replaying answers in each API's documented shape
+(tests/data/arenas/PROVENANCE.md): several pages, an empty page, a rate-limit answer, a malformed page."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from sqlalchemy import text
+
+from observatory_assets.defs.collection.arenas.registry import ARENAS
+from observatory_assets.defs.collection.catalog import CatalogError, load_catalog, sync_catalog
+from observatory_assets.defs.collection.polling import run_cycle, source_states
+from observatory_assets.defs.ingestion.loading import ingest_collection_run
+from observatory_assets.defs.ingestion.records import ARENA_FORMATS
+from observatory_assets.lib.feed_server import FeedServer, Reply
+from resources.outbound import OutboundClient, OutboundPolicy
+from tests.support.helpers import write
+
+DATA = Path(__file__).parent / "data" / "arenas"
+POLICY = OutboundPolicy(allow_private_networks=True, total_timeout_s=5)
+ITEM_COLUMNS = "external_id, platform, arena, content_type, author, author_handle, views, likes, shares, comments"
+
+
+@pytest.fixture
+def server():
+    with FeedServer() as running:
+        yield running
+
+
+@pytest.fixture
+def client():
+    with OutboundClient(POLICY) as guarded:
+        yield guarded
+
+
+def fixture(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def replay(server: FeedServer, path: str, cursor: str, pages: dict[str | None, Reply]) -> None:
+    """Serve ``path``: the page its ``cursor`` query parameter names (None: the first)."""
+
+    def answer(handler) -> Reply:
+        query = parse_qs(urlsplit(handler.path).query)
+        return pages[query.get(cursor, [None])[0]]
+
+    server.routes[path] = answer
+
+
+def ok(body: bytes, **headers: str) -> Reply:
+    return Reply(200, {"Content-Type": "application/json", **headers}, body)
+
+
+def sync(engine, tmp_path: Path, sources: list[dict]) -> None:
+    directory = tmp_path / "sources"
+    write(directory / "catalog.yaml", json.dumps({"sources": sources}))
+    with engine.begin() as conn:
+        sync_catalog(conn, load_catalog(directory))
+
+
+def cycle(engine, store, client, now=None):
+    """One forced cycle and the ingest of what it collected; the report and the ingest results."""
+    report = run_cycle(engine, store, client, force=True, now=now)
+    return report, [ingest_collection_run(engine, store, run_id) for run_id in report.runs.values()]
+
+
+def items(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(text(f"SELECT {ITEM_COLUMNS} FROM raw_items ORDER BY external_id"))]
+
+
+def state(engine, name: str) -> dict:
+    with engine.connect() as conn:
+        return source_states(conn, name)[0]
+
+
+def test_every_arena_reads_its_payload_as_jsonl():
+    assert set(ARENAS) <= set(ARENA_FORMATS)
+
+
+# ---------------------------------------------------------------- reddit
+
+REDDIT = "/r/Denmark/new.json"
+REDDIT_ITEMS = [
+    ("t3_a1", "reddit", "reddit", "post", "nordlys", "nordlys", None, 37, None, 5),
+    ("t3_b2", "reddit", "reddit", "post", "nordlys", "nordlys", None, 154, None, 42),
+    ("t3_c3", "reddit", "reddit", "post", "nordlys", "nordlys", None, 88, None, 17),
+    ("t3_d4", "reddit", "reddit", "post", None, None, None, 1200, None, 310),  # a deleted author
+]
+
+
+def reddit_source(server: FeedServer) -> dict:
+    return {"name": "r-denmark", "format": "reddit", "url": server.url(REDDIT), "params": {"limit": 2}}
+
+
+def test_reddit_pages_by_after_to_the_empty_page_then_only_to_the_high_water_mark(
+    engine, store, client, server, tmp_path
+):
+    pages = {None: ok(fixture("reddit/page1.json")), "t3_a1": ok(fixture("reddit/page2.json"))}
+    pages["t3_c3"] = ok(fixture("reddit/page3_empty.json"))
+    replay(server, REDDIT, "after", pages)
+    sync(engine, tmp_path, [reddit_source(server)])
+    report, ingested = cycle(engine, store, client)
+    assert (report.requests_sent, report.items_collected, len(report.runs)) == (1, 4, 1)  # one source, one run
+    assert [r.loaded for r in ingested] == [4]
+    assert items(engine) == REDDIT_ITEMS
+    asked = [path for path, _ in server.requests]
+    assert asked == [f"{REDDIT}?sort=new&limit=2&raw_json=1", f"{REDDIT}?sort=new&limit=2&after=t3_a1&raw_json=1",
+                     f"{REDDIT}?sort=new&limit=2&after=t3_c3&raw_json=1"]  # fmt: skip
+    assert state(engine, "r-denmark")["etag"] == "2026-12-06T10:00:00+00:00"  # the high-water mark
+    server.requests.clear()
+    report, _ = cycle(engine, store, client)
+    assert (report.items_collected, report.runs) == (0, {})  # the first page reaches the mark: nothing new
+    assert len(server.requests) == 1
+
+
+def test_reddit_quota_spent_stops_paging_and_the_host_waits_for_the_reset(engine, store, client, server, tmp_path):
+    spent = {"X-Ratelimit-Remaining": "0.0", "X-Ratelimit-Used": "100", "X-Ratelimit-Reset": "420"}
+    replay(server, REDDIT, "after", {None: ok(fixture("reddit/page1.json"), **spent)})
+    sync(engine, tmp_path, [reddit_source(server)])
+    now = datetime.now(UTC)
+    report, ingested = cycle(engine, store, client, now=now)
+    assert [r.loaded for r in ingested] == [2] and len(server.requests) == 1
+    with engine.connect() as conn:
+        until = conn.execute(text("SELECT retry_after_until FROM polling_hosts")).scalar_one()
+    assert until == now + timedelta(seconds=420)
+    assert state(engine, "r-denmark")["error_count"] == 0
+
+
+def test_reddit_429_on_a_later_page_keeps_the_earlier_pages(engine, store, client, server, tmp_path):
+    limited = Reply(429, {"Retry-After": "60", "Content-Type": "application/json"}, b'{"message": "Too Many Requests"}')
+    replay(server, REDDIT, "after", {None: ok(fixture("reddit/page1.json")), "t3_a1": limited})
+    sync(engine, tmp_path, [reddit_source(server)])
+    report, ingested = cycle(engine, store, client)
+    assert report.errors == 1 and [r.loaded for r in ingested] == [2]
+    source = state(engine, "r-denmark")
+    assert source["last_error"] == "HTTP 429 on page 2" and source["error_count"] == 1
+    assert source["etag"] is None  # the mark stays: the next cycle pages down past what was missed
+
+
+def test_reddit_truncated_page_is_a_failed_fetch_with_a_reason(engine, store, client, server, tmp_path):
+    pages = {None: ok(fixture("reddit/page1.json")), "t3_a1": ok(fixture("reddit/page2_truncated.json"))}
+    replay(server, REDDIT, "after", pages)
+    sync(engine, tmp_path, [reddit_source(server)])
+    report, ingested = cycle(engine, store, client)
+    assert [r.loaded for r in ingested] == [2] and ingested[0].accounted_for
+    assert state(engine, "r-denmark")["last_error"].startswith("page 2 malformed: not JSON")
+    assert [row[0] for row in items(engine)] == ["t3_a1", "t3_b2"]
+
+
+def test_reddit_oauth_client_credentials_token_is_sent_and_never_stored(
+    engine, store, client, server, tmp_path, monkeypatch
+):
+    token_requests = []
+
+    def token(handler) -> Reply:
+        token_requests.append(handler.headers.get("Authorization"))
+        return ok(b'{"access_token": "tok-123", "token_type": "bearer", "expires_in": 86400, "scope": "*"}')
+
+    server.routes["/api/v1/access_token"] = token
+    replay(server, REDDIT, "after", {None: ok(fixture("reddit/page3_empty.json"))})
+    monkeypatch.setenv("OBSERVATORY_REDDIT_CLIENT_ID", "app-id")
+    monkeypatch.setenv("OBSERVATORY_REDDIT_CLIENT_SECRET", "app-secret")
+    monkeypatch.setenv("OBSERVATORY_REDDIT_TOKEN_URL", server.url("/api/v1/access_token"))
+    sync(engine, tmp_path, [reddit_source(server)])
+    ARENAS["reddit"]._tokens.__init__()  # a token of an earlier test's settings is not this one's
+    cycle(engine, store, client)
+    assert token_requests == ["Basic YXBwLWlkOmFwcC1zZWNyZXQ="]
+    assert server.requests[-1][1]["Authorization"] == "bearer tok-123"
+    assert "tok-123" not in json.dumps(state(engine, "r-denmark"))
+
+
+def test_catalog_validates_each_arenas_own_fields(engine, tmp_path, server):
+    bad = [
+        ({"format": "reddit", "url": server.url("/r/Denmark/new"), "params": {}}, "Reddit JSON endpoint"),
+        ({"format": "reddit", "url": server.url(REDDIT), "params": {"limit": 500}}, "params.limit"),
+        ({"format": "reddit", "url": server.url(REDDIT), "params": {"q": "klima"}}, "needs a search endpoint"),
+        ({"format": "bluesky", "url": server.url("/xrpc/app.bsky.feed.searchPosts"), "params": {}}, "give q"),
+        ({"format": "bluesky", "url": server.url("/xrpc/app.bsky.feed.searchPosts"), "params": {"q": "x", "since": "soon"}},
+         "params"),
+        ({"format": "rss", "url": server.url("/feed"), "params": {"q": "x"}}, "takes none"),
+        ({"format": "bluesky"}, "needs its API endpoint"),
+    ]  # fmt: skip
+    for spec, message in bad:
+        with pytest.raises(CatalogError, match=message):
+            sync(engine, tmp_path, [{"name": "s", **spec}])
+
+
+# ---------------------------------------------------------------- bluesky
+
+SEARCH = "/xrpc/app.bsky.feed.searchPosts"
+FEED = "/xrpc/app.bsky.feed.getAuthorFeed"
+
+
+def test_bluesky_search_pages_by_cursor_and_maps_engagement(engine, store, client, server, tmp_path):
+    pages = {None: ok(fixture("bluesky/search_page1.json")), "25": ok(fixture("bluesky/search_page2.json"))}
+    pages["50"] = ok(fixture("bluesky/search_page3_empty.json"))
+    replay(server, SEARCH, "cursor", pages)
+    sync(engine, tmp_path, [{"name": "bsky-klima", "format": "bluesky", "url": server.url(SEARCH),
+                             "params": {"q": "klimaloven", "lang": "da"}}])  # fmt: skip
+    report, ingested = cycle(engine, store, client)
+    assert [r.loaded for r in ingested] == [4] and len(server.requests) == 3
+    assert server.requests[0][0] == f"{SEARCH}?q=klimaloven&lang=da&sort=latest&limit=100"
+    with engine.connect() as conn:
+        mette = conn.execute(
+            text(f"SELECT {ITEM_COLUMNS}, url, language FROM raw_items WHERE external_id LIKE '%3ldk2a'")
+        ).one()
+    assert tuple(mette)[1:] == (
+        "bluesky", "bluesky", "post", "Mette", "mette.bsky.social", None, 210, 31, 12,
+        "https://bsky.app/profile/mette.bsky.social/post/3ldk2a", "da",
+    )  # fmt: skip
+    assert state(engine, "bsky-klima")["etag"] == "2026-12-06T11:00:00+00:00"
+
+
+def test_bluesky_author_feed_skips_reposts(engine, store, client, server, tmp_path):
+    replay(server, FEED, "cursor", {None: ok(fixture("bluesky/author_feed.json")),
+                                    "2026-12-05T15:30:00.000Z": ok(b'{"feed": []}')})  # fmt: skip
+    sync(engine, tmp_path, [{"name": "bsky-mette", "format": "bluesky", "url": server.url(FEED),
+                             "params": {"actor": "mette.bsky.social", "filter": "posts_no_replies"}}])  # fmt: skip
+    _, ingested = cycle(engine, store, client)
+    assert [r.loaded for r in ingested] == [2]
+    assert {row[5] for row in items(engine)} == {"mette.bsky.social"}
+
+
+def test_bluesky_rate_limit_and_malformed_pages(engine, store, client, server, tmp_path):
+    limited = Reply(
+        429, {"Retry-After": "30", "Content-Type": "application/json"}, fixture("bluesky/rate_limited.json")
+    )
+    replay(server, SEARCH, "cursor", {None: limited})
+    sync(engine, tmp_path, [{"name": "bsky", "format": "bluesky", "url": server.url(SEARCH), "params": {"q": "x"}}])
+    now = datetime.now(UTC)
+    report, ingested = cycle(engine, store, client, now=now)
+    assert (report.errors, ingested) == (1, [])
+    assert state(engine, "bsky")["last_error"] == "HTTP 429 on page 1"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT retry_after_until FROM polling_hosts")).scalar_one() == now + timedelta(
+            seconds=30
+        )
+        conn.execute(text("DELETE FROM polling_hosts"))
+        conn.commit()
+    malformed = ok(b'{"cursor": "9", "posts": [{"uri": "at://did:plc:x/app.bsky.feed.post/1"}]}')
+    replay(server, SEARCH, "cursor", {None: ok(fixture("bluesky/search_page1.json")), "25": malformed})
+    report, ingested = cycle(engine, store, client)
+    assert [r.loaded for r in ingested] == [2]
+    assert state(engine, "bsky")["last_error"] == "page 2 malformed: a post without record or author"
