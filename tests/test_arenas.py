@@ -247,3 +247,71 @@ def test_bluesky_rate_limit_and_malformed_pages(engine, store, client, server, t
     report, ingested = cycle(engine, store, client)
     assert [r.loaded for r in ingested] == [2]
     assert state(engine, "bsky")["last_error"] == "page 2 malformed: a post without record or author"
+
+
+# ---------------------------------------------------------------- telegram
+
+CHANNEL = "/s/dr_nyheder"
+
+
+def test_telegram_preview_pages_by_before_with_view_counters(engine, store, client, server, tmp_path):
+    pages = {None: ok(fixture("telegram/page1.html")), "101": ok(fixture("telegram/page2.html"))}
+    pages["99"] = ok(fixture("telegram/page3_empty.html"))
+    replay(server, CHANNEL, "before", pages)
+    sync(engine, tmp_path, [{"name": "dr-telegram", "format": "telegram", "url": server.url(CHANNEL)}])
+    _, ingested = cycle(engine, store, client)
+    assert [r.loaded for r in ingested] == [4] and len(server.requests) == 3
+    assert [(row[0], row[4], row[5], row[6]) for row in items(engine)] == [
+        ("dr_nyheder/100", "DR Nyheder", "dr_nyheder", 3_000_000),
+        ("dr_nyheder/101", "DR Nyheder", "dr_nyheder", 1_200),
+        ("dr_nyheder/102", "DR Nyheder", "dr_nyheder", 987),
+        ("dr_nyheder/99", "DR Nyheder", "dr_nyheder", 15_300),
+    ]
+    with engine.connect() as conn:
+        texts = dict(conn.execute(text("SELECT external_id, text FROM raw_items")).all())
+    assert texts["dr_nyheder/101"] == "Folketinget har vedtaget klimaloven.\nLæs mere på dr.dk"
+    assert texts["dr_nyheder/99"] == "Finansloven er på plads & underskrevet"
+
+
+def test_telegram_page_that_is_no_channel_preview_is_malformed(engine, store, client, server, tmp_path):
+    replay(server, CHANNEL, "before", {None: ok(fixture("telegram/not_a_channel.html"))})
+    sync(engine, tmp_path, [{"name": "dr-telegram", "format": "telegram", "url": server.url(CHANNEL)}])
+    report, ingested = cycle(engine, store, client)
+    assert (report.errors, ingested) == (1, [])
+    assert (
+        state(engine, "dr-telegram")["last_error"]
+        == "page 1 malformed: not a channel preview (no tgme_channel_history)"
+    )
+
+
+# ---------------------------------------------------------------- gdelt
+
+DOC = "/api/v2/doc/doc"
+
+
+def test_gdelt_artlist_one_request_per_window_articles_to_their_outlets(engine, store, client, server, tmp_path):
+    replay(server, DOC, "cursor", {None: ok(fixture("gdelt/artlist.json"))})
+    sync(engine, tmp_path, [{"name": "gdelt-dk", "format": "gdelt", "url": server.url(DOC), "aggregator": True,
+                             "params": {"query": "klima sourcecountry:denmark", "timespan": "1d"}}])  # fmt: skip
+    _, ingested = cycle(engine, store, client)
+    assert [r.loaded for r in ingested] == [2] and set(ingested[0].by_source) == {"dr.dk", "politiken.dk"}
+    assert server.requests[0][0] == (
+        f"{DOC}?query=klima+sourcecountry%3Adenmark&timespan=1d&maxrecords=250&sort=DateDesc&mode=ArtList&format=json"
+    )
+    assert {(row[1], row[3]) for row in items(engine)} == {("gdelt", "article")}
+    replay(server, DOC, "cursor", {None: ok(fixture("gdelt/empty.json"))})
+    report, ingested = cycle(engine, store, client)  # spaced 5 s after the first request, as GDELT asks
+    assert (report.errors, report.items_collected, ingested) == (0, 0, [])
+
+
+def test_gdelt_rate_limit_and_refused_query(engine, store, client, server, tmp_path):
+    limited = Reply(429, {"Content-Type": "text/plain"}, fixture("gdelt/rate_limited.txt"))
+    replay(server, DOC, "cursor", {None: limited})
+    sync(engine, tmp_path, [{"name": "gdelt", "format": "gdelt", "url": server.url(DOC), "params": {"query": "x"}}])
+    cycle(engine, store, client)
+    assert state(engine, "gdelt")["last_error"] == "HTTP 429 on page 1"
+    replay(server, DOC, "cursor", {None: ok(fixture("gdelt/refused_query.txt"))})
+    cycle(engine, store, client)
+    assert state(engine, "gdelt")["last_error"] == (
+        "page 1 malformed: Your search contained a keyword that was too short or too common."
+    )
