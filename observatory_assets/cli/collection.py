@@ -11,7 +11,7 @@ from observatory_assets.defs.collection.catalog import load_catalog, sources_dir
 from observatory_assets.defs.collection.polling import design_states, source_states
 
 LISTED = (
-    "name", "url", "active", "etag", "last_modified", "last_status", "last_checked_at", "next_check_at",
+    "name", "platform", "url", "active", "etag", "last_modified", "last_status", "last_checked_at", "next_check_at",
     "error_count", "last_error",
 )  # fmt: skip
 
@@ -44,7 +44,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         status = s["last_status"] or "-"
         errors = f"  {s['error_count']} errors: {s['last_error']}" if s["error_count"] else ""
         print(
-            f"{s['name']:24} {'active' if s['active'] else 'inactive':8} {status!s:4} next {s['next_check_at'] or 'now'}{errors}"
+            f"{s['name']:24} {s['platform']:9} {'active' if s['active'] else 'inactive':8} {status!s:4} next {s['next_check_at'] or 'now'}{errors}"
         )
     if not states:
         print("no sources: write a catalog in sources/ and run `observatory sources sync`")

@@ -12,6 +12,7 @@ from observatory_assets.cli.runner import engine_and_store, ingest_runs, materia
 from observatory_assets.defs.collection.catalog import load_catalog
 from observatory_assets.defs.collection.polling import CycleReport, run_cycle
 from observatory_assets.defs.ingestion.collect import guess_format
+from observatory_assets.defs.ingestion.loading import items_per_platform
 from observatory_assets.defs.publishing.site import INDEX_KEY
 from observatory_assets.lib import migrations
 from observatory_assets.lib.feed_server import Document, FeedServer
@@ -22,10 +23,18 @@ from resources.settings import mask_dsn, platform_settings
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 
 
+#: Platform-shaped sources served beside the feeds: name → (format, served endpoint, params, answer file).
+PLATFORM_SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_platforms"
+PLATFORM_SAMPLES = {
+    "reddit-denmark": ("reddit", "/r/Denmark/new.json", {"limit": 100}, "reddit-denmark.json"),
+    "bluesky-klima": ("bluesky", "/xrpc/app.bsky.feed.searchPosts", {"q": "klima", "lang": "da"}, "bluesky-klima.json"),
+}
+
 #: The demo's query designs: which bundled sources each watches (one collection run per design and cycle).
 DEMO_DESIGNS = {
     "danish-news": ("dr-nyheder", "politiken"),
     "world-news": ("bbc-world", "broken-feed", "guardian-api", "social-stream", "wire-service"),
+    "danish-social": tuple(PLATFORM_SAMPLES),
 }
 _CONTENT_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", "jsonl": "application/x-ndjson",
                   "csv": "text/csv"}  # fmt: skip
@@ -58,6 +67,9 @@ def serve_and_poll_samples(engine, store, samples: list[Path], catalog_dir: Path
             server.documents[f"/{path.name}"] = Document(path.read_bytes(), _CONTENT_TYPES[fmt])
             url = server.url(f"/{path.name}")
             catalog["sources"].append({**described.get(path.stem, {}), "name": path.stem, "url": url, "format": fmt})
+        for name, (fmt, endpoint, params, answer) in PLATFORM_SAMPLES.items():
+            server.documents[endpoint] = Document((PLATFORM_SAMPLE_DIR / answer).read_bytes(), "application/json")
+            catalog["sources"].append({"name": name, "url": server.url(endpoint), "format": fmt, "params": params})
         for name, sources in DEMO_DESIGNS.items():
             catalog["designs"].append(
                 {"name": name, "title": name.replace("-", " ").capitalize(), "sources": list(sources)}
@@ -160,6 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{second.not_modified} answered 304 Not Modified, {second.changed} re-collected, {len(second.runs)} new runs"
     )
     print(f"  raw_items now holds {items} items, clustered into {events[0]} events (largest: {events[1]} items)")
+    print("  platforms: " + ", ".join(f"{platform} {n}" for platform, n in items_per_platform(engine).items()))
     print("  rejects by reason: " + ", ".join(f"{r}={n}" for r, n in reasons))
     print("  exports: " + ", ".join(f"{fmt} ({count} records) {key}" for fmt, count, key in exported))
     if backup:
