@@ -14,6 +14,7 @@ from sqlalchemy import text
 from observatory_assets.defs.collection.arenas.registry import ARENAS
 from observatory_assets.defs.collection.catalog import CatalogError, load_catalog, sync_catalog
 from observatory_assets.defs.collection.polling import run_cycle, source_states
+from observatory_assets.defs.enrichment.features import featurize_run, search_items
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.defs.ingestion.records import ARENA_FORMATS
 from observatory_assets.lib.feed_server import FeedServer, Reply
@@ -315,3 +316,21 @@ def test_gdelt_rate_limit_and_refused_query(engine, store, client, server, tmp_p
     assert state(engine, "gdelt")["last_error"] == (
         "page 1 malformed: Your search contained a keyword that was too short or too common."
     )
+
+
+def test_search_by_platform_reads_the_column(engine, store, client, server, tmp_path):
+    replay(
+        server,
+        REDDIT,
+        "after",
+        {None: ok(fixture("reddit/page1.json")), "t3_a1": ok(fixture("reddit/page3_empty.json"))},
+    )
+    replay(server, SEARCH, "cursor", {None: ok(fixture("bluesky/search_page1.json"))})
+    sync(engine, tmp_path, [reddit_source(server),
+                            {"name": "bsky", "format": "bluesky", "url": server.url(SEARCH), "params": {"q": "klima"}}])  # fmt: skip
+    report, _ = cycle(engine, store, client)
+    for run_id in report.runs.values():
+        featurize_run(engine, run_id)
+    assert {hit["platform"] for hit in search_items(engine, "klimaloven OR klimalov")} == {"reddit", "bluesky"}
+    hits = search_items(engine, "klimaloven OR klimalov", platform="Bluesky")
+    assert hits and {hit["platform"] for hit in hits} == {"bluesky"}

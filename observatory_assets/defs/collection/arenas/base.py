@@ -20,9 +20,8 @@ the same way for all of them:
   fields mapped to the item columns (``platform``, ``content_type``, ``author_handle``, ``views``,
   ``likes``, ``shares``, ``comments``).
 
-Credits are reserved by the poller before the first request (the source's ``cost.per_request`` is what
-one cycle of the source may spend, its pages included; :attr:`Arena.default_cost` when the catalog says
-nothing).
+Credits are reserved by the poller before the first request: the source's ``cost.per_request`` is what
+one cycle of the source may spend, its pages included (the arenas built so far are free APIs).
 """
 
 from __future__ import annotations
@@ -78,15 +77,11 @@ class Arena(ABC):
 
     #: The catalog ``format`` and the items' ``platform``.
     format: ClassVar[str]
-    #: What the items are (``post``, ``article``, ``video``).
-    content_type: ClassVar[str] = "post"
     params: ClassVar[type[ArenaParams]] = ArenaParams
     #: At most this many pages in one cycle of one source.
     max_pages: ClassVar[int] = 10
     #: The least time between two requests to one host (the platform's published rule).
     min_spacing_s: ClassVar[float] = 0.0
-    #: Credits one cycle costs when the catalog gives no ``cost.per_request``.
-    default_cost: ClassVar[float] = 0.0
     accept: ClassVar[str] = "application/json"
 
     def endpoint(self, url: str, params: ArenaParams) -> str:
@@ -109,10 +104,6 @@ class Arena(ABC):
     def quota_spent_until(self, headers: httpx.Headers, now: datetime) -> datetime | None:
         """When the platform's quota allows the next request, if this answer says it is spent."""
         return None
-
-    def rows(self, page: Page, client: OutboundClient) -> list[dict[str, Any]]:
-        """The page's rows, completed by further requests where the API splits them (YouTube's statistics)."""
-        return page.rows
 
 
 def with_query(url: str, params: dict[str, Any]) -> str:
@@ -197,23 +188,15 @@ def _page(arena: Arena, client: OutboundClient, source: PolledSource, cursor: st
         if answer.status_code != 200:
             waited = parse_retry_after(answer.headers.get("retry-after"), now)
             cycle.retry_after = waited or arena.quota_spent_until(answer.headers, now)
-            cycle.error = f"HTTP {answer.status_code} on page {number}" + _reason(arena, answer.read())
+            cycle.error = f"HTTP {answer.status_code} on page {number}"
             return None
         cycle.retry_after = arena.quota_spent_until(answer.headers, now)
         body = answer.read()
     try:
-        page = arena.parse(body, request.url)
-        return Page(arena.rows(page, client), page.cursor)
+        return arena.parse(body, request.url)
     except MalformedPage as error:
         cycle.error = f"page {number} malformed: {error}"
         return None
-
-
-def _reason(arena: Arena, body: bytes) -> str:
-    """A short reason an API gave for an error status (YouTube's ``quotaExceeded``), if it gave one."""
-    explain = getattr(arena, "error_reason", None)
-    reason = explain(body) if explain else None
-    return f" ({reason})" if reason else ""
 
 
 def collect_pages(

@@ -33,7 +33,6 @@ class GdeltParams(ArenaParams):
 
 class Gdelt(Arena):
     format = "gdelt"
-    content_type = "article"
     params: ClassVar[type[ArenaParams]] = GdeltParams
     max_pages = 1  # one window per request; the next cycle's window starts where this one's mark is
     min_spacing_s = 5.0

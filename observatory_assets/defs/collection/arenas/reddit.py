@@ -96,7 +96,6 @@ class Reddit(Arena):
     format = "reddit"
     params: ClassVar[type[ArenaParams]] = RedditParams
     max_pages = 10  # a listing holds at most 1,000 posts: 10 pages of 100
-    default_cost = 0.0  # Reddit's public API has no per-request price
 
     def __init__(self) -> None:
         self._tokens = _Tokens()

@@ -100,7 +100,6 @@ class _Preview(HTMLParser):
 
 class Telegram(Arena):
     format = "telegram"
-    content_type = "post"
     accept = "text/html"
     max_pages = 10  # about 200 posts a cycle
 
