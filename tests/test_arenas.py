@@ -15,6 +15,7 @@ from observatory_assets.defs.collection.arenas.registry import ARENAS
 from observatory_assets.defs.collection.catalog import CatalogError, load_catalog, sync_catalog
 from observatory_assets.defs.collection.polling import run_cycle, source_states
 from observatory_assets.defs.enrichment.features import featurize_run, search_items
+from observatory_assets.defs.ingestion.collect import run_collection
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.defs.ingestion.records import ARENA_FORMATS
 from observatory_assets.lib.feed_server import FeedServer, Reply
@@ -334,3 +335,19 @@ def test_search_by_platform_reads_the_column(engine, store, client, server, tmp_
     assert {hit["platform"] for hit in search_items(engine, "klimaloven OR klimalov")} == {"reddit", "bluesky"}
     hits = search_items(engine, "klimaloven OR klimalov", platform="Bluesky")
     assert hits and {hit["platform"] for hit in hits} == {"bluesky"}
+
+
+def test_a_stale_arena_run_is_not_retried_as_one_plain_request(engine, store, server):
+    payloads = [{"name": "r-denmark", "fmt": "reddit", "path": None, "url": server.url(REDDIT)}]
+    with engine.begin() as conn:
+        run_id = conn.execute(
+            text("INSERT INTO collection_runs (status, payloads) VALUES ('failed', CAST(:p AS jsonb)) RETURNING id"),
+            {"p": json.dumps(payloads)},
+        ).scalar_one()
+    with pytest.raises(ValueError, match="arena sources r-denmark are collected by the poller's next cycle"):
+        run_collection(engine, store, run_id)
+    with engine.connect() as conn:
+        assert (
+            conn.execute(text("SELECT status FROM collection_runs WHERE id = :id"), {"id": run_id}).scalar() == "failed"
+        )
+    assert server.requests == []
