@@ -137,6 +137,11 @@ class PlatformSettings(BaseSettings):
         default=None, description="Reddit app id for application-only OAuth (higher rate limit); unset = anonymous."
     )
     reddit_client_secret: SecretStr | None = Field(default=None, description="Reddit app secret for OAuth.")
+    youtube_api_keys: SecretStr | None = Field(
+        default=None,
+        description="YouTube Data API keys, comma-separated: a pool, encrypted at rest in api_credentials, "
+        "a key whose quota is spent resting until the quota day resets.",
+    )
     reddit_token_url: str = Field(
         default="https://www.reddit.com/api/v1/access_token", description="Reddit's OAuth token endpoint."
     )

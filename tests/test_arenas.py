@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import text
 
+from observatory_assets.defs.collection.arenas import credentials
 from observatory_assets.defs.collection.arenas.registry import ARENAS
 from observatory_assets.defs.collection.catalog import CatalogError, load_catalog, sync_catalog
 from observatory_assets.defs.collection.polling import run_cycle, source_states
@@ -351,3 +352,87 @@ def test_a_stale_arena_run_is_not_retried_as_one_plain_request(engine, store, se
             conn.execute(text("SELECT status FROM collection_runs WHERE id = :id"), {"id": run_id}).scalar() == "failed"
         )
     assert server.requests == []
+
+
+# ---------------------------------------------------------------- youtube
+
+YT_SEARCH = "/youtube/v3/search"
+YT_VIDEOS = "/youtube/v3/videos"
+SPENT_KEY, GOOD_KEY = "AIza-spent-key-000000000000000000000", "AIza-good-key-1111111111111111111111"
+
+
+def test_youtube_key_pool_rests_the_spent_key_and_charges_quota_units(
+    engine, store, client, server, tmp_path, monkeypatch, database_url
+):
+    asked: list[dict] = []
+
+    def search(handler) -> Reply:
+        query = {k: v[0] for k, v in parse_qs(urlsplit(handler.path).query).items()}
+        asked.append(query)
+        if query["key"] == SPENT_KEY:
+            return Reply(403, {"Content-Type": "application/json"}, fixture("youtube/quota_exceeded.json"))
+        return ok(
+            fixture("youtube/search_page2.json" if query.get("pageToken") == "CAIQAA" else "youtube/search_page1.json")
+        )
+
+    def videos(handler) -> Reply:
+        query = {k: v[0] for k, v in parse_qs(urlsplit(handler.path).query).items()}
+        asked.append(query)
+        return ok(fixture("youtube/videos_statistics.json"))
+
+    server.routes[YT_SEARCH], server.routes[YT_VIDEOS] = search, videos
+    monkeypatch.setenv("OBSERVATORY_DATABASE_URL", database_url)
+    monkeypatch.setenv("OBSERVATORY_SECRET_KEY", "x" * 43 + "=")
+    monkeypatch.setenv("OBSERVATORY_YOUTUBE_API_KEYS", f"{SPENT_KEY}, {GOOD_KEY}")
+    sync(engine, tmp_path, [{"name": "yt-dr", "format": "youtube", "url": server.url(YT_SEARCH),
+                             "params": {"q": "klimaloven", "regionCode": "DK"}}])  # fmt: skip
+    now = datetime.now(UTC)
+    report, ingested = cycle(engine, store, client, now=now)
+    assert [r.loaded for r in ingested] == [3]
+    assert [q["key"] for q in asked] == [SPENT_KEY, GOOD_KEY, GOOD_KEY, GOOD_KEY, GOOD_KEY]  # the spent key once
+    assert asked[2] == {"part": "statistics", "id": "vid00000002,vid00000001", "key": GOOD_KEY}
+    assert items(engine)[-1] == ("vid00000002", "youtube", "youtube", "video", "DR Nyheder",
+                                 "UCabcdefghijklmnopqrstuv", 15230, 412, None, 87)  # fmt: skip
+    with engine.connect() as conn:
+        pool = conn.execute(
+            text("SELECT label, secret, units_used, resting_until FROM api_credentials ORDER BY id")
+        ).all()
+        stored = json.dumps(source_states(conn, "yt-dr")) + "".join(
+            str(row) for row in conn.execute(text("SELECT raw_metadata, url FROM raw_items"))
+        )
+        cost = conn.execute(text("SELECT cost_per_request FROM sources WHERE name = 'yt-dr'")).scalar_one()
+    assert [(row.units_used, row.resting_until is not None) for row in pool] == [(0, True), (202, False)]
+    assert pool[0].resting_until > now and pool[0].resting_until.astimezone(credentials.PACIFIC).hour == 0
+    assert float(cost) == 202  # quota units are the credits one cycle may spend
+    [payload_key] = _payload_keys(engine)
+    with store.open(payload_key) as stream:
+        payload = stream.read().decode()
+    for key in (SPENT_KEY, GOOD_KEY):
+        assert key not in stored and key not in payload
+        assert key.encode() not in b"".join(bytes(row.secret) for row in pool)
+
+
+def _payload_keys(engine) -> list[str]:
+    with engine.connect() as conn:
+        return [
+            p["key"] for (payloads,) in conn.execute(text("SELECT payloads FROM collection_runs")) for p in payloads
+        ]
+
+
+def test_youtube_every_key_spent_is_a_failed_fetch_until_the_reset(
+    engine, store, client, server, tmp_path, monkeypatch, database_url
+):
+    spent = Reply(403, {"Content-Type": "application/json"}, fixture("youtube/quota_exceeded.json"))
+    server.routes[YT_SEARCH] = lambda handler: spent
+    monkeypatch.setenv("OBSERVATORY_DATABASE_URL", database_url)
+    monkeypatch.setenv("OBSERVATORY_SECRET_KEY", "y" * 43 + "=")
+    monkeypatch.setenv("OBSERVATORY_YOUTUBE_API_KEYS", SPENT_KEY)
+    sync(engine, tmp_path, [{"name": "yt", "format": "youtube", "url": server.url(YT_SEARCH), "params": {"q": "x"}}])
+    now = datetime.now(UTC)
+    report, ingested = cycle(engine, store, client, now=now)
+    assert (report.errors, ingested) == (1, [])
+    assert state(engine, "yt")["last_error"] == "page 1: every youtube key's quota is spent until the quota day resets"
+    with engine.connect() as conn:
+        waits = conn.execute(text("SELECT retry_after_until FROM polling_hosts")).scalar_one()
+    assert waits == credentials.quota_reset(now)
+    assert len(server.requests) == 1  # a resting key is not asked again

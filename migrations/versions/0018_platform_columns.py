@@ -11,6 +11,11 @@ aliases holding a whole non-negative number, as a number or digit text), and fro
 items. A source's type may now be an arena (``reddit``, ``bluesky``, ``gdelt``, ``telegram``,
 ``youtube``); the downgrade makes those ``api`` sources, the type the first schema had for them.
 
+``api_credentials`` is the pool of API keys per platform (YouTube's today): each key Fernet-encrypted
+with ``OBSERVATORY_SECRET_KEY`` (as webhook secrets are), labelled by a fingerprint, with its quota
+state: the units it spent on its quota day and, once the platform said the quota is spent, the moment
+it may be used again (the quota day's reset).
+
 ``platform`` and ``arena`` are btree-indexed (created on the partitioned parent, so every monthly
 partition, present and future, gets its own index). The backfill runs one partition at a time.
 
@@ -87,12 +92,28 @@ def _backfill(partition: str) -> str:
     """
 
 
+CREDENTIALS = """
+CREATE TABLE api_credentials (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    platform       text NOT NULL,
+    label          text NOT NULL,                 -- a fingerprint of the key, never the key
+    secret         bytea NOT NULL,                -- Fernet token of the key
+    quota_day      date,                          -- the platform's quota day units_used counts
+    units_used     bigint NOT NULL DEFAULT 0 CHECK (units_used >= 0),
+    resting_until  timestamptz,                   -- quota spent: not used before this moment
+    last_used_at   timestamptz,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (platform, label)
+)
+"""
+
 INDEXES = """
 CREATE INDEX raw_items_platform ON raw_items (platform);
 CREATE INDEX raw_items_arena ON raw_items (arena)
 """
 
 DOWNGRADE = f"""
+DROP TABLE api_credentials;
 UPDATE sources SET type = 'api' WHERE type IN ({ARENA_TYPES});
 ALTER TABLE sources DROP CONSTRAINT sources_type_check,
     ADD CONSTRAINT sources_type_check CHECK (type IN ({OLD_TYPES}));
@@ -115,6 +136,7 @@ def upgrade() -> None:
     for (partition,) in op.get_bind().exec_driver_sql(PARTITIONS).all():
         op.execute(_backfill(partition))
     op.execute(INDEXES)
+    op.execute(CREDENTIALS)
 
 
 def downgrade() -> None:

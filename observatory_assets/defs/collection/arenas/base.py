@@ -21,7 +21,8 @@ the same way for all of them:
   ``likes``, ``shares``, ``comments``).
 
 Credits are reserved by the poller before the first request: the source's ``cost.per_request`` is what
-one cycle of the source may spend, its pages included (the arenas built so far are free APIs).
+one cycle of the source may spend, its pages included (:attr:`Arena.default_cost` when the catalog
+gives none: YouTube's quota units; the other arenas are free APIs).
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class Arena(ABC):
     max_pages: ClassVar[int] = 10
     #: The least time between two requests to one host (the platform's published rule).
     min_spacing_s: ClassVar[float] = 0.0
+    #: Credits one cycle may spend when the catalog gives no ``cost.per_request`` (a paid API's units).
+    default_cost: ClassVar[float] = 0.0
     accept: ClassVar[str] = "application/json"
 
     def endpoint(self, url: str, params: ArenaParams) -> str:
@@ -100,6 +103,28 @@ class Arena(ABC):
     @abstractmethod
     def parse(self, body: bytes, url: str) -> Page:
         """The page's rows and next cursor; :class:`MalformedPage` when it does not read."""
+
+    def fetch_page(
+        self, client: OutboundClient, source: PolledSource, cursor: str | None, now: datetime, cycle: Cycle
+    ) -> Page | None:
+        """Send one page's request and read it; a failure is recorded on ``cycle`` and None returned."""
+        request = self.request(source.url, cursor, client)
+        PACER.wait(source.host, self.min_spacing_s)
+        number = cycle.pages + 1
+        with client.stream("GET", request.url, headers=request.headers, max_redirects=MAX_REDIRECTS) as answer:
+            cycle.pages, cycle.status = number, answer.status_code
+            if answer.status_code != 200:
+                waited = parse_retry_after(answer.headers.get("retry-after"), now)
+                cycle.retry_after = waited or self.quota_spent_until(answer.headers, now)
+                cycle.error = f"HTTP {answer.status_code} on page {number}"
+                return None
+            cycle.retry_after = self.quota_spent_until(answer.headers, now)
+            body = answer.read()
+        try:
+            return self.parse(body, request.url)
+        except MalformedPage as error:
+            cycle.error = f"page {number} malformed: {error}"
+            return None
 
     def quota_spent_until(self, headers: httpx.Headers, now: datetime) -> datetime | None:
         """When the platform's quota allows the next request, if this answer says it is spent."""
@@ -156,7 +181,7 @@ class _HostPacer:
             time.sleep(at - now)
 
 
-_PACER = _HostPacer()
+PACER = _HostPacer()
 
 
 def high_water(source: PolledSource) -> datetime | None:
@@ -168,7 +193,7 @@ def high_water(source: PolledSource) -> datetime | None:
 
 
 @dataclass
-class _Cycle:
+class Cycle:
     """What the pages of one cycle gathered so far."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -178,37 +203,16 @@ class _Cycle:
     retry_after: datetime | None = None
 
 
-def _page(arena: Arena, client: OutboundClient, source: PolledSource, cursor: str | None, now: datetime, cycle: _Cycle):
-    """Send one page's request and read it; a failure is recorded on ``cycle`` and None returned."""
-    request = arena.request(source.url, cursor, client)
-    _PACER.wait(source.host, arena.min_spacing_s)
-    number = cycle.pages + 1
-    with client.stream("GET", request.url, headers=request.headers, max_redirects=MAX_REDIRECTS) as answer:
-        cycle.pages, cycle.status = number, answer.status_code
-        if answer.status_code != 200:
-            waited = parse_retry_after(answer.headers.get("retry-after"), now)
-            cycle.retry_after = waited or arena.quota_spent_until(answer.headers, now)
-            cycle.error = f"HTTP {answer.status_code} on page {number}"
-            return None
-        cycle.retry_after = arena.quota_spent_until(answer.headers, now)
-        body = answer.read()
-    try:
-        return arena.parse(body, request.url)
-    except MalformedPage as error:
-        cycle.error = f"page {number} malformed: {error}"
-        return None
-
-
 def collect_pages(
     arena: Arena, client: OutboundClient, store: ObjectStore, source: PolledSource, key: str, now: datetime
 ) -> FetchOutcome:
     """One cycle of an arena source (see the module docstring); never raises for what the platform did."""
     mark = high_water(source)
-    cycle = _Cycle()
+    cycle = Cycle()
     cursor: str | None = None
     try:
         while cycle.pages < arena.max_pages:
-            page = _page(arena, client, source, cursor, now, cycle)
+            page = arena.fetch_page(client, source, cursor, now, cycle)
             if page is None:
                 break
             fresh = [row for row in page.rows if mark is None or _published(row) > mark]
@@ -228,7 +232,7 @@ def _published(row: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(row["published_at"]) if row.get("published_at") else datetime.min.replace(tzinfo=UTC)
 
 
-def _outcome(store: ObjectStore, source: PolledSource, key: str, mark: datetime | None, cycle: _Cycle) -> FetchOutcome:
+def _outcome(store: ObjectStore, source: PolledSource, key: str, mark: datetime | None, cycle: Cycle) -> FetchOutcome:
     """The cycle as the poller records it: the rows stored as one JSONL payload, the new mark."""
     newest = max((_published(row) for row in cycle.rows if row.get("published_at")), default=None)
     advanced = newest if newest is not None and (mark is None or newest > mark) else mark

@@ -9,11 +9,12 @@ from observatory_assets.defs.collection.arenas.bluesky import Bluesky
 from observatory_assets.defs.collection.arenas.gdelt import Gdelt
 from observatory_assets.defs.collection.arenas.reddit import Reddit
 from observatory_assets.defs.collection.arenas.telegram import Telegram
+from observatory_assets.defs.collection.arenas.youtube import Youtube
 from observatory_assets.defs.collection.fetcher import FetchOutcome, PolledSource
 from resources.object_store import ObjectStore
 from resources.outbound import OutboundClient
 
-ARENAS: dict[str, Arena] = {arena.format: arena for arena in (Reddit(), Bluesky(), Telegram(), Gdelt())}
+ARENAS: dict[str, Arena] = {arena.format: arena for arena in (Reddit(), Bluesky(), Telegram(), Gdelt(), Youtube())}
 
 
 def is_arena(fmt: str) -> bool:
