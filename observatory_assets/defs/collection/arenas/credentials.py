@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -60,15 +59,10 @@ def _cipher() -> Fernet:
         raise CredentialsError("OBSERVATORY_SECRET_KEY is not a Fernet key (32 url-safe base64 bytes)") from None
 
 
-@lru_cache(maxsize=4)
-def _engine(url: str) -> Engine:
-    return engine_for(url)
-
-
 def pool_engine() -> Engine:
     """The application database, as the resources resolve it (the embedded server in the demo)."""
     settings = platform_settings()
-    return _engine(settings.database_url or resolve_database_urls(settings)[0])
+    return engine_for(settings.database_url or resolve_database_urls(settings)[0])
 
 
 def enrol(engine: Engine, platform: str, keys: list[str]) -> None:
