@@ -13,7 +13,7 @@ from observatory_assets.defs.collection.catalog import load_catalog, sources_dir
 from observatory_assets.defs.collection.polling import design_states, source_states
 
 LISTED = (
-    "name", "url", "active", "etag", "last_modified", "last_status", "last_checked_at", "next_check_at",
+    "name", "platform", "url", "active", "etag", "last_modified", "last_status", "last_checked_at", "next_check_at",
     "error_count", "last_error",
 )  # fmt: skip
 
@@ -57,8 +57,8 @@ def list_sources(obs: Observatory, as_json: bool) -> int:
         return 0
     for s in states:
         errors = f"  {s['error_count']} errors: {s['last_error']}" if s["error_count"] else ""
-        click.echo(f"{s['name']:24} {'active' if s['active'] else 'inactive':8} {s['last_status'] or '-'!s:4} "
-                   f"next {s['next_check_at'] or 'now'}{errors}")  # fmt: skip
+        click.echo(f"{s['name']:24} {s['platform']:9} {'active' if s['active'] else 'inactive':8} "
+                   f"{s['last_status'] or '-'!s:4} next {s['next_check_at'] or 'now'}{errors}")  # fmt: skip
     if not states:
         click.echo("no sources: write a catalog in sources/ and run `observatory sources sync`")
     return 0

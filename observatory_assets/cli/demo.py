@@ -16,6 +16,7 @@ from observatory_assets.defs.events.listing import busiest_ended_day, event_coun
 from observatory_assets.defs.exports.delivery import completed_exports
 from observatory_assets.defs.ingestion.collect import guess_format, run_status
 from observatory_assets.defs.ingestion.integrity import item_count, rejects_by_reason
+from observatory_assets.defs.ingestion.loading import items_per_platform
 from observatory_assets.defs.operations.backups import latest_backup
 from observatory_assets.defs.publishing.site import INDEX_KEY
 from observatory_assets.defs.trends.ledger import trend_states
@@ -27,10 +28,18 @@ from resources.settings import mask_dsn, platform_settings
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 
 
+#: Platform-shaped sources served beside the feeds: name → (format, served endpoint, params, answer file).
+PLATFORM_SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_platforms"
+PLATFORM_SAMPLES = {
+    "reddit-denmark": ("reddit", "/r/Denmark/new.json", {"limit": 100}, "reddit-denmark.json"),
+    "bluesky-klima": ("bluesky", "/xrpc/app.bsky.feed.searchPosts", {"q": "klima", "lang": "da"}, "bluesky-klima.json"),
+}
+
 #: The demo's query designs: which bundled sources each watches (one collection run per design and cycle).
 DEMO_DESIGNS = {
     "danish-news": ("dr-nyheder", "politiken"),
     "world-news": ("bbc-world", "broken-feed", "guardian-api", "social-stream", "wire-service"),
+    "danish-social": tuple(PLATFORM_SAMPLES),
 }
 _CONTENT_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", "jsonl": "application/x-ndjson",
                   "csv": "text/csv"}  # fmt: skip
@@ -63,6 +72,9 @@ def serve_and_poll_samples(engine, store, samples: list[Path], catalog_dir: Path
             server.documents[f"/{path.name}"] = Document(path.read_bytes(), _CONTENT_TYPES[fmt])
             url = server.url(f"/{path.name}")
             catalog["sources"].append({**described.get(path.stem, {}), "name": path.stem, "url": url, "format": fmt})
+        for name, (fmt, endpoint, params, answer) in PLATFORM_SAMPLES.items():
+            server.documents[endpoint] = Document((PLATFORM_SAMPLE_DIR / answer).read_bytes(), "application/json")
+            catalog["sources"].append({"name": name, "url": server.url(endpoint), "format": fmt, "params": params})
         for name, sources in DEMO_DESIGNS.items():
             catalog["designs"].append(
                 {"name": name, "title": name.replace("-", " ").capitalize(), "sources": list(sources)}
@@ -117,6 +129,7 @@ def demo_summary(conn) -> dict:
         "status": run_status(conn),
         "reasons": rejects_by_reason(conn),
         "items": item_count(conn),
+        "platforms": items_per_platform(conn),
         "events": events,
         "largest_event": largest,
         "exports": completed_exports(conn),
@@ -159,6 +172,7 @@ def demo(obs: Observatory) -> int:
         f"{second.not_modified} answered 304 Not Modified, {second.changed} re-collected, {len(second.runs)} new runs",
         f"  raw_items now holds {summary['items']} items, clustered into {summary['events']} events "
         f"(largest: {summary['largest_event']} items)",
+        "  platforms: " + ", ".join(f"{platform} {n}" for platform, n in summary["platforms"].items()),
         "  rejects by reason: " + ", ".join(f"{r}={n}" for r, n in summary["reasons"]),
         "  exports: " + ", ".join(f"{fmt} ({count} records) {key}" for fmt, count, key in summary["exports"]),
     ]

@@ -39,13 +39,17 @@ def enrich(obs: Observatory, run: int | None) -> int:
 @click.argument("query")
 @click.option("--language", help="only items of this language (ISO code, e.g. da)")
 @click.option("--sentiment", type=click.Choice(LABELS), help="only items of this sentiment label")
+@click.option("--platform", help="only items of this platform (e.g. reddit, bluesky, rss)")
 @limit_option(20, "at most this many items")
 @pass_observatory
-def search(obs: Observatory, query: str, language: str | None, sentiment: str | None, limit: int) -> int:
+def search(
+    obs: Observatory, query: str, language: str | None, sentiment: str | None, platform: str | None, limit: int
+) -> int:
     """Full-text search of items (per-language stemming).
 
     QUERY is in web-search syntax: words, "a phrase", -excluded, or."""
-    for hit in search_items(obs.engine, query, language=language, limit=limit, sentiment=sentiment):
+    hits = search_items(obs.engine, query, language=language, limit=limit, sentiment=sentiment, platform=platform)
+    for hit in hits:
         click.echo(f"{hit['id']:>8} {hit['language'] or '-':4} {hit['config']:10} {hit['sentiment_label'] or '-':8} "
                    f"{hit['rank']:.3f}  {hit['title']}")  # fmt: skip
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 
-from observatory_assets.defs.ingestion.records import FORMATS, count_records
+from observatory_assets.defs.ingestion.records import ARENA_FORMATS, FORMATS, count_records
 from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.outbox import COLLECTION_FAILED, emit
 from observatory_assets.lib.statuses import CollectionRunStatus
@@ -153,9 +153,12 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
         ).one_or_none()
     if row is None:
         raise ValueError(f"collection run {run_id} does not exist or is not pending/failed")
-    requests = [SourceRequest(**{k: v for k, v in p.items() if k in _REQUEST_FIELDS}) for p in row[0]]
     prefix = f"collection_runs/{run_id}/"
     try:
+        arenas = sorted({p["name"] for p in row[0] if p.get("fmt") in ARENA_FORMATS})
+        if arenas:  # a platform's pages are the poller's (high-water mark, rate limits), never one plain GET
+            raise ValueError(f"arena sources {', '.join(arenas)} are collected by the poller's next cycle, not here")
+        requests = [SourceRequest(**{k: v for k, v in p.items() if k in _REQUEST_FIELDS}) for p in row[0]]
         manifest = []
         with OutboundClient() as client:
             stored_payloads = [
