@@ -10,11 +10,13 @@ import sys
 import threading
 import time
 import zlib
+from datetime import UTC, datetime, timedelta
 
 import brotli
 import pytest
 
 from observatory_assets.lib.feed_server import Document, FeedServer, Reply
+from resources.http_headers import retry_after_moment, retry_after_seconds
 from resources.outbound import OutboundClient, OutboundError, OutboundPolicy, OutboundRefused
 from tests.support.helpers import ROOT
 
@@ -130,6 +132,7 @@ BOMB_CHILD = """
 import gzip, resource, sys, zlib
 import brotli
 from observatory_assets.lib.feed_server import FeedServer, Reply
+from resources.http_headers import retry_after_moment, retry_after_seconds
 from resources.outbound import OutboundClient, OutboundError, OutboundPolicy
 
 encoding, cap = sys.argv[1], int(sys.argv[2])
@@ -277,3 +280,28 @@ def test_an_international_name_is_resolved_checked_and_sent_in_one_form(server, 
     with OutboundClient(OPEN) as client:
         assert client.request("GET", f"http://faß.test:{port}/")[1] == b"ok"
     assert names == ["xn--fa-hia.test"] and seen[0][1] == f"xn--fa-hia.test:{port}"  # IDNA 2008, not "fass"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        ("999999", 24 * 3600.0),  # capped
+        ("Thu, 01 Jan 2026 00:01:00 GMT", 60.0),
+        ("Thu, 01 Jan 2026 02:01:00 +0200", 60.0),  # any zone
+        ("Thu, 01 Jan 2026 00:01:00 -0000", 60.0),  # UTC, local zone unknown (RFC 5322)
+        ("Wed, 21 Oct 2015 07:28:00 -0000", 0.0),  # in the past: now
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 24 * 3600.0),  # never blocks for ever
+        ("Thu, 01 Jan 2026 00:01:00", None),  # a naive date: no zone, no meaning
+        ("²", None),  # a digit to str.isdigit, not to int()
+        ("-5", None),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_one_retry_after_parser_bounds_every_value_and_never_raises(value, seconds):
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert retry_after_seconds(value, now) == seconds
+    moment = retry_after_moment(value, now)
+    assert moment == (None if seconds is None else now + timedelta(seconds=seconds))
