@@ -22,6 +22,7 @@ from resources.settings import (
     PlatformSettings,
     as_libpq_dsn,
     as_psycopg2_url,
+    dsn_has_password,
     export_for_children,
     platform_settings,
 )
@@ -60,7 +61,6 @@ def stop_embedded_postgres(pgdata: Path) -> bool:
 
 def database_url_in(server_url: str, database: str) -> str:
     """The URL of another database on the same server."""
-    from sqlalchemy.engine import make_url
 
     return make_url(server_url).set(database=database).render_as_string(hide_password=False)
 
@@ -116,8 +116,9 @@ INSTANCE_SETTINGS = {
 
 def dagster_instance_yaml(dagster_url: str) -> dict:
     """``dagster.yaml`` for an instance whose runs, events and schedules live in Postgres. A URL with a
-    password is not written into the file: the instance reads it from ``$OBSERVATORY_DAGSTER_DATABASE_URL``."""
-    has_password = bool(make_url(dagster_url).password)
+    password (``user:password@`` or ``?password=``) is not written into the file: the instance reads it
+    from ``$OBSERVATORY_DAGSTER_DATABASE_URL``."""
+    has_password = dsn_has_password(dagster_url)
     return {
         "storage": {
             "postgres": {
@@ -136,7 +137,7 @@ def prepare_dagster_home(settings: PlatformSettings | None = None) -> Path:
     """
     settings = settings or platform_settings()
     _, dagster_url = resolve_database_urls(settings)
-    if make_url(dagster_url).password:  # for this process and its children, with Dagster's driver (psycopg2)
+    if dsn_has_password(dagster_url):  # for this process and its children, with Dagster's driver (psycopg2)
         export_for_children(DAGSTER_URL_VARIABLE, as_psycopg2_url(dagster_url))
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ memory, capped). What the answer means for the source is decided here as plain
 functions: the next check (the ``auto`` interval adapted to entries per day,
 clamped to 5 min – 24 h, never below the feed's ``<ttl>`` or ``Cache-Control:
 max-age``), exponential back-off with jitter after an error (1 min doubling to
-24 h, never silent for good), a host's ``Retry-After`` (seconds or an HTTP date).
+24 h, never silent for good), a host's ``Retry-After`` (seconds or an HTTP date, at most 24 h: :mod:`resources.http_headers`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 
 import httpx
 
 from observatory_assets.defs.ingestion.records import ARENA_FORMATS, count_records
 from observatory_assets.lib.errors import failure_message
+from resources.http_headers import retry_after_moment
 from resources.object_store import ObjectStore, staged_upload
 from resources.outbound import OutboundClient, OutboundError
 
@@ -93,22 +93,6 @@ def conditional_headers(source: PolledSource) -> dict[str, str]:
     return headers
 
 
-def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
-    """``Retry-After`` as seconds or an HTTP date → the moment to ask again (None if absent or unreadable)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return now + timedelta(seconds=min(int(value), 7 * 86400))
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(moment, now)
-
-
 def _min_interval_s(headers: httpx.Headers, head: bytes) -> int | None:
     """The longest of the feed's ``<ttl>`` (minutes) and ``Cache-Control: max-age``: the publisher's floor."""
     floors = []
@@ -144,7 +128,7 @@ def fetch_source(
                 )
             if answer.status_code != 200:
                 retry_after = (
-                    parse_retry_after(answer.headers.get("retry-after"), now)
+                    retry_after_moment(answer.headers.get("retry-after"), now)
                     if answer.status_code in (429, 503)
                     else None
                 )
