@@ -6,18 +6,13 @@ import json
 from datetime import UTC, datetime
 
 import dagster as dg
-from sqlalchemy import text
 
 from observatory_assets.defs.collection import charges
 from observatory_assets.defs.collection.assets import poll_sources_job
-from observatory_assets.defs.collection.polling import (
-    MAX_FETCH_FAILURES,
-    STALE_AFTER,
-    due_sources,
-    plan_runs,
-)
+from observatory_assets.defs.collection.catalog import next_check_moment
+from observatory_assets.defs.collection.polling import due_sources, plan_runs
+from observatory_assets.defs.collection.recovery import recovery_work
 from observatory_assets.lib.audit import record_audit
-from observatory_assets.lib.statuses import CollectionRunStatus
 from resources import PostgresResource
 
 IN_PROGRESS = [
@@ -26,19 +21,10 @@ IN_PROGRESS = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
-RECOVERY_WORK = """
-SELECT count(*) FILTER (WHERE status = :running AND started_at < clock_timestamp() - CAST(:stale AS interval)) AS stale,
-       count(*) FILTER (WHERE status = :failed AND fetch_failures BETWEEN 1 AND :max - 1
-                          AND started_at < clock_timestamp() - interval '1 minute' * power(2, fetch_failures - 1))
-           AS retryable
-  FROM collection_runs WHERE status IN (:running, :failed)
-"""
 
 
 def _next_check(conn) -> str:
-    moment = conn.execute(
-        text("SELECT min(next_check_at) FROM sources WHERE active AND url IS NOT NULL AND catalog_file IS NOT NULL")
-    ).scalar()
+    moment = next_check_moment(conn)
     return f"next check at {moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "no active catalog source"
 
 
@@ -60,15 +46,7 @@ def polling_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResour
     now = datetime.now(UTC)
     with postgres.get_engine().begin() as conn:
         sources, waiting_hosts = due_sources(conn, now)
-        recovery = conn.execute(
-            text(RECOVERY_WORK),
-            {
-                "stale": STALE_AFTER,
-                "max": MAX_FETCH_FAILURES,
-                "running": CollectionRunStatus.RUNNING,
-                "failed": CollectionRunStatus.FAILED,
-            },
-        ).one()
+        recovery = recovery_work(conn)
         short, funded = {}, set()
         for plan in plan_runs(conn, sources) if sources else []:
             shortfall = charges.shortfall(conn, plan.design_id, plan.estimate)

@@ -17,14 +17,15 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
-from observatory_assets.defs.collection.catalog import CatalogError, load_catalog, sync_catalog
-from observatory_assets.defs.collection.polling import (
+from observatory_assets.defs.collection.catalog import (
+    CatalogError,
     design_states,
-    recover_stale_runs,
-    retry_failed_runs,
-    run_cycle,
+    load_catalog,
     source_states,
+    sync_catalog,
 )
+from observatory_assets.defs.collection.polling import run_cycle
+from observatory_assets.defs.collection.recovery import recover_stale_runs, retry_failed_runs
 from observatory_assets.defs.credits import ledger
 from observatory_assets.defs.ingestion.collect import PathRefused, SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run

@@ -9,12 +9,9 @@ runs created, and every source's polling state.
 import dagster as dg
 from pydantic import Field
 
-from observatory_assets.defs.collection.polling import (
-    recover_stale_runs,
-    retry_failed_runs,
-    run_cycle,
-    source_states,
-)
+from observatory_assets.defs.collection.catalog import source_states
+from observatory_assets.defs.collection.polling import run_cycle
+from observatory_assets.defs.collection.recovery import recover_stale_runs, retry_failed_runs
 from observatory_assets.lib.dagster import collection_run_partitions, markdown_table
 from resources import ObjectStoreResource, PostgresResource
 from resources.outbound import OutboundClient

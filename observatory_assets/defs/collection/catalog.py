@@ -1,4 +1,4 @@
-"""Sources and query designs as code: the ``sources/`` YAML catalog, validated and synced.
+"""Sources and query designs as code: the ``sources/`` YAML catalog, validated and synced, and read back.
 
 One folder of YAML files (``OBSERVATORY_SOURCES_DIR``, default ``sources/``); each
 file holds a ``sources`` list, a ``designs`` list, or both. A **source** is a feed
@@ -9,13 +9,17 @@ language, the sources it draws on, an optional credit budget). Every error is
 one line naming the file and the field. The sync is idempotent: it upserts by
 name, never touches the polling state (validators, schedule, back-off), and a
 source that left the catalog is deactivated, not deleted (its items keep it).
+
+The read model (:func:`source_states`, :func:`design_states`, :func:`next_check_moment`) is what the
+CLI, the UI and the polling sensor show of the catalog and its polling state.
 """
 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -300,3 +304,55 @@ def sync_catalog(conn: Connection, catalog: Catalog) -> CatalogSync:
         deactivated=list(deactivated),
         budgets={spec.name: spec.budget.credits for _, spec in catalog.designs.values() if spec.budget},
     )
+
+
+def source_states(conn: Connection, name: str | None = None) -> list[dict]:
+    """The catalog sources with their polling state (all, or the one called ``name``), by name."""
+    rows = conn.execute(
+        text(
+            """
+            SELECT name, url, type AS format, active, poll, credibility, aggregator, etag, last_modified, last_status,
+                   last_checked_at, next_check_at, error_count, last_error
+              FROM sources
+             WHERE catalog_file IS NOT NULL AND (CAST(:name AS text) IS NULL OR name = :name)
+             ORDER BY name
+            """
+        ),
+        {"name": name},
+    ).mappings()
+    return [
+        {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()} for row in rows
+    ]
+
+
+def design_states(conn: Connection) -> list[dict]:
+    """The query designs: name, title, terms per language, sources, budget."""
+    rows = conn.execute(
+        text(
+            """
+            SELECT d.name, coalesce(d.title, d.name) AS title, d.search_terms, d.credit_budget,
+                   coalesce(array_agg(s.name ORDER BY s.name) FILTER (WHERE s.id IS NOT NULL), '{}') AS sources
+              FROM query_designs d
+              LEFT JOIN query_design_sources q ON q.query_design_id = d.id
+              LEFT JOIN sources s ON s.id = q.source_id
+             GROUP BY d.id ORDER BY d.name
+            """
+        )
+    )
+    designs = []
+    for row in rows:
+        terms: dict[str, list[str]] = defaultdict(list)
+        for term in row.search_terms or []:
+            terms[term.get("language") or "any"].append(term["term"])
+        budget = None if row.credit_budget is None else float(row.credit_budget)
+        designs.append(
+            {"name": row.name, "title": row.title, "terms": dict(terms), "sources": list(row.sources), "budget": budget}
+        )
+    return designs
+
+
+def next_check_moment(conn: Connection) -> datetime | None:
+    """When the next active catalog source with a URL is due (None: there is none)."""
+    return conn.execute(
+        text("SELECT min(next_check_at) FROM sources WHERE active AND url IS NOT NULL AND catalog_file IS NOT NULL")
+    ).scalar()
