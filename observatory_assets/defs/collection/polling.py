@@ -3,13 +3,15 @@
 A cycle
 
 1. **claims** the catalog sources that are due (``FOR UPDATE SKIP LOCKED``, so two cycles never take
-   the same source; a claimed source is leased for :data:`CLAIM_LEASE`, so one killed mid-cycle is not
-   fetched twice while its run is recovered), leaving out hosts under a ``Retry-After``;
+   the same source; a claimed source is leased for :data:`CLAIM_LEASE`, the time after which a cycle's run
+   is stale, so one killed mid-cycle is not fetched twice before its run is recovered, see
+   :mod:`.recovery`), leaving out hosts under a ``Retry-After``;
 2. **plans** one collection run per query design of the claimed sources (plus one for the sources in
    no design), estimates each design's cost (``per_request`` per due source plus ``per_1k_items`` × the
    median items of the source's last 10 fetches, 100 when none; a shared source's cost split evenly)
    and reserves it (:mod:`.charges`); a design short of credits sends no request and gets no run (the
-   hard stop: audited, and a ``budget.exhausted`` webhook queued in the same transaction);
+   hard stop: audited, and a ``budget.exhausted`` webhook queued in the same transaction, once per
+   exhaustion);
 3. **fetches** every claimed source once, concurrently, at most ``per_host`` at a time per host, with
    conditional GET; a changed body is stored under the run of its first design;
 4. **records** each answer on its source (validators, status, schedule, back-off, a 301/308's new URL,
@@ -29,7 +31,7 @@ import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import zip_longest
 
@@ -43,13 +45,13 @@ from observatory_assets.defs.collection.fetcher import (
     fetch_source,
     payload_key,
 )
-from observatory_assets.lib.audit import record_audit
-from observatory_assets.lib.outbox import emit_budget_exhausted
+from observatory_assets.defs.collection.recovery import STALE_AFTER
 from observatory_assets.lib.statuses import CollectionRunStatus
 from resources.object_store import ObjectStore
 from resources.outbound import OutboundClient
 
-CLAIM_LEASE = timedelta(minutes=10)
+#: A claimed source is due again after this, when a cycle that died holding it is found stale.
+CLAIM_LEASE = STALE_AFTER
 EXPECTED_ITEMS_WITHOUT_HISTORY = 100
 NO_DESIGN = "(no design)"
 
@@ -80,6 +82,7 @@ class CycleReport:
     gone: list[str] = field(default_factory=list)
     deferred_hosts: list[str] = field(default_factory=list)
     shortfalls: list[str] = field(default_factory=list)
+    abandoned: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -183,19 +186,8 @@ def _claim_and_reserve(engine: Engine, now: datetime, force: bool, report: Cycle
                 funded.append(plan)
                 continue
             conn.execute(text("DELETE FROM collection_runs WHERE id = :id"), {"id": plan.run_id})
-            reason = f"design {plan.design} is short of {shortfall} credits (estimate {plan.estimate})"
-            report.shortfalls.append(reason)
-            record_audit(
-                conn,
-                ACTOR,
-                "credits.shortfall",
-                "query_design",
-                plan.design_id,
-                plan.design,
-                "skipped",
-                {"estimate": plan.estimate, "shortfall": shortfall},
-            )
-            emit_budget_exhausted(conn, plan.design, {"estimate": str(plan.estimate), "shortfall": str(shortfall)})
+            report.shortfalls.append(f"design {plan.design} is short of {shortfall} credits (estimate {plan.estimate})")
+            charges.note_shortfall(conn, ACTOR, plan.design_id, plan.design, plan.estimate, shortfall)
         claimed = sorted({s.id for plan in funded for s in plan.sources})
         conn.execute(
             text("UPDATE sources SET next_check_at = :until WHERE id = ANY(CAST(:ids AS bigint[]))"),
@@ -352,8 +344,21 @@ def run_cycle(
     report.changed = sum(o.changed for o in outcomes)
     report.errors = sum(o.error is not None for o in outcomes)
     with engine.begin() as conn:
+        if not _still_running(conn, [plan.run_id for plan in plans]):
+            report.abandoned = True  # taken for dead and recovered meanwhile: the next cycle has its sources
+            return report
         if outcomes:
             moved, gone = record_answers(conn, outcomes, owner, now)
             report.moved, report.gone = moved, gone
         _finish_runs(conn, plans, outcomes, owner, report)
     return report
+
+
+def _still_running(conn: Connection, run_ids: list[int]) -> bool:
+    """Whether every run of the cycle is still ``running``, locked until the cycle's answers are recorded
+    (a cycle that outlived its lease was recovered as stale: its answers are dropped, never recorded twice)."""
+    running = conn.execute(
+        text("SELECT id FROM collection_runs WHERE id = ANY(CAST(:ids AS bigint[])) AND status = :running FOR UPDATE"),
+        {"ids": run_ids, "running": CollectionRunStatus.RUNNING},
+    ).all()
+    return len(running) == len(run_ids)

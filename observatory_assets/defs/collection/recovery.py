@@ -1,16 +1,20 @@
 """Collection runs that cannot get stuck: a run left ``running`` by a process that died is **stale**, and a
 failed run is fetched again a bounded number of times with an exponential back-off.
 
-Each rule is written once, here, as a SQL predicate: :func:`recover_stale_runs` and
-:func:`retry_failed_runs` act on it, and :func:`recovery_work` counts it for the polling sensor, so the
-sensor asks for a polling run exactly when this module would find work.
+A poll cycle's run (it holds a reservation: ``credits_estimated`` is set) is never fetched again as a
+run: when it is found stale its hold is released and its sources, not checked since, are due at once,
+so the next cycle fetches them the way it fetches any source (conditional GET, per-host limits, a host's
+``Retry-After``, a reservation under the budget) and charges them once. A cycle leases its sources for
+:data:`STALE_AFTER`, the time after which its run is stale, so no other cycle takes them meanwhile. A
+run collected by hand (``observatory collect``) is retried by :func:`retry_failed_runs`.
+
+Each rule is written once, here, as a SQL predicate: the functions below act on it, and
+:func:`retryable_runs` counts it for the polling sensor.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import timedelta
-from decimal import Decimal
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, text
 
@@ -20,13 +24,19 @@ from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.statuses import CollectionRunStatus
 from resources.object_store import ObjectStore
 
-#: A run left ``running`` this long was left by a process that stopped.
+#: A run left ``running`` this long was left by a process that stopped; a cycle leases its sources as long.
 STALE_AFTER = timedelta(minutes=15)
+#: A polling run is stopped (Dagster run monitoring, ``dagster/max_runtime``) well within its lease.
+MAX_CYCLE_RUNTIME = timedelta(minutes=10)
 #: A run that failed this many times is not fetched again.
 MAX_FETCH_FAILURES = 3
 
-#: The stale-run rule (bound: ``:running``, ``:stale``).
-_STALE = "status = :running AND started_at < clock_timestamp() - CAST(:stale AS interval)"
+#: The stale-run rule (bound: ``:running``, ``:stale``, ``:orphaned_before``): running for longer than
+#: :data:`STALE_AFTER`, or a cycle's run started before a moment when no polling run was in progress.
+_STALE = (
+    "status = :running AND (started_at < clock_timestamp() - CAST(:stale AS interval)"
+    " OR (credits_estimated IS NOT NULL AND started_at < CAST(:orphaned_before AS timestamptz)))"
+)
 #: The retry rule (bound: ``:failed``, ``:max``): fewer than :data:`MAX_FETCH_FAILURES` failures, and a back-off
 #: of 1 minute doubling with each failure since the last attempt started.
 _RETRYABLE = (
@@ -35,59 +45,74 @@ _RETRYABLE = (
 )
 
 
-def _rule_parameters(stale_after: timedelta = STALE_AFTER) -> dict:
+def _rule_parameters(stale_after: timedelta = STALE_AFTER, orphaned_before: datetime | None = None) -> dict:
     return {
         "stale": stale_after,
+        "orphaned_before": orphaned_before,
         "max": MAX_FETCH_FAILURES,
         "running": CollectionRunStatus.RUNNING,
         "failed": CollectionRunStatus.FAILED,
     }
 
 
-@dataclass(frozen=True)
-class RecoveryWork:
-    """How many runs are stale and how many failed runs may be fetched again now."""
+def retryable_runs(conn: Connection) -> int:
+    """How many failed runs :func:`retry_failed_runs` would fetch again now."""
+    return conn.execute(
+        text(f"SELECT count(*) FROM collection_runs WHERE {_RETRYABLE}"), _rule_parameters()
+    ).scalar_one()
 
-    stale: int
-    retryable: int
+
+def recover_stale_runs(
+    engine: Engine, stale_after: timedelta = STALE_AFTER, orphaned_before: datetime | None = None
+) -> list[int]:
+    """Mark stale runs failed; their ids. Stale: left ``running`` longer than ``stale_after`` (their process
+    died), or, given ``orphaned_before`` (a moment when no polling run was in progress, which the polling
+    sensor knows from the Dagster instance), a cycle's run started before it. A cycle's run gives its
+    sources back to the next cycle and releases its hold; any other run is left to :func:`retry_failed_runs`."""
+    with engine.begin() as conn:
+        recovered = conn.execute(
+            text(
+                f"""
+                UPDATE collection_runs
+                   SET status = :failed,
+                       fetch_failures = CASE WHEN credits_estimated IS NULL THEN fetch_failures + 1 ELSE :max END,
+                       error = CASE WHEN credits_estimated IS NULL
+                                    THEN 'stale: left running by a process that stopped; retried'
+                                    ELSE 'stale: left running by a polling process that stopped; its sources '
+                                         'went back to the next cycle' END
+                 WHERE {_STALE}
+                RETURNING id, credits_estimated IS NOT NULL AS from_cycle
+                """
+            ),
+            _rule_parameters(stale_after, orphaned_before),
+        ).all()
+        cycle_runs = [row.id for row in recovered if row.from_cycle]
+        if cycle_runs:
+            _give_back_sources(conn, cycle_runs)
+            for run_id in cycle_runs:
+                charges.release_run(conn, run_id)
+    return [row.id for row in recovered]
 
 
-def recovery_work(conn: Connection) -> RecoveryWork:
-    """The recovery a polling run would do now (what :func:`recover_stale_runs` and
-    :func:`retry_failed_runs` would find), counted."""
-    row = conn.execute(
+def _give_back_sources(conn: Connection, run_ids: list[int]) -> None:
+    """The sources of dead cycles' runs that no check answered since the run started (still leased) are
+    due now."""
+    conn.execute(
         text(
-            f"""
-            SELECT count(*) FILTER (WHERE {_STALE}) AS stale, count(*) FILTER (WHERE {_RETRYABLE}) AS retryable
-              FROM collection_runs WHERE status IN (:running, :failed)
+            """
+            UPDATE sources s SET next_check_at = clock_timestamp()
+              FROM collection_runs r CROSS JOIN jsonb_array_elements(r.payloads) AS p (payload)
+             WHERE r.id = ANY(CAST(:runs AS bigint[])) AND s.name = p.payload ->> 'name'
+               AND s.next_check_at > clock_timestamp()
+               AND (s.last_checked_at IS NULL OR s.last_checked_at < r.started_at)
             """
         ),
-        _rule_parameters(),
-    ).one()
-    return RecoveryWork(row.stale, row.retryable)
-
-
-def recover_stale_runs(engine: Engine, stale_after: timedelta = STALE_AFTER) -> list[int]:
-    """Mark runs left ``running`` longer than ``stale_after`` (their process died) as failed; their ids."""
-    with engine.begin() as conn:
-        return list(
-            conn.execute(
-                text(
-                    f"""
-                    UPDATE collection_runs
-                       SET status = :failed, fetch_failures = fetch_failures + 1,
-                           error = 'stale: left running by a process that stopped; retried'
-                     WHERE {_STALE}
-                    RETURNING id
-                    """
-                ),
-                _rule_parameters(stale_after),
-            ).scalars()
-        )
+        {"runs": run_ids},
+    )
 
 
 def retry_failed_runs(engine: Engine, store: ObjectStore, limit: int = 20) -> dict[int, str | None]:
-    """Fetch again the failed runs that may still be retried (fewer than :data:`MAX_FETCH_FAILURES`
+    """Fetch again the failed runs collected by hand that may still be retried (fewer than :data:`MAX_FETCH_FAILURES`
     failures, waiting a back-off since the last attempt); run id → None on success or the error."""
     with engine.connect() as conn:
         candidates = (
@@ -102,33 +127,7 @@ def retry_failed_runs(engine: Engine, store: ObjectStore, limit: int = 20) -> di
     for run_id in candidates:
         try:
             run_collection(engine, store, run_id)
-            with engine.begin() as conn:
-                _record_retry_cost_basis(conn, run_id)
             results[run_id] = None
         except Exception as error:  # recorded on the run by run_collection; the next cycle may retry it
             results[run_id] = failure_message(error)
     return results
-
-
-def _record_retry_cost_basis(conn: Connection, run_id: int) -> None:
-    """A retried design run sent one request per source again: its cost basis, as a cycle would record it
-    (a run without a design, or collected by hand, has none)."""
-    shares = conn.execute(
-        text(
-            """
-            SELECT s.name,
-                   s.cost_per_request / greatest((SELECT count(*) FROM query_design_sources q WHERE q.source_id = s.id), 1)
-                       AS per_request,
-                   s.cost_per_1k_items / greatest((SELECT count(*) FROM query_design_sources q WHERE q.source_id = s.id), 1)
-                       AS per_1k
-              FROM collection_runs r
-             CROSS JOIN jsonb_array_elements(r.payloads) AS p (payload)
-              JOIN sources s ON s.name = p.payload ->> 'name'
-             WHERE r.id = :run AND r.query_design_id IS NOT NULL
-            """
-        ),
-        {"run": run_id},
-    ).all()
-    if shares:
-        request_cost = sum((Decimal(row.per_request) for row in shares), Decimal(0))
-        charges.record_cost_basis(conn, run_id, request_cost, {row.name: Decimal(row.per_1k) for row in shares})
