@@ -32,14 +32,14 @@ def _next_check(conn) -> str:
     return f"next check at {moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "no active catalog source"
 
 
-def _polling_run_to_wait_for(context: dg.SensorEvaluationContext, now: datetime) -> tuple[str | None, bool]:
-    """(the polling run in progress to wait for, whether any is in progress). A run in progress for longer
-    than a cycle's lease is not waited for: run monitoring stops it, its collection runs are stale."""
+def _polling_runs(context: dg.SensorEvaluationContext, now: datetime) -> tuple[str | None, list[str]]:
+    """(the polling run in progress to wait for, every polling run in progress). A run in progress for
+    longer than a cycle's lease is not waited for: run monitoring stops it, its collection runs are stale."""
     records = context.instance.get_run_records(
-        filters=dg.RunsFilter(job_name=poll_sources_job.name, statuses=IN_PROGRESS), limit=10
+        filters=dg.RunsFilter(job_name=poll_sources_job.name, statuses=IN_PROGRESS), limit=100
     )
     young = [r.dagster_run.run_id for r in records if now - r.create_timestamp < STALE_AFTER]
-    return (young[0] if young else None), bool(records)
+    return (young[0] if young else None), [r.dagster_run.run_id for r in records]
 
 
 def _funded(conn, sources: list) -> tuple[list, dict[str, str]]:
@@ -70,11 +70,11 @@ def _funded(conn, sources: list) -> tuple[list, dict[str, str]]:
 )
 def polling_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
     now = datetime.now(UTC)  # before the instance is read: a cycle starting after it is not taken for dead
-    waiting_for, in_progress = _polling_run_to_wait_for(context, now)
+    waiting_for, in_progress = _polling_runs(context, now)
     if waiting_for:
         return dg.SensorResult(skip_reason=f"polling run {waiting_for} is still in progress")
     engine = postgres.get_engine()
-    recovered = recover_stale_runs(engine, orphaned_before=None if in_progress else now)
+    recovered = recover_stale_runs(engine, polling_runs=(now, in_progress))
     with engine.begin() as conn:
         sources, waiting_hosts = due_sources(conn, now)
         retryable = retryable_runs(conn)

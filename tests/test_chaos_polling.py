@@ -45,7 +45,7 @@ from resources.outbound import OutboundClient, OutboundPolicy
 from resources.postgres import engine_for
 from observatory_assets.defs.collection.polling import run_cycle
 with OutboundClient(OutboundPolicy(allow_private_networks=True, total_timeout_s=60)) as client:
-    run_cycle(engine_for(sys.argv[1]), LocalObjectStore(Path(sys.argv[2])), client)
+    run_cycle(engine_for(sys.argv[1]), LocalObjectStore(Path(sys.argv[2])), client, poll_run_id=sys.argv[3])
 """
 
 
@@ -111,13 +111,13 @@ def test_polling_killed_at_random_points_resumes_by_itself_charges_once_and_lose
         with engine.begin() as conn:
             sync_catalog(conn, load_catalog(tmp_path / "sources"))
         points, killed_mid_cycle, killed_fetching = [], 0, 0
-        for _ in range(KILLS):
+        for kill in range(KILLS):
             for name in FEEDS:  # the feeds keep publishing: each round some of them a new item
                 if rng.random() < 0.7:
                     published[name] += 1
                     server.documents[f"/{name}"] = Document(rss(name, published[name]))
             cycle = subprocess.Popen(
-                [sys.executable, "-c", CYCLE, database_url, str(store.root)], cwd=ROOT, env=os.environ
+                [sys.executable, "-c", CYCLE, database_url, str(store.root), f"chaos-{kill}"], cwd=ROOT, env=os.environ
             )
             point, fetching = kill_somewhere(cycle, server, rng)
             points.append(point)
@@ -126,7 +126,7 @@ def test_polling_killed_at_random_points_resumes_by_itself_charges_once_and_lose
                 killed_mid_cycle += conn.execute(
                     text("SELECT count(*) > 0 FROM collection_runs WHERE status = 'running'")
                 ).scalar_one()
-            with dg.DagsterInstance.ephemeral() as instance:  # no polling run in progress: the sensor's next look
+            with dg.DagsterInstance.ephemeral() as instance:  # its polling run no longer in progress: the sensor looks
                 looked = polling_sensor(dg.build_sensor_context(instance=instance, resources=resources))
             with engine.begin() as conn:
                 assert conn.execute(text("SELECT count(*) FROM collection_runs WHERE status = 'running'")).scalar() == 0

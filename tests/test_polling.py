@@ -316,7 +316,7 @@ from resources.postgres import engine_for
 from observatory_assets.defs.collection.polling import run_cycle
 engine = engine_for(sys.argv[1])
 with OutboundClient(OutboundPolicy(allow_private_networks=True, total_timeout_s=60)) as client:
-    run_cycle(engine, LocalObjectStore(__import__("pathlib").Path(sys.argv[2])), client)
+    run_cycle(engine, LocalObjectStore(__import__("pathlib").Path(sys.argv[2])), client, poll_run_id="killed")
 """
 
 
@@ -348,8 +348,8 @@ def test_kill_9_during_a_cycle_leaves_no_stuck_run_and_no_second_run(
     killed_id = runs(engine)[-1].id
     assert runs(engine)[-1].status == "running"
     assert run_cycle(engine, store, client).due == 0  # the killed cycle's source is leased, not fetched twice
-    # no polling run in progress since now (the polling sensor knows it): the killed cycle's run is stale at once
-    assert recover_stale_runs(engine, orphaned_before=datetime.now(UTC)) == [killed_id]
+    # its polling run is not in progress (the polling sensor reads it in the instance): its run is stale at once
+    assert recover_stale_runs(engine, polling_runs=(datetime.now(UTC), ["another"])) == [killed_id]
     assert retry_failed_runs(engine, store) == {}  # a cycle's run is not fetched again as a run...
     assert source(engine, "slow")["next_check_at"] <= datetime.now(UTC).isoformat()  # ...its source is due again
     server.routes.pop("/slow")
@@ -371,13 +371,13 @@ def test_kill_9_during_a_cycle_leaves_no_stuck_run_and_no_second_run(
 
 def test_a_cycle_that_outlives_its_lease_records_nothing_twice(engine, store, server, client, tmp_path):
     def taken_for_dead_meanwhile(_):
-        recover_stale_runs(engine, orphaned_before=datetime.now(UTC))
+        recover_stale_runs(engine, polling_runs=(datetime.now(UTC), []))
         return Reply(200, body=feed("late"))
 
     server.routes["/late"] = taken_for_dead_meanwhile
     sync(engine, catalog(tmp_path, [{"name": "late", "url": server.url("/late"), "format": "rss", "cost": {"per_request": 1}}],
                          [{"name": "watch", "sources": ["late"], "budget": {"credits": 10}}]))  # fmt: skip
-    late = run_cycle(engine, store, client)  # taken for dead while it fetched: its answers are not recorded
+    late = run_cycle(engine, store, client, poll_run_id="late")  # taken for dead while it fetched: nothing recorded
     assert late.abandoned and late.runs == {}
     assert source(engine, "late")["last_checked_at"] is None
     server.routes.pop("/late")

@@ -6,6 +6,8 @@
   design that leaves the catalog loses its sources, so it is no longer polled for nor charged.
 - ``query_designs.budget_exhausted_at``: since when the design has been short of credits (NULL: it is
   not); the shortfall audit and the ``budget.exhausted`` webhook are written when it becomes short, once.
+- ``collection_runs.poll_run_id``: the Dagster run whose cycle created the run (NULL: a cycle outside
+  Dagster), so the polling sensor can tell a dead cycle's run from a live one.
 - A run's hold is booked across the allocations valid when it was taken (oldest ending first), each part
   settled and released against its own allocation, so an allocation that expires takes only its own
   movements with it: the ledger's uniqueness is per run and allocation.
@@ -26,6 +28,7 @@ UPGRADE = """
 ALTER TABLE sources ADD COLUMN catalog_url text;
 UPDATE sources SET catalog_url = url WHERE catalog_file IS NOT NULL;
 ALTER TABLE query_designs ADD COLUMN catalog_file text, ADD COLUMN budget_exhausted_at timestamptz;
+ALTER TABLE collection_runs ADD COLUMN poll_run_id text;
 
 DROP INDEX credit_transactions_reserve;
 DROP INDEX credit_transactions_settle;
@@ -47,6 +50,7 @@ CREATE UNIQUE INDEX credit_transactions_reserve ON credit_transactions (collecti
 CREATE UNIQUE INDEX credit_transactions_settle ON credit_transactions (collection_run_id) WHERE kind = 'settle';
 CREATE UNIQUE INDEX credit_transactions_hold_ended ON credit_transactions (collection_run_id)
     WHERE kind IN ('release', 'expire');
+ALTER TABLE collection_runs DROP COLUMN poll_run_id;
 ALTER TABLE query_designs DROP COLUMN budget_exhausted_at, DROP COLUMN catalog_file;
 ALTER TABLE sources DROP COLUMN catalog_url;
 """

@@ -36,7 +36,14 @@ def poll_sources(
     stale = recover_stale_runs(engine)
     retried = retry_failed_runs(engine, store)
     with OutboundClient() as client:
-        report = run_cycle(engine, store, client, force=config.force, per_host=platform_settings().poll_per_host)
+        report = run_cycle(
+            engine,
+            store,
+            client,
+            force=config.force,
+            per_host=platform_settings().poll_per_host,
+            poll_run_id=context.run_id,
+        )
     created = [str(run_id) for run_id in [*report.runs.values(), *(r for r, error in retried.items() if error is None)]]
     if created:
         context.instance.add_dynamic_partitions(collection_run_partitions.name, created)

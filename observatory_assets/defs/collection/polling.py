@@ -155,7 +155,9 @@ def plan_runs(conn: Connection, sources: list[PolledSource]) -> list[DesignRun]:
     return list(plans.values())
 
 
-def _claim_and_reserve(engine: Engine, now: datetime, force: bool, report: CycleReport) -> list[DesignRun]:
+def _claim_and_reserve(
+    engine: Engine, now: datetime, force: bool, poll_run_id: str | None, report: CycleReport
+) -> list[DesignRun]:
     """Claim the due sources, create one running run per funded design and reserve its estimate; a design
     short of credits gets no run, and its sources (unless another design funds them) stay due."""
     with engine.begin() as conn:
@@ -167,8 +169,9 @@ def _claim_and_reserve(engine: Engine, now: datetime, force: bool, report: Cycle
             plan.run_id = conn.execute(
                 text(
                     """
-                    INSERT INTO collection_runs (query_design_id, status, started_at, payloads, credits_estimated)
-                    VALUES (:design, :running, clock_timestamp(), CAST(:payloads AS jsonb), :estimate)
+                    INSERT INTO collection_runs (query_design_id, status, started_at, payloads, credits_estimated,
+                                                 poll_run_id)
+                    VALUES (:design, :running, clock_timestamp(), CAST(:payloads AS jsonb), :estimate, :poll_run)
                     RETURNING id
                     """
                 ),
@@ -179,6 +182,7 @@ def _claim_and_reserve(engine: Engine, now: datetime, force: bool, report: Cycle
                         [{"name": s.name, "fmt": s.fmt, "path": None, "url": s.url} for s in plan.sources]
                     ),
                     "estimate": plan.estimate,
+                    "poll_run": poll_run_id,
                 },
             ).scalar_one()
             shortfall = charges.reserve_run(conn, plan.design_id, plan.run_id, plan.estimate)
@@ -323,12 +327,14 @@ def run_cycle(
     per_host: int = 2,
     workers: int = 32,
     now: datetime | None = None,
+    poll_run_id: str | None = None,
 ) -> CycleReport:
     """One polling cycle (see the module docstring); ``force`` treats every active source as due (never a
-    host's ``Retry-After``)."""
+    host's ``Retry-After``); ``poll_run_id``: the Dagster run it runs in, recorded on its collection runs
+    (the polling sensor takes them for dead once that run is no longer in progress)."""
     now = now or datetime.now(UTC)
     report = CycleReport()
-    plans = _claim_and_reserve(engine, now, force, report)
+    plans = _claim_and_reserve(engine, now, force, poll_run_id, report)
     owner: dict[int, int] = {}
     for plan in sorted(plans, key=lambda p: (p.design_id is None, p.design)):
         for source in plan.sources:

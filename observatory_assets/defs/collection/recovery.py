@@ -31,11 +31,13 @@ MAX_CYCLE_RUNTIME = timedelta(minutes=10)
 #: A run that failed this many times is not fetched again.
 MAX_FETCH_FAILURES = 3
 
-#: The stale-run rule (bound: ``:running``, ``:stale``, ``:orphaned_before``): running for longer than
-#: :data:`STALE_AFTER`, or a cycle's run started before a moment when no polling run was in progress.
+#: The stale-run rule (bound: ``:running``, ``:stale``, ``:checked_at``, ``:live``): running for longer than
+#: :data:`STALE_AFTER`, or a run of a polling run (Dagster's) that was not in progress at ``checked_at``
+#: although the run started before.
 _STALE = (
     "status = :running AND (started_at < clock_timestamp() - CAST(:stale AS interval)"
-    " OR (credits_estimated IS NOT NULL AND started_at < CAST(:orphaned_before AS timestamptz)))"
+    " OR (poll_run_id IS NOT NULL AND NOT (poll_run_id = ANY(CAST(:live AS text[])))"
+    " AND started_at < CAST(:checked_at AS timestamptz)))"
 )
 #: The retry rule (bound: ``:failed``, ``:max``): fewer than :data:`MAX_FETCH_FAILURES` failures, and a back-off
 #: of 1 minute doubling with each failure since the last attempt started.
@@ -45,10 +47,14 @@ _RETRYABLE = (
 )
 
 
-def _rule_parameters(stale_after: timedelta = STALE_AFTER, orphaned_before: datetime | None = None) -> dict:
+def _rule_parameters(
+    stale_after: timedelta = STALE_AFTER, polling_runs: tuple[datetime, list[str]] | None = None
+) -> dict:
+    checked_at, live = polling_runs or (None, [])
     return {
         "stale": stale_after,
-        "orphaned_before": orphaned_before,
+        "checked_at": checked_at,
+        "live": live,
         "max": MAX_FETCH_FAILURES,
         "running": CollectionRunStatus.RUNNING,
         "failed": CollectionRunStatus.FAILED,
@@ -63,11 +69,12 @@ def retryable_runs(conn: Connection) -> int:
 
 
 def recover_stale_runs(
-    engine: Engine, stale_after: timedelta = STALE_AFTER, orphaned_before: datetime | None = None
+    engine: Engine, stale_after: timedelta = STALE_AFTER, polling_runs: tuple[datetime, list[str]] | None = None
 ) -> list[int]:
     """Mark stale runs failed; their ids. Stale: left ``running`` longer than ``stale_after`` (their process
-    died), or, given ``orphaned_before`` (a moment when no polling run was in progress, which the polling
-    sensor knows from the Dagster instance), a cycle's run started before it. A cycle's run gives its
+    died), or, given ``polling_runs`` (a moment and the polling runs in progress then, which the polling
+    sensor reads from the Dagster instance), a cycle's run that a polling run not in progress created
+    before that moment (a cycle outside Dagster is only ever stale by time). A cycle's run gives its
     sources back to the next cycle and releases its hold; any other run is left to :func:`retry_failed_runs`."""
     with engine.begin() as conn:
         recovered = conn.execute(
@@ -84,7 +91,7 @@ def recover_stale_runs(
                 RETURNING id, credits_estimated IS NOT NULL AS from_cycle
                 """
             ),
-            _rule_parameters(stale_after, orphaned_before),
+            _rule_parameters(stale_after, polling_runs),
         ).all()
         cycle_runs = [row.id for row in recovered if row.from_cycle]
         if cycle_runs:
