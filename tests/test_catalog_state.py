@@ -71,7 +71,6 @@ def due_again(engine) -> None:
         ("http://x.org:70000/feed", "is not a valid URL (Port out of range 0-65535)"),
         ("http://x.org:0/feed", "must have a port from 1 to 65535"),
         ("http:///feed", "must name a host"),
-        ("ftp://x.org/feed", "must be an http(s) URL"),
         ("http://user:secret@x.org/feed", "must not carry credentials (user:password@)"),
         ("http://x.org/a feed", "must not contain whitespace"),
     ],
@@ -129,9 +128,9 @@ def test_a_design_removed_from_the_catalog_is_no_longer_polled_for_nor_charged(e
     sync(engine, catalog(tmp_path, [source], [{"name": "watch", "sources": ["a"], "budget": {"credits": 10}}]))
     assert set(run_cycle(engine, store, client).runs) == {"watch"}
     removed = sync(engine, catalog(tmp_path, [source]))
-    assert removed.designs_removed == ["watch"]
     with engine.connect() as conn:
         assert [(d["name"], d["sources"]) for d in design_states(conn)] == [("watch", [])]
+    assert removed.designs_removed == ["watch"]
     due_again(engine)
     after = run_cycle(engine, store, client, force=True)
     assert after.requests_sent == 1 and "watch" not in after.runs  # the source is polled, free, for no design
