@@ -101,7 +101,18 @@ INSTANCE_SETTINGS = {
         "class": "QueuedRunCoordinator",
         "config": {"dequeue_interval_seconds": 1, "dequeue_use_threads": True, "dequeue_num_workers": 4},
     },
-    "run_launcher": {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"},
+    # DefaultRunLauncher with a run-worker health check (resources/run_launcher.py) for run monitoring
+    "run_launcher": {"module": "resources.run_launcher", "class": "MonitoredRunLauncher"},
+    # a run whose worker died is marked failed, never left STARTED for ever: the daemon checks every run in
+    # flight every 30 s (the worker's health, a run's dagster/max_runtime), fails a run not started within
+    # 3 min and takes a cancel that did not end within 3 min as done; a dead worker is not resumed
+    "run_monitoring": {
+        "enabled": True,
+        "start_timeout_seconds": 180,
+        "cancel_timeout_seconds": 180,
+        "max_resume_run_attempts": 0,
+        "poll_interval_seconds": 30,
+    },
     "run_retries": {"enabled": True, "max_retries": 0},
     # at most two steps of a pool at once: two raw_items loads (pool observatory_ingest) share the server
     "concurrency": {

@@ -9,8 +9,13 @@ import click
 from observatory_assets.cli.context import Observatory, json_option, pass_observatory
 from observatory_assets.cli.runner import run_job
 from observatory_assets.cli.trends import set_credibility
-from observatory_assets.defs.collection.catalog import load_catalog, sources_dir, sync_catalog
-from observatory_assets.defs.collection.polling import design_states, source_states
+from observatory_assets.defs.collection.catalog import (
+    design_states,
+    load_catalog,
+    source_states,
+    sources_dir,
+    sync_catalog,
+)
 
 LISTED = (
     "name", "platform", "url", "active", "etag", "last_modified", "last_status", "last_checked_at", "next_check_at",

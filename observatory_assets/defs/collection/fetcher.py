@@ -31,6 +31,8 @@ MAX_INTERVAL = timedelta(hours=24)
 LEARNING_INTERVAL = timedelta(hours=1)
 FIRST_BACKOFF = timedelta(minutes=1)
 MAX_REDIRECTS = 5
+#: The longest ``ETag`` or ``Last-Modified`` kept.
+MAX_VALIDATOR = 1024
 _TTL = re.compile(rb"<ttl>\s*(\d{1,6})\s*</ttl>", re.IGNORECASE)
 _MAX_AGE = re.compile(r"max-age\s*=\s*(\d+)", re.IGNORECASE)
 _EXTENSIONS = {"rss": "xml", "atom": "xml", "jsonl": "jsonl", "csv": "csv", **dict.fromkeys(ARENA_FORMATS, "jsonl")}
@@ -50,7 +52,11 @@ class PolledSource:
 
     @property
     def host(self) -> str:
-        return httpx.URL(self.url).host
+        """The URL's host (the URL itself if it cannot be read: its own fetch fails, not the cycle)."""
+        try:
+            return httpx.URL(self.url).host
+        except httpx.InvalidURL:
+            return self.url
 
 
 @dataclass(frozen=True)
@@ -84,12 +90,21 @@ class FetchOutcome:
         return self.status == 410
 
 
+def validator(value: str | None) -> str | None:
+    """An ``ETag`` or ``Last-Modified`` fit to store and send back: printable ASCII of at most
+    :data:`MAX_VALIDATOR` characters; anything else (a server's non-ASCII bytes) is dropped, so the next
+    request is plain and the source never stalls on a header it cannot send."""
+    if value and value.isascii() and value.isprintable() and len(value) <= MAX_VALIDATOR:
+        return value
+    return None
+
+
 def conditional_headers(source: PolledSource) -> dict[str, str]:
     headers = {"Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.8"}
-    if source.etag:
-        headers["If-None-Match"] = source.etag
-    if source.last_modified:
-        headers["If-Modified-Since"] = source.last_modified
+    if etag := validator(source.etag):
+        headers["If-None-Match"] = etag
+    if last_modified := validator(source.last_modified):
+        headers["If-Modified-Since"] = last_modified
     return headers
 
 
@@ -117,13 +132,16 @@ def fetch_source(
         with client.stream(
             "GET", source.url, headers=conditional_headers(source), max_redirects=MAX_REDIRECTS
         ) as answer:
-            validators = {"etag": answer.headers.get("etag"), "last_modified": answer.headers.get("last-modified")}
+            validators = {
+                "etag": validator(answer.headers.get("etag")),
+                "last_modified": validator(answer.headers.get("last-modified")),
+            }
             common = {"source": source, "status": answer.status_code, "moved_to": answer.permanent_url}
             if answer.status_code == 304:
                 return FetchOutcome(
                     **common,
-                    etag=validators["etag"] or source.etag,
-                    last_modified=validators["last_modified"] or source.last_modified,
+                    etag=validators["etag"] or validator(source.etag),
+                    last_modified=validators["last_modified"] or validator(source.last_modified),
                     min_interval_s=_min_interval_s(answer.headers, b""),
                 )
             if answer.status_code != 200:
