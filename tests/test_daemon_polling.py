@@ -20,7 +20,7 @@ import pytest
 import yaml
 from sqlalchemy import text
 
-from observatory_assets.defs.collection.assets import poll_sources_job
+from observatory_assets.defs.collection.jobs import poll_sources_job
 from observatory_assets.defs.collection.catalog import load_catalog, sync_catalog
 from observatory_assets.defs.credits import ledger
 from observatory_assets.lib.feed_server import Document, FeedServer, Reply

@@ -11,8 +11,8 @@ import brotli
 import pytest
 from sqlalchemy import text
 
-from observatory_assets.defs.collection.catalog import load_catalog, sync_catalog
-from observatory_assets.defs.collection.polling import run_cycle, source_states
+from observatory_assets.defs.collection.catalog import load_catalog, source_states, sync_catalog
+from observatory_assets.defs.collection.polling import run_cycle
 from observatory_assets.lib.feed_server import Document, FeedServer, Reply
 from resources.outbound import OutboundClient, OutboundPolicy
 from tests.support.helpers import write

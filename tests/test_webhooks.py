@@ -521,7 +521,7 @@ def test_the_sensor_stops_waiting_for_a_delivery_run_that_stopped_answering(
     from dagster._core.events import DagsterEvent, DagsterEventType
     from dagster._core.events.log import EventLogEntry
 
-    from observatory_assets.defs.webhooks.assets import deliver_webhooks
+    from observatory_assets.defs.webhooks.jobs import deliver_webhooks
     from resources import PostgresResource
     from sensors.webhooks import webhook_delivery_sensor
 
