@@ -15,7 +15,9 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
+from observatory_assets.definitions import defs
 from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl
+from observatory_assets.lib.dagster import collection_run_partitions
 from resources.postgres import engine_for
 from sensors.automation import automation_sensor
 from tests.conftest import ROOT
@@ -106,3 +108,20 @@ def test_a_collected_file_flows_to_events_and_todays_trend_snapshot_with_no_job_
     )
     # each asset of the flow was first materialized after the one before it
     assert [first_materialized[name] for name in FLOW] == sorted(first_materialized.values()), first_materialized
+
+
+def test_work_left_before_the_first_evaluation_is_picked_up_on_the_first_tick():
+    """A daemon that was not running: raw_items of one collection run and the events were materialized
+    before automation ever evaluated (eager() alone sees nothing on its first tick). The first tick asks for
+    that run's features and embeddings and for the trend evidence nobody derived from the events; a run
+    whose raw_items are missing (its ingestion failed) is left alone."""
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(collection_run_partitions.name, ["1", "2"])
+        for asset, partition in (("raw_items", "1"), ("item_features", "2"), ("events", None)):
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=partition))
+        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        keys = defs.resolve_asset_graph().get_all_asset_keys()
+        requested = {
+            k.to_user_string(): set(tick.get_requested_partitions(k)) for k in keys if tick.get_num_requested(k)
+        }
+        assert requested == {"item_features": {"1"}, "item_embeddings": {"1"}, "trend_evidence": {None}}
