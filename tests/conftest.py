@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -46,8 +47,13 @@ def leaks_reported_by_the_module_that_left_them():
 
 
 @pytest.fixture(scope="session")
-def pg_home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("pg")
+def pg_home():
+    """The embedded server's home, outside pytest's temporary root: pgserver (run as root) opens the path
+    to its own system user, and every pytest session that starts makes ``pytest-of-<user>`` private again,
+    taking a running session's data directory from its server (PANIC, every later test fails)."""
+    home = Path(tempfile.mkdtemp(prefix="observatory-test-pg-"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
