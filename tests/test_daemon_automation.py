@@ -182,3 +182,23 @@ def test_work_left_before_the_first_evaluation_is_picked_up_on_the_first_tick():
             k.to_user_string(): set(tick.get_requested_partitions(k)) for k in keys if tick.get_num_requested(k)
         }
         assert requested == {"item_features": {"1"}, "item_embeddings": {"1"}, "trend_evidence": {None}}
+
+
+def test_a_flow_run_by_hand_before_the_first_evaluation_is_followed_once_on_the_first_tick():
+    """Everything up to the events was materialized by hand (the embeddings after the events) before
+    automation ever evaluated: the first tick runs the events once more (incremental: they take what they
+    have not seen) and the trend evidence nobody derived; the next tick asks for nothing again."""
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(collection_run_partitions.name, ["1"])
+        for asset, partition in (("raw_items", "1"), ("item_features", "1"), ("events", None), ("item_embeddings", "1")):  # fmt: skip
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=partition))
+        keys = defs.resolve_asset_graph().get_all_asset_keys()
+        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        requested = {
+            k.to_user_string(): set(tick.get_requested_partitions(k)) for k in keys if tick.get_num_requested(k)
+        }
+        assert requested == {"events": {None}, "trend_evidence": {None}}
+        for asset in ("events", "trend_evidence"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset))
+        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+        assert "events" not in {k.to_user_string() for k in keys if tick.get_num_requested(k)}

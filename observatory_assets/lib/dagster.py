@@ -52,11 +52,13 @@ def eager_or_never_done() -> dg.AutomationCondition:
 def follows(*upstream: str) -> dg.AutomationCondition:
     """Declarative automation of an asset fed by ``upstream`` across partitionings (collection runs into
     one events table, the ledger into daily snapshots): it is requested once any ``upstream`` asset (or
-    partition) has been materialized, by any run, since it was last requested or materialized, or when it
-    was never materialized while some ``upstream`` partition was (work left by a daemon that was not
-    running), and when neither it nor an ``upstream`` asset is in progress, so a burst of upstream runs is
-    followed by one (its other dependencies, which the upstream ones follow themselves, do not hold it
-    back).
+    partition) has been materialized, by any run, since it was last requested or materialized, and when
+    neither it nor an ``upstream`` asset is in progress, so a burst of upstream runs is followed by one
+    (its other dependencies, which the upstream ones follow themselves, do not hold it back). What a daemon
+    that was not running left behind is picked up too: the asset is requested when it was never
+    materialized while an ``upstream`` partition was, and once on the condition's first evaluation when
+    an ``upstream`` partition exists (whatever was materialized before then is not seen as an update; the
+    assets it is used for are incremental, so a run with nothing new changes nothing).
 
     Unlike ``eager()``, an upstream that is only about to be requested does not count (it runs in
     another run, which could finish after this one), and a missing upstream partition (a collection run
@@ -68,13 +70,13 @@ def follows(*upstream: str) -> dg.AutomationCondition:
         .allow(selection)
         .since_last_handled()
     )
+    upstream_exists = dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing()).allow(selection)
     never_materialized = (
-        dg.AutomationCondition.missing()
-        & dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing()).allow(selection)
-        & ~dg.AutomationCondition.execution_failed()
+        dg.AutomationCondition.missing() & upstream_exists & ~dg.AutomationCondition.execution_failed()
     ).with_label("never done")
+    first_look = (dg.AutomationCondition.initial_evaluation() & upstream_exists).with_label("first evaluation")
     return (
-        (updated | never_materialized)
+        (updated | never_materialized | first_look)
         & ~dg.AutomationCondition.any_deps_in_progress().allow(selection)
         & ~dg.AutomationCondition.in_progress()
     ).with_label(f"follows {', '.join(upstream)}")
