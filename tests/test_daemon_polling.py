@@ -20,8 +20,8 @@ import pytest
 import yaml
 from sqlalchemy import text
 
-from observatory_assets.defs.collection.jobs import poll_sources_job
 from observatory_assets.defs.collection.catalog import load_catalog, sync_catalog
+from observatory_assets.defs.collection.jobs import poll_sources_job
 from observatory_assets.defs.credits import ledger
 from observatory_assets.lib.feed_server import Document, FeedServer, Reply
 from resources.postgres import engine_for
