@@ -11,7 +11,9 @@ from observatory_assets.cli.ingestion import run_status
 from observatory_assets.cli.runner import engine_and_store, ingest_runs, materialize_enrichment_and_events, run_job
 from observatory_assets.defs.collection.catalog import load_catalog
 from observatory_assets.defs.collection.polling import CycleReport, run_cycle
+from observatory_assets.defs.events.quality import labelled_clustering_score
 from observatory_assets.defs.ingestion.collect import guess_format
+from observatory_assets.defs.ingestion.demo_data import sample_story_labels
 from observatory_assets.defs.publishing.site import INDEX_KEY
 from observatory_assets.lib import migrations
 from observatory_assets.lib.feed_server import Document, FeedServer
@@ -160,6 +162,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{second.not_modified} answered 304 Not Modified, {second.changed} re-collected, {len(second.runs)} new runs"
     )
     print(f"  raw_items now holds {items} items, clustered into {events[0]} events (largest: {events[1]} items)")
+    score = labelled_clustering_score(engine, sample_story_labels())
+    print(f"  events against the sample's story labels: B³F1 {score['bcubed_f1']:.3f} over {score['items']} items "
+          f"of {score['stories']} stories in {score['events']} events")  # fmt: skip
     print("  rejects by reason: " + ", ".join(f"{r}={n}" for r, n in reasons))
     print("  exports: " + ", ".join(f"{fmt} ({count} records) {key}" for fmt, count, key in exported))
     if backup:
