@@ -28,9 +28,9 @@ import argparse
 import json
 import re
 import sys
-from collections import Counter, defaultdict
 import tempfile
 import time
+from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -180,7 +180,7 @@ def evidence_precision(rows: list[dict], count: int) -> dict:
                        ClusteringParams(threshold=embedder.join_threshold, merge_margin=embedder.merge_margin))  # fmt: skip
         folder = workdir / "trends"
         folder.mkdir()
-        for k, (story, word) in enumerate(targets.items()):
+        for k, word in enumerate(targets.values()):
             (folder / f"target-{k}.yaml").write_text(TARGET.format(k=k, word=word))
         sync_trends(engine, folder)
         update_evidence(engine)
