@@ -36,7 +36,8 @@ def test_the_bundled_sample_and_its_labels_are_what_the_generator_writes(tmp_pat
 def test_no_sentence_of_a_story_is_shared_with_another_and_every_label_names_a_story():
     stories = load_sample_stories()
     sentences = [s for story in stories for s in story.headlines + story.facts]
-    assert len(sentences) == len(set(sentences)) and len({s.story_id for s in stories}) == len(stories)
+    told_again = [s for s in stories if not s.brief]
+    assert len(sentences) == len(set(sentences)) and len({s.story_id for s in told_again}) == len(told_again)
     known = {s.story_id for s in stories}
     assert {story for story in sample_story_labels().values() if not story.endswith("-hostile")} == known
 

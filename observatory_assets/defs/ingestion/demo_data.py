@@ -287,7 +287,8 @@ LABELS_FILE = SAMPLE_STORIES / "labels.csv"
 
 @dataclass(frozen=True)
 class SampleStory:
-    """One story of the demo sample: told in one language, from its first telling ``at`` on; a brief is told once."""
+    """One story of the demo sample: told in one language, from its first telling ``at`` on; a brief is told
+    once (a brief may tell a story of the sample in the other language: it has that story's id)."""
 
     story_id: str
     language: str
@@ -306,7 +307,7 @@ def load_sample_stories(anchor: datetime = DEFAULT_ANCHOR, path: Path = STORIES_
 
     stories = [SampleStory(s["id"], s["language"], at(s), tuple(s["headlines"]), tuple(s["facts"]))
                for s in document["stories"]]  # fmt: skip
-    briefs = [SampleStory(b["id"], b["language"], at(b), (b["headline"],), (b["fact"],), brief=True)
+    briefs = [SampleStory(b.get("story", b["id"]), b["language"], at(b), (b["headline"],), (b["fact"],), brief=True)
               for b in document["briefs"]]  # fmt: skip
     return stories + briefs
 
