@@ -162,7 +162,7 @@ def test_bench_reports_accuracy_and_f1_per_language(tmp_path):
     assert (
         report["accuracy"] == {"da": 1.0, "en": 1.0} and report["macro_f1"]["da"] == 0.6667
     )  # no neutral item: its F1 is 0
-    assert report["items"] == 4 and report["items_per_s"] > 0
+    assert report["items"] == 4 and report["items_per_s"] > 0 and report["items_per_cpu_s"] > 0
 
 
 THREE_ITEMS = [
