@@ -181,7 +181,7 @@ class LexiconScorer:
         results = []
         for title, body in documents:
             valence = self.valence(read_tokens(title, body))
-            score = valence / math.sqrt(valence * valence + _SQUASH_ALPHA)
+            score = squash(valence)
             label = "neutral" if valence == 0 else ("positive" if valence > 0 else "negative")
             results.append(Sentiment(round(score, 4), label, f"{LEXICON_METHOD}/{LEXICON_VERSION}"))
         return results
@@ -223,17 +223,21 @@ class NgramModel:
         return from_logits(logits, f"{MODEL_METHOD}/{self.version}")
 
 
+def squash(valence: float) -> float:
+    """A summed valence mapped into [−1, 1] as VADER does."""
+    return valence / math.sqrt(valence * valence + _SQUASH_ALPHA)
+
+
 def lexicon_feature(lexicon: LexiconScorer, tokens: Sequence[str]) -> float:
     """The lexicon's valence squashed to [−1, 1]: the n-gram model's one dense feature."""
-    valence = lexicon.valence(tokens)
-    return valence / math.sqrt(valence * valence + _SQUASH_ALPHA)
+    return squash(lexicon.valence(tokens))
 
 
 def lexicon_features(lexicon: LexiconScorer, tokens: Sequence[str]) -> tuple[float, float, float, float]:
     """The e5 head's lexicon features: the squashed valence, its size, 1 when no opinion word was found,
     1 when a negation word occurs (the tone a sentence vector tends to miss)."""
     valence = lexicon.valence(tokens)
-    squashed = valence / math.sqrt(valence * valence + _SQUASH_ALPHA)
+    squashed = squash(valence)
     return squashed, abs(squashed), float(valence == 0), float(not lexicon.negations.isdisjoint(tokens))
 
 
