@@ -87,8 +87,8 @@ class PlatformSettings(BaseSettings):
     )
     sentiment: Annotated[Literal["fast", "e5"], LowerCase] = Field(
         default="fast",
-        description="Item sentiment: fast (AFINN rules for Danish, an n-gram model for English; thousands of "
-        "items/s) or e5 (e5 vectors with the lexicon's features; better, about 50 items/s, extra [quality]).",
+        description="Item sentiment: fast (a head over the AFINN rules for Danish, an n-gram model for English; "
+        "over 10,000 items/s) or e5 (e5 vectors with the lexicon's features; better, 15-20 items/s, extra [quality]).",
     )
     pg_bin: str = Field(
         default="",
