@@ -207,10 +207,12 @@ def _measure(env: dict[str, str], home: Path, stories, args) -> dict:
             start_new_session=True,
         )  # fmt: skip
         try:
-            published = _publish(engine, feeds, entries, stories, args.interval)
-            deadline = time.time() + args.settle
             seen: dict[int, float] = {}
-            while time.time() < deadline and len(seen) < len(stories):
+            published = _publish(
+                engine, feeds, entries, stories, args.interval, lambda: _note_events(engine, stories, seen)
+            )
+            deadline = time.time() + args.settle
+            while time.time() < deadline:
                 _note_events(engine, stories, seen)
                 if _delivered(engine, receiver, stories, secret) == len(stories) and len(seen) == len(stories):
                     break
@@ -230,8 +232,9 @@ def _measure(env: dict[str, str], home: Path, stories, args) -> dict:
     return _report(stories, fetched, arrivals, seen, runs, intervals)
 
 
-def _publish(engine, feeds, entries, stories, interval: float) -> list[float]:
-    """Put each story into the three feeds, ``interval`` seconds apart, once the first poll cycle is done."""
+def _publish(engine, feeds, entries, stories, interval: float, watch) -> list[float]:
+    """Put each story into the three feeds, ``interval`` seconds apart, once the first poll cycle is done,
+    calling ``watch`` every second meanwhile."""
     from sqlalchemy import text
 
     from observatory_assets.lib.feed_server import Document
@@ -248,8 +251,10 @@ def _publish(engine, feeds, entries, stories, interval: float) -> list[float]:
             entries[outlet].append((f"story-{number}-{outlet}", title, now))
             feeds.documents[f"/{outlet}.xml"] = Document(_rss(outlet, entries[outlet]), modified=now)
         published.append(time.time())
-        if number < len(stories) - 1:
-            time.sleep(interval)
+        until = time.time() + (interval if number < len(stories) - 1 else 0)
+        while time.time() < until:
+            watch()
+            time.sleep(1)
     return published
 
 

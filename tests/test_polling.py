@@ -537,3 +537,16 @@ def test_a_fixed_interval_counts_from_when_the_check_was_due_not_from_when_it_ra
     assert next_check(late, minute, auto, None, 0, None) == late + timedelta(minutes=1)
     assert next_check(late, minute, auto, 300, 0, due) == late + timedelta(minutes=5)
     assert next_check(late, minute, auto, None, 2, due) > late
+
+
+def test_a_one_minute_source_is_next_due_a_minute_after_it_was_due(engine, store, server, client, tmp_path):
+    """The cycle claims a due source (leasing it), yet its next check counts from when it was due."""
+    server.documents["/minute"] = Document(feed("minute"))
+    sync(engine, catalog(tmp_path, [{"name": "minute", "url": server.url("/minute"), "format": "rss", "poll": "1m"}]))
+    due = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=20)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE sources SET next_check_at = :due WHERE name = 'minute'"), {"due": due})
+    run_cycle(engine, store, client)
+    with engine.connect() as conn:
+        next_due = conn.execute(text("SELECT next_check_at FROM sources WHERE name = 'minute'")).scalar_one()
+    assert next_due == due + timedelta(minutes=1)

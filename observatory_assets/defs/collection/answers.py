@@ -29,16 +29,15 @@ class _Schedule:
     min_interval_s: int | None
     entries_last_week: int
     weeks_known: float
-    scheduled: datetime | None = None
 
-    def due(self, now: datetime, floor: int | None, error_count: int) -> datetime:
+    def due(self, now: datetime, floor: int | None, error_count: int, scheduled: datetime | None) -> datetime:
         return next_check(
             now,
             interval_seconds(self.poll),
             auto_interval(self.entries_last_week, self.weeks_known),
             floor or None,
             error_count,
-            self.scheduled,
+            scheduled,
         )
 
 
@@ -46,7 +45,7 @@ def _schedules(conn: Connection, source_ids: list[int], now: datetime) -> dict[i
     rows = conn.execute(
         text(
             """
-            SELECT s.id, s.poll, s.min_interval_s, s.next_check_at,
+            SELECT s.id, s.poll, s.min_interval_s,
                    (SELECT count(*) FROM raw_items r
                      WHERE r.source_id = s.id AND r.published_at > CAST(:now AS timestamptz) - interval '7 days'
                        AND r.published_at <= :now) AS entries,
@@ -56,10 +55,7 @@ def _schedules(conn: Connection, source_ids: list[int], now: datetime) -> dict[i
         ),
         {"ids": source_ids, "now": now},
     )
-    return {
-        row.id: _Schedule(row.poll, row.min_interval_s, row.entries, float(row.weeks), row.next_check_at)
-        for row in rows
-    }
+    return {row.id: _Schedule(row.poll, row.min_interval_s, row.entries, float(row.weeks)) for row in rows}
 
 
 def _source_row(outcome: FetchOutcome, now: datetime, error_count: int, due: datetime, floor: int | None) -> dict:
@@ -90,7 +86,7 @@ def _not_requested(outcome: FetchOutcome, schedule: _Schedule, now: datetime) ->
 def _failed(outcome: FetchOutcome, schedule: _Schedule, now: datetime) -> dict:
     """An error (network, HTTP, a cap, a body that cannot be read): backed off, never before a Retry-After."""
     error_count = outcome.source.error_count + 1
-    due = schedule.due(now, outcome.min_interval_s, error_count)
+    due = schedule.due(now, outcome.min_interval_s, error_count, outcome.source.scheduled)
     if outcome.retry_after is not None:
         due = max(due, outcome.retry_after)
     return _source_row(outcome, now, error_count, due, outcome.min_interval_s)
@@ -99,12 +95,14 @@ def _failed(outcome: FetchOutcome, schedule: _Schedule, now: datetime) -> dict:
 def _not_modified(outcome: FetchOutcome, schedule: _Schedule, now: datetime) -> dict:
     """A 304 carries no body, so no ``<ttl>``: the floor learned from the last body still holds."""
     floor = max(outcome.min_interval_s or 0, schedule.min_interval_s or 0)
-    return _source_row(outcome, now, 0, schedule.due(now, floor, 0), floor)
+    return _source_row(outcome, now, 0, schedule.due(now, floor, 0, outcome.source.scheduled), floor)
 
 
 def _answered(outcome: FetchOutcome, schedule: _Schedule, now: datetime) -> dict:
     """A body (changed), or a success without one: on schedule, under the floor the answer sets."""
-    return _source_row(outcome, now, 0, schedule.due(now, outcome.min_interval_s, 0), outcome.min_interval_s)
+    return _source_row(
+        outcome, now, 0, schedule.due(now, outcome.min_interval_s, 0, outcome.source.scheduled), outcome.min_interval_s
+    )
 
 
 def _answer_row(outcome: FetchOutcome, schedule: _Schedule, now: datetime) -> dict:

@@ -49,6 +49,8 @@ class PolledSource:
     etag: str | None = None
     last_modified: str | None = None
     error_count: int = 0
+    #: When the check was due (``next_check_at`` before the cycle claimed it): the next one counts from it.
+    scheduled: datetime | None = None
 
     @property
     def host(self) -> str:

@@ -90,7 +90,7 @@ class CycleReport:
 
 
 _DUE = """
-SELECT id, name, url, type, etag, last_modified, error_count
+SELECT id, name, url, type, etag, last_modified, error_count, next_check_at
   FROM sources
  WHERE active AND url IS NOT NULL AND catalog_file IS NOT NULL
    AND (CAST(:force AS boolean) OR next_check_at IS NULL OR next_check_at <= :now)
@@ -99,7 +99,9 @@ SELECT id, name, url, type, etag, last_modified, error_count
 
 
 def _as_source(row) -> PolledSource:
-    return PolledSource(row.id, row.name, row.url, row.type, row.etag, row.last_modified, row.error_count)
+    return PolledSource(
+        row.id, row.name, row.url, row.type, row.etag, row.last_modified, row.error_count, row.next_check_at
+    )
 
 
 def hosts_waiting(conn: Connection, now: datetime) -> dict[str, datetime]:
