@@ -87,3 +87,35 @@ def test_new_month_partition_takes_its_rows_out_of_default(engine):
         assert not conn.execute(text("SELECT ensure_month_partition('raw_items', DATE '2019-05-01')")).scalar()
         where = dict(conn.execute(text("SELECT external_id, tableoid::regclass::text FROM raw_items")).all())
     assert where == {"x": "raw_items_2019_05", "y": "raw_items_default"}
+
+
+def test_platform_columns_are_backfilled_and_downgrade_keeps_the_rows(database_url, store, tmp_path):
+    """0018: the loader fills platform, content type, handle and counts; taken down to 0017 and back up,
+    the backfill finds the same values in raw_metadata and the sources."""
+    engine = engine_for(database_url)
+    payload = write(
+        tmp_path / "posts.jsonl",
+        '{"id": "1", "text": "A post", "platform": "TikTok", "handle": "@ann", "stats": {"playCount": 99},'
+        ' "likes": "12", "num_comments": 3, "published_at": "2024-02-03T10:00:00Z"}\n'
+        '{"id": "2", "title": "A headline", "likes": -4, "comments": ["not", "a count"]}\n',
+    )
+    run_id = collect(engine, store, [SourceRequest("s", "jsonl", path=str(payload))])
+    assert ingest_collection_run(engine, store, run_id).loaded == 2
+    query = text(
+        "SELECT external_id, platform, arena, content_type, author_handle, views, likes, shares, comments "
+        "FROM raw_items ORDER BY external_id"
+    )
+    expected = [("1", "tiktok", "jsonl", "post", "@ann", 99, 12, None, 3), ("2", "jsonl", "jsonl", "post", *[None] * 5)]
+    with engine.connect() as conn:
+        assert [tuple(row) for row in conn.execute(query)] == expected
+    migrations.downgrade(database_url, "0017")
+    with engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("raw_items")}
+        assert not {"platform", "likes"} & columns
+        assert conn.execute(text("SELECT count(*) FROM raw_items")).scalar() == 2
+    migrations.upgrade(database_url)
+    with engine.connect() as conn:
+        backfilled = [tuple(row) for row in conn.execute(query)]
+        indexes = set(conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'raw_items'")).scalars())
+    assert backfilled == expected
+    assert {"raw_items_platform", "raw_items_arena"} <= indexes

@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from observatory_assets.defs.ingestion.records import Record, iter_records, normalize_record
+from observatory_assets.defs.ingestion.normalizing import normalize_record
+from observatory_assets.defs.ingestion.records import Record, iter_records
 from observatory_assets.defs.ingestion.urls import normalize_url, parsed_url, plain_url
 from observatory_assets.lib.text import collapse_whitespace
 

@@ -6,17 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from observatory_assets.defs.ingestion.records import (
-    Record,
-    Rejection,
-    content_hash,
-    count_records,
-    html_to_text,
-    iter_records,
-    normalize_record,
-    normalize_url,
-    parse_timestamp,
-)
+from observatory_assets.defs.ingestion.normalizing import content_hash, normalize_record, parse_timestamp
+from observatory_assets.defs.ingestion.records import Record, Rejection, count_records, html_to_text, iter_records
+from observatory_assets.defs.ingestion.urls import normalize_url
 from resources.object_store import LocalObjectStore
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -45,7 +45,9 @@ def cmd_enrich(args) -> int:
 def cmd_search(args) -> int:
 
     engine, _ = engine_and_store()
-    for hit in search_items(engine, args.query, language=args.language, limit=args.limit, sentiment=args.sentiment):
+    for hit in search_items(
+        engine, args.query, language=args.language, limit=args.limit, sentiment=args.sentiment, platform=args.platform
+    ):
         print(
             f"{hit['id']:>8} {hit['language'] or '-':4} {hit['config']:10} {hit['sentiment_label'] or '-':8} "
             f"{hit['rank']:.3f}  {hit['title']}"
@@ -86,6 +88,7 @@ def register_commands(subparsers) -> None:
     search.add_argument("query", help='websearch syntax: words, "a phrase", -excluded, or')
     search.add_argument("--language", help="only items of this language (ISO code, e.g. da)")
     search.add_argument("--sentiment", choices=LABELS, help="only items of this sentiment label")
+    search.add_argument("--platform", help="only items of this platform (e.g. reddit, bluesky, rss)")
     search.add_argument("--limit", type=int, default=20)
     search.set_defaults(func=cmd_search)
 

@@ -126,20 +126,32 @@ def _prefixed(counts: Counter, prefix: str) -> dict[str, int]:
 
 
 def search_items(
-    engine: Engine, query: str, language: str | None = None, limit: int = 20, sentiment: str | None = None
+    engine: Engine,
+    query: str,
+    language: str | None = None,
+    limit: int = 20,
+    sentiment: str | None = None,
+    platform: str | None = None,
 ) -> list[dict]:
     """Full-text search over featurized items, best first.
 
     The query is parsed (``websearch_to_tsquery``: words, "phrases", -exclusions,
     OR) with every text-search configuration in use, so a Danish query finds
     Danish items through Danish stemming and an English one English items;
-    ``language`` restricts the search to items of that language, ``sentiment`` to items of that label.
+    ``language`` restricts the search to items of that language, ``sentiment`` to items of that label,
+    ``platform`` to items published on that platform (``reddit``, ``bluesky``, ``rss``…).
     """
     if language is not None:
         configs = [TEXT_SEARCH_CONFIGS.get(language, FALLBACK_CONFIG)]
     else:
         configs = sorted(set(TEXT_SEARCH_CONFIGS.values()) | {FALLBACK_CONFIG})
-    params: dict = {"query": query, "language": language, "limit": limit, "sentiment": sentiment}
+    params: dict = {
+        "query": query,
+        "language": language,
+        "limit": limit,
+        "sentiment": sentiment,
+        "platform": platform.lower() if platform else None,
+    }
     parsed = []
     for n, config in enumerate(configs):
         params[f"config_{n}"] = config
@@ -151,11 +163,12 @@ def search_items(
                     f"""
                 WITH q AS (SELECT {" || ".join(parsed)} AS query)
                 SELECT r.id, r.title, r.language, r.text_search_config::text AS config, r.published_at,
-                       r.sentiment_label, r.sentiment_score, ts_rank_cd(r.search_vector, q.query) AS rank
+                       r.sentiment_label, r.sentiment_score, r.platform, ts_rank_cd(r.search_vector, q.query) AS rank
                   FROM raw_items r, q
                  WHERE r.search_vector @@ q.query
                    AND (CAST(:language AS text) IS NULL OR r.language = :language)
                    AND (CAST(:sentiment AS text) IS NULL OR r.sentiment_label = :sentiment)
+                   AND (CAST(:platform AS text) IS NULL OR r.platform = :platform)
                  ORDER BY rank DESC, r.id
                  LIMIT :limit
                 """

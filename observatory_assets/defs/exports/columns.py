@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from observatory_assets.defs.exports.filters import (
-    _ARENA,
     SELECTION_FROM,
     SELECTION_ORDER,
     ExportFilters,
@@ -26,19 +25,6 @@ TRUNCATION_MARKER = "…[truncated]"
 # ---------------------------------------------------------------- columns
 
 
-def _count(*paths: str) -> str:
-    """A non-negative whole count from the first metadata path that holds one (number or digit string)."""
-    picks = []
-    for path in paths:
-        value = f"r.raw_metadata #> '{{{path}}}'"
-        picks.append(
-            f"CASE jsonb_typeof({value}) "
-            f"WHEN 'number' THEN CASE WHEN ({value})::numeric BETWEEN 0 AND 9e18 THEN round(({value})::numeric)::bigint END "
-            f"WHEN 'string' THEN CASE WHEN {value} #>> '{{}}' ~ '^[0-9]{{1,18}}$' THEN ({value} #>> '{{}}')::bigint END END"
-        )
-    return f"coalesce({', '.join(picks)})"
-
-
 @dataclass(frozen=True)
 class Column:
     """One exported column: its name, SQL, kind (text, count, score, time, terms, json), XLSX width."""
@@ -52,23 +38,19 @@ class Column:
 COLUMNS: tuple[Column, ...] = (
     Column("item_id", "r.id", "count", 10),
     Column("source", "s.name", "text", 18),
-    Column("platform", "coalesce(r.raw_metadata->>'platform', s.type)", "text", 12),
-    Column("arena", _ARENA, "text", 12),
-    Column(
-        "content_type",
-        "coalesce(r.raw_metadata->>'content_type', CASE WHEN s.type IN ('rss', 'atom') THEN 'article' ELSE 'post' END)",
-        "text",
-        12,
-    ),
+    Column("platform", "r.platform", "text", 12),
+    Column("arena", "r.arena", "text", 12),
+    Column("content_type", "r.content_type", "text", 12),
     Column("title", "r.title", "text", 50),
     Column("text", "r.text", "text", 80),
     Column("url", "r.url", "text", 40),
     Column("author", "r.author", "text", 20),
+    Column("author_handle", "r.author_handle", "text", 20),
     Column("published_at", "r.published_at", "time", 20),
-    Column("likes", _count("likes", "like_count", "favorite_count", "stats,diggCount"), "count", 9),
-    Column("shares", _count("shares", "share_count", "retweet_count", "stats,shareCount"), "count", 9),
-    Column("comments", _count("comments", "comment_count", "reply_count", "stats,commentCount"), "count", 9),
-    Column("views", _count("views", "view_count", "stats,playCount"), "count", 9),
+    Column("likes", "r.likes", "count", 9),
+    Column("shares", "r.shares", "count", 9),
+    Column("comments", "r.comments", "count", 9),
+    Column("views", "r.views", "count", 9),
     Column("language", "r.language", "text", 9),
     Column("collection_run", "r.collection_run_id", "count", 10),
     Column("query_design", "qd.name", "text", 18),

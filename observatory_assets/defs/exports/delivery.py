@@ -15,10 +15,10 @@ What is exported:
   (any request that is not cancelled, see :mod:`observatory_assets.lib.takedowns`)
   are never exported.
 * **Columns** — item id, source, platform, arena, content type, title, text,
-  url, author, published_at (UTC), engagement counts (likes, shares,
-  comments, views, read from the item's metadata under the usual collector
-  names), language, collection run, query design, search terms matched, and
-  with ``include_metadata`` the metadata JSON.
+  url, author, author handle, published_at (UTC), engagement counts (likes,
+  shares, comments, views: the item's own columns, filled at load from the
+  usual collector names), language, collection run, query design, search
+  terms matched, and with ``include_metadata`` the metadata JSON.
 * **Spreadsheet safety** — in CSV and XLSX a text cell starting with ``=``,
   ``+``, ``-``, ``@``, tab or CR gets a leading apostrophe so it is never run
   as a formula; XLSX cells longer than Excel's limit are cut with a marker and

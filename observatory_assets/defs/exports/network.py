@@ -47,7 +47,7 @@ def pseudonym_key(environ: dict[str, str] | None = None) -> bytes:
 _NETWORK_BASE = """
 WITH sel AS (
     SELECT r.id, r.author, r.collection_run_id, r.search_terms_matched AS terms, r.published_at,
-           s.name AS source, r.language
+           s.name AS source, r.language, r.platform
     {from_}
      WHERE {where} AND nullif(btrim(r.author), '') IS NOT NULL
 )
@@ -57,6 +57,7 @@ _NETWORK_NODES = """
 SELECT author, count(*) AS posts,
        array_agg(DISTINCT source ORDER BY source) AS sources,
        coalesce(array_agg(DISTINCT language ORDER BY language) FILTER (WHERE language IS NOT NULL), '{}') AS languages,
+       coalesce(array_agg(DISTINCT platform ORDER BY platform) FILTER (WHERE platform IS NOT NULL), '{}') AS platforms,
        min(published_at) AS first_at, max(published_at) AS last_at
   FROM sel GROUP BY author ORDER BY author
 """
@@ -115,7 +116,7 @@ def build_network(
 ) -> tuple[nx.Graph, NetworkStats]:
     """The actor co-occurrence network of the selection.
 
-    Nodes are authors (``posts``, ``sources``, ``languages``, first/last post);
+    Nodes are authors (``posts``, ``sources``, ``languages``, the ``platforms`` they posted on, first/last post);
     an edge joins two authors who posted in the same event, or, when no selected
     item belongs to an event yet, who matched the same search term in the same
     collection run. ``weight`` counts the shared events or (run, term) pairs;
@@ -129,8 +130,16 @@ def build_network(
     name = (lambda author: pseudonym(author, secret)) if secret else (lambda author: author)
     graph = nx.Graph()
     cursor.execute(base + _NETWORK_NODES, params)
-    for author, posts, sources, languages, first_at, last_at in cursor:
-        graph.add_node(name(author), posts=posts, sources=sources, languages=languages, start=first_at, end=last_at)
+    for author, posts, sources, languages, platforms, first_at, last_at in cursor:
+        graph.add_node(
+            name(author),
+            posts=posts,
+            sources=sources,
+            languages=languages,
+            platforms=platforms,
+            start=first_at,
+            end=last_at,
+        )
     cursor.execute(base + _HAS_EVENTS, params)
     by_events = cursor.fetchone()[0]
     stats = NetworkStats("events" if by_events else "search_term_and_run")
@@ -177,7 +186,8 @@ def write_gexf(graph: nx.Graph, handle: BinaryIO, dynamic: bool = False, descrip
     out.write('<attributes class="node" mode="static">'
               '<attribute id="posts" title="posts" type="integer"/>'
               '<attribute id="sources" title="sources" type="string"/>'
-              '<attribute id="languages" title="languages" type="string"/></attributes>\n')  # fmt: skip
+              '<attribute id="languages" title="languages" type="string"/>'
+              '<attribute id="platforms" title="platforms" type="string"/></attributes>\n')  # fmt: skip
     out.write('<attributes class="edge" mode="static">'
               '<attribute id="shared_terms" title="shared_terms" type="string"/></attributes>\n')  # fmt: skip
     out.write(f'<nodes count="{graph.number_of_nodes()}">\n')
@@ -191,6 +201,7 @@ def write_gexf(graph: nx.Graph, handle: BinaryIO, dynamic: bool = False, descrip
             "posts": data["posts"],
             "sources": "; ".join(data["sources"]),
             "languages": "; ".join(data["languages"]),
+            "platforms": "; ".join(data["platforms"]),
         }
         out.write(f"<node id={_xml_attr(node)} label={_xml_attr(node)}{span}>{_attvalues(values)}</node>\n")
     out.write(f'</nodes>\n<edges count="{graph.number_of_edges()}">\n')

@@ -42,52 +42,25 @@ is removed, so every delivered row has exactly one outcome.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import NamedTuple
+from datetime import date
 
-import orjson
-from psycopg import Copy
-from psycopg.types.json import set_json_dumps
 from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.ingestion.collect import payload_fingerprint
-from observatory_assets.defs.ingestion.records import Rejection, iter_records, normalize_record
+from observatory_assets.defs.ingestion.payload_reader import PayloadReader, Placement
 from observatory_assets.lib.sql import ensure_month_partition, month_partition_name
 from observatory_assets.lib.statuses import CollectionRunStatus
-from observatory_assets.lib.streaming import in_background
 from resources.object_store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 #: Bump when parsing or normalization changes what a payload loads as: a run ingested under
 #: another version is loaded again, its outcomes replaced, the next time it is ingested (no force needed).
-LOADER_VERSION = "2"
-#: Rows resolved per round of set-based statements, and rows per hand-over from the reader thread.
-CHUNK_ROWS = 5_000
-BATCH_ROWS = 500
-
-#: Per chunk, the keys and rejections of every delivered row are staged; the items themselves
-#: stay in memory and are copied straight into raw_items once their dedup outcome is known.
-STAGED_COLUMNS = (
-    "record_no", "source_id", "outlet", "payload_key", "reason", "detail", "payload", "payload_bytes",
-    "external_id", "content_hash", "published_at",
-)  # fmt: skip
-_STAGED_TYPES = ("int4", "int8", "text", "text", "text", "text", "text", "int8", "text", "bytea", "timestamptz")
-RAW_ITEM_COLUMNS = (
-    "id", "source_id", "collection_run_id", "record_no", "external_id", "url", "title", "text", "author",
-    "published_at", "fetched_at", "language", "content_hash", "raw_metadata",
-)  # fmt: skip
-_RAW_ITEM_TYPES = (
-    "int8", "int8", "int8", "int4", "text", "text", "text", "text", "text",
-    "timestamptz", "timestamptz", "text", "bytea", "jsonb",
-)  # fmt: skip
+LOADER_VERSION = "3"
 
 # source_id is the payload's source; outlet, when set, names the source the row is attributed to.
 CREATE_STAGING = """
@@ -99,13 +72,6 @@ CREATE TEMP TABLE staged (
 """
 
 NEXT_CHUNK = "TRUNCATE staged"
-
-# Outlets named by rows, registered on first sight with the defaults (credibility 0.5).
-REGISTER_OUTLETS = """
-INSERT INTO sources (name, type)
-SELECT name, type FROM unnest(CAST(:names AS text[]), CAST(:types AS text[])) AS o (name, type)
-ON CONFLICT (name) DO NOTHING
-"""
 
 # Catalog sources that are not aggregators: their rows name no outlet, and no row is attributed to them.
 DESCRIBED_NON_AGGREGATORS = "SELECT name FROM sources WHERE catalog_file IS NOT NULL AND NOT aggregator"
@@ -181,6 +147,13 @@ WITH dropped AS (
 DELETE FROM raw_items r USING dropped d WHERE r.id = d.item_id
 """
 
+RECORD_INGESTED = """
+UPDATE collection_runs
+   SET items_collected = :delivered, items_loaded = :loaded, items_duplicate = :duplicates,
+       items_rejected = :rejected, ingested_at = clock_timestamp(), ingest_fingerprint = :fingerprint
+ WHERE id = :run_id
+"""
+
 RECORDED_OUTCOMES = """
 SELECT (SELECT count(*) FROM item_keys WHERE collection_run_id = :run_id) AS loaded,
        (SELECT count(*) FROM item_duplicates WHERE collection_run_id = :run_id) AS duplicates,
@@ -245,39 +218,23 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
                     run_id, run.items_collected, *recorded, skipped=True, seconds=time.perf_counter() - started
                 )
             log.warning("collection run %s was ingested but its counts do not add up; loading it again", run_id)
-        source_ids = dict(
-            conn.execute(
-                text("SELECT name, id FROM sources WHERE name = ANY(:names)"),
-                {"names": [p["name"] for p in run.payloads]},
-            ).all()
-        )
-
+        sources = conn.execute(
+            text("SELECT name, id, type, config ->> 'arena' AS arena FROM sources WHERE name = ANY(:names)"),
+            {"names": [p["name"] for p in run.payloads]},
+        ).all()
         described = conn.execute(text(DESCRIBED_NON_AGGREGATORS)).scalars().all()
-    reader = _PayloadReader(store, run.payloads, source_ids, run.started_at, run.completed_at, frozenset(described))
-    counts: dict[int, Counter] = {}
-    new_items = 0
-    created: list[str] = []
+    source_ids = {row.name: row.id for row in sources}
+    placements = {row.name: Placement.of_source(row.type, row.arena) for row in sources}
+    reader = PayloadReader(
+        store, run.payloads, source_ids, run.started_at, run.completed_at, frozenset(described), placements
+    )
     params = {"run_id": run_id}
     with engine.connect() as conn, conn.begin(), reader:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('observatory.ingest'), :run_id)"), params)
         conn.exec_driver_sql(CREATE_STAGING)
         for statement in FORGET_EARLIER_OUTCOMES:
             conn.execute(text(statement), params)
-        while reader.stage_chunk(conn):
-            reader.register_outlets(conn)
-            created += ensure_month_partitions(conn, "raw_items", reader.take_new_months())
-            new_ids = {record_no: item_id for item_id, record_no in conn.execute(text(INSERT_NEW_KEYS), params)}
-            new_items += len(new_ids)
-            pending = reader.not_inserted(new_ids)
-            if pending["record_nos"]:
-                for row in conn.execute(text(RESOLVE), {**params, **pending}):
-                    counts.setdefault(row.source_id, Counter()).update(loaded=row.loaded, duplicates=row.duplicates)
-            conn.execute(text(INSERT_REJECTS), params)
-            for source_id, rejected in reader.take_rejects().items():
-                counts.setdefault(source_id, Counter()).update(rejected=rejected)
-            for source_id, loaded in reader.copy_new_items(conn, run_id, new_ids).items():
-                counts.setdefault(source_id, Counter()).update(loaded=loaded)
-            conn.exec_driver_sql(NEXT_CHUNK)
+        counts, new_items, created = _load_chunks(conn, reader, run_id)
         conn.execute(text(DROP_ITEMS_NOW_REJECTED), params)
         totals = sum(counts.values(), Counter())
         delivered = reader.records
@@ -286,14 +243,7 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
                 "collection run %s delivered %s rows, the collector counted %s", run_id, delivered, run.items_collected
             )
         conn.execute(
-            text(
-                """
-                UPDATE collection_runs
-                   SET items_collected = :delivered, items_loaded = :loaded, items_duplicate = :duplicates,
-                       items_rejected = :rejected, ingested_at = clock_timestamp(), ingest_fingerprint = :fingerprint
-                 WHERE id = :run_id
-                """
-            ),
+            text(RECORD_INGESTED),
             {
                 **params,
                 "delivered": delivered,
@@ -319,196 +269,29 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
     )
 
 
-class _Row(NamedTuple):
-    """One delivered row, read and normalized: its ``staged`` row and, for an item, its raw_items
-    columns from record_no on (see RAW_ITEM_COLUMNS) and the outlet it names."""
-
-    staged: tuple
-    item: tuple | None = None
-    outlet: str | None = None
-    outlet_type: str | None = None
-    published_at: datetime | None = None
-
-
-class _PayloadReader:
-    """Parses and normalizes a run's payloads on a background thread, handing rows to the
-    loading connection in batches through a bounded queue (memory stays flat in run size,
-    and parsing overlaps with the server's work on the previous chunk)."""
-
-    def __init__(
-        self,
-        store: ObjectStore,
-        manifest: list[dict],
-        source_ids: dict[str, int],
-        fetched_at: datetime,
-        judged_at: datetime,
-        non_aggregators: frozenset[str] = frozenset(),
-    ):
-        self._store = store
-        self._non_aggregators = non_aggregators
-        self._manifest = manifest
-        self._source_ids = source_ids
-        self._outlet_ids: dict[str, int] = {}
-        self._fetched_at = fetched_at
-        self._judged_at = judged_at
-        self._batches_ahead = in_background(self._batches(), CHUNK_ROWS // BATCH_ROWS, "payload-reader")
-        self._finished = False
-        self._chunk: list[_Row] = []
-        self._new_outlets: dict[str, str] = {}
-        self._rejects: Counter = Counter()
-        self._months: set[date] = set()
-        self._ensured: set[date] = set()
-        self.records = 0
-        self.reasons: Counter = Counter()
-
-    def __enter__(self) -> _PayloadReader:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._batches_ahead.close()
-
-    def _batches(self) -> Iterator[tuple[list[_Row], set[date]]]:
-        record_no = 0
-        rows: list[_Row] = []
-        months: set[date] = set()
-        for payload in self._manifest:
-            source_id = self._source_ids[payload["name"]]
-            names_outlets = payload["name"] not in self._non_aggregators
-            key = payload["key"]
-            with self._store.open(key) as stream:
-                for record in iter_records(stream, payload["fmt"]):
-                    record_no += 1
-                    row = _read_row(
-                        record, record_no, source_id, key, payload["fmt"], self._fetched_at, self._judged_at
-                    )
-                    if row.outlet is not None and (not names_outlets or row.outlet in self._non_aggregators):
-                        row = row._replace(
-                            staged=(*row.staged[:2], None, *row.staged[3:]), outlet=None, outlet_type=None
-                        )
-                    if row.published_at is not None:
-                        months.add(date(row.published_at.year, row.published_at.month, 1))
-                    rows.append(row)
-                    if len(rows) >= BATCH_ROWS:
-                        yield rows, months
-                        rows, months = [], set()
-        yield rows, months
-
-    def stage_chunk(self, conn: Connection) -> bool:
-        """COPY the next chunk (up to CHUNK_ROWS rows) into ``staged`` as the reader delivers it,
-        keeping the items for :meth:`copy_new_items`; False when the run is done."""
-        if self._finished:
-            return False
-        self._chunk = []
-        with _binary_copy(conn, "staged", STAGED_COLUMNS, _STAGED_TYPES) as copy:
-            while len(self._chunk) < CHUNK_ROWS:
-                batch = next(self._batches_ahead, None)
-                if batch is None:
-                    self._finished = True
-                    break
-                rows, months = batch
-                for row in rows:
-                    copy.write_row(row.staged)
-                    if row.item is None:
-                        self.reasons[row.staged[4]] += 1
-                        self._rejects[row.staged[1]] += 1
-                    elif row.outlet is not None and row.outlet not in self._outlet_ids:
-                        self._new_outlets.setdefault(row.outlet, row.outlet_type)
-                self._chunk += rows
-                self._months |= months
-        self.records += len(self._chunk)
-        return bool(self._chunk)
-
-    def register_outlets(self, conn: Connection) -> None:
-        """Register the outlets first named in this chunk (one statement) and learn their ids."""
-        if not self._new_outlets:
-            return
-        names = list(self._new_outlets)
-        conn.execute(text(REGISTER_OUTLETS), {"names": names, "types": list(self._new_outlets.values())})
-        self._outlet_ids.update(
-            conn.execute(text("SELECT name, id FROM sources WHERE name = ANY(:names)"), {"names": names}).all()
-        )
-        self._new_outlets = {}
-
-    def not_inserted(self, new_ids: dict[int, int]) -> dict[str, list]:
-        """The chunk's items that are not among its new items (record_no → item id), as RESOLVE's arrays."""
-        pending = [row for row in self._chunk if row.item is not None and row.staged[0] not in new_ids]
-        return {
-            "record_nos": [row.staged[0] for row in pending],
-            "source_ids": [self._attributed_source(row) for row in pending],
-            "external_ids": [row.staged[8] for row in pending],
-            "content_hashes": [row.staged[9] for row in pending],
-        }
-
-    def _attributed_source(self, row: _Row) -> int:
-        """The source an item is attributed to: the outlet it names, or its payload's source."""
-        return self._outlet_ids[row.outlet] if row.outlet is not None else row.staged[1]
-
-    def copy_new_items(self, conn: Connection, run_id: int, new_ids: dict[int, int]) -> Counter:
-        """COPY the chunk's new items (record_no → item id) into raw_items, attributed to their outlets;
-        returns how many each source got."""
-        per_source: Counter = Counter()
-        with _binary_copy(conn, "raw_items", RAW_ITEM_COLUMNS, _RAW_ITEM_TYPES) as copy:
-            for row in self._chunk:
-                item_id = new_ids.get(row.staged[0]) if row.item is not None else None
-                if item_id is not None:
-                    source_id = self._attributed_source(row)
-                    per_source[source_id] += 1
-                    copy.write_row((item_id, source_id, run_id, *row.item))
-        self._chunk = []
-        return per_source
-
-    def take_rejects(self) -> Counter:
-        """Rejections per (payload) source since the last call."""
-        rejects, self._rejects = self._rejects, Counter()
-        return rejects
-
-    def take_new_months(self) -> set[date]:
-        """Months seen in staged rows that have not been handed out before."""
-        new = self._months - self._ensured
-        self._ensured |= new
-        return new
-
-    def source_names(self) -> dict[int, str]:
-        """Source id → name for every source rows were attributed to."""
-        return {source_id: name for name, source_id in (*self._source_ids.items(), *self._outlet_ids.items())}
-
-
-@contextmanager
-def _binary_copy(conn: Connection, table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> Iterator[Copy]:
-    """A binary ``COPY table (columns) FROM STDIN`` on the loading connection (the server neither
-    unescapes nor parses numbers, timestamps or bytea). jsonb values come serialized (see _metadata_json)."""
-    with conn.connection.driver_connection.cursor() as cursor:
-        set_json_dumps(str, context=cursor)
-        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT binary)") as copy:
-            copy.set_types(types)
-            yield copy
-
-
-def _read_row(
-    record, record_no: int, source_id: int, key: str, fmt: str, fetched_at: datetime, judged_at: datetime
-) -> _Row:
-    """A record read and normalized (dates judged against ``judged_at``): an item or a rejection (see _Row)."""
-    outcome = record if isinstance(record, Rejection) else normalize_record(record, judged_at)
-    if isinstance(outcome, Rejection):
-        size = None if isinstance(record, Rejection) else len(record.raw.encode("utf-8", "surrogatepass"))
-        detail = outcome.detail.replace("\x00", "")
-        return _Row((record_no, source_id, None, key, outcome.reason, detail, outcome.payload, size, None, None, None))
-    item = (
-        record_no, outcome.external_id, outcome.url, outcome.title, outcome.text, outcome.author,
-        outcome.published_at, fetched_at, outcome.language, outcome.content_hash, _metadata_json(outcome.raw_metadata),
-    )  # fmt: skip
-    staged = (
-        record_no, source_id, outcome.outlet, key, None, None, None, None,
-        outcome.external_id, outcome.content_hash, outcome.published_at,
-    )  # fmt: skip
-    return _Row(staged, item, outcome.outlet, fmt if outcome.outlet is not None else None, outcome.published_at)
-
-
-def _metadata_json(metadata: dict) -> str:
-    try:
-        return orjson.dumps(metadata).decode()
-    except TypeError:  # an integer beyond 64 bits
-        return json.dumps(metadata, ensure_ascii=False, default=str)
+def _load_chunks(conn: Connection, reader: PayloadReader, run_id: int) -> tuple[dict[int, Counter], int, list[str]]:
+    """Stage, resolve and copy the run's rows chunk by chunk: the outcomes per attributed source,
+    how many items are new, and the partitions created for them."""
+    counts: dict[int, Counter] = {}
+    new_items = 0
+    created: list[str] = []
+    params = {"run_id": run_id}
+    while reader.stage_chunk(conn):
+        reader.register_outlets(conn)
+        created += ensure_month_partitions(conn, "raw_items", reader.take_new_months())
+        new_ids = {record_no: item_id for item_id, record_no in conn.execute(text(INSERT_NEW_KEYS), params)}
+        new_items += len(new_ids)
+        pending = reader.not_inserted(new_ids)
+        if pending["record_nos"]:
+            for row in conn.execute(text(RESOLVE), {**params, **pending}):
+                counts.setdefault(row.source_id, Counter()).update(loaded=row.loaded, duplicates=row.duplicates)
+        conn.execute(text(INSERT_REJECTS), params)
+        for source_id, rejected in reader.take_rejects().items():
+            counts.setdefault(source_id, Counter()).update(rejected=rejected)
+        for source_id, loaded in reader.copy_new_items(conn, run_id, new_ids).items():
+            counts.setdefault(source_id, Counter()).update(loaded=loaded)
+        conn.exec_driver_sql(NEXT_CHUNK)
+    return counts, new_items, created
 
 
 def ensure_month_partitions(conn: Connection, table: str, months: set[date]) -> list[str]:

@@ -66,6 +66,8 @@ class DigestItem:
     title: str
     url: str | None
     source: str
+    #: The platform the item was published on (the item's ``platform`` column).
+    platform: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,8 @@ SELECT e.id, e.title, e.summary, e.first_seen_at, r.sources, r.items, r.item_ids
 
 #: The links of the items ``{item_ids}`` (an array expression).
 _EVENT_LINKS = """
-SELECT ei.event_id, r.id, coalesce(nullif(r.title, ''), left(r.text, 120), '') AS title, r.url, s.name
+SELECT ei.event_id, r.id, coalesce(nullif(r.title, ''), left(r.text, 120), '') AS title, r.url, s.name,
+       r.platform
   FROM event_items ei JOIN raw_items r ON r.id = ei.item_id JOIN sources s ON s.id = r.source_id
  WHERE ei.item_id = ANY({item_ids})
  ORDER BY ei.event_id, ei.item_time, r.id
@@ -264,10 +267,10 @@ def load_digest(
     rows = conn.execute(text(_TOP_EVENTS), {"start": start, "end": end, "limit": limit}).all()
     links: dict[int, list[DigestItem]] = {}
     item_ids = [i for row in rows for i in row.item_ids]
-    for event_id, item_id, title, url, source in conn.execute(
+    for event_id, item_id, title, url, source, platform in conn.execute(
         text(_EVENT_LINKS.format(item_ids=":ids")), {"ids": item_ids}
     ):
-        links.setdefault(event_id, []).append(DigestItem(item_id, title, url, source))
+        links.setdefault(event_id, []).append(DigestItem(item_id, title, url, source, platform))
     events = []
     for row in rows:
         event_links = links.get(row.id, [])
