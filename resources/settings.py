@@ -90,7 +90,9 @@ class PlatformSettings(BaseSettings):
         description="Directory of pg_dump/pg_restore matching an external server; unset = embedded, then PATH.",
     )
     pseudonym_key: SecretStr | None = Field(
-        default=None, description="Secret (16+ characters) that keys the author pseudonyms of network exports."
+        default=None,
+        description="Secret (16+ characters) keying the author pseudonyms stored with every item; unset = a key "
+        "generated under the embedded home (required with an external database).",
     )
     publish_target: Annotated[Literal["static", "ghost"], LowerCase] = Field(
         default="static", description="Where daily digests are published: static (site/ in object storage) or ghost."

@@ -215,8 +215,8 @@ def top_actors_per_community(conn: Connection, per_community: int = 3, communiti
                            count(*) OVER (PARTITION BY community) AS size
                       FROM actor_network_nodes
                 )
-                SELECT community, size, label, kind, degree, round(weighted_degree::numeric, 1) AS weighted_degree,
-                       round(betweenness::numeric, 4) AS betweenness
+                SELECT community, size, label, kind, degree, round(weighted_degree::numeric, 1)::float8 AS weighted_degree,
+                       round(betweenness::numeric, 4)::float8 AS betweenness
                   FROM ranked
                  WHERE place <= :per AND community < :communities
                  ORDER BY community, place

@@ -124,7 +124,9 @@ def _first_error(error: ValidationError, document: dict) -> str:
 
 
 def load_actor_file(path: Path) -> ActorFile:
-    document = read_yaml_mapping(path, ActorCatalogError, "a mapping with 'actors' and/or 'lists'", empty_is_mapping=True)
+    document = read_yaml_mapping(
+        path, ActorCatalogError, "a mapping with 'actors' and/or 'lists'", empty_is_mapping=True
+    )
     try:
         return ActorFile.model_validate(document)
     except ValidationError as error:
@@ -264,7 +266,9 @@ def _replace_names_and_presences(conn: Connection, catalog: ActorCatalog) -> Non
 def _sync_lists(conn: Connection, catalog: ActorCatalog) -> None:
     lists = [{"name": s.name, "title": s.title, "description": s.description} for _, s in catalog.lists.values()]
     members = [{"list": s.name, "actor": m} for _, s in catalog.lists.values() for m in s.members]
-    conn.execute(text("DELETE FROM actor_lists WHERE NOT (name = ANY(CAST(:names AS text[])))"), {"names": list(catalog.lists)})
+    conn.execute(
+        text("DELETE FROM actor_lists WHERE NOT (name = ANY(CAST(:names AS text[])))"), {"names": list(catalog.lists)}
+    )
     conn.execute(
         text(
             """

@@ -1,9 +1,11 @@
 """Linking items to actors: who wrote an item, and whom it mentions.
 
-Authorship is found on the pseudonymised author (``raw_items.author_pseudonym``), so it works whether or
-not the author's name was kept: each catalog presence (platform and handle) and each of an actor's names
-and aliases (on every platform the items come from) is pseudonymised with the same key, and an item's
-author is linked to the actor whose presence matches first, else to the actor whose name or alias matches.
+Authorship is found on the pseudonymised author (``raw_items.author_pseudonym``, the keyed hash of the
+platform and the author's handle, or of the author's name where the platform gives no handle), so it works
+whether or not the author's name was kept: each catalog presence (platform and handle) and each of an
+actor's names and aliases (on every platform the items come from) is pseudonymised with the same key. An
+author stored in clear is also matched by name. An item's author is linked to the actor whose presence
+matches first, else to the actor whose name or alias matches.
 Mentions are the actor's name or aliases as whole words in the item's title or text, kept apart from
 authorship (``role = 'mention'``), never of the item's own author. Linking is idempotent: a run's items, or
 one actor's items after the catalog changed it, are linked again from scratch.
@@ -55,10 +57,13 @@ def _actor_keys(conn: Connection, key: bytes, actor_ids: list[int] | None, platf
         {"actor": actor, "pseudonym": author_pseudonym(key, platform, handle), "method": "presence", "matched": handle}
         for actor, platform, handle in presences
     ]
-    keys += [
+    keys += [  # an author known by name alone (no handle) is pseudonymised by that name
         {"actor": actor, "pseudonym": author_pseudonym(key, platform, name), "method": method, "matched": name}
         for actor, name, method in names
         for platform in platforms
+    ]
+    keys += [  # an author kept in clear (a public figure, a design whose authors are clear)
+        {"actor": actor, "lowered": name.lower(), "method": method, "matched": name} for actor, name, method in names
     ]
     return keys
 
@@ -83,17 +88,23 @@ def _mention_patterns(conn: Connection, actor_ids: list[int] | None) -> list[dic
 
 _LINK_AUTHORS = """
 WITH k AS (
-    SELECT * FROM jsonb_to_recordset(CAST(:keys AS jsonb)) AS k (actor bigint, pseudonym text, method text, matched text, rank int)
+    SELECT * FROM jsonb_to_recordset(CAST(:keys AS jsonb))
+        AS k (actor bigint, pseudonym text, lowered text, method text, matched text, rank int)
+), candidates AS (
+    SELECT r.id, k.actor, k.method, k.matched, k.rank
+      FROM raw_items r JOIN k ON k.pseudonym = r.author_pseudonym
+     WHERE CAST(:run AS bigint) IS NULL OR r.collection_run_id = :run
+    UNION ALL
+    SELECT r.id, k.actor, k.method, k.matched, k.rank
+      FROM raw_items r JOIN k ON k.lowered = lower(btrim(r.author))
+     WHERE (CAST(:run AS bigint) IS NULL OR r.collection_run_id = :run) AND k.lowered IS NOT NULL
 ), best AS (
-    SELECT pseudonym, min(rank) AS rank FROM k GROUP BY pseudonym
+    SELECT id, min(rank) AS rank FROM candidates GROUP BY id
 )
 INSERT INTO item_actors (item_id, actor_id, role, method, matched)
-SELECT DISTINCT ON (r.id, k.actor) r.id, k.actor, 'author', k.method, k.matched
-  FROM raw_items r
-  JOIN best b ON b.pseudonym = r.author_pseudonym
-  JOIN k ON k.pseudonym = b.pseudonym AND k.rank = b.rank
- WHERE CAST(:run AS bigint) IS NULL OR r.collection_run_id = :run
- ORDER BY r.id, k.actor, k.rank
+SELECT DISTINCT ON (c.id, c.actor) c.id, c.actor, 'author', c.method, c.matched
+  FROM candidates c JOIN best b ON b.id = c.id AND b.rank = c.rank
+ ORDER BY c.id, c.actor, c.rank
 ON CONFLICT (item_id, actor_id, role) DO UPDATE SET method = EXCLUDED.method, matched = EXCLUDED.matched
 """
 
@@ -111,7 +122,9 @@ ON CONFLICT (item_id, actor_id, role) DO UPDATE SET method = EXCLUDED.method, ma
 """
 
 
-def link_items(conn: Connection, key: bytes, *, run_id: int | None = None, actor_ids: list[int] | None = None) -> LinkCounts:
+def link_items(
+    conn: Connection, key: bytes, *, run_id: int | None = None, actor_ids: list[int] | None = None
+) -> LinkCounts:
     """Link the items of collection run ``run_id`` (all items when None) to the actors ``actor_ids`` (all
     actors when None), replacing the links those items and actors had."""
     conn.execute(
