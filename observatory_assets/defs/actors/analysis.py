@@ -10,7 +10,7 @@ degree, betweenness and Louvain community.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 import orjson
@@ -27,36 +27,44 @@ BETWEENNESS_SAMPLES = 300
 
 VOLUME_STATS = """
 WITH day_items AS (
-    SELECT r.id, cr.query_design_id AS design, coalesce(r.platform, 'unknown') AS platform,
-           coalesce(r.arena, 'unknown') AS arena, s.name AS source, coalesce(r.language, 'unknown') AS language,
-           coalesce(r.sentiment_label, 'unscored') AS sentiment, r.search_terms_matched AS terms
+    SELECT r.id, CAST(r.published_at AT TIME ZONE 'UTC' AS date) AS day, cr.query_design_id AS design,
+           coalesce(r.platform, 'unknown') AS platform, coalesce(r.arena, 'unknown') AS arena, s.name AS source,
+           coalesce(r.language, 'unknown') AS language, coalesce(r.sentiment_label, 'unscored') AS sentiment,
+           r.search_terms_matched AS terms
       FROM raw_items r
       JOIN collection_runs cr ON cr.id = r.collection_run_id
       JOIN sources s ON s.id = r.source_id
-     WHERE r.published_at >= CAST(:day AS date) AND r.published_at < CAST(:day AS date) + 1
+     WHERE r.published_at >= :first AND r.published_at < :after_last
 )
 INSERT INTO volume_stats (day, query_design_id, dimension, value, items)
-SELECT CAST(:day AS date), design,
+SELECT day, design,
        CASE WHEN GROUPING(platform) = 0 THEN 'platform' WHEN GROUPING(arena) = 0 THEN 'arena'
             WHEN GROUPING(source) = 0 THEN 'source' WHEN GROUPING(language) = 0 THEN 'language'
             ELSE 'sentiment' END,
        coalesce(platform, arena, source, language, sentiment), count(*)
   FROM day_items
- GROUP BY GROUPING SETS ((design, platform), (design, arena), (design, source), (design, language), (design, sentiment))
+ GROUP BY GROUPING SETS ((day, design, platform), (day, design, arena), (day, design, source),
+                         (day, design, language), (day, design, sentiment))
 UNION ALL
-SELECT CAST(:day AS date), design, 'term', term, count(*)
-  FROM day_items CROSS JOIN LATERAL unnest(terms) AS term GROUP BY design, term
+SELECT day, design, 'term', term, count(*)
+  FROM day_items CROSS JOIN LATERAL unnest(terms) AS term GROUP BY day, design, term
 UNION ALL
-SELECT CAST(:day AS date), d.design, 'actor', a.name, count(DISTINCT d.id)
+SELECT d.day, d.design, 'actor', a.name, count(DISTINCT d.id)
   FROM day_items d JOIN item_actors ia ON ia.item_id = d.id JOIN actors a ON a.id = ia.actor_id
- GROUP BY d.design, a.name
+ GROUP BY d.day, d.design, a.name
 """
 
 
-def compute_volume_stats(conn: Connection, day: date) -> int:
-    """Recount ``day`` (UTC) from scratch; returns the rows written. Idempotent."""
-    conn.execute(text("DELETE FROM volume_stats WHERE day = :day"), {"day": day})
-    return conn.execute(text(VOLUME_STATS), {"day": day}).rowcount
+def compute_volume_stats(conn: Connection, first: date, last: date | None = None) -> int:
+    """Recount the UTC days ``first`` to ``last`` (both included; one day when ``last`` is None) from scratch,
+    in one pass over their items; returns the rows written. Idempotent."""
+    last = last or first
+    bounds = {
+        "first": datetime.combine(first, time.min, UTC),
+        "after_last": datetime.combine(last + timedelta(days=1), time.min, UTC),
+    }
+    conn.execute(text("DELETE FROM volume_stats WHERE day BETWEEN :first AND :last"), {"first": first, "last": last})
+    return conn.execute(text(VOLUME_STATS), bounds).rowcount
 
 
 @dataclass(frozen=True)
