@@ -82,6 +82,11 @@ def volume_rows(
     """The daily counts of ``design`` (None: every design) along ``dimension``, oldest first."""
     if dimension not in DIMENSIONS:
         raise ValueError(f"unknown dimension {dimension!r}: one of {', '.join(DIMENSIONS)}")
+    if (
+        design is not None
+        and conn.execute(text("SELECT 1 FROM query_designs WHERE name = :d"), {"d": design}).first() is None
+    ):
+        raise ValueError(f"no query design named {design!r} (see `observatory designs list`)")
     rows = conn.execute(
         text(
             """
