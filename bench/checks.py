@@ -27,7 +27,7 @@ import dagster as dg  # noqa: E402
 from common import scratch_database  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from observatory_assets.defs.ingestion import assets as ingestion  # noqa: E402
+from observatory_assets.defs.ingestion import definitions as ingestion  # noqa: E402
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
 from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl  # noqa: E402
 from observatory_assets.defs.ingestion.integrity import (  # noqa: E402
@@ -35,6 +35,7 @@ from observatory_assets.defs.ingestion.integrity import (  # noqa: E402
     key_conflicts,
     unbalanced_runs,
 )
+from observatory_assets.defs.ingestion.jobs import ingest_job  # noqa: E402
 from observatory_assets.lib.dagster import collection_run_partitions  # noqa: E402
 from resources import ObjectStoreResource, PostgresResource  # noqa: E402
 from resources.object_store import LocalObjectStore  # noqa: E402
@@ -103,23 +104,15 @@ def measure(archive_items: int, run_items: int) -> dict:
         write_jsonl(payload, iter_items(run_items, seed=archive_items % 97))
         engine, store = engine_for(url), LocalObjectStore(Path(tmp) / "objects")
         run_id = collect(engine, store, [SourceRequest("bench-run", "jsonl", path=str(payload))])
-        defs = dg.Definitions(
-            assets=[ingestion.collection_runs, ingestion.raw_items],
-            asset_checks=[
-                ingestion.raw_items_unique_keys,
-                ingestion.raw_items_default_partition,
-                ingestion.raw_items_rows_accounted_for,
-            ],
-            jobs=[ingestion.ingest_job],
-            resources={
-                "postgres": PostgresResource(url=url),
-                "object_store": ObjectStoreResource(local_root=str(Path(tmp) / "objects")),
-            },
-        )
+        resources = {
+            "postgres": PostgresResource(url=url),
+            "object_store": ObjectStoreResource(local_root=str(Path(tmp) / "objects")),
+        }
+        defs = dg.Definitions.merge(ingestion.defs, dg.Definitions(resources=resources))
         with dg.DagsterInstance.ephemeral() as instance:
             instance.add_dynamic_partitions(collection_run_partitions.name, [str(run_id)])
             started = time.perf_counter()
-            result = defs.resolve_job_def(ingestion.ingest_job.name).execute_in_process(
+            result = defs.resolve_job_def(ingest_job.name).execute_in_process(
                 instance=instance,
                 partition_key=str(run_id),
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},

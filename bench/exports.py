@@ -47,10 +47,11 @@ from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import peak_rss_mb, run_child, scratch_database  # noqa: E402
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect  # noqa: E402
 
 from observatory_assets.defs.exports.columns import COLUMNS, parquet_schema  # noqa: E402
 from observatory_assets.defs.exports.delivery import CONTENT_FORMATS, export_content  # noqa: E402
-from observatory_assets.defs.exports.filters import SELECTION_FROM, SELECTION_ORDER, build_filters, selection_where  # noqa: E402
+from observatory_assets.defs.exports.filters import build_filters, selection  # noqa: E402
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
 from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl  # noqa: E402
 from observatory_assets.defs.ingestion.loading import ingest_collection_run  # noqa: E402
@@ -62,11 +63,9 @@ FILTERS = build_filters()  # the scratch database holds only the benchmark's ite
 
 def typed_rows_query(limit: int = 0) -> str:
     """The exported columns as Postgres types, in export order: what the floor and pandas read."""
-    where, params = selection_where(FILTERS)
-    assert not params
-    columns = ", ".join(f'{c.sql} AS "{c.name}"' for c in COLUMNS)
-    tail = f" LIMIT {int(limit)}" if limit else ""
-    return f"SELECT {columns}{SELECTION_FROM} WHERE {where} {SELECTION_ORDER}{tail}"
+    query = selection(FILTERS, *(f'{c.sql} AS "{c.name}"' for c in COLUMNS))
+    query = query.limit(limit) if limit else query
+    return str(query.compile(dialect=psycopg_dialect(), compile_kwargs={"literal_binds": True}))
 
 
 def load(url: str, n: int, tmp: Path) -> int:

@@ -1,42 +1,27 @@
 """The Observatory code location: the one composition root.
 
-Each domain under ``defs/`` defines its own ``defs`` (assets, checks, jobs,
-schedules) in its ``assets.py``; every sensor lives in ``sensors/``. This module
-merges them and binds the resources for the environment (embedded parts, or the
-servers the ``OBSERVATORY_*`` variables point at).
+Every folder under ``defs/`` is a domain whose ``definitions.py`` holds its ``Definitions`` (assets,
+checks, jobs, schedules); Dagster's ``load_from_defs_folder`` finds them all (the defs module is named
+by ``[tool.dg.project]`` in ``pyproject.toml``), so a new domain is a new folder. This module merges
+them with every sensor (``sensors/``) and binds the resources for the environment (embedded parts, or
+the servers the ``OBSERVATORY_*`` variables point at).
 """
+
+from pathlib import Path
 
 import dagster as dg
 
-from observatory_assets.defs.collection import assets as collection
-from observatory_assets.defs.credits import assets as credits
-from observatory_assets.defs.enrichment import assets as enrichment
-from observatory_assets.defs.events import assets as events
-from observatory_assets.defs.exports import assets as exports
-from observatory_assets.defs.ingestion import assets as ingestion
-from observatory_assets.defs.operations import assets as operations
-from observatory_assets.defs.publishing import assets as publishing
-from observatory_assets.defs.trends import assets as trends
-from observatory_assets.defs.webhooks import assets as webhooks
+from observatory_assets.defs.enrichment.resources import EmbedderResource
 from resources import observatory_resources
 from sensors import SENSORS
 
 
 def resources() -> dict[str, dg.ConfigurableResource]:
     """Infrastructure resources plus the configured embedder (``OBSERVATORY_EMBEDDER``)."""
-    return {**observatory_resources(), "embedder": enrichment.EmbedderResource.from_env()}
+    return {**observatory_resources(), "embedder": EmbedderResource.from_env()}
 
 
 defs = dg.Definitions.merge(
-    ingestion.defs,
-    collection.defs,
-    enrichment.defs,
-    events.defs,
-    exports.defs,
-    operations.defs,
-    trends.defs,
-    publishing.defs,
-    credits.defs,
-    webhooks.defs,
+    dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
     dg.Definitions(sensors=SENSORS, resources=resources()),
 )

@@ -135,6 +135,18 @@ class PlatformSettings(BaseSettings):
         default=15 * 1024**2, gt=0, description="Largest feed body fetched, in bytes after decoding (15 MiB)."
     )
     poll_per_host: int = Field(default=2, ge=1, description="Simultaneous requests per host while polling.")
+    reddit_client_id: str | None = Field(
+        default=None, description="Reddit app id for application-only OAuth (higher rate limit); unset = anonymous."
+    )
+    reddit_client_secret: SecretStr | None = Field(default=None, description="Reddit app secret for OAuth.")
+    youtube_api_keys: SecretStr | None = Field(
+        default=None,
+        description="YouTube Data API keys, comma-separated: a pool, encrypted at rest in api_credentials, "
+        "a key whose quota is spent resting until the quota day resets.",
+    )
+    reddit_token_url: str = Field(
+        default="https://www.reddit.com/api/v1/access_token", description="Reddit's OAuth token endpoint."
+    )
     executor: Annotated[Literal["default", "celery"], LowerCase] = Field(
         default="default",
         description="Executor of the heavy jobs (ingest, enrich, events, exports): default (in-process or "

@@ -10,35 +10,20 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-from sqlalchemy import text
 
-from observatory_assets.defs.ingestion.assets import ingest_job
+from observatory_assets.defs.ingestion.collect import (
+    START,
+    abandon_ingestion,
+    runs_waiting_after,
+    runs_waiting_up_to,
+)
+from observatory_assets.defs.ingestion.jobs import ingest_job
 from observatory_assets.lib.dagster import collection_run_partitions
-from observatory_assets.lib.statuses import CollectionRunStatus
 from resources import PostgresResource
 
 MAX_RUNS_PER_TICK = 200
 #: Failed ingestion runs of one collection run that the sensor retries before leaving it to a person.
 MAX_INGEST_RETRIES = 3
-
-NEW_SINCE_CURSOR = """
-SELECT id, completed_at
-  FROM collection_runs
- WHERE status = :completed AND ingested_at IS NULL AND ingest_abandoned_at IS NULL
-   AND (completed_at, id) > (CAST(:at AS timestamptz), :id)
- ORDER BY completed_at, id
- LIMIT :limit
-"""
-WAITING_BEFORE_CURSOR = """
-SELECT id, completed_at
-  FROM collection_runs
- WHERE status = :completed AND ingested_at IS NULL AND ingest_abandoned_at IS NULL
-   AND (completed_at, id) <= (CAST(:at AS timestamptz), :id)
- ORDER BY completed_at, id
- LIMIT :limit
-"""
-ABANDON = "UPDATE collection_runs SET ingest_abandoned_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"
-EPOCH = "1970-01-01T00:00:00+00:00"
 
 
 def ingestion_run_key(run_id: int, failed_attempts: int) -> str:
@@ -69,11 +54,10 @@ def collection_run_sensor(context: dg.SensorEvaluationContext, postgres: Postgre
     # once; runs at or before it still waiting were requested before, so their Dagster history
     # decides whether a failed ingestion is retried or given up.
     cursor = json.loads(context.cursor) if context.cursor else {}
-    position = {"at": cursor.get("completed_at", EPOCH), "id": cursor.get("id", 2**62 if cursor else 0)}
+    position = (cursor.get("completed_at", START[0]), cursor.get("id", 2**62 if cursor else START[1]))
     with postgres.get_engine().begin() as conn:
-        params = {**position, "completed": CollectionRunStatus.COMPLETED, "limit": MAX_RUNS_PER_TICK}
-        earlier = conn.execute(text(WAITING_BEFORE_CURSOR), params).all()
-        new = conn.execute(text(NEW_SINCE_CURSOR), params).all()
+        earlier = runs_waiting_up_to(conn, position, MAX_RUNS_PER_TICK)
+        new = runs_waiting_after(conn, position, MAX_RUNS_PER_TICK)
         requests, new_partitions, abandoned = [], [], []
         for run, is_new in [(run, False) for run in earlier] + [(run, True) for run in new]:
             key = str(run.id)
@@ -88,7 +72,7 @@ def collection_run_sensor(context: dg.SensorEvaluationContext, postgres: Postgre
                 new_partitions.append(key)
             requests.append(dg.RunRequest(partition_key=key, run_key=ingestion_run_key(run.id, failed)))
         if abandoned:
-            conn.execute(text(ABANDON), {"ids": abandoned})
+            abandon_ingestion(conn, abandoned)
 
     last = new[-1] if new else None
     return dg.SensorResult(

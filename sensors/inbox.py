@@ -6,8 +6,8 @@ import json
 
 import dagster as dg
 
-from observatory_assets.defs.ingestion.assets import inbox_job
 from observatory_assets.defs.ingestion.inbox import origin_of, waiting_objects
+from observatory_assets.defs.ingestion.jobs import inbox_job
 from resources import ObjectStoreResource
 
 MAX_DROPS_PER_TICK = 200

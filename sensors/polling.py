@@ -9,7 +9,7 @@ import dagster as dg
 from sqlalchemy import text
 
 from observatory_assets.defs.collection import charges
-from observatory_assets.defs.collection.assets import poll_sources_job
+from observatory_assets.defs.collection.jobs import poll_sources_job
 from observatory_assets.defs.collection.polling import (
     MAX_FETCH_FAILURES,
     STALE_AFTER,

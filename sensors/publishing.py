@@ -6,7 +6,7 @@ import json
 
 import dagster as dg
 
-from observatory_assets.defs.publishing.assets import takedown_job
+from observatory_assets.defs.publishing.jobs import takedown_job
 from observatory_assets.defs.publishing.takedowns import due_takedowns
 from resources import PostgresResource
 

@@ -3,8 +3,8 @@ retries whose time has come; the schedule is in the database, so a restarted dae
 
 import dagster as dg
 
-from observatory_assets.defs.webhooks.assets import deliver_webhooks
 from observatory_assets.defs.webhooks.delivery import due_messages
+from observatory_assets.defs.webhooks.jobs import deliver_webhooks
 from resources import PostgresResource
 
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,

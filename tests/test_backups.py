@@ -18,13 +18,7 @@ from sqlalchemy import text
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import write_demo_dataset
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
-from observatory_assets.defs.operations.assets import (
-    backup_verification,
-    backups_recent_and_verified,
-    nightly_backup_schedule,
-    postgres_backups,
-    weekly_restore_verification_schedule,
-)
+from observatory_assets.defs.operations.assets import backup_verification, backups_recent_and_verified, postgres_backups
 from observatory_assets.defs.operations.backups import (
     CHECKSUM_TABLES,
     BackupError,
@@ -35,6 +29,7 @@ from observatory_assets.defs.operations.backups import (
     sidecar_key,
     take_backup,
 )
+from observatory_assets.defs.operations.jobs import nightly_backup_schedule, weekly_restore_verification_schedule
 from observatory_assets.defs.operations.restore import backup_record, newest_backup, restore_backup, verify_backup
 from observatory_assets.defs.operations.retention import table_fingerprint
 from resources import ObjectStoreResource

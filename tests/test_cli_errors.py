@@ -1,6 +1,6 @@
-"""A new user's first commands, through the real `observatory` CLI as a subprocess: a fresh home is
-migrated on first use, an external database without the schema names the command to run, and every
-error a user can cause or meet is one line on stderr with a non-zero exit, never a traceback."""
+"""A new user's first commands: a fresh home is migrated on first use and an external database without the
+schema names the command to run (the real `observatory` CLI as a subprocess), and every error a user can
+cause or meet is one line on stderr with a non-zero exit, never a traceback (in this process)."""
 
 import os
 import subprocess
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, write
+from tests.support.cli import invoke
 
 SECRET = "pw-never-shown-4711"
 
@@ -18,10 +19,12 @@ def observatory(env: dict[str, str], *args: str, timeout: float = 120) -> subpro
     return subprocess.run(["observatory", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def assert_one_line_error(done: subprocess.CompletedProcess, *fragments: str) -> str:
-    """Failed with exactly one line on stderr that holds every fragment (and no traceback, no secret)."""
+def assert_one_line_error(done, *fragments: str) -> str:
+    """Failed (a subprocess or a command run in this process) with exactly one line on stderr that holds
+    every fragment (and no traceback, no secret)."""
     lines = done.stderr.strip().splitlines()
-    assert done.returncode != 0 and len(lines) == 1, done.stdout + done.stderr
+    code = done.returncode if isinstance(done, subprocess.CompletedProcess) else done.exit_code
+    assert code != 0 and len(lines) == 1, done.stdout + done.stderr
     assert lines[0].startswith("observatory") and "Traceback" not in done.stderr and SECRET not in done.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
@@ -57,25 +60,25 @@ def test_an_external_database_without_the_schema_names_the_command_to_run(dagste
 
 def test_an_unreachable_database(dagster_env):
     env = {**dagster_env, "OBSERVATORY_DATABASE_URL": f"postgresql://someone:{SECRET}@127.0.0.1:1/observatory"}
-    assert_one_line_error(observatory(env, "status"), "database is unreachable", "127.0.0.1")
+    assert_one_line_error(invoke("status", env=env), "database is unreachable", "127.0.0.1")
 
 
 def test_an_unreachable_s3_server(dagster_env, feed):
     env = {**dagster_env, "OBSERVATORY_S3_ENDPOINT": "127.0.0.1:1", "OBSERVATORY_S3_ACCESS_KEY": "k",
            "OBSERVATORY_S3_SECRET_KEY": SECRET}  # fmt: skip
-    assert_one_line_error(observatory(env, "collect", "--file", str(feed), "--source", "s"),
+    assert_one_line_error(invoke("collect", "--file", str(feed), "--source", "s", env=env),
                           "object storage is unreachable")  # fmt: skip
 
 
 def test_wrong_s3_keys(dagster_env, s3_server, feed):
     env = {**dagster_env, "OBSERVATORY_S3_ENDPOINT": s3_server.endpoint, "OBSERVATORY_S3_BUCKET": s3_server.bucket,
            "OBSERVATORY_S3_ACCESS_KEY": s3_server.access_key, "OBSERVATORY_S3_SECRET_KEY": SECRET}  # fmt: skip
-    assert_one_line_error(observatory(env, "collect", "--file", str(feed), "--source", "s"),
+    assert_one_line_error(invoke("collect", "--file", str(feed), "--source", "s", env=env),
                           "object storage refused", "OBSERVATORY_S3_SECRET_KEY")  # fmt: skip
 
 
 def test_a_missing_file(dagster_env, tmp_path):
-    done = observatory(dagster_env, "collect", "--file", str(tmp_path / "nowhere.xml"), "--source", "s")
+    done = invoke("collect", "--file", str(tmp_path / "nowhere.xml"), "--source", "s", env=dagster_env)
     assert_one_line_error(done, "no such file", "nowhere.xml")
 
 
@@ -84,7 +87,7 @@ def test_a_missing_file(dagster_env, tmp_path):
     [("collect", "--file", "f.xml", "--source", "s", "--format", "xml"), ("export", "items", "--format", "docx")],
 )
 def test_an_unknown_format(dagster_env, args):
-    assert_one_line_error(observatory(dagster_env, *args), "invalid choice", args[-1])
+    assert assert_one_line_error(invoke(*args, env=dagster_env), "'--format'", repr(args[-1])).endswith("--help`)")
 
 
 @pytest.mark.parametrize(
@@ -96,4 +99,4 @@ def test_an_unknown_format(dagster_env, args):
     ],
 )
 def test_a_bad_configuration_value(dagster_env, variable, value, command):
-    assert_one_line_error(observatory({**dagster_env, variable: value}, *command), variable, repr(value))
+    assert_one_line_error(invoke(*command, env={**dagster_env, variable: value}), variable, repr(value))

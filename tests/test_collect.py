@@ -8,8 +8,8 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
-from observatory_assets.defs.ingestion.assets import collect_job
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect, guess_format
+from observatory_assets.defs.ingestion.jobs import collect_job
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from tests.support.helpers import write
 

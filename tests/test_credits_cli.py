@@ -1,10 +1,9 @@
-"""Credits through the real `observatory` CLI and Dagster: allocate, a run settled by its ingestion,
-balance and history, one-line errors, and the housekeeping asset with its checks."""
+"""Credits through the `observatory` command (in this process) and Dagster: allocate, a run settled by its
+ingestion, balance and history, one-line errors, and the housekeeping asset with its checks."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -13,17 +12,12 @@ from sqlalchemy import text
 from observatory_assets.defs.credits import ledger
 from observatory_assets.defs.credits.assets import credit_ledger, credit_ledger_invariants
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
-from tests.support.helpers import ROOT, write
+from tests.support.cli import invoke, one_line_error
+from tests.support.helpers import write
 
 
-def observatory(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["observatory", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
-
-
-def one_line_error(done: subprocess.CompletedProcess) -> str:
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    return lines[0]
+def observatory(env: dict[str, str], *args: str):
+    return invoke(*args, env=env)
 
 
 def test_allocate_ingest_settle_balance_and_history(dagster_env, engine, store, tmp_path):
@@ -31,7 +25,7 @@ def test_allocate_ingest_settle_balance_and_history(dagster_env, engine, store, 
         design = conn.execute(text("INSERT INTO query_designs (name) VALUES ('dk') RETURNING id")).scalar_one()
     today = datetime.now(UTC).date()
     done = observatory(dagster_env, "credits", "allocate", "dk", "10", "--from", str(today), "--until", str(today))
-    assert done.returncode == 0 and "available today 10.00" in done.stdout, done.stderr
+    assert done.exit_code == 0 and "available today 10.00" in done.stdout, done.stderr
 
     rows = "".join(json.dumps({"id": str(n), "title": f"item {n}", "published_at": "2026-11-01T10:00:00Z"}) + "\n"
                    for n in range(4))  # fmt: skip
@@ -44,7 +38,7 @@ def test_allocate_ingest_settle_balance_and_history(dagster_env, engine, store, 
             {"b": json.dumps({"requests": 1.0, "per_1k_items": {"dr": 250}}), "r": run},
         )
     done = observatory(dagster_env, "ingest", "--run", str(run))
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
 
     balance = json.loads(observatory(dagster_env, "credits", "balance", "dk", "--json").stdout)
     assert balance == {"design": "dk", "allocated": 10.0, "reserved": 6.0, "settled": 2.0, "released": 6.0,

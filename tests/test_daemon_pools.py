@@ -11,9 +11,10 @@ import pytest
 import yaml
 from sqlalchemy import text
 
-from observatory_assets.defs.ingestion.assets import ingest_job, raw_items
+from observatory_assets.defs.ingestion.assets import raw_items
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl
+from observatory_assets.defs.ingestion.jobs import ingest_job
 from resources.embedded import INGEST_POOL_LIMIT
 from resources.object_store import LocalObjectStore
 from resources.postgres import engine_for

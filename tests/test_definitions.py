@@ -1,7 +1,9 @@
 """The code location loads and its parts fit together: lineage follows the spec, the assets of one
 collection run share its partitions, and the daily digest publishes the day that has just ended."""
 
+import importlib
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 
@@ -44,3 +46,26 @@ def test_the_daily_digest_publishes_the_day_that_ended_at_six_utc():
         )
         (request,) = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-11-21"
+
+
+def _contents(domain_defs: dg.Definitions) -> dict[str, set[int]]:
+    """The Dagster objects a Definitions holds, by kind (the same objects, however they were collected)."""
+    kinds = ("assets", "asset_checks", "jobs", "schedules", "sensors")
+    return {kind: {id(obj) for obj in getattr(domain_defs, kind) or ()} for kind in kinds}
+
+
+def test_each_domain_definitions_py_names_everything_its_modules_define():
+    """``load_from_defs_folder`` also collects what ``assets.py`` and ``jobs.py`` define at module level;
+    each domain's ``definitions.py`` names all of it, so it stays the one place that says what a domain
+    defines, and the code location is exactly the domains' definitions plus the sensors."""
+    root = Path(__file__).resolve().parents[1] / "observatory_assets" / "defs"
+    domains = sorted(p.name for p in root.iterdir() if (p / "definitions.py").exists())
+    assert len(domains) == 10
+    for domain in domains:
+        modules = [
+            importlib.import_module(f"observatory_assets.defs.{domain}.{name}")
+            for name in ("assets", "jobs")
+            if (root / domain / f"{name}.py").exists()
+        ]
+        declared = importlib.import_module(f"observatory_assets.defs.{domain}.definitions").defs
+        assert _contents(declared) == _contents(dg.load_definitions_from_modules(modules)), domain

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from observatory_assets.cli.demo import DEMO_DESIGNS
+from observatory_assets.cli.demo import DEMO_DESIGNS, PLATFORM_SAMPLES
 from observatory_assets.definitions import defs
 from tests.support.helpers import ROOT
 
@@ -56,12 +56,15 @@ def test_demo_runs_on_embedded_defaults_and_accounts_for_every_row(tmp_path):
         )
         totals = json.loads(status.stdout)["totals"]
         assert totals["runs"] == len(DEMO_DESIGNS)  # polled: one collection run per query design
-        samples = len(list((ROOT / "observatory_assets" / "sample_data").iterdir()))
-        assert f"cycle 1 fetched {samples} of {samples} feeds" in demo.stdout
+        feeds = len(list((ROOT / "observatory_assets" / "sample_data").iterdir()))
+        sources = feeds + len(PLATFORM_SAMPLES)  # the platforms' APIs answer again, with nothing new past the mark
+        assert f"cycle 1 fetched {sources} of {sources} feeds" in demo.stdout
         assert (
-            f"cycle 2 sent {samples} requests, {samples} answered 304 Not Modified, 0 re-collected, 0 new runs"
+            f"cycle 2 sent {sources} requests, {feeds} answered 304 Not Modified, 0 re-collected, 0 new runs"
             in demo.stdout
         )
+        platforms = next(line for line in demo.stdout.splitlines() if line.strip().startswith("platforms: "))
+        assert {"reddit", "bluesky", "rss"} <= {entry.split()[0] for entry in platforms.split(": ", 1)[1].split(", ")}
         assert totals["loaded"] > 300 and totals["duplicates"] > 0 and totals["rejected"] > 0
         assert totals["delivered"] == totals["loaded"] + totals["duplicates"] + totals["rejected"]
         assert latest_check_evaluations(tmp_path / "home" / "dagster_home") == dict.fromkeys(CHECKS, True)

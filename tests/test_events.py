@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from sqlalchemy import text
 
-from observatory_assets.defs.enrichment.assets import EmbedderResource, item_embeddings, item_features
+from observatory_assets.defs.enrichment.assets import item_embeddings, item_features
 from observatory_assets.defs.enrichment.embeddings import embed_run
 from observatory_assets.defs.enrichment.lexical import LexicalEmbedder
+from observatory_assets.defs.enrichment.resources import EmbedderResource
 from observatory_assets.defs.events.assets import (
     centroids_match_embedder,
     embedded_items_in_one_event,

@@ -15,8 +15,8 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
-from observatory_assets.defs.ingestion.assets import inbox_job
 from observatory_assets.defs.ingestion.inbox import take_inbox_object, waiting_objects
+from observatory_assets.defs.ingestion.jobs import inbox_job
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.lib.dagster import collection_run_partitions
 from resources import ObjectStoreResource

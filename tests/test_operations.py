@@ -14,12 +14,8 @@ from sqlalchemy import text
 
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
-from observatory_assets.defs.operations.assets import (
-    default_partitions_empty,
-    monthly_partitions,
-    months_ready_ahead,
-    partition_rollover_schedule,
-)
+from observatory_assets.defs.operations.assets import default_partitions_empty, monthly_partitions, months_ready_ahead
+from observatory_assets.defs.operations.jobs import partition_rollover_schedule
 from observatory_assets.defs.operations.retention import (
     ArchiveVerificationError,
     PartitionChangedError,

@@ -406,7 +406,8 @@ def test_the_cli_syncs_lists_shows_and_polls_through_dagster(dagster_env, server
     assert "1 not modified (304), 0 changed" in second
     [listed] = [json.loads(line) for line in run(env, "observatory", "sources", "list", "--json").splitlines()]
     assert listed["name"] == "dr" and listed["last_status"] == 304 and listed["etag"] == server.documents["/dr"].etag
-    assert set(listed) == {"name", "url", "active", "etag", "last_modified", "last_status", "last_checked_at",
+    assert listed["platform"] == "rss"
+    assert set(listed) == {"name", "platform", "url", "active", "etag", "last_modified", "last_status", "last_checked_at",
                            "next_check_at", "error_count", "last_error"}  # fmt: skip
     assert json.loads(run(env, "observatory", "sources", "show", "dr"))["format"] == "rss"
     [design] = [json.loads(line) for line in run(env, "observatory", "designs", "list", "--json").splitlines()]

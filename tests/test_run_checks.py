@@ -6,12 +6,12 @@ import dagster as dg
 from sqlalchemy import text
 
 from observatory_assets.defs.enrichment.assets import (
-    EmbedderResource,
     item_embeddings,
     item_embeddings_one_space,
     item_features,
     item_features_complete,
 )
+from observatory_assets.defs.enrichment.resources import EmbedderResource
 from observatory_assets.defs.ingestion.assets import (
     raw_items,
     raw_items_default_partition,

@@ -8,7 +8,7 @@ from datetime import date
 
 import dagster as dg
 
-from observatory_assets.defs.publishing.assets import takedown_job
+from observatory_assets.defs.publishing.jobs import takedown_job
 from observatory_assets.defs.publishing.takedowns import list_takedowns, request_takedown
 from resources import ObjectStoreResource, PostgresResource, PublishTarget
 from sensors.publishing import MAX_RUNS_PER_DUE_STATE, takedown_sensor

@@ -17,8 +17,8 @@ from sqlalchemy import text
 
 from observatory_assets.defs.exports.delivery import export_content
 from observatory_assets.defs.exports.filters import build_filters
-from observatory_assets.defs.publishing.assets import takedown_job
 from observatory_assets.defs.publishing.ghost import GhostClient
+from observatory_assets.defs.publishing.jobs import takedown_job
 from observatory_assets.defs.publishing.publisher import publish_day
 from observatory_assets.defs.publishing.site import ATOM_FEED_KEY, INDEX_KEY, JSON_FEED_KEY, StaticTarget, page_key
 from observatory_assets.defs.publishing.takedowns import (

@@ -9,7 +9,7 @@ import dagster as dg
 from sqlalchemy import text
 
 from observatory_assets.definitions import defs
-from observatory_assets.defs.trends.assets import daily_trend_snapshot
+from observatory_assets.defs.trends.jobs import daily_trend_snapshot
 from tests.conftest import ROOT
 from tests.support.trend_world import TrendWorld
 from tests.test_trends import story, trend_file

@@ -357,7 +357,7 @@ def test_an_export_link_is_signed_at_sending_time(engine, store, webhook_env, re
 def test_the_sensor_starts_delivery_when_messages_are_due(engine, database_url, webhook_env, receivers, tmp_path):
     import dagster as dg
 
-    from observatory_assets.defs.webhooks.assets import deliver_webhooks
+    from observatory_assets.defs.webhooks.jobs import deliver_webhooks
     from resources import ObjectStoreResource, PostgresResource
     from sensors.webhooks import webhook_delivery_sensor
 

@@ -7,7 +7,14 @@ else its format, as the export filters read it), its content type (``article`` f
 (``views``, ``likes``, ``shares``, ``comments``). These were only inside ``raw_metadata``; the backfill
 reads them from there with the same rules the loader applies to new rows (the first of a field's
 aliases holding a whole non-negative number, as a number or digit text), and from the item's source.
-``raw_metadata`` itself is left as it is, so the downgrade drops the columns and loses nothing.
+``raw_metadata`` itself is left as it is, so the downgrade drops the columns and loses nothing of the
+items. A source's type may now be an arena (``reddit``, ``bluesky``, ``gdelt``, ``telegram``,
+``youtube``); the downgrade makes those ``api`` sources, the type the first schema had for them.
+
+``api_credentials`` is the pool of API keys per platform (YouTube's today): each key Fernet-encrypted
+with ``OBSERVATORY_SECRET_KEY`` (as webhook secrets are), labelled by a fingerprint, with its quota
+state: the units it spent on its quota day and, once the platform said the quota is spent, the moment
+it may be used again (the quota day's reset).
 
 ``platform`` and ``arena`` are btree-indexed (created on the partitioned parent, so every monthly
 partition, present and future, gets its own index). The backfill runs one partition at a time.
@@ -46,7 +53,12 @@ def _count(paths: tuple[str, ...]) -> str:
     return f"coalesce({', '.join(picks)})"
 
 
-ADD_COLUMNS = """
+ARENA_TYPES = "'reddit', 'bluesky', 'gdelt', 'telegram', 'youtube'"
+OLD_TYPES = "'rss', 'atom', 'jsonl', 'csv', 'ndjson', 'api', 'other'"
+
+ADD_COLUMNS = f"""
+ALTER TABLE sources DROP CONSTRAINT sources_type_check,
+    ADD CONSTRAINT sources_type_check CHECK (type IN ({OLD_TYPES}, {ARENA_TYPES}));
 ALTER TABLE raw_items
     ADD COLUMN platform      text,
     ADD COLUMN arena         text,
@@ -80,12 +92,31 @@ def _backfill(partition: str) -> str:
     """
 
 
+CREDENTIALS = """
+CREATE TABLE api_credentials (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    platform       text NOT NULL,
+    label          text NOT NULL,                 -- a fingerprint of the key, never the key
+    secret         bytea NOT NULL,                -- Fernet token of the key
+    quota_day      date,                          -- the platform's quota day units_used counts
+    units_used     bigint NOT NULL DEFAULT 0 CHECK (units_used >= 0),
+    resting_until  timestamptz,                   -- quota spent: not used before this moment
+    last_used_at   timestamptz,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (platform, label)
+)
+"""
+
 INDEXES = """
 CREATE INDEX raw_items_platform ON raw_items (platform);
 CREATE INDEX raw_items_arena ON raw_items (arena)
 """
 
-DOWNGRADE = """
+DOWNGRADE = f"""
+DROP TABLE api_credentials;
+UPDATE sources SET type = 'api' WHERE type IN ({ARENA_TYPES});
+ALTER TABLE sources DROP CONSTRAINT sources_type_check,
+    ADD CONSTRAINT sources_type_check CHECK (type IN ({OLD_TYPES}));
 DROP INDEX raw_items_arena;
 DROP INDEX raw_items_platform;
 ALTER TABLE raw_items
@@ -105,6 +136,7 @@ def upgrade() -> None:
     for (partition,) in op.get_bind().exec_driver_sql(PARTITIONS).all():
         op.execute(_backfill(partition))
     op.execute(INDEXES)
+    op.execute(CREDENTIALS)
 
 
 def downgrade() -> None:

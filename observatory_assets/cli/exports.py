@@ -1,102 +1,113 @@
-"""``observatory export items|network|list``."""
+"""``observatory export items | network | list``."""
 
 from __future__ import annotations
 
 import json
 
-from sqlalchemy import text
+import click
 
-from observatory_assets.cli.runner import engine_and_store
-from observatory_assets.defs.exports.delivery import CONTENT_FORMATS, ExportResult, export_content, export_network
-from observatory_assets.defs.exports.filters import filters_from
+from observatory_assets.cli.context import Observatory, limit_option, pass_observatory
+from observatory_assets.defs.exports.delivery import (
+    CONTENT_FORMATS,
+    ExportResult,
+    export_content,
+    export_network,
+    recent_exports,
+)
+from observatory_assets.defs.exports.filters import FILTER_FIELDS, build_filters
 from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, PSEUDONYM_KEY_VARIABLE
 
-# ---------------------------------------------------------------- CLI
+#: The selection options of both exports: (flags, parameter name, what click.option adds).
+_FILTERS = (
+    ("--from", "published_from", {"help": "published at or after (ISO date/date-time, UTC)"}),
+    ("--to", "published_to", {"help": "published before (ISO date/date-time, UTC)"}),
+    ("--source", "sources", {"multiple": True, "help": "source name (repeatable)"}),
+    ("--arena", "arenas", {"multiple": True, "help": "arena (repeatable)"}),
+    ("--language", "languages", {"multiple": True, "help": "language code (repeatable)"}),
+    ("--query-design", "query_designs", {"multiple": True, "help": "query design name (repeatable)"}),
+    ("--run", "collection_runs", {"multiple": True, "type": int, "help": "collection run id (repeatable)"}),
+    ("--term", "search_terms", {"multiple": True, "help": "matched search term (repeatable)"}),
+    ("--query", "text_query", {"help": "full-text query (web-search syntax)"}),
+)
 
 
-def _add_filter_arguments(parser) -> None:
-    parser.add_argument("--from", dest="published_from", help="published at or after (ISO date/date-time, UTC)")
-    parser.add_argument("--to", dest="published_to", help="published before (ISO date/date-time, UTC)")
-    parser.add_argument("--source", dest="sources", action="append", default=[], help="source name (repeatable)")
-    parser.add_argument("--arena", dest="arenas", action="append", default=[], help="arena (repeatable)")
-    parser.add_argument("--language", dest="languages", action="append", default=[], help="language code (repeatable)")
-    parser.add_argument("--query-design", dest="query_designs", action="append", default=[], help="query design name")
-    parser.add_argument(
-        "--run", dest="collection_runs", action="append", type=int, default=[], help="collection run id"
+def selection_options(command):
+    """The filters that select what an export holds, and ``--request-id``."""
+    command = click.option("--request-id", help="reuse to replace an earlier export's files (default: a new id)")(
+        command
     )
-    parser.add_argument("--term", dest="search_terms", action="append", default=[], help="matched search term")
-    parser.add_argument("--query", dest="text_query", help="full-text query (web-search syntax)")
-    parser.add_argument("--request-id", help="reuse to replace an earlier export's files (default: a new id)")
+    for flag, name, extra in reversed(_FILTERS):
+        command = click.option(flag, name, **extra)(command)
+    return command
+
+
+def _filters(params: dict):
+    return build_filters(**{name: params.pop(name) for name in FILTER_FIELDS})
 
 
 def _print_results(results: list[ExportResult]) -> None:
     for r in results:
-        print(json.dumps({
+        click.echo(json.dumps({
             "export_id": r.export_id, "format": r.format, "records": r.record_count, "bytes": r.size,
             "sha256": r.sha256, "object_key": r.object_key, "download": r.download_url, **r.details,
         }, ensure_ascii=False))  # fmt: skip
 
 
-def cmd_export_items(args) -> int:
+@click.group("export")
+def export() -> None:
+    """Export items (CSV, XLSX, NDJSON, Parquet) or a GEXF network."""
 
-    filters = filters_from(args)
-    engine, store = engine_and_store()
+
+@export.command("items")
+@click.option("--format", "formats", multiple=True, type=click.Choice(CONTENT_FORMATS),
+              help="repeatable; default: all four")  # fmt: skip
+@click.option("--metadata", is_flag=True, help="add the metadata JSON column")
+@selection_options
+@pass_observatory
+def items(obs: Observatory, formats: tuple[str, ...], metadata: bool, request_id: str | None, **selection) -> int:
+    """The filtered items as files in object storage.
+
+    Prints one JSON line per file: its export id, format, records, bytes, SHA-256, key and link."""
+    filters = _filters(selection)
     results = export_content(
-        engine, store, filters, args.formats or CONTENT_FORMATS, request_id=args.request_id,
-        include_metadata=args.metadata, actor="cli",
+        obs.engine, obs.store, filters, list(formats) or CONTENT_FORMATS, request_id=request_id,
+        include_metadata=metadata, actor="cli",
     )  # fmt: skip
     _print_results(results)
     return 0
 
 
-def cmd_export_network(args) -> int:
-
-    filters = filters_from(args)
-    engine, store = engine_and_store()
+@export.command("network")
+@click.option("--pseudonymize", is_flag=True, help=f"keyed pseudonyms ({PSEUDONYM_KEY_VARIABLE})")
+@click.option("--dynamic", is_flag=True, help="time spans on nodes and edges")
+@click.option("--max-authors-per-context", type=click.IntRange(min=1), default=MAX_AUTHORS_PER_CONTEXT,
+              show_default=True, help="a context (run and term, or event) with more authors links nobody")  # fmt: skip
+@selection_options
+@pass_observatory
+def network(obs: Observatory, pseudonymize: bool, dynamic: bool, max_authors_per_context: int,
+            request_id: str | None, **selection) -> int:  # fmt: skip
+    """The actor co-occurrence network as GEXF 1.3."""
+    filters = _filters(selection)
     result, _ = export_network(
-        engine, store, filters, request_id=args.request_id, pseudonymize=args.pseudonymize,
-        dynamic=args.dynamic, max_authors_per_context=args.max_authors_per_context, actor="cli",
+        obs.engine, obs.store, filters, request_id=request_id, pseudonymize=pseudonymize,
+        dynamic=dynamic, max_authors_per_context=max_authors_per_context, actor="cli",
     )  # fmt: skip
     _print_results([result])
     return 0
 
 
-def cmd_export_list(args) -> int:
-
-    engine, _ = engine_and_store()
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT id, request_id, format, status, record_count, object_key, created_at "
-                "FROM exports ORDER BY id DESC LIMIT :limit"
-            ),
-            {"limit": args.limit},
-        ).all()
+@export.command("list")
+@limit_option(20, "at most this many exports")
+@pass_observatory
+def list_exports(obs: Observatory, limit: int) -> int:
+    """Recent exports, newest first."""
+    with obs.engine.connect() as conn:
+        rows = recent_exports(conn, limit)
     for row in rows:
-        print(f"{row.id:>6} {row.format:8} {row.status:10} {row.record_count if row.record_count is not None else '-':>9} "
-              f"{row.created_at:%Y-%m-%d %H:%M} {row.object_key}")  # fmt: skip
+        records = row.record_count if row.record_count is not None else "-"
+        click.echo(f"{row.id:>6} {row.format:8} {row.status:10} {records:>9} {row.created_at:%Y-%m-%d %H:%M} "
+                   f"{row.object_key}")  # fmt: skip
     return 0
 
 
-def register_commands(subparsers) -> None:
-    """``observatory export items|network|list``."""
-    export = subparsers.add_parser("export", help="export items (CSV, XLSX, NDJSON, Parquet) or a GEXF network")
-    actions = export.add_subparsers(dest="export_command", required=True)
-
-    items = actions.add_parser("items", help="the filtered items as files in object storage")
-    items.add_argument("--format", dest="formats", action="append", choices=CONTENT_FORMATS,
-                       help="repeatable; default: all four")  # fmt: skip
-    items.add_argument("--metadata", action="store_true", help="add the metadata JSON column")
-    _add_filter_arguments(items)
-    items.set_defaults(func=cmd_export_items)
-
-    network = actions.add_parser("network", help="the actor co-occurrence network as GEXF 1.3")
-    network.add_argument("--pseudonymize", action="store_true", help=f"keyed pseudonyms ({PSEUDONYM_KEY_VARIABLE})")
-    network.add_argument("--dynamic", action="store_true", help="time spans on nodes and edges")
-    network.add_argument("--max-authors-per-context", type=int, default=MAX_AUTHORS_PER_CONTEXT)
-    _add_filter_arguments(network)
-    network.set_defaults(func=cmd_export_network)
-
-    listing = actions.add_parser("list", help="recent exports")
-    listing.add_argument("--limit", type=int, default=20)
-    listing.set_defaults(func=cmd_export_list)
+COMMANDS = (export,)

@@ -3,54 +3,33 @@
 from __future__ import annotations
 
 import dagster as dg
-from sqlalchemy import text
 
-from observatory_assets.lib import migrations
+from observatory_assets.cli.context import Observatory
+from observatory_assets.defs.ingestion.collect import runs_waiting_after
 from observatory_assets.lib.dagster import collection_run_partitions
 from observatory_assets.lib.errors import failure_message
-from observatory_assets.lib.statuses import CollectionRunStatus
-from resources import observatory_resources
-from resources.embedded import prepare_dagster_home
 
 
-def engine_and_store():
-    """The database engine and object store, configured as the Dagster resources are, with the
-    database at the code's schema (the embedded one migrated on first use)."""
-    resources = {name: r.process_config_and_initialize() for name, r in observatory_resources().items()}
-    postgres = resources["postgres"]
-    migrations.ensure_current(postgres.resolved_url(), embedded=not postgres.url)
-    return postgres.get_engine(), resources["object_store"].get_store()
-
-
-def register_partitions(run_ids: list[int]) -> None:
+def register_partitions(instance: dg.DagsterInstance, run_ids: list[int]) -> None:
     """Make collection runs visible as ``raw_items`` partitions in the Dagster instance."""
-    prepare_dagster_home()
-    with dg.DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions(collection_run_partitions.name, [str(r) for r in run_ids])
+    instance.add_dynamic_partitions(collection_run_partitions.name, [str(r) for r in run_ids])
 
 
-def ingest_runs(run_ids: list[int] | None = None, force: bool = False) -> list[dict]:
-    """Materialize ``raw_items`` for the given (default: all completed, not yet ingested) runs
-    through Dagster in-process, recorded in the Dagster instance as the sensor's runs are."""
-    engine, _ = engine_and_store()
-    with engine.connect() as conn:
-        if run_ids is None:
-            run_ids = list(
-                conn.execute(
-                    text(
-                        "SELECT id FROM collection_runs WHERE status = :completed AND ingested_at IS NULL ORDER BY id"
-                    ),
-                    {"completed": CollectionRunStatus.COMPLETED},
-                ).scalars()
-            )
-    register_partitions(run_ids)
-    with dg.DagsterInstance.get() as instance:
-        return [
-            run_job(
-                instance, "ingest_collection_run", partition_key=str(run_id), ops_config={"raw_items": {"force": force}}
-            )
-            for run_id in run_ids
-        ]
+def ingest_runs(obs: Observatory, run_ids: list[int] | None = None, force: bool = False) -> list[dict]:
+    """Materialize ``raw_items`` for the given runs (default: every completed run not yet ingested, those the
+    sensor gave up on included: a person asked) through Dagster in-process, recorded in the Dagster instance
+    as the sensor's runs are."""
+    engine = obs.engine  # the database at the code's schema before any run starts
+    if run_ids is None:
+        with engine.connect() as conn:
+            run_ids = [run.id for run in runs_waiting_after(conn, include_abandoned=True)]
+    register_partitions(obs.instance, run_ids)
+    return [
+        run_job(
+            obs.instance, "ingest_collection_run", partition_key=str(run_id), ops_config={"raw_items": {"force": force}}
+        )
+        for run_id in run_ids
+    ]
 
 
 def run_job(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import sys
 
-from sqlalchemy import text
+import click
 
-from observatory_assets.cli.runner import engine_and_store, run_job
+from observatory_assets.cli.context import Observatory, json_option, limit_option, pass_observatory
+from observatory_assets.cli.runner import run_job
 from observatory_assets.defs.webhooks.delivery import deliveries, redeliver
 from observatory_assets.defs.webhooks.subscriptions import (
     DISABLED,
@@ -20,125 +21,168 @@ from observatory_assets.defs.webhooks.subscriptions import (
     subscription,
     subscriptions,
 )
-from observatory_assets.lib.outbox import TEST, envelope, new_message_id
-from resources.embedded import prepare_dagster_home
+from observatory_assets.lib.outbox import queue_test_message
 
 
-def _engine():
-    cipher()  # without OBSERVATORY_SECRET_KEY every webhook command refuses, in one line
-    engine, _ = engine_and_store()
-    return engine
+def _engine(obs: Observatory):
+    """The database engine, once the webhook secrets can be read: without OBSERVATORY_SECRET_KEY every
+    webhook command refuses, in one line."""
+    cipher()
+    return obs.engine
 
 
-def cmd_add(args) -> int:
-    with _engine().begin() as conn:
+@click.group("webhooks")
+def webhooks() -> None:
+    """Webhook subscriptions, deliveries and redelivery."""
+
+
+@webhooks.command("add")
+@click.argument("url")
+@click.option("--events", required=True, help="TYPE[,TYPE…], e.g. event.created,export.completed")
+@click.option("--name", help="default: derived from the URL")
+@click.option("--min-sources", type=click.IntRange(min=1), default=3, show_default=True,
+              help="event.created: when an event reaches N sources")  # fmt: skip
+@click.option("--threshold", type=float, help="trend.crossed: the probability crossed, either way")
+@json_option("the subscription with its secret, as JSON")
+@pass_observatory
+def add(obs: Observatory, url: str, events: str, name: str | None, min_sources: int, threshold: float | None,
+        as_json: bool) -> int:  # fmt: skip
+    """Subscribe URL to event types; prints the secret once."""
+    with _engine(obs).begin() as conn:
         added, secret = add_subscription(
-            conn, args.url, [t.strip() for t in args.events.split(",") if t.strip()], name=args.name,
-            min_sources=args.min_sources, threshold=args.threshold,
+            conn, url, [t.strip() for t in events.split(",") if t.strip()], name=name,
+            min_sources=min_sources, threshold=threshold,
         )  # fmt: skip
-    if args.json:
-        print(json.dumps({**added.as_json(), "secret": secret}))
+    if as_json:
+        click.echo(json.dumps({**added.as_json(), "secret": secret}))
     else:
-        print(f"webhook {added.name} (id {added.id}) → {added.url} for {', '.join(added.event_types)}")
-        print(f"secret (shown once, keep it to verify signatures): {secret}")
+        click.echo(f"webhook {added.name} (id {added.id}) → {added.url} for {', '.join(added.event_types)}")
+        click.echo(f"secret (shown once, keep it to verify signatures): {secret}")
     return 0
 
 
-def cmd_list(args) -> int:
-    with _engine().connect() as conn:
+@webhooks.command("list")
+@json_option("a JSON list of subscriptions")
+@pass_observatory
+def list_subscriptions(obs: Observatory, as_json: bool) -> int:
+    """The subscriptions."""
+    with _engine(obs).connect() as conn:
         found = subscriptions(conn)
-    if args.json:
-        print(json.dumps([s.as_json() for s in found]))
+    if as_json:
+        click.echo(json.dumps([s.as_json() for s in found]))
         return 0
     for s in found:
         extra = f" ({s.disabled_reason})" if s.disabled_reason else ""
         rotating = f" rotating until {s.rotating_until:%Y-%m-%d %H:%M}" if s.rotating_until else ""
-        print(f"{s.id:>4} {s.name:20} {s.status:8} {','.join(s.event_types):30} {s.url}{extra}{rotating}")
+        click.echo(f"{s.id:>4} {s.name:20} {s.status:8} {','.join(s.event_types):30} {s.url}{extra}{rotating}")
     return 0
 
 
-def _status(status: str):
-    def command(args) -> int:
-        with _engine().begin() as conn:
-            changed = set_status(conn, args.name, status, None if status == ENABLED else "disabled by hand")
-        print(f"webhook {changed.name}: {changed.status}")
+def _status_command(command_name: str, status: str, what: str) -> click.Command:
+    @webhooks.command(command_name, help=f"{what.capitalize()} to a subscription.")
+    @click.argument("name")
+    @pass_observatory
+    def command(obs: Observatory, name: str) -> int:
+        with _engine(obs).begin() as conn:
+            changed = set_status(conn, name, status, None if status == ENABLED else "disabled by hand")
+        click.echo(f"webhook {changed.name}: {changed.status}")
         return 0
 
     return command
 
 
-def cmd_rotate(args) -> int:
-    with _engine().begin() as conn:
-        rotated, secret = rotate_secret(conn, args.name)
-    print(f"webhook {rotated.name}: new secret (shown once): {secret}")
-    print(f"the previous secret still signs until {rotated.rotating_until:%Y-%m-%d %H:%M} UTC")
+_status_command("disable", DISABLED, "stop delivering")
+_status_command("enable", ENABLED, "deliver again")
+
+
+@webhooks.command("rotate-secret")
+@click.argument("name")
+@pass_observatory
+def rotate(obs: Observatory, name: str) -> int:
+    """A new secret; both are signed with for 24 h."""
+    with _engine(obs).begin() as conn:
+        rotated, secret = rotate_secret(conn, name)
+    click.echo(f"webhook {rotated.name}: new secret (shown once): {secret}")
+    click.echo(f"the previous secret still signs until {rotated.rotating_until:%Y-%m-%d %H:%M} UTC")
     return 0
 
 
-def cmd_remove(args) -> int:
-    with _engine().begin() as conn:
-        remove_subscription(conn, args.name)
-    print(f"webhook {args.name} removed")
+@webhooks.command("remove")
+@click.argument("name")
+@pass_observatory
+def remove(obs: Observatory, name: str) -> int:
+    """Delete a subscription and its log."""
+    with _engine(obs).begin() as conn:
+        remove_subscription(conn, name)
+    click.echo(f"webhook {name} removed")
     return 0
 
 
-def cmd_test(args) -> int:
-    with _engine().begin() as conn:
-        target = subscription(conn, args.name)
-        message_id = new_message_id()
-        conn.execute(
-            text(
-                "INSERT INTO webhook_messages (message_id, subscription_id, event_type, payload) "
-                "VALUES (:id, :subscription, :type, CAST(:payload AS jsonb))"
-            ),
-            {"id": message_id, "subscription": target.id, "type": TEST,
-             "payload": envelope(TEST, {"subscription": target.name})},
-        )  # fmt: skip
-    print(f"test message {message_id} queued for {target.name}; `observatory webhooks deliver` sends it now")
+@webhooks.command("test")
+@click.argument("name")
+@pass_observatory
+def test(obs: Observatory, name: str) -> int:
+    """Queue a webhook.test message to a subscription."""
+    with _engine(obs).begin() as conn:
+        target = subscription(conn, name)
+        message_id = queue_test_message(conn, target.id, target.name)
+    click.echo(f"test message {message_id} queued for {target.name}; `observatory webhooks deliver` sends it now")
     return 0
 
 
-def cmd_deliveries(args) -> int:
-    with _engine().connect() as conn:
-        if args.name:
-            subscription(conn, args.name)
-        found = deliveries(conn, args.name, failed_only=args.failed, limit=args.limit)
-    if args.json:
-        print(json.dumps(found, default=str))
+@webhooks.command("deliveries")
+@click.argument("name", required=False)
+@click.option("--failed", is_flag=True, help="only attempts that did not deliver")
+@limit_option(50, "at most this many attempts")
+@json_option("a JSON list of attempts")
+@pass_observatory
+def list_deliveries(obs: Observatory, name: str | None, failed: bool, limit: int, as_json: bool) -> int:
+    """The delivery attempts, newest first.
+
+    Of subscription NAME, or of every subscription."""
+    with _engine(obs).connect() as conn:
+        if name:
+            subscription(conn, name)
+        found = deliveries(conn, name, failed_only=failed, limit=limit)
+    if as_json:
+        click.echo(json.dumps(found, default=str))
         return 0
     for d in found:
-        print(f"{d['id']:>6} {d['name']:16} {d['message_id']:36} {d['event_type']:18} #{d['attempt']} "
-              f"{d['status_code'] or '-':>4} {d['duration_ms']:>8.1f} ms {d['outcome']:9} {d['error'] or ''}")  # fmt: skip
+        click.echo(f"{d['id']:>6} {d['name']:16} {d['message_id']:36} {d['event_type']:18} #{d['attempt']} "
+                   f"{d['status_code'] or '-':>4} {d['duration_ms']:>8.1f} ms {d['outcome']:9} {d['error'] or ''}")  # fmt: skip
     return 0
 
 
-def cmd_redeliver(args) -> int:
-    with _engine().begin() as conn:
-        message_id = redeliver(conn, args.id)
-    print(f"message {message_id} queued again (same webhook-id)")
+@webhooks.command("redeliver")
+@click.argument("delivery", metavar="ID")
+@pass_observatory
+def redeliver_command(obs: Observatory, delivery: str) -> int:
+    """Send a message again (ID: a delivery id or a msg_… id)."""
+    with _engine(obs).begin() as conn:
+        message_id = redeliver(conn, delivery)
+    click.echo(f"message {message_id} queued again (same webhook-id)")
     return 0
 
 
-def cmd_deliver(args) -> int:
-    import dagster as dg
+@webhooks.command("deliver")
+@pass_observatory
+def deliver(obs: Observatory) -> int:
+    """One delivery cycle now, in-process.
 
-    _engine()
-    prepare_dagster_home()
-    with dg.DagsterInstance.get() as instance:
-        outcome = run_job(instance, "deliver_webhooks")
+    Recorded in the Dagster instance as the daemon's runs are."""
+    _engine(obs)
+    outcome = run_job(obs.instance, "deliver_webhooks")
     if not outcome["success"]:
-        print(
-            f"observatory: webhook delivery failed (Dagster run {outcome['dagster_run']}): {outcome['error']}",
-            file=sys.stderr,
-        )
+        print(f"observatory: webhook delivery failed (Dagster run {outcome['dagster_run']}): {outcome['error']}",
+              file=sys.stderr)  # fmt: skip
         return 1
-    with dg.DagsterInstance.get() as instance:
-        metadata = _delivery_metadata(instance, outcome["dagster_run"])
-    print(f"delivery cycle done (Dagster run {outcome['dagster_run']}): {metadata}")
+    click.echo(f"delivery cycle done (Dagster run {outcome['dagster_run']}): "
+               f"{_delivery_metadata(obs.instance, outcome['dagster_run'])}")  # fmt: skip
     return 0
 
 
 def _delivery_metadata(instance, run_id: str) -> str:
+    """What the run's delivery step reported: attempted, delivered, retrying, failed."""
     import dagster as dg
 
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records:
@@ -148,51 +192,4 @@ def _delivery_metadata(instance, run_id: str) -> str:
     return ""
 
 
-def register_commands(subparsers) -> None:
-    """``observatory webhooks …``."""
-    webhooks = subparsers.add_parser("webhooks", help="webhook subscriptions, deliveries and redelivery")
-    sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
-
-    add = sub.add_parser("add", help="subscribe URL to event types; prints the secret once")
-    add.add_argument("url")
-    add.add_argument("--events", required=True, help="TYPE[,TYPE…], e.g. event.created,export.completed")
-    add.add_argument("--name")
-    add.add_argument("--min-sources", type=int, default=3, help="event.created: when an event reaches N sources")
-    add.add_argument("--threshold", type=float, help="trend.crossed: the probability crossed, either way")
-    add.add_argument("--json", action="store_true")
-    add.set_defaults(func=cmd_add)
-
-    listing = sub.add_parser("list", help="the subscriptions")
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(func=cmd_list)
-
-    for name, status, what in (("disable", DISABLED, "stop delivering"), ("enable", ENABLED, "deliver again")):
-        command = sub.add_parser(name, help=f"{what} to a subscription")
-        command.add_argument("name")
-        command.set_defaults(func=_status(status))
-
-    rotate = sub.add_parser("rotate-secret", help="a new secret; both are signed with for 24 h")
-    rotate.add_argument("name")
-    rotate.set_defaults(func=cmd_rotate)
-
-    remove = sub.add_parser("remove", help="delete a subscription and its log")
-    remove.add_argument("name")
-    remove.set_defaults(func=cmd_remove)
-
-    test = sub.add_parser("test", help="queue a webhook.test message to a subscription")
-    test.add_argument("name")
-    test.set_defaults(func=cmd_test)
-
-    log = sub.add_parser("deliveries", help="the delivery attempts, newest first")
-    log.add_argument("name", nargs="?")
-    log.add_argument("--failed", action="store_true", help="only attempts that did not deliver")
-    log.add_argument("--limit", type=int, default=50)
-    log.add_argument("--json", action="store_true")
-    log.set_defaults(func=cmd_deliveries)
-
-    again = sub.add_parser("redeliver", help="send a message again (a delivery id or msg_… id)")
-    again.add_argument("id")
-    again.set_defaults(func=cmd_redeliver)
-
-    deliver = sub.add_parser("deliver", help="one delivery cycle now, in-process, recorded in the Dagster instance")
-    deliver.set_defaults(func=cmd_deliver)
+COMMANDS = (webhooks,)

@@ -180,9 +180,6 @@ def heavy_job_executor(default: dg.ExecutorDefinition | None = None) -> dg.Execu
     )
 
 
-def worker_metadata() -> dict[str, dg.MetadataValue]:
+def worker_metadata() -> dict[str, str | int]:
     """Where the step ran (host and process), for its output metadata: on Celery, a worker's."""
-    return {
-        "worker_host": dg.MetadataValue.text(socket.gethostname()),
-        "worker_pid": dg.MetadataValue.int(os.getpid()),
-    }
+    return {"worker_host": socket.gethostname(), "worker_pid": os.getpid()}

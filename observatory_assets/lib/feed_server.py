@@ -4,7 +4,9 @@ Every document has a strong ``ETag`` and a ``Last-Modified`` date, and a
 conditional request (``If-None-Match`` / ``If-Modified-Since``) for an unchanged
 document is answered ``304 Not Modified`` with no body. The demo serves its
 bundled sample feeds with it, the polling benchmark a thousand feeds, and the
-tests script other answers (redirects, 429, 410, stalls) through ``routes``.
+tests script other answers (redirects, 429, 410, stalls) through ``routes``. A request whose path and
+query match no document or route is served by the one registered for its path alone (an API endpoint
+answers whatever its query parameters).
 """
 
 from __future__ import annotations
@@ -49,15 +51,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self.server.requests.append((self.path, dict(self.headers)))
-        route = self.server.routes.get(self.path)
+        route = self.server.routes.get(self.path) or self.server.routes.get(self.path.split("?", 1)[0])
         reply = route(self) if route else self._document_reply()
         try:
             self._send(reply)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (a cap, a timeout): its choice
             self.close_connection = True
 
+    def do_POST(self) -> None:  # noqa: N802 (an API's token endpoint; the body is read and left to the route)
+        self.body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.do_GET()
+
     def _document_reply(self) -> Reply:
-        document = self.server.documents.get(self.path)
+        document = self.server.documents.get(self.path) or self.server.documents.get(self.path.split("?", 1)[0])
         if document is None:
             return Reply(404, body=b"not found")
         validators = {"ETag": document.etag, "Last-Modified": format_datetime(document.modified, usegmt=True)}

@@ -119,3 +119,16 @@ def new_message_id() -> str:
 def emit_budget_exhausted(conn: Connection, budget: str, details: dict[str, Any]) -> int:
     """``budget.exhausted``: a budget's hard stop refused a poll (the polling domain calls this)."""
     return emit(conn, BUDGET_EXHAUSTED, {"budget": budget, **details})
+
+
+def queue_test_message(conn: Connection, subscription_id: int, subscription_name: str) -> str:
+    """Queue a ``webhook.test`` message to one subscription (enabled or not), in the caller's transaction;
+    returns its ``webhook-id``. The next delivery cycle sends it like any other message."""
+    message_id = new_message_id()
+    conn.execute(
+        text("INSERT INTO webhook_messages (message_id, subscription_id, event_type, payload) "
+             "VALUES (:id, :subscription, :type, CAST(:payload AS jsonb))"),
+        {"id": message_id, "subscription": subscription_id, "type": TEST,
+         "payload": envelope(TEST, {"subscription": subscription_name})},
+    )  # fmt: skip
+    return message_id

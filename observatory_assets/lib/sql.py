@@ -6,7 +6,7 @@ Identifiers built at run time (table and partition names) always go through
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from psycopg import sql
 from sqlalchemy import Connection, text
@@ -34,3 +34,8 @@ def ensure_month_partition(conn: Connection, table: str, month: date) -> bool:
     return bool(
         conn.execute(text("SELECT ensure_month_partition(CAST(:t AS regclass), :m)"), {"t": table, "m": month}).scalar()
     )
+
+
+def database_now(conn: Connection) -> datetime:
+    """The database server's clock (its transaction start): the time rows written by the database carry."""
+    return conn.execute(text("SELECT now()")).scalar_one()

@@ -17,13 +17,15 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import Connection, text
 
+from observatory_assets.defs.collection.arenas.registry import ARENAS
 from observatory_assets.defs.credits.ledger import sync_allocation
+from observatory_assets.defs.ingestion.records import FORMATS
 from observatory_assets.lib.yaml_files import read_yaml_mapping
 from resources.settings import platform_settings
 
@@ -59,7 +61,9 @@ class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     url: str | None = None
-    format: Literal["rss", "atom", "jsonl", "csv"]
+    format: str
+    #: An arena source's own fields (its API's query parameters), validated by the arena at sync.
+    params: dict[str, Any] | None = None
     poll: str = "auto"
     credibility: float = Field(default=0.5, ge=0, le=1)
     language: str | None = None
@@ -73,6 +77,35 @@ class SourceSpec(BaseModel):
         if url is not None and not re.match(r"^https?://[^/\s]+", url):
             raise ValueError("must be an http(s) URL")
         return url
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, fmt: str) -> str:
+        if fmt not in FORMATS and fmt not in ARENAS:
+            raise ValueError(f"must be one of {', '.join((*FORMATS, *ARENAS))}")
+        return fmt
+
+    @model_validator(mode="after")
+    def _arena(self) -> SourceSpec:
+        """An arena source's params are validated by its arena and merged into the stored endpoint."""
+        arena = ARENAS.get(self.format)
+        if arena is None:
+            if self.params is not None:
+                raise ValueError(f"params: a {self.format} source takes none (only {', '.join(ARENAS)} sources do)")
+            return self
+        if self.url is None:
+            raise ValueError(f"url: a {self.format} source needs its API endpoint")
+        try:
+            params = arena.params.model_validate(self.params or {})
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            message = problem["msg"].removeprefix("Value error, ")
+            raise ValueError(f"params{'.' + where if where else ''}: {message}") from None
+        self.url = arena.endpoint(self.url, params)
+        if not self.cost.per_request and arena.default_cost:
+            self.cost = Cost(per_request=arena.default_cost, per_1k_items=self.cost.per_1k_items)
+        return self
 
     @field_validator("poll")
     @classmethod

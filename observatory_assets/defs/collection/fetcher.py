@@ -20,7 +20,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from observatory_assets.defs.ingestion.records import count_records
+from observatory_assets.defs.ingestion.records import ARENA_FORMATS, count_records
 from observatory_assets.lib.errors import failure_message
 from resources.object_store import ObjectStore, staged_upload
 from resources.outbound import OutboundClient, OutboundError
@@ -33,7 +33,7 @@ FIRST_BACKOFF = timedelta(minutes=1)
 MAX_REDIRECTS = 5
 _TTL = re.compile(rb"<ttl>\s*(\d{1,6})\s*</ttl>", re.IGNORECASE)
 _MAX_AGE = re.compile(r"max-age\s*=\s*(\d+)", re.IGNORECASE)
-_EXTENSIONS = {"rss": "xml", "atom": "xml", "jsonl": "jsonl", "csv": "csv"}
+_EXTENSIONS = {"rss": "xml", "atom": "xml", "jsonl": "jsonl", "csv": "csv", **dict.fromkeys(ARENA_FORMATS, "jsonl")}
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from itertools import zip_longest
 from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.collection import charges
+from observatory_assets.defs.collection.arenas.registry import collect_arena, is_arena
 from observatory_assets.defs.collection.catalog import interval_seconds
 from observatory_assets.defs.collection.fetcher import (
     FetchOutcome,
@@ -246,7 +247,8 @@ def _fetch_all(
                     retry_after=backed_off[source.host],
                     requested=False,
                 )
-            outcome = fetch_source(client, store, source, keys[source.id], now)
+            fetch = collect_arena if is_arena(source.fmt) else fetch_source
+            outcome = fetch(client, store, source, keys[source.id], now)
             if outcome.retry_after is not None:
                 backed_off[source.host] = outcome.retry_after
             return outcome
@@ -561,11 +563,13 @@ def _record_retry_cost_basis(conn: Connection, run_id: int) -> None:
 
 
 def source_states(conn: Connection, name: str | None = None) -> list[dict]:
-    """The catalog sources with their polling state (all, or the one called ``name``), by name."""
+    """The catalog sources with their polling state (all, or the one called ``name``), by name; a source's
+    ``platform`` is its format (``reddit``, ``bluesky``… for an arena, the feed or file kind otherwise),
+    which its items carry unless a row names its own."""
     rows = conn.execute(
         text(
             """
-            SELECT name, url, type AS format, active, poll, credibility, aggregator, etag, last_modified, last_status,
+            SELECT name, url, type AS format, type AS platform, active, poll, credibility, aggregator, etag, last_modified, last_status,
                    last_checked_at, next_check_at, error_count, last_error
               FROM sources
              WHERE catalog_file IS NOT NULL AND (CAST(:name AS text) IS NULL OR name = :name)

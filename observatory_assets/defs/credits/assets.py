@@ -3,10 +3,10 @@
 from datetime import UTC, datetime
 
 import dagster as dg
-from sqlalchemy import text
 
-from observatory_assets.defs.credits.ledger import balance, expire, ledger_violations, release_failed_runs
-from observatory_assets.lib.dagster import markdown_table, utc_schedule
+from observatory_assets.defs.credits.balances import design_balances
+from observatory_assets.defs.credits.ledger import expire, ledger_violations, release_failed_runs
+from observatory_assets.lib.dagster import markdown_table
 from resources import PostgresResource
 
 CREDITS = "credits"
@@ -20,14 +20,13 @@ def credit_ledger(context: dg.AssetExecutionContext, postgres: PostgresResource)
     with postgres.get_engine().begin() as conn:
         released = release_failed_runs(conn)
         expired = expire(conn, datetime.now(UTC))
-        designs = conn.execute(text("SELECT id FROM query_designs ORDER BY name")).scalars().all()
-        balances = [balance(conn, design).as_json() for design in designs]
+        balances = design_balances(conn)
     context.log.info(f"released {released} holds of failed runs, expired {expired} holds")
     return dg.MaterializeResult(
         metadata={
-            "released_failed_runs": dg.MetadataValue.int(released),
-            "expired_reservations": dg.MetadataValue.int(expired),
-            "designs": dg.MetadataValue.int(len(balances)),
+            "released_failed_runs": released,
+            "expired_reservations": expired,
+            "designs": len(balances),
             "balances": dg.MetadataValue.md(markdown_table(balances)),
         }
     )
@@ -60,23 +59,5 @@ def credit_ledger_invariants(postgres: PostgresResource):
             check_name=check,
             asset_key=credit_ledger.key,
             passed=not found[key],
-            metadata={"designs": dg.MetadataValue.json(found[key])},
+            metadata={"designs": found[key]},
         )
-
-
-credit_ledger_job = dg.define_asset_job(
-    "credit_housekeeping",
-    selection=dg.AssetSelection.assets(credit_ledger),
-    description="Release the holds of failed runs, expire holds older than 24 h, check the balances.",
-    executor_def=dg.in_process_executor,
-)
-credit_housekeeping_schedule = utc_schedule(
-    credit_ledger_job, "*/15 * * * *", "credit_housekeeping", "Every 15 minutes: the credit ledger's housekeeping."
-)
-
-defs = dg.Definitions(
-    assets=[credit_ledger],
-    asset_checks=[credit_ledger_invariants],
-    jobs=[credit_ledger_job],
-    schedules=[credit_housekeeping_schedule],
-)

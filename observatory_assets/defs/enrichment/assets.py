@@ -9,7 +9,7 @@
   whole words and phrases), and the item's sentiment (score, label, method; see
   ``enrichment/sentiment.py``).
 * ``item_embeddings`` — one vector per item from the configured
-  :class:`EmbedderResource`, tagged with the
+  :class:`~observatory_assets.defs.enrichment.resources.EmbedderResource`, tagged with the
   embedder's name so a change of backend re-embeds instead of mixing spaces.
 
 Both are partitioned like ``raw_items`` (one partition per collection run), run
@@ -22,48 +22,23 @@ import time
 
 import dagster as dg
 from pydantic import Field
-from sqlalchemy import Engine
 
-from observatory_assets.defs.enrichment.embedders import DEFAULT_BACKEND, Embedder, make_embedder
 from observatory_assets.defs.enrichment.embeddings import embed_run
 from observatory_assets.defs.enrichment.features import featurize_run
 from observatory_assets.defs.enrichment.integrity import incomplete_features, vectors_of_other_spaces
 from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR
+from observatory_assets.defs.enrichment.resources import EmbedderResource
 from observatory_assets.defs.enrichment.spaces import space_status
 from observatory_assets.lib.dagster import (
     ENRICH_QUEUE,
     RunCheckVerdict,
     collection_run_check,
     collection_run_partitions,
-    heavy_job_executor,
     worker_metadata,
 )
 from resources import PostgresResource
-from resources.settings import platform_settings
 
 ENRICHMENT = "enrichment"
-
-
-class EmbedderResource(dg.ConfigurableResource):
-    """Which embedder turns items into vectors (``OBSERVATORY_EMBEDDER``: lexical, e5 or e5-lexical).
-
-    Changing it (or taking a new lexical space) re-embeds items on their next
-    ``item_embeddings`` run and rebuilds ``events`` in the new space; vectors of
-    two spaces never mix.
-    """
-
-    backend: str = Field(
-        default=DEFAULT_BACKEND,
-        description="lexical (default, no model), e5 or e5-lexical (extra [quality]).",
-    )
-
-    @classmethod
-    def from_env(cls) -> "EmbedderResource":
-        return cls(backend=platform_settings().embedder)
-
-    def get_embedder(self, engine: Engine) -> Embedder:
-        """The embedder in its current space (one per run: resolve it once and use it throughout)."""
-        return make_embedder(self.backend, engine)
 
 
 class ItemFeaturesConfig(dg.Config):
@@ -92,16 +67,16 @@ def item_features(
     result = featurize_run(postgres.get_engine(), run_id, confidence_floor=config.confidence_floor)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(result.items),
-            "collection_run": dg.MetadataValue.int(run_id),
-            "languages": dg.MetadataValue.json(result.languages),
-            "text_search_configs": dg.MetadataValue.json(result.configs),
-            "below_confidence_floor": dg.MetadataValue.int(result.low_confidence),
-            "items_matching_search_terms": dg.MetadataValue.int(result.with_terms),
-            "search_terms_matched": dg.MetadataValue.json(result.terms),
-            "sentiment_labels": dg.MetadataValue.json(result.sentiment),
-            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
-            "items_per_second": dg.MetadataValue.float(round(result.items / max(result.seconds, 1e-9), 1)),
+            "dagster/row_count": result.items,
+            "collection_run": run_id,
+            "languages": result.languages,
+            "text_search_configs": result.configs,
+            "below_confidence_floor": result.low_confidence,
+            "items_matching_search_terms": result.with_terms,
+            "search_terms_matched": result.terms,
+            "sentiment_labels": result.sentiment,
+            "seconds": round(result.seconds, 3),
+            "items_per_second": round(result.items / max(result.seconds, 1e-9), 1),
             **worker_metadata(),
         }
     )
@@ -156,17 +131,17 @@ def item_embeddings(
     space = space_status(engine, current.space) if hasattr(current, "space") else {}
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(result.embedded + result.already_embedded),
-            "collection_run": dg.MetadataValue.int(run_id),
-            "embedder": dg.MetadataValue.text(result.embedder),
-            "join_threshold": dg.MetadataValue.float(current.join_threshold),
-            **{k: dg.MetadataValue.int(v) for k, v in space.items()},
-            "document_frequencies_counted": dg.MetadataValue.int(result.counted),
-            "dimensions": dg.MetadataValue.int(result.dimensions),
-            "embedded": dg.MetadataValue.int(result.embedded),
-            "already_embedded": dg.MetadataValue.int(result.already_embedded),
-            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
-            "items_per_second": dg.MetadataValue.float(round(result.embedded / max(result.seconds, 1e-9), 1)),
+            "dagster/row_count": result.embedded + result.already_embedded,
+            "collection_run": run_id,
+            "embedder": result.embedder,
+            "join_threshold": float(current.join_threshold),
+            **space,
+            "document_frequencies_counted": result.counted,
+            "dimensions": result.dimensions,
+            "embedded": result.embedded,
+            "already_embedded": result.already_embedded,
+            "seconds": round(result.seconds, 3),
+            "items_per_second": round(result.embedded / max(result.seconds, 1e-9), 1),
             **worker_metadata(),
         }
     )
@@ -177,7 +152,7 @@ def _one_space(conn, run_id: int, resources) -> RunCheckVerdict:
     other = vectors_of_other_spaces(conn, current.name, current.dimensions, run_id)
     return RunCheckVerdict(
         not other,
-        {"embedder": current.name, "vectors_of_other_embedders": dg.MetadataValue.json(other)},
+        {"embedder": current.name, "vectors_of_other_embedders": other},
         "re-materialize item_embeddings for the affected collection runs",
     )
 
@@ -189,20 +164,4 @@ item_embeddings_one_space = collection_run_check(
     _one_space,
     severity=dg.AssetCheckSeverity.WARN,
     resource_keys=frozenset({"embedder"}),
-)
-
-
-enrich_job = dg.define_asset_job(
-    "enrich_collection_run",
-    selection=dg.AssetSelection.assets(item_features, item_embeddings),
-    partitions_def=collection_run_partitions,
-    description="Features and embeddings of one collection run (a partition).",
-    executor_def=heavy_job_executor(),
-)
-
-
-defs = dg.Definitions(
-    assets=[item_features, item_embeddings],
-    asset_checks=[item_features_complete, item_embeddings_one_space],
-    jobs=[enrich_job],
 )

@@ -22,12 +22,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.enrichment.embedders import Embedder
 from observatory_assets.defs.enrichment.spaces import record_run_frequencies
 from observatory_assets.defs.enrichment.vectors import LEAD_CHARS
 from observatory_assets.lib.chunks import CHUNK_SIZE, WORKERS, run_pipelined, stream_chunks
+from observatory_assets.lib.statuses import ProcessingStatus
 from resources.postgres import register_vector_type
 
 # ---------------------------------------------------------------- item_embeddings
@@ -201,3 +202,17 @@ def _stage(raw, needed: list[tuple[int, np.ndarray]]) -> None:
             copy.set_types(["int8", "vector"])
             for item_id, vector in needed:
                 copy.write_row((item_id, vector))
+
+
+_RUNS_TO_ENRICH = """
+SELECT DISTINCT r.collection_run_id
+  FROM raw_items r LEFT JOIN item_embeddings e ON e.item_id = r.id
+ WHERE r.processing_status = :loaded OR e.item_id IS NULL OR e.embedder <> :embedder
+ ORDER BY 1
+"""
+
+
+def runs_to_enrich(conn: Connection, embedder: str) -> list[int]:
+    """The collection runs with items still to enrich: not featurized yet, or without a vector of ``embedder``."""
+    params = {"embedder": embedder, "loaded": ProcessingStatus.LOADED}
+    return list(conn.execute(text(_RUNS_TO_ENRICH), params).scalars())

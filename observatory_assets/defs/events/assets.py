@@ -4,12 +4,17 @@ from datetime import datetime
 
 import dagster as dg
 from pydantic import Field
-from sqlalchemy import text
 
-from observatory_assets.defs.enrichment.assets import EmbedderResource
+from observatory_assets.defs.enrichment.resources import EmbedderResource
 from observatory_assets.defs.events.clustering import EVENTS, ClusteringParams, cluster_events
-from observatory_assets.defs.events.integrity import check_centroids, check_events_have_items, check_items_in_one_event
-from observatory_assets.lib.dagster import checked_since, follows, heavy_job_executor, worker_metadata
+from observatory_assets.defs.events.integrity import (
+    check_centroids,
+    check_events_have_items,
+    check_items_in_one_event,
+    count_events,
+)
+from observatory_assets.lib.dagster import checked_since, follows, worker_metadata
+from observatory_assets.lib.sql import database_now
 from resources import PostgresResource
 
 
@@ -49,7 +54,7 @@ def events(
     yet; re-running never duplicates, and batching does not change the result."""
     current = embedder.get_embedder(postgres.get_engine())
     with postgres.get_engine().connect() as conn:
-        started_at = conn.execute(text("SELECT now()")).scalar_one()
+        started_at = database_now(conn)
     result = cluster_events(
         postgres.get_engine(),
         current.name,
@@ -58,8 +63,7 @@ def events(
     )
     if result.rebuilt:
         context.log.warning(f"events of another embedder were dropped and rebuilt with {current.name}")
-    with postgres.get_engine().connect() as conn:
-        total = conn.execute(text("SELECT count(*) FROM events")).scalar_one()
+    total = count_events(postgres.get_engine())
     largest = "\n".join(
         ["| event | items | sources | title |", "|---|---|---|---|"]
         + [
@@ -69,20 +73,20 @@ def events(
     )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(total),
-            CLUSTERED_SINCE: dg.MetadataValue.text(started_at.isoformat()),
-            "embedder": dg.MetadataValue.text(current.name),
-            "items_assigned": dg.MetadataValue.int(result.items_assigned),
-            "new_events": dg.MetadataValue.int(result.new_events),
-            "joined_existing_events": dg.MetadataValue.int(result.joined_existing),
-            "events_updated": dg.MetadataValue.int(result.events_updated),
-            "events_removed": dg.MetadataValue.int(result.events_removed),
-            "events_merged": dg.MetadataValue.int(result.events_merged),
-            "late_items_reclustered": dg.MetadataValue.int(result.reopened_items),
-            "rebuilt_for_new_embedder": dg.MetadataValue.bool(result.rebuilt),
+            "dagster/row_count": total,
+            CLUSTERED_SINCE: started_at.isoformat(),
+            "embedder": current.name,
+            "items_assigned": result.items_assigned,
+            "new_events": result.new_events,
+            "joined_existing_events": result.joined_existing,
+            "events_updated": result.events_updated,
+            "events_removed": result.events_removed,
+            "events_merged": result.events_merged,
+            "late_items_reclustered": result.reopened_items,
+            "rebuilt_for_new_embedder": result.rebuilt,
             "largest_events": dg.MetadataValue.md(largest if result.largest_events else "_no events changed_"),
-            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
-            "items_per_second": dg.MetadataValue.float(round(result.items_assigned / max(result.seconds, 1e-9), 1)),
+            "seconds": round(result.seconds, 3),
+            "items_per_second": round(result.items_assigned / max(result.seconds, 1e-9), 1),
             **worker_metadata(),
         }
     )
@@ -122,18 +126,3 @@ def centroids_match_embedder(
     return dg.AssetCheckResult(
         passed=not any(found.values()), metadata={**found, "embedder": current.name, "dimensions": current.dimensions}
     )
-
-
-events_job = dg.define_asset_job(
-    "cluster_events",
-    selection=dg.AssetSelection.assets(events),
-    description="Cluster newly embedded items into events.",
-    executor_def=heavy_job_executor(),
-)
-
-
-defs = dg.Definitions(
-    assets=[events],
-    asset_checks=[events_have_items, embedded_items_in_one_event, centroids_match_embedder],
-    jobs=[events_job],
-)

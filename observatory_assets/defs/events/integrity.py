@@ -74,3 +74,9 @@ def check_centroids(engine: Engine, embedder: str, dimensions: int, since: datet
             {"embedder": embedder, "dimensions": dimensions, "since": since},
         ).scalar_one()
     return {"events_in_another_space": wrong}
+
+
+def count_events(engine: Engine) -> int:
+    """How many events the archive holds."""
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM events")).scalar_one()

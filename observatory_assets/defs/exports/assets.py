@@ -15,11 +15,9 @@ from observatory_assets.defs.exports.delivery import (
 )
 from observatory_assets.defs.exports.filters import ExportFilters, filters_from
 from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, PSEUDONYM_KEY_VARIABLE
-from observatory_assets.lib.dagster import heavy_job_executor, markdown_table, worker_metadata
+from observatory_assets.lib.dagster import markdown_table, worker_metadata
 from resources import ObjectStoreResource, PostgresResource
 from resources.object_store import ObjectStore, download_metadata
-
-# ---------------------------------------------------------------- Dagster
 
 
 class ExportFiltersConfig(dg.Config):
@@ -58,7 +56,7 @@ def _stored_check(store: ObjectStore, results: list[ExportResult], check_name: s
     return dg.AssetCheckResult(
         check_name=check_name,
         passed=not wrong,
-        metadata={"objects": len(results), "missing_or_wrong_size": dg.MetadataValue.json(wrong)},
+        metadata={"objects": len(results), "missing_or_wrong_size": wrong},
     )
 
 
@@ -94,9 +92,9 @@ def content_exports(
     )  # fmt: skip
     counts = {r.format: r.record_count for r in results}
     metadata: dict[str, Any] = {
-        "dagster/row_count": dg.MetadataValue.int(results[0].record_count),
-        "filters": dg.MetadataValue.json(filters.as_json()),
-        "record_counts": dg.MetadataValue.json(counts),
+        "dagster/row_count": results[0].record_count,
+        "filters": filters.as_json(),
+        "record_counts": counts,
         "preview": dg.MetadataValue.md(markdown_table(preview(engine, filters))),
         **worker_metadata(),
     }
@@ -104,9 +102,9 @@ def content_exports(
         metadata[f"{r.format}_download"] = download_metadata(r.download_url)
         metadata[f"{r.format}_object_key"] = r.object_key
         metadata[f"{r.format}_sha256"] = r.sha256
-        metadata[f"{r.format}_bytes"] = dg.MetadataValue.int(r.size)
-        metadata[f"{r.format}_seconds"] = dg.MetadataValue.float(round(r.seconds, 3))
-        metadata[f"{r.format}_export_id"] = dg.MetadataValue.int(r.export_id)
+        metadata[f"{r.format}_bytes"] = r.size
+        metadata[f"{r.format}_seconds"] = round(r.seconds, 3)
+        metadata[f"{r.format}_export_id"] = r.export_id
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
@@ -161,18 +159,18 @@ def network_exports(
     top = sorted(graph.degree(weight="weight"), key=lambda pair: (-pair[1], str(pair[0])))[:10]
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(result.details["nodes"]),
-            "filters": dg.MetadataValue.json(filters.as_json()),
+            "dagster/row_count": result.details["nodes"],
+            "filters": filters.as_json(),
             "gexf_download": download_metadata(result.download_url),
             "object_key": result.object_key,
             "sha256": result.sha256,
-            "bytes": dg.MetadataValue.int(result.size),
-            "export_id": dg.MetadataValue.int(result.export_id),
-            "network": dg.MetadataValue.json(result.details),
+            "bytes": result.size,
+            "export_id": result.export_id,
+            "network": result.details,
             "top_actors_by_weighted_degree": dg.MetadataValue.md(
                 markdown_table([{"actor": str(n), "weighted_degree": str(d)} for n, d in top])
             ),
-            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+            "seconds": round(result.seconds, 3),
             **worker_metadata(),
         },
         check_results=[
@@ -180,13 +178,3 @@ def network_exports(
             dg.AssetCheckResult(check_name="network_consistent", passed=consistent, metadata=result.details),
         ],
     )
-
-
-export_job = dg.define_asset_job(
-    "export_content_and_network",
-    selection=[content_exports, network_exports],
-    description="Export the items (CSV, XLSX, NDJSON, Parquet) and the actor network (GEXF); filters in run config.",
-    executor_def=heavy_job_executor(),
-)
-
-defs = dg.Definitions(assets=[content_exports, network_exports], jobs=[export_job])

@@ -10,10 +10,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from observatory_assets.defs.exports.filters import (
-    SELECTION_FROM,
-    SELECTION_ORDER,
     ExportFilters,
-    selection_where,
+    driver_sql,
+    selection,
 )
 from observatory_assets.lib.sql import identifier
 
@@ -148,7 +147,6 @@ def _select_list(columns: Iterable[Column], fmt: str) -> str:
 
 def content_query(filters: ExportFilters, fmt: str, include_metadata: bool = False) -> tuple[str, dict[str, Any]]:
     """The SELECT of a content export in ``fmt`` (oldest first), with its parameters."""
-    where, params = selection_where(filters)
     columns = export_columns(include_metadata)
     if fmt == "ndjson":
         pairs = []
@@ -162,4 +160,4 @@ def content_query(filters: ExportFilters, fmt: str, include_metadata: bool = Fal
         select = f"json_build_object({', '.join(pairs)})::text AS line"
     else:
         select = _select_list(columns, fmt)
-    return f"SELECT {select}{SELECTION_FROM} WHERE {where} {SELECTION_ORDER}", params
+    return driver_sql(selection(filters, select))

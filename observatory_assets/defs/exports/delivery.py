@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.exports.columns import (
     XLSX_MAX_ROWS,
@@ -46,11 +46,10 @@ from observatory_assets.defs.exports.columns import (
     parquet_schema,
 )
 from observatory_assets.defs.exports.filters import (
-    SELECTION_FROM,
-    SELECTION_ORDER,
     ExportFilterError,
     ExportFilters,
-    selection_where,
+    driver_sql,
+    selection,
     validate_filters,
 )
 from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, build_network, pseudonym_key, write_gexf
@@ -304,12 +303,32 @@ def export_network(
 
 def preview(engine: Engine, filters: ExportFilters, limit: int = 5) -> list[dict[str, str]]:
     """The first few selected items (id, source, published, title) for materialization metadata."""
-    where, params = selection_where(filters)
-    query = (
-        f"SELECT r.id, s.name AS source, {_iso_utc('r.published_at')} AS published_at, left(r.title, 80) AS title"
-        f"{SELECTION_FROM} WHERE {where} {SELECTION_ORDER} LIMIT {int(limit)}"
+    columns = (
+        "r.id",
+        "s.name AS source",
+        f"{_iso_utc('r.published_at')} AS published_at",
+        "left(r.title, 80) AS title",
     )
+    query, params = driver_sql(selection(filters, *columns).limit(limit))
     with engine.connect() as conn, conn.connection.driver_connection.cursor() as cursor:
         cursor.execute(query, params)
         names = [d.name for d in cursor.description]
         return [{n: "" if v is None else str(v) for n, v in zip(names, row)} for row in cursor.fetchall()]
+
+
+def recent_exports(conn: Connection, limit: int) -> list:
+    """The ``limit`` latest exports, newest first: id, request, format, status, records, object key, created."""
+    return conn.execute(
+        text("SELECT id, request_id, format, status, record_count, object_key, created_at "
+             "FROM exports ORDER BY id DESC LIMIT :limit"),
+        {"limit": limit},
+    ).all()  # fmt: skip
+
+
+def completed_exports(conn: Connection) -> list[tuple[str, int, str]]:
+    """(format, records, object key) of every completed export, oldest first."""
+    rows = conn.execute(
+        text("SELECT format, record_count, object_key FROM exports WHERE status = :completed ORDER BY id"),
+        {"completed": ExportStatus.COMPLETED},
+    ).all()
+    return [(fmt, count, key) for fmt, count, key in rows]

@@ -8,9 +8,25 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    DateTime,
+    Select,
+    Text,
+    any_,
+    bindparam,
+    column,
+    literal_column,
+    not_,
+    select,
+    table,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, psycopg
 
-from observatory_assets.lib.takedowns import item_withdrawn_sql
+from observatory_assets.lib.takedowns import item_withdrawn
 
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
 
@@ -126,13 +142,34 @@ def filters_from(values: object) -> ExportFilters:
     return build_filters(**{name: getattr(values, name) for name in FILTER_FIELDS})
 
 
+# The tables a selection reads, as SQLAlchemy Core sees them (Alembic owns the schema), under the aliases the
+# exported columns (``columns.py``) refer to: r (the item), s (its source), cr (its run), qd (the run's design).
+_r = table(
+    "raw_items", column("id", BigInteger), column("source_id", BigInteger), column("collection_run_id", BigInteger),
+    column("published_at", DateTime(timezone=True)), column("language", Text), column("title", Text),
+    column("text", Text), column("search_terms_matched", ARRAY(Text)), column("search_vector"),
+    column("text_search_config"),
+).alias("r")  # fmt: skip
+_s = table("sources", column("id", BigInteger), column("name", Text), column("type", Text), column("config", JSONB))
+_cr = table("collection_runs", column("id", BigInteger), column("query_design_id", BigInteger))
+_qd = table("query_designs", column("id", BigInteger), column("name", Text))
+_sources, _runs, _designs = _s.alias("s"), _cr.alias("cr"), _qd.alias("qd")
+
+#: A source's arena: its config's 'arena', else its type (SQL over the alias s; the exported column too).
 _ARENA = "coalesce(s.config->>'arena', s.type)"
+_arena = literal_column(_ARENA, Text)
+
+
+def _any_of(name: str, values: tuple, item_type) -> ColumnElement:
+    """``= ANY(:name)``: one array parameter, however many values."""
+    return any_(bindparam(name, list(values), type_=ARRAY(item_type)))
+
 
 _KNOWN = {
-    "sources": ("SELECT name FROM sources WHERE name = ANY(%(values)s)", "source"),
-    "arenas": (f"SELECT DISTINCT {_ARENA} FROM sources s WHERE {_ARENA} = ANY(%(values)s)", "arena"),
-    "query_designs": ("SELECT name FROM query_designs WHERE name = ANY(%(values)s)", "query design"),
-    "collection_runs": ("SELECT id FROM collection_runs WHERE id = ANY(%(values)s)", "collection run"),
+    "sources": (select(_sources.c.name).where(_sources.c.name == _any_of("values", (), Text)), "source"),
+    "arenas": (select(_arena).distinct().select_from(_sources).where(_arena == _any_of("values", (), Text)), "arena"),
+    "query_designs": (select(_designs.c.name).where(_designs.c.name == _any_of("values", (), Text)), "query design"),
+    "collection_runs": (select(_runs.c.id).where(_runs.c.id == _any_of("values", (), BigInteger)), "collection run"),
 }
 
 
@@ -142,48 +179,57 @@ def validate_filters(conn: Connection, filters: ExportFilters) -> None:
         wanted = getattr(filters, name)
         if not wanted:
             continue
-        found = {row[0] for row in conn.exec_driver_sql(query, {"values": list(wanted)})}
+        found = {row[0] for row in conn.execute(query, {"values": list(wanted)})}
         missing = [w for w in wanted if w not in found]
         if missing:
             raise ExportFilterError(f"unknown {noun}{'s' if len(missing) > 1 else ''}: {', '.join(map(str, missing))}")
 
 
-SELECTION_FROM = """
-  FROM raw_items r
-  JOIN sources s ON s.id = r.source_id
-  JOIN collection_runs cr ON cr.id = r.collection_run_id
-  LEFT JOIN query_designs qd ON qd.id = cr.query_design_id
-"""
-#: Exports list items oldest first (undated last), ties broken by id, so a file's order is stable.
-SELECTION_ORDER = "ORDER BY r.published_at NULLS LAST, r.id"
-
 # The item's own text-search configuration, so 'klimaplanen' finds 'klimaplan' in Danish items;
 # items that item_features has not reached yet are searched on the fly.
-_TEXT_QUERY = (
-    "coalesce(r.search_vector, to_tsvector(coalesce(r.text_search_config, 'simple'::regconfig), "
-    "coalesce(r.title, '') || ' ' || coalesce(r.text, ''))) "
-    "@@ websearch_to_tsquery(coalesce(r.text_search_config, 'simple'::regconfig), %(text_query)s)"
-)
+_TEXT_QUERY = """(coalesce(r.search_vector, to_tsvector(coalesce(r.text_search_config, 'simple'::regconfig),
+                                       coalesce(r.title, '') || ' ' || coalesce(r.text, '')))
+ @@ websearch_to_tsquery(coalesce(r.text_search_config, 'simple'::regconfig), :text_query))"""
 
 
-def selection_where(filters: ExportFilters) -> tuple[str, dict[str, Any]]:
-    """The WHERE clause (psycopg ``%(name)s`` parameters) selecting the exportable items."""
-    clauses = [f"NOT {item_withdrawn_sql('r.id')}"]
-    params: dict[str, Any] = {}
-    conditions = {
-        "published_from": "r.published_at >= %(published_from)s",
-        "published_to": "r.published_at < %(published_to)s",
-        "sources": "s.name = ANY(%(sources)s)",
-        "arenas": f"{_ARENA} = ANY(%(arenas)s)",
-        "languages": "r.language = ANY(%(languages)s)",
-        "query_designs": "qd.name = ANY(%(query_designs)s)",
-        "collection_runs": "r.collection_run_id = ANY(%(collection_runs)s)",
-        "search_terms": "r.search_terms_matched && %(search_terms)s::text[]",
-        "text_query": _TEXT_QUERY,
+def _conditions(filters: ExportFilters) -> list[ColumnElement[bool]]:
+    """One condition per filter that is set (every filter narrows the selection)."""
+    f = filters
+    wanted = {
+        "published_from": lambda: _r.c.published_at >= f.published_from,
+        "published_to": lambda: _r.c.published_at < f.published_to,
+        "sources": lambda: _sources.c.name == _any_of("sources", f.sources, Text),
+        "arenas": lambda: _arena == _any_of("arenas", f.arenas, Text),
+        "languages": lambda: _r.c.language == _any_of("languages", f.languages, Text),
+        "query_designs": lambda: _designs.c.name == _any_of("query_designs", f.query_designs, Text),
+        "collection_runs": lambda: _r.c.collection_run_id == _any_of("collection_runs", f.collection_runs, BigInteger),
+        "search_terms": lambda: _r.c.search_terms_matched.op("&&")(
+            bindparam("search_terms", list(f.search_terms), type_=ARRAY(Text))
+        ),
+        "text_query": lambda: text(_TEXT_QUERY).bindparams(text_query=f.text_query),
     }
-    for name, clause in conditions.items():
-        value = getattr(filters, name)
-        if value not in (None, ()):
-            clauses.append(clause)
-            params[name] = list(value) if isinstance(value, tuple) else value
-    return " AND ".join(clauses), params
+    return [condition() for name, condition in wanted.items() if getattr(f, name) not in (None, ())]
+
+
+def selection(filters: ExportFilters, *columns: str, ordered: bool = True) -> Select:
+    """The exportable items ``filters`` select (never one withdrawn by a takedown), as a SELECT of
+    ``columns`` (trusted SQL over the aliases r, s, cr, qd, such as ``columns.py`` writes); ``ordered``:
+    oldest first (undated last), ties broken by id, so a file's order is stable."""
+    joined = (
+        _r.join(_sources, _sources.c.id == _r.c.source_id)
+        .join(_runs, _runs.c.id == _r.c.collection_run_id)
+        .outerjoin(_designs, _designs.c.id == _runs.c.query_design_id)
+    )
+    query = (
+        select(*(literal_column(c) for c in columns))
+        .select_from(joined)
+        .where(not_(item_withdrawn(_r.c.id)), *_conditions(filters))
+    )
+    return query.order_by(_r.c.published_at.asc().nulls_last(), _r.c.id) if ordered else query
+
+
+def driver_sql(query: Select) -> tuple[str, dict[str, Any]]:
+    """``query`` as SQL text with psycopg ``%(name)s`` parameters, for a raw psycopg cursor (COPY, a
+    server-side cursor) where SQLAlchemy does not execute it."""
+    compiled = query.compile(dialect=psycopg.dialect(), compile_kwargs={"render_postcompile": True})
+    return str(compiled), dict(compiled.params)

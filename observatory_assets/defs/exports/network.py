@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 from xml.sax.saxutils import escape, quoteattr
 
-from observatory_assets.defs.exports.filters import SELECTION_FROM, ExportFilterError, ExportFilters, selection_where
+from sqlalchemy import text
+
+from observatory_assets.defs.exports.filters import ExportFilterError, ExportFilters, driver_sql, selection
 from resources.settings import platform_settings, variable
 
 if TYPE_CHECKING:
@@ -44,14 +46,12 @@ def pseudonym_key(environ: dict[str, str] | None = None) -> bytes:
     return value.encode("utf-8")
 
 
-_NETWORK_BASE = """
-WITH sel AS (
-    SELECT r.id, r.author, r.collection_run_id, r.search_terms_matched AS terms, r.published_at,
-           s.name AS source, r.language, r.platform
-    {from_}
-     WHERE {where} AND nullif(btrim(r.author), '') IS NOT NULL
-)
-"""
+#: What the network reads of each selected item that has an author: the CTE ``sel`` of every statement.
+_NETWORK_COLUMNS = (
+    "r.id", "r.author", "r.collection_run_id", "r.search_terms_matched AS terms", "r.published_at",
+    "s.name AS source", "r.language", "r.platform",
+)  # fmt: skip
+_HAS_AUTHOR = "nullif(btrim(r.author), '') IS NOT NULL"
 
 _NETWORK_NODES = """
 SELECT author, count(*) AS posts,
@@ -125,8 +125,8 @@ def build_network(
     """
     import networkx as nx  # here, not with the module: every Dagster process loads the code location
 
-    where, params = selection_where(filters)
-    base = _NETWORK_BASE.format(from_=SELECTION_FROM, where=where)
+    sel, params = driver_sql(selection(filters, *_NETWORK_COLUMNS, ordered=False).where(text(_HAS_AUTHOR)))
+    base = f"WITH sel AS ({sel})\n"
     name = (lambda author: pseudonym(author, secret)) if secret else (lambda author: author)
     graph = nx.Graph()
     cursor.execute(base + _NETWORK_NODES, params)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 
-from observatory_assets.defs.ingestion.records import FORMATS, count_records
+from observatory_assets.defs.ingestion.records import ARENA_FORMATS, FORMATS, count_records
 from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.outbox import COLLECTION_FAILED, emit
 from observatory_assets.lib.statuses import CollectionRunStatus
@@ -153,9 +153,12 @@ def run_collection(engine: Engine, store: ObjectStore, run_id: int) -> dict:
         ).one_or_none()
     if row is None:
         raise ValueError(f"collection run {run_id} does not exist or is not pending/failed")
-    requests = [SourceRequest(**{k: v for k, v in p.items() if k in _REQUEST_FIELDS}) for p in row[0]]
     prefix = f"collection_runs/{run_id}/"
     try:
+        arenas = sorted({p["name"] for p in row[0] if p.get("fmt") in ARENA_FORMATS})
+        if arenas:  # a platform's pages are the poller's (high-water mark, rate limits), never one plain GET
+            raise ValueError(f"arena sources {', '.join(arenas)} are collected by the poller's next cycle, not here")
+        requests = [SourceRequest(**{k: v for k, v in p.items() if k in _REQUEST_FIELDS}) for p in row[0]]
         manifest = []
         with OutboundClient() as client:
             stored_payloads = [
@@ -219,3 +222,73 @@ def payload_fingerprint(manifest: list[dict]) -> str:
     for payload in manifest:
         digest.update(f"{payload['key']}\0{payload['fmt']}\0{payload['name']}\0{payload['sha256']}\n".encode())
     return digest.hexdigest()
+
+
+#: A completed collection run not ingested yet; unless asked otherwise, not one whose ingestion was given up
+#: on (``ingest_abandoned_at``: it failed more often than the sensor retries, so a person decides).
+_WAITING = "status = :completed AND ingested_at IS NULL AND (:include_abandoned OR ingest_abandoned_at IS NULL)"
+_WAITING_AFTER = f"""
+SELECT id, completed_at FROM collection_runs
+ WHERE {_WAITING} AND (completed_at, id) > (CAST(:at AS timestamptz), :id)
+ ORDER BY completed_at, id LIMIT :limit
+"""  # noqa: S608 (no input in the text)
+_WAITING_UP_TO = f"""
+SELECT id, completed_at FROM collection_runs
+ WHERE {_WAITING} AND (completed_at, id) <= (CAST(:at AS timestamptz), :id)
+ ORDER BY completed_at, id LIMIT :limit
+"""  # noqa: S608 (no input in the text)
+#: The position before every run: (completion time, id) of a keyset walk over completed runs.
+START = ("1970-01-01T00:00:00+00:00", 0)
+
+
+def _waiting(conn: Connection, sql: str, position: tuple, limit: int | None, include_abandoned: bool) -> list:
+    at, run_id = position
+    params = {"at": at, "id": run_id, "limit": limit, "include_abandoned": include_abandoned}
+    return conn.execute(text(sql), {**params, "completed": CollectionRunStatus.COMPLETED}).all()
+
+
+def runs_waiting_after(
+    conn: Connection, position: tuple = START, limit: int | None = None, *, include_abandoned: bool = False
+) -> list:
+    """Completed runs waiting for ingestion after ``position`` (completion time, id), oldest first, as rows
+    ``(id, completed_at)``; at most ``limit`` (None: all). The sensor leaves out runs it gave up on; a person
+    ingesting by hand (``observatory ingest``) takes them too (``include_abandoned``)."""
+    return _waiting(conn, _WAITING_AFTER, position, limit, include_abandoned)
+
+
+def runs_waiting_up_to(conn: Connection, position: tuple, limit: int | None = None) -> list:
+    """Completed runs still waiting for ingestion at or before ``position``, oldest first: those the sensor
+    requested on an earlier tick, whose Dagster history decides whether to retry them."""
+    return _waiting(conn, _WAITING_UP_TO, position, limit, include_abandoned=False)
+
+
+def abandon_ingestion(conn: Connection, run_ids: list[int]) -> None:
+    """Give up ingesting these runs automatically (their ingestion failed too often): a person decides."""
+    conn.execute(
+        text("UPDATE collection_runs SET ingest_abandoned_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"),
+        {"ids": run_ids},
+    )
+
+
+_RUN_STATUS = """
+SELECT id, status, attempt, items_collected AS delivered, items_loaded AS loaded,
+       items_duplicate AS duplicates, items_rejected AS rejected,
+       completed_at, ingested_at, payload_prefix, error
+  FROM collection_runs ORDER BY id
+"""
+
+
+def run_status(conn: Connection) -> dict:
+    """Every collection run with its counts, and totals: a run is accounted for when it is ingested and
+    every row it delivered was loaded, a duplicate or rejected (scripts check ``accounted_for``)."""
+    runs = []
+    for row in conn.execute(text(_RUN_STATUS)).mappings():
+        run = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+        ingested = row["ingested_at"] is not None
+        run["ingested"] = ingested
+        run["accounted_for"] = ingested and row["delivered"] == row["loaded"] + row["duplicates"] + row["rejected"]
+        runs.append(run)
+    totals = {k: sum(r[k] for r in runs) for k in ("delivered", "loaded", "duplicates", "rejected")}
+    totals["runs"] = len(runs)
+    totals["accounted_for"] = all(r["accounted_for"] for r in runs if r["ingested"])
+    return {"runs": runs, "totals": totals}

@@ -62,3 +62,14 @@ def unbalanced_runs(conn: Connection, run_id: int | None = None) -> tuple[int, d
         if r.items_collected != r.accounted
     }
     return len(rows), unbalanced
+
+
+def item_count(conn: Connection) -> int:
+    """How many items the archive holds."""
+    return conn.execute(text("SELECT count(*) FROM raw_items")).scalar_one()
+
+
+def rejects_by_reason(conn: Connection) -> list[tuple[str, int]]:
+    """(reason, rejected rows) for every reason a row was rejected, the most frequent first."""
+    rows = conn.execute(text("SELECT reason, count(*) FROM rejected_items GROUP BY reason ORDER BY 2 DESC")).all()
+    return [(reason, count) for reason, count in rows]

@@ -301,3 +301,11 @@ def ensure_month_partitions(conn: Connection, table: str, months: set[date]) -> 
         if ensure_month_partition(conn, table, month):
             created.append(month_partition_name(table, month))
     return created
+
+
+def items_per_platform(conn: Connection) -> dict[str, int]:
+    """How many items each platform contributed, most first: where the collection's material comes from."""
+    rows = conn.execute(
+        text("SELECT coalesce(platform, '-'), count(*) FROM raw_items GROUP BY 1 ORDER BY 2 DESC, 1")
+    ).all()
+    return dict(rows)

@@ -25,6 +25,8 @@ from typing import Any, BinaryIO
 import orjson
 
 FORMATS = ("rss", "atom", "jsonl", "csv")
+#: The arena collectors' formats (``defs/collection/arenas``): a cycle's pages stored as JSONL rows.
+ARENA_FORMATS = ("reddit", "bluesky", "gdelt", "telegram", "youtube")
 #: Longest text an item may have; longer fields are rejected, not cut.
 MAX_TEXT_CHARS = 1_000_000
 #: How much of a rejected record is kept inline; the full record stays in the payload object.
@@ -56,17 +58,17 @@ def iter_records(stream: BinaryIO, fmt: str) -> Iterator[Record | Rejection]:
     """Every delivered row of a payload, in order: a :class:`Record` or a :class:`Rejection`."""
     if fmt in ("rss", "atom"):
         yield from _feed_records(stream.read())
-    elif fmt == "jsonl":
+    elif fmt == "jsonl" or fmt in ARENA_FORMATS:
         yield from _jsonl_records(stream)
     elif fmt == "csv":
         yield from _csv_records(stream)
     else:
-        raise ValueError(f"unknown payload format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise ValueError(f"unknown payload format {fmt!r}; expected one of {', '.join((*FORMATS, *ARENA_FORMATS))}")
 
 
 def count_records(stream: BinaryIO, fmt: str) -> int:
     """How many rows a payload delivers (what :func:`iter_records` yields)."""
-    if fmt == "jsonl":
+    if fmt == "jsonl" or fmt in ARENA_FORMATS:
         return sum(1 for _ in _jsonl_lines(stream))
     return sum(1 for _ in iter_records(stream, fmt))
 

@@ -1,14 +1,13 @@
-"""Dagster definitions of operations: monthly partitions, backups, restore verification and their schedules."""
+"""Operations assets: monthly partitions, backups, restore verification and the weekly integrity audit."""
 
 from dataclasses import asdict
 from datetime import UTC, datetime
 
 import dagster as dg
 from pydantic import Field
-from sqlalchemy import text
 
-from observatory_assets.defs.enrichment.assets import EmbedderResource
 from observatory_assets.defs.enrichment.integrity import incomplete_features, vectors_of_other_spaces
+from observatory_assets.defs.enrichment.resources import EmbedderResource
 from observatory_assets.defs.events.integrity import check_centroids, check_events_have_items, check_items_in_one_event
 from observatory_assets.defs.ingestion.integrity import key_conflicts, unbalanced_runs
 from observatory_assets.defs.operations.backups import (
@@ -18,6 +17,8 @@ from observatory_assets.defs.operations.backups import (
     MAX_BACKUP_AGE,
     MAX_VERIFIED_AGE,
     PG_BIN_ENV,
+    backup_clock,
+    completed_backups,
     fail_stale_backups,
     prune_backups,
     take_backup,
@@ -33,8 +34,6 @@ from observatory_assets.defs.operations.rollover import (
     partition_health,
     roll_over,
 )
-from observatory_assets.lib.dagster import utc_schedule
-from observatory_assets.lib.statuses import BackupStatus
 from resources import ObjectStoreResource, PostgresResource
 
 
@@ -73,18 +72,18 @@ def monthly_partitions(
         {"partition": a.partition, "rows": a.rows, "key": a.key, "dropped": a.dropped} for a in retention.archived
     ]
     metadata = {
-        "dagster/row_count": dg.MetadataValue.int(partitions),
-        "months_ahead": dg.MetadataValue.int(config.months_ahead),
-        "retention_months": dg.MetadataValue.json(retention_months),
-        "partitions_created": dg.MetadataValue.json(rollover.created),
-        "rows_moved_from_default": dg.MetadataValue.json(rollover.moved_rows),
-        "busy_skipped": dg.MetadataValue.json(rollover.busy),
-        "health": dg.MetadataValue.json([asdict(h) for h in health]),
-        "archived": dg.MetadataValue.json(archives),
-        "payload_runs_archived": dg.MetadataValue.json([asdict(p) for p in retention.payload_runs]),
-        "kept_after_failure": dg.MetadataValue.json(retention.kept),
-        "rollover_seconds": dg.MetadataValue.float(round(rollover.seconds, 3)),
-        "retention_seconds": dg.MetadataValue.float(round(retention.seconds, 3)),
+        "dagster/row_count": partitions,
+        "months_ahead": config.months_ahead,
+        "retention_months": retention_months,
+        "partitions_created": rollover.created,
+        "rows_moved_from_default": rollover.moved_rows,
+        "busy_skipped": rollover.busy,
+        "health": [asdict(h) for h in health],
+        "archived": archives,
+        "payload_runs_archived": [asdict(p) for p in retention.payload_runs],
+        "kept_after_failure": retention.kept,
+        "rollover_seconds": round(rollover.seconds, 3),
+        "retention_seconds": round(retention.seconds, 3),
     }
     if retention.kept:
         raise dg.Failure(
@@ -113,8 +112,8 @@ def months_ready_ahead(context: dg.AssetCheckExecutionContext, postgres: Postgre
         passed=not missing,
         metadata={
             "months_ahead_required": months_ahead,
-            "months_ready_ahead": dg.MetadataValue.json({h.table: h.months_ready_ahead for h in health}),
-            "missing_months": dg.MetadataValue.json(missing),
+            "months_ready_ahead": {h.table: h.months_ready_ahead for h in health},
+            "missing_months": missing,
         },
         description=None if not missing else "run the partition_rollover job",
     )
@@ -131,24 +130,13 @@ def default_partitions_empty(postgres: PostgresResource) -> dg.AssetCheckResult:
         passed=not any(dated.values()),
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
-            "dated_rows_in_default": dg.MetadataValue.json(dated),
-            "undated_rows_in_default": dg.MetadataValue.json({h.table: h.default_undated_rows for h in health}),
+            "dated_rows_in_default": dated,
+            "undated_rows_in_default": {h.table: h.default_undated_rows for h in health},
         },
         description=None
         if not any(dated.values())
         else "run the partition_rollover job to move them into their months",
     )
-
-
-partition_rollover_job = dg.define_asset_job(
-    "partition_rollover",
-    selection=dg.AssetSelection.assets(monthly_partitions),
-    description="Roll monthly partitions ahead, empty DEFAULT, archive and drop months past retention.",
-)
-
-partition_rollover_schedule = utc_schedule(
-    partition_rollover_job, "15 0 * * *", "partition_rollover", "Daily partition rollover and retention (idempotent)."
-)
 
 
 class BackupConfig(dg.Config):
@@ -173,21 +161,19 @@ def postgres_backups(
     backup = take_backup(engine, store, postgres.resolved_url(), config.pg_bin_dir)
     pruned = prune_backups(engine, store, config.keep_days, config.keep_min)
     with engine.connect() as conn:
-        kept = conn.execute(
-            text("SELECT count(*) FROM backups WHERE status = :completed"), {"completed": BackupStatus.COMPLETED}
-        ).scalar_one()
+        kept = completed_backups(conn)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(kept),
+            "dagster/row_count": kept,
             "key": backup.key,  # run metadata is kept: an (expiring) download link is signed on read, never stored
-            "size_mb": dg.MetadataValue.float(round(backup.size / 1e6, 3)),
+            "size_mb": round(backup.size / 1e6, 3),
             "sha256": backup.sha256,
-            "seconds": dg.MetadataValue.float(round(backup.seconds, 3)),
-            "mb_per_s": dg.MetadataValue.float(round(backup.mb_per_s, 2)),
-            "rows_in_backup": dg.MetadataValue.int(sum(backup.table_counts.values())),
-            "table_counts": dg.MetadataValue.json(backup.table_counts),
-            "pruned": dg.MetadataValue.json(pruned),
-            "abandoned_marked_failed": dg.MetadataValue.json(abandoned),
+            "seconds": round(backup.seconds, 3),
+            "mb_per_s": round(backup.mb_per_s, 2),
+            "rows_in_backup": sum(backup.table_counts.values()),
+            "table_counts": backup.table_counts,
+            "pruned": pruned,
+            "abandoned_marked_failed": abandoned,
             "database": postgres.display_url,
         }
     )
@@ -201,11 +187,7 @@ def postgres_backups(
 )
 def backups_recent_and_verified(postgres: PostgresResource) -> dg.AssetCheckResult:
     with postgres.get_engine().connect() as conn:
-        newest, verified, first = conn.execute(
-            text("SELECT max(started_at) FILTER (WHERE status = :completed), max(verified_at), "
-                 "min(started_at) FILTER (WHERE status IN (:completed, :pruned)) FROM backups"),
-            {"completed": BackupStatus.COMPLETED, "pruned": BackupStatus.PRUNED},
-        ).one()  # fmt: skip
+        newest, verified, first = backup_clock(conn)
     now = datetime.now(UTC)
     backup_problem = None
     if newest is None or now - newest > MAX_BACKUP_AGE:
@@ -244,29 +226,15 @@ def backup_verification(
     result = verify_backup(engine, object_store.get_store(), postgres.resolved_url(), key, config.pg_bin_dir)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(result.rows),
+            "dagster/row_count": result.rows,
             "key": key,
-            "tables_compared": dg.MetadataValue.int(result.tables),
-            "checksummed_tables": dg.MetadataValue.json(list(CHECKSUM_TABLES)),
-            "download_seconds": dg.MetadataValue.float(round(result.download_s, 3)),
-            "restore_seconds": dg.MetadataValue.float(round(result.restore_s, 3)),
-            "compare_seconds": dg.MetadataValue.float(round(result.compare_s, 3)),
+            "tables_compared": result.tables,
+            "checksummed_tables": list(CHECKSUM_TABLES),
+            "download_seconds": round(result.download_s, 3),
+            "restore_seconds": round(result.restore_s, 3),
+            "compare_seconds": round(result.compare_s, 3),
         }
     )
-
-
-nightly_backup_job = dg.define_asset_job(
-    "nightly_backup", selection=dg.AssetSelection.assets(postgres_backups), description="Back up and prune."
-)
-restore_verification_job = dg.define_asset_job(
-    "restore_verification",
-    selection=dg.AssetSelection.assets(backup_verification),
-    description="Restore the newest backup into a scratch database and compare it.",
-)
-nightly_backup_schedule = utc_schedule(nightly_backup_job, "30 1 * * *", "nightly_backup")
-weekly_restore_verification_schedule = utc_schedule(
-    restore_verification_job, "30 3 * * 0", "weekly_restore_verification"
-)
 
 
 #: The weekly audit's checks: one per archive-wide invariant of the domains.
@@ -317,12 +285,12 @@ def archive_integrity(postgres: PostgresResource, embedder: EmbedderResource) ->
         "events_archive_audit": not any(events.values()),
     }
     return dg.MaterializeResult(
-        metadata={name: dg.MetadataValue.json(found) for name, found in findings.items()},
+        metadata=findings,
         check_results=[
             dg.AssetCheckResult(
                 check_name=name,
                 passed=passed[name],
-                metadata={k: dg.MetadataValue.int(v) for k, v in findings[name].items()},
+                metadata=findings[name],
                 severity=dg.AssetCheckSeverity.WARN
                 if name == "item_embeddings_archive_audit"
                 else dg.AssetCheckSeverity.ERROR,
@@ -330,25 +298,3 @@ def archive_integrity(postgres: PostgresResource, embedder: EmbedderResource) ->
             for name in ARCHIVE_AUDITS
         ],
     )
-
-
-integrity_audit_job = dg.define_asset_job(
-    "integrity_audit",
-    selection=dg.AssetSelection.assets(archive_integrity),
-    description="Measure every archive-wide invariant (full scans): the weekly integrity audit.",
-)
-integrity_audit_schedule = utc_schedule(
-    integrity_audit_job, "0 4 * * 6", "weekly_integrity_audit", "Weekly audit of the whole archive."
-)
-
-defs = dg.Definitions(
-    assets=[monthly_partitions, postgres_backups, backup_verification, archive_integrity],
-    asset_checks=[months_ready_ahead, default_partitions_empty, backups_recent_and_verified],
-    jobs=[partition_rollover_job, nightly_backup_job, restore_verification_job, integrity_audit_job],
-    schedules=[
-        partition_rollover_schedule,
-        nightly_backup_schedule,
-        weekly_restore_verification_schedule,
-        integrity_audit_schedule,
-    ],
-)

@@ -322,3 +322,40 @@ def prune_backups(
             store.delete(sidecar_key(row.object_key))
         pruned.append(row.object_key)
     return pruned
+
+
+def completed_backups(conn: Connection) -> int:
+    """How many completed backups are kept (not pruned, not failed)."""
+    return conn.execute(
+        text("SELECT count(*) FROM backups WHERE status = :completed"), {"completed": BackupStatus.COMPLETED}
+    ).scalar_one()
+
+
+def backup_clock(conn: Connection) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """(when the newest completed backup started, the newest verification, when the first backup that
+    completed, pruned or not, started): what the backup check measures its ages from; None where none."""
+    return tuple(
+        conn.execute(
+            text("SELECT max(started_at) FILTER (WHERE status = :completed), max(verified_at), "
+                 "min(started_at) FILTER (WHERE status IN (:completed, :pruned)) FROM backups"),
+            {"completed": BackupStatus.COMPLETED, "pruned": BackupStatus.PRUNED},
+        ).one()
+    )  # fmt: skip
+
+
+def backup_rows(conn: Connection) -> list[dict]:
+    """Every backup the database knows of, newest first (object key, status, size, SHA-256, started,
+    verified, error), with times in ISO format."""
+    rows = conn.execute(
+        text("SELECT object_key, status, size_bytes, sha256, started_at, verified_at, error FROM backups "
+             "ORDER BY started_at DESC, id DESC")
+    ).mappings()  # fmt: skip
+    return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+
+
+def latest_backup(conn: Connection) -> tuple[str, int, bool] | None:
+    """(object key, bytes, whether a restore verified it) of the latest backup; None before the first."""
+    row = conn.execute(
+        text("SELECT object_key, size_bytes, verified_at IS NOT NULL FROM backups ORDER BY id DESC LIMIT 1")
+    ).one_or_none()
+    return None if row is None else (row[0], row[1], row[2])

@@ -1,4 +1,4 @@
-"""Dagster definitions of publishing: the daily digest (``publish_records``), takedowns and the audit
+"""Publishing assets: the daily digest (``publish_records``) and the audit
 trail's retention."""
 
 from datetime import date
@@ -9,9 +9,7 @@ from pydantic import Field
 from observatory_assets.defs.publishing.audit import archive_audit_log
 from observatory_assets.defs.publishing.publisher import PublishOutcome, publish_day
 from observatory_assets.defs.publishing.site import StaticTarget
-from observatory_assets.defs.publishing.takedowns import process_takedowns
 from observatory_assets.defs.publishing.targets import Target, build_targets, close_targets, target_for
-from observatory_assets.lib.dagster import utc_schedule
 from resources import ObjectStoreResource, PostgresResource, PublishTarget
 from resources.object_store import download_metadata
 from resources.settings import platform_settings
@@ -82,10 +80,10 @@ def publish_records(
         "external_id": outcome.external_id,
         "content_hash": outcome.content_hash,
         "live": outcome.live,
-        "events": dg.MetadataValue.int(outcome.events),
-        "items": dg.MetadataValue.int(outcome.items),
-        "trend_moves": dg.MetadataValue.int(outcome.trends),
-        "seconds": dg.MetadataValue.float(round(outcome.seconds, 3)),
+        "events": outcome.events,
+        "items": outcome.items,
+        "trend_moves": outcome.trends,
+        "seconds": round(outcome.seconds, 3),
     }
     if outcome.url:  # a permanent link (Ghost); run metadata is kept, so a link that expires never goes there
         metadata["digest"] = download_metadata(outcome.url)
@@ -111,68 +109,14 @@ def audit_log_archive(
     days = platform_settings().audit_retention_days if config.retention_days is None else config.retention_days
     archive = archive_audit_log(postgres.get_engine(), object_store.get_store(), days)
     if archive is None:
-        return dg.MaterializeResult(metadata={"archived_rows": dg.MetadataValue.int(0)})
+        return dg.MaterializeResult(metadata={"archived_rows": 0})
     return dg.MaterializeResult(
         metadata={
-            "archived_rows": dg.MetadataValue.int(archive.rows),
+            "archived_rows": archive.rows,
             "ids": f"{archive.first_id}-{archive.last_id}",
             "cutoff": archive.cutoff,
             "object_key": archive.key,
-            "bytes": dg.MetadataValue.int(archive.size),
+            "bytes": archive.size,
             "sha256": archive.sha256,
         }
     )
-
-
-class TakedownRunConfig(dg.Config):
-    force: bool = Field(default=False, description="Also retry failed requests now, without waiting for the backoff.")
-
-
-@dg.op(description="Runs every due takedown stage (stage 1, stage 2 past its deadline, restores after a cancel).")
-def process_due_takedowns(
-    context: dg.OpExecutionContext, config: TakedownRunConfig, postgres: PostgresResource,
-    object_store: ObjectStoreResource, publish_target: PublishTarget,
-) -> dg.Output:  # fmt: skip
-    engine, store = postgres.get_engine(), object_store.get_store()
-    targets = build_targets(publish_target, store)
-    try:
-        run = process_takedowns(engine, store, targets, actor=f"dagster:{context.run_id}", force=config.force)
-    finally:
-        close_targets(targets)
-    metadata = {
-        "withdrawn": dg.MetadataValue.json(run.withdrawn),
-        "removed": dg.MetadataValue.json(run.removed),
-        "restored": dg.MetadataValue.json(run.restored),
-        "steps": dg.MetadataValue.json({str(k): v for k, v in run.steps.items()}),
-    }
-    if run.failures:
-        raise dg.Failure(
-            description=f"{len(run.failures)} takedown request(s) failed and stay in their stage for a retry",
-            metadata={**metadata, "failures": dg.MetadataValue.json({str(k): v for k, v in run.failures.items()})},
-        )
-    return dg.Output(None, metadata=metadata)
-
-
-@dg.job(
-    description="Processes due takedown stages; started by takedown_sensor or `observatory takedown run`.",
-    executor_def=dg.in_process_executor,  # one op: no step subprocess between the request and stage 1
-)
-def takedown_job() -> None:
-    process_due_takedowns()
-
-
-publish_job = dg.define_asset_job("publish_digest", selection=[publish_records], partitions_def=daily_partitions)
-daily_digest = dg.build_schedule_from_partitioned_job(
-    publish_job, name="daily_digest", hour_of_day=6, minute_of_hour=0,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="At 06:00 UTC, publishes the digest of the day that just ended.",
-)  # fmt: skip
-audit_retention_job = dg.define_asset_job("audit_retention", selection=[audit_log_archive])
-audit_retention_schedule = utc_schedule(audit_retention_job, "15 2 * * *", "audit_retention")
-
-
-defs = dg.Definitions(
-    assets=[publish_records, audit_log_archive],
-    jobs=[publish_job, takedown_job, audit_retention_job],
-    schedules=[daily_digest, audit_retention_schedule],
-)

@@ -210,3 +210,14 @@ def delete_record(engine: Engine, target: Target, record_id: int, actor: str, re
             )  # fmt: skip
         target.finish(lock)
     return existed
+
+
+def publish_record(conn: Connection, target: str, day: date) -> dict | None:
+    """The record of ``day``'s digest on ``target`` (id, status, live, external id, URL, content hash);
+    None when nothing was published for that day there."""
+    row = conn.execute(
+        text("SELECT id, status, live, external_id, url, content_hash FROM publish_records "
+             "WHERE target = :t AND digest_date = :d"),
+        {"t": target, "d": day},
+    ).mappings().one_or_none()  # fmt: skip
+    return None if row is None else dict(row)

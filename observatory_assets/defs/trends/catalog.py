@@ -247,3 +247,9 @@ def active_definitions(conn) -> dict[int, TrendDefinition]:
     """The stored definitions of the active trends, by trend id."""
     rows = conn.execute(text("SELECT id, definition FROM trends WHERE active ORDER BY id")).all()
     return {row.id: TrendDefinition.model_validate(row.definition) for row in rows}
+
+
+def trend_names(engine: Engine) -> dict[int, str]:
+    """Every trend's name by its id (active or not)."""
+    with engine.connect() as conn:
+        return dict(conn.execute(text("SELECT id, name FROM trends")).all())

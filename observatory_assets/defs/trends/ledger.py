@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.lib.outbox import TREND_CROSSED, emit
 
@@ -276,3 +276,62 @@ def explain_trend(engine: Engine, name: str, at: datetime | None = None) -> dict
             for r in rows
         ],
     }
+
+
+def trends_without_snapshot(conn, day: date) -> list[tuple[int, str]]:
+    """(id, name) of every active trend that has no snapshot for ``day``, by name."""
+    rows = conn.execute(
+        text(
+            "SELECT id, name FROM trends t WHERE active AND NOT EXISTS "
+            "(SELECT 1 FROM trend_snapshots s WHERE s.trend_id = t.id AND s.snapshot_date = :d) ORDER BY name"
+        ),
+        {"d": day},
+    ).all()
+    return [(row.id, row.name) for row in rows]
+
+
+def evidence_totals(conn) -> tuple[int, int, int]:
+    """(live evidence rows, retracted evidence rows, active trends) over the whole ledger."""
+    live, retracted, active = conn.execute(
+        text(
+            "SELECT count(*) FILTER (WHERE retracted_at IS NULL), count(*) FILTER (WHERE retracted_at IS NOT NULL),"
+            " (SELECT count(*) FROM trends WHERE active) FROM trend_evidence"
+        )
+    ).one()
+    return live, retracted, active
+
+
+_STATES = """
+SELECT t.name, t.title, t.active, t.current_log_odds, t.baseline_probability AS baseline,
+       (SELECT count(*) FROM trend_evidence e WHERE e.trend_id = t.id AND e.retracted_at IS NULL) AS evidence,
+       (SELECT e.reasoning FROM trend_evidence e WHERE e.trend_id = t.id AND e.retracted_at IS NULL
+         ORDER BY abs(e.delta_log_odds) DESC, e.id LIMIT 1) AS top
+  FROM trends t
+ WHERE t.active OR NOT :active_only
+ ORDER BY t.active DESC, t.name
+"""
+
+
+def trend_states(conn: Connection, *, active_only: bool = False) -> list[dict]:
+    """Each trend (the active ones first, then by name) with its probability now, its baseline, how much live
+    evidence it has and the reasoning of the largest piece (``top``; "no evidence yet" without any)."""
+    rows = conn.execute(text(_STATES), {"active_only": active_only}).mappings()
+    return [
+        {**r, "probability": probability(r["current_log_odds"]), "top": r["top"] or "no evidence yet"} for r in rows
+    ]
+
+
+def trend_history(conn: Connection, name: str, days: int = 14) -> tuple:
+    """A trend's definition (question, horizon, half-life, source file, active) and its latest ``days``
+    snapshots, newest first (date, probability, first written probability, evidence count)."""
+    trend = conn.execute(
+        text("SELECT question, horizon, half_life_hours, source_file, active FROM trends WHERE name = :n"), {"n": name}
+    ).one_or_none()
+    if trend is None:
+        raise ValueError(f"no trend named {name!r} (observatory trends list shows them)")
+    snapshots = conn.execute(
+        text("SELECT s.snapshot_date, s.probability, s.first_probability, s.evidence_count FROM trend_snapshots s "
+             "JOIN trends t ON t.id = s.trend_id WHERE t.name = :n ORDER BY 1 DESC LIMIT :days"),
+        {"n": name, "days": days},
+    ).all()  # fmt: skip
+    return trend, snapshots

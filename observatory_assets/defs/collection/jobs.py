@@ -1,4 +1,4 @@
-"""Polling: the job that checks the catalog's due sources and files what changed as collection runs.
+"""Collection jobs: polling, the job that checks the catalog's due sources and files what changed as collection runs.
 
 ``polling_sensor`` (in ``sensors/``) starts ``poll_sources_job`` when a source is due, a run is stale
 or a failed run may be retried. Each run first recovers stale runs and retries failed ones, then
@@ -53,13 +53,13 @@ def poll_sources(
             "changed": report.changed,
             "errors": report.errors,
             "items_collected": report.items_collected,
-            "runs": dg.MetadataValue.json(report.runs),
-            "stale_runs_recovered": dg.MetadataValue.json(stale),
-            "runs_retried": dg.MetadataValue.json({str(k): v for k, v in retried.items()}),
-            "moved": dg.MetadataValue.json(report.moved),
-            "deactivated": dg.MetadataValue.json(report.gone),
-            "hosts_waiting": dg.MetadataValue.json(report.deferred_hosts),
-            "credit_shortfalls": dg.MetadataValue.json(report.shortfalls),
+            "runs": report.runs,
+            "stale_runs_recovered": stale,
+            "runs_retried": {str(k): v for k, v in retried.items()},
+            "moved": report.moved,
+            "deactivated": report.gone,
+            "hosts_waiting": report.deferred_hosts,
+            "credit_shortfalls": report.shortfalls,
             "sources": dg.MetadataValue.md(markdown_table([{k: s[k] for k in SHOWN_STATE} for s in states])),
         }
     )
@@ -78,6 +78,3 @@ def poll_sources(
 )
 def poll_sources_job():
     poll_sources()
-
-
-defs = dg.Definitions(jobs=[poll_sources_job])

@@ -27,7 +27,7 @@ def deliver_webhook_messages(
             "delivered": result.delivered,
             "retrying": result.retrying,
             "failed": result.failed,
-            "disabled": dg.MetadataValue.json(result.disabled),
+            "disabled": result.disabled,
             "p95_attempt_ms": _p95(result.attempt_ms),
             "seconds": round(result.seconds, 3),
         },
@@ -57,5 +57,3 @@ def prune_webhook_deliveries() -> None:
 prune_webhook_deliveries_schedule = utc_schedule(
     prune_webhook_deliveries, "40 2 * * *", "prune_webhook_deliveries", "Daily: the webhook log keeps 7 days."
 )
-
-defs = dg.Definitions(jobs=[deliver_webhooks, prune_webhook_deliveries], schedules=[prune_webhook_deliveries_schedule])

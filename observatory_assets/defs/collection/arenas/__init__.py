@@ -1,0 +1,2 @@
+"""Platforms' APIs as catalog sources: one module per arena behind :class:`.base.Arena`, found through
+:mod:`.registry`."""

@@ -1,0 +1,7 @@
+"""The exports domain's definitions: content and network exports, their checks and job."""
+
+import dagster as dg
+
+from observatory_assets.defs.exports import assets, jobs
+
+defs = dg.Definitions(assets=[assets.content_exports, assets.network_exports], jobs=[jobs.export_job])
