@@ -175,8 +175,9 @@ def embedded_secret_key(settings: PlatformSettings | None = None) -> str | None:
     return _key_under_home(settings, "secret.key", Fernet.generate_key)
 
 
-class PseudonymKeyMissing(RuntimeError):
-    """Authors cannot be stored: no pseudonym key is configured for an external database."""
+class PseudonymKeyMissing(ValueError):
+    """Authors cannot be stored: no usable pseudonym key is configured for an external database (a
+    configuration mistake, said in one line)."""
 
 
 def author_pseudonym_key(settings: PlatformSettings | None = None) -> bytes:

@@ -12,7 +12,9 @@
 * ``item_actors`` — which items an actor wrote (``role = 'author'``, linked by platform presence first,
   then by name or alias in the author field) or is mentioned in (``role = 'mention'``), and how.
 * ``raw_items.author_pseudonym`` — a keyed HMAC-SHA256 of platform and handle (the key lives in settings,
-  never with the data): the author's identity for analysis without the author's name.
+  never with the data): the author's identity for analysis without the author's name. Authors stored in
+  clear before this revision are pseudonymised by it (their names and handles removed), with the key of
+  ``OBSERVATORY_PSEUDONYM_KEY`` (the embedded demo's generated one); the downgrade cannot bring them back.
 * ``volume_stats`` — daily item counts per query design along one dimension (platform, arena, source,
   language, term, sentiment, actor) at a time.
 * ``actor_network_nodes`` — the latest actor network's nodes (actors and pseudonymous authors) with
@@ -23,6 +25,9 @@ Revises: 0018
 Create Date: 2026-12-07
 """
 
+import json
+
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0020"
@@ -132,8 +137,35 @@ DROP TABLE actors;
 """
 
 
+#: Authors already stored in clear become pseudonyms (no actor is a public figure before this revision).
+PSEUDONYMISE = """
+UPDATE raw_items r
+   SET author_pseudonym = m.pseudonym, author = NULL, author_handle = NULL,
+       raw_metadata = r.raw_metadata - CAST(:identifying AS text[])
+  FROM jsonb_to_recordset(CAST(:mapping AS jsonb)) AS m (platform text, who text, pseudonym text)
+ WHERE coalesce(r.platform, '') = m.platform AND coalesce(r.author_handle, r.author) = m.who
+"""
+
+
 def upgrade() -> None:
     op.execute(UPGRADE)
+    connection = op.get_bind()
+    authors = connection.execute(
+        sa.text(
+            "SELECT DISTINCT coalesce(platform, ''), coalesce(author_handle, author) FROM raw_items "
+            "WHERE coalesce(author_handle, author) IS NOT NULL"
+        )
+    ).all()
+    if not authors:
+        return
+    from observatory_assets.lib.pseudonyms import IDENTIFYING_FIELDS, author_pseudonym
+    from resources.embedded import author_pseudonym_key
+
+    key = author_pseudonym_key()
+    mapping = [{"platform": p, "who": who, "pseudonym": author_pseudonym(key, p, who)} for p, who in authors]
+    connection.execute(
+        sa.text(PSEUDONYMISE), {"mapping": json.dumps(mapping), "identifying": sorted(IDENTIFYING_FIELDS)}
+    )
 
 
 def downgrade() -> None:

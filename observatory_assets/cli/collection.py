@@ -9,8 +9,11 @@ import click
 from observatory_assets.cli.context import Observatory, json_option, pass_observatory
 from observatory_assets.cli.runner import run_job
 from observatory_assets.cli.trends import set_credibility
-from observatory_assets.defs.collection.catalog import load_catalog, sources_dir, sync_catalog
+from observatory_assets.defs.actors.catalog import ActorSync, load_actor_catalog
+from observatory_assets.defs.actors.linking import sync_actors
+from observatory_assets.defs.collection.catalog import CatalogSync, load_catalog, sources_dir, sync_catalog
 from observatory_assets.defs.collection.polling import design_states, source_states
+from resources.embedded import author_pseudonym_key
 
 LISTED = (
     "name", "platform", "url", "active", "etag", "last_modified", "last_status", "last_checked_at", "next_check_at",
@@ -18,11 +21,13 @@ LISTED = (
 )  # fmt: skip
 
 
-def sync_sources(engine, directory: str | None = None):
-    """Load and sync the catalog in ``directory`` (default ``OBSERVATORY_SOURCES_DIR``); what changed."""
-    catalog = load_catalog(sources_dir(directory))
+def sync_sources(engine, directory: str | None = None) -> tuple[CatalogSync, ActorSync]:
+    """Load and sync the catalog in ``directory`` (default ``OBSERVATORY_SOURCES_DIR``): sources, designs and
+    the actors of its ``actors/`` folder (their changed entries relinked), in one transaction; what changed."""
+    folder = sources_dir(directory)
+    catalog, actors = load_catalog(folder), load_actor_catalog(folder)
     with engine.begin() as conn:
-        return sync_catalog(conn, catalog)
+        return sync_catalog(conn, catalog), sync_actors(conn, actors, author_pseudonym_key)
 
 
 @click.group("sources")
@@ -36,11 +41,15 @@ def sources() -> None:
 def sync(obs: Observatory, directory: str | None) -> int:
     """Load the catalog into the database, idempotently.
 
-    Sources and query designs; a source no longer in the catalog is deactivated."""
-    result = sync_sources(obs.engine, directory)
-    click.echo(f"{result.sources} sources and {result.designs} designs synced from {sources_dir(directory)}")
+    Sources, query designs and actors (sources/actors/*.yaml); a source no longer in the catalog is
+    deactivated, an actor no longer in it is removed with its links."""
+    result, actors = sync_sources(obs.engine, directory)
+    click.echo(f"{result.sources} sources, {result.designs} designs and {actors.actors} actors in {actors.lists} "
+               f"lists synced from {sources_dir(directory)}")  # fmt: skip
     if result.deactivated:
         click.echo(f"deactivated (no longer in the catalog): {', '.join(result.deactivated)}")
+    if actors.changed or actors.removed:
+        click.echo(f"actors changed: {len(actors.changed)} (their items linked again), removed: {len(actors.removed)}")
     return 0
 
 

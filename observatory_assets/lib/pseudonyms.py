@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 PREFIX = "author-"
 
@@ -35,3 +36,32 @@ def pseudonyms_of(key: bytes, platforms: Iterable[str], names: Iterable[str]) ->
             if pseudonym is not None:
                 found[pseudonym] = name
     return found
+
+
+#: Row fields that name or identify an author; they leave ``raw_metadata`` when the author is pseudonymised.
+IDENTIFYING_FIELDS = frozenset(
+    {"author", "byline", "username", "user", "author_handle", "handle", "screen_name", "author_name",
+     "display_name", "displayName", "author_id", "user_id", "channel_title", "channelTitle"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AuthorPolicy:
+    """How one collection run stores its authors: every item gets its pseudonym; the name and handle stay in
+    clear only when the run's design says ``authors: clear`` or the author is a public figure (one of
+    ``public``, the pseudonyms of public figures' handles and names)."""
+
+    key: bytes
+    clear: bool = False
+    public: frozenset[str] = frozenset()
+
+    def apply(
+        self, platform: str | None, author: str | None, handle: str | None, metadata: dict
+    ) -> tuple[str | None, str | None, str | None, dict]:
+        """(pseudonym, author, handle, metadata) as stored: identifying fields dropped unless kept in clear."""
+        pseudonym = author_pseudonym(self.key, platform, handle or author)
+        if pseudonym is None or self.clear or pseudonym in self.public:
+            return pseudonym, author, handle, metadata
+        if author and handle and author_pseudonym(self.key, platform, author) in self.public:
+            return pseudonym, author, handle, metadata
+        return pseudonym, None, None, {k: v for k, v in metadata.items() if k not in IDENTIFYING_FIELDS}

@@ -14,12 +14,14 @@ one actor's items after the catalog changed it, are linked again from scratch.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
 from sqlalchemy import Connection, text
 
-from observatory_assets.lib.pseudonyms import author_pseudonym
+from observatory_assets.defs.actors.catalog import PLATFORMS, ActorCatalog, ActorSync, sync_actor_catalog
+from observatory_assets.lib.pseudonyms import author_pseudonym, pseudonyms_of
 
 #: Lower is preferred: an author linked by platform and handle is not linked again by name.
 METHOD_RANK = {"presence": 0, "name": 1, "alias": 2}
@@ -154,3 +156,35 @@ def link_items(
     patterns = _mention_patterns(conn, actor_ids)
     mentions = conn.execute(text(_LINK_MENTIONS), {"patterns": orjson.dumps(patterns).decode(), "run": run_id}).rowcount
     return LinkCounts(authors=authors, mentions=mentions)
+
+
+def sync_actors(conn: Connection, catalog: ActorCatalog, key: Callable[[], bytes]) -> ActorSync:
+    """Sync the actor catalog and link again the items of every actor whose entry it changed (``key`` gives
+    the pseudonym key, asked for only then)."""
+    synced = sync_actor_catalog(conn, catalog)
+    if synced.changed:
+        link_items(conn, key(), actor_ids=synced.changed)
+    return synced
+
+
+def public_figure_pseudonyms(conn: Connection, key: bytes, platforms: Iterable[str]) -> frozenset[str]:
+    """The pseudonyms under which public figures appear as authors: each presence's handle on its platform,
+    and each name and alias on every one of ``platforms`` (ingestion keeps these authors in clear)."""
+    presences = conn.execute(
+        text(
+            """SELECT p.platform, p.handle FROM actor_platform_presences p
+                 JOIN actors a ON a.id = p.actor_id WHERE a.public_figure"""
+        )
+    ).all()
+    names = (
+        conn.execute(
+            text(
+                """SELECT name FROM actors WHERE public_figure
+                   UNION SELECT x.alias FROM actor_aliases x JOIN actors a ON a.id = x.actor_id WHERE a.public_figure"""
+            )
+        )
+        .scalars()
+        .all()
+    )
+    found = {author_pseudonym(key, platform, handle) for platform, handle in presences}
+    return frozenset(found | set(pseudonyms_of(key, {*platforms, *PLATFORMS}, names)))
