@@ -38,8 +38,7 @@ services: $(VENV)/.installed
 stop:
 	$(BIN)/observatory services stop
 
-## Benchmarks: each prints one JSON object (their payloads are written under /tmp, a collect root for them).
-bench: export OBSERVATORY_COLLECT_ROOTS ?= $(CURDIR):/tmp
+## Benchmarks: each prints one JSON object (each writes its payloads below the collect root, <home>/collect by default).
 bench: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/events.py --n 100000

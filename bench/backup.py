@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import peak_rss_mb, run_child, scratch_database  # noqa: E402
+from common import payload_directory, peak_rss_mb, run_child, scratch_database  # noqa: E402
 
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
 from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl  # noqa: E402
@@ -74,7 +73,7 @@ def main() -> None:
         print(json.dumps({"floor": child_floor, "backup": child_backup}[step](*rest)))
         return
 
-    with scratch_database() as url, tempfile.TemporaryDirectory(prefix="bench-backup-") as tmp:
+    with scratch_database() as url, payload_directory("bench-backup-") as tmp:
         engine, store = engine_for(url), LocalObjectStore(Path(tmp) / "payloads")
         started = time.perf_counter()
         items = Path(tmp) / "items.jsonl"

@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dagster as dg  # noqa: E402
-from common import scratch_database  # noqa: E402
+from common import payload_directory, scratch_database  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from observatory_assets.defs.ingestion import definitions as ingestion  # noqa: E402
@@ -98,7 +97,7 @@ def timed_checks(url: str, run_id: int | None, repeat: int = 3) -> float:
 
 
 def measure(archive_items: int, run_items: int) -> dict:
-    with scratch_database() as url, tempfile.TemporaryDirectory() as tmp:
+    with scratch_database() as url, payload_directory("bench-checks-") as tmp:
         fill_s = fill_archive(url, archive_items)
         payload = Path(tmp) / "run.jsonl"
         write_jsonl(payload, iter_items(run_items, seed=archive_items % 97))

@@ -22,7 +22,6 @@ import json
 import random
 import re
 import sys
-import tempfile
 import time
 import zlib
 from collections import Counter, defaultdict
@@ -31,7 +30,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, scratch_database  # noqa: E402
+from common import ROOT, payload_directory, scratch_database  # noqa: E402
 
 from observatory_assets.defs.enrichment.embedders import BACKENDS, DEFAULT_BACKEND, make_embedder  # noqa: E402
 from observatory_assets.defs.enrichment.embeddings import embed_run  # noqa: E402
@@ -51,7 +50,7 @@ DEFAULT_LABELLED = (
 @contextmanager
 def fresh_database():
     """A migrated scratch database (see bench/common.py) and a local object store beside it."""
-    with scratch_database() as url, tempfile.TemporaryDirectory(prefix="observatory-bench-") as tmp:
+    with scratch_database() as url, payload_directory("observatory-bench-") as tmp:
         yield engine_for(url), LocalObjectStore(Path(tmp) / "objects"), Path(tmp)
 
 

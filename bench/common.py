@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from observatory_assets.lib import migrations  # noqa: E402
 from resources.embedded import database_url_in, resolve_database_urls  # noqa: E402
 from resources.postgres import engine_for  # noqa: E402
-from resources.settings import as_libpq_dsn  # noqa: E402
+from resources.settings import as_libpq_dsn, platform_settings  # noqa: E402
 
 
 @contextmanager
@@ -44,6 +45,24 @@ def scratch_database(migrated: bool = True, template: str | None = None):
         engine_for(url).dispose()
         with psycopg.connect(as_libpq_dsn(server_url), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def collect_root() -> Path:
+    """The first directory files may be collected from (``OBSERVATORY_COLLECT_ROOTS``; unset,
+    ``<home>/collect``), created: benchmarks write their payloads below it, so each one runs on its own.
+    None configured stops the benchmark with one line."""
+    roots = platform_settings().collect_root_dirs
+    if not roots:
+        raise SystemExit(
+            "OBSERVATORY_COLLECT_ROOTS is empty: a benchmark needs a directory to collect its payloads from"
+        )
+    roots[0].mkdir(parents=True, exist_ok=True)
+    return roots[0]
+
+
+def payload_directory(prefix: str = "bench-") -> tempfile.TemporaryDirectory:
+    """A scratch directory for a benchmark's payloads below :func:`collect_root`, removed afterwards."""
+    return tempfile.TemporaryDirectory(prefix=prefix, dir=collect_root())
 
 
 def run_child(script: Path, *args: str) -> dict:

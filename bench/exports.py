@@ -40,13 +40,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import peak_rss_mb, run_child, scratch_database  # noqa: E402
+from common import payload_directory, peak_rss_mb, run_child, scratch_database  # noqa: E402
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect  # noqa: E402
 
 from observatory_assets.defs.exports.columns import COLUMNS, parquet_schema  # noqa: E402
@@ -208,7 +207,7 @@ def main() -> None:
 
     me = Path(__file__)
     report = {}
-    with scratch_database() as url, tempfile.TemporaryDirectory(prefix="bench-exports-") as tmp:
+    with scratch_database() as url, payload_directory("bench-exports-") as tmp:
         started = time.perf_counter()
         loaded = load(url, args.n, Path(tmp))
         print(f"loaded {loaded} items in {time.perf_counter() - started:.0f} s", file=sys.stderr)

@@ -23,12 +23,11 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import peak_rss_mb, run_child, scratch_database, timed  # noqa: E402
+from common import payload_directory, peak_rss_mb, run_child, scratch_database, timed  # noqa: E402
 
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
 from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl  # noqa: E402
@@ -148,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     script = Path(__file__).resolve()
     with (
-        tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
+        payload_directory("bench-ingest-") as tmp,
         scratch_database() as collected_url,
         scratch_database() as empty_url,
     ):

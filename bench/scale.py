@@ -33,7 +33,7 @@ from pathlib import Path
 
 import psutil
 import yaml
-from common import ROOT, scratch_database
+from common import ROOT, collect_root, scratch_database
 
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
 from observatory_assets.defs.ingestion.demo_data import DEFAULT_ANCHOR, iter_items, write_jsonl  # noqa: E402
@@ -136,7 +136,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def run(runs: int, items: int) -> dict:
-    root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    root = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=collect_root()))
     redis = RedisServer(root)
     try:
         payloads = _payloads(root, runs, items)

@@ -23,6 +23,7 @@ from resources.settings import (
     PlatformSettings,
     as_libpq_dsn,
     as_psycopg2_url,
+    dsn_has_password,
     export_for_children,
     platform_settings,
     variable,
@@ -62,7 +63,6 @@ def stop_embedded_postgres(pgdata: Path) -> bool:
 
 def database_url_in(server_url: str, database: str) -> str:
     """The URL of another database on the same server."""
-    from sqlalchemy.engine import make_url
 
     return make_url(server_url).set(database=database).render_as_string(hide_password=False)
 
@@ -103,7 +103,18 @@ INSTANCE_SETTINGS = {
         "class": "QueuedRunCoordinator",
         "config": {"dequeue_interval_seconds": 1, "dequeue_use_threads": True, "dequeue_num_workers": 4},
     },
-    "run_launcher": {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"},
+    # DefaultRunLauncher with a run-worker health check (resources/run_launcher.py) for run monitoring
+    "run_launcher": {"module": "resources.run_launcher", "class": "MonitoredRunLauncher"},
+    # a run whose worker died is marked failed, never left STARTED for ever: the daemon checks every run in
+    # flight every 30 s (the worker's health, a run's dagster/max_runtime), fails a run not started within
+    # 3 min and takes a cancel that did not end within 3 min as done; a dead worker is not resumed
+    "run_monitoring": {
+        "enabled": True,
+        "start_timeout_seconds": 180,
+        "cancel_timeout_seconds": 180,
+        "max_resume_run_attempts": 0,
+        "poll_interval_seconds": 30,
+    },
     "run_retries": {"enabled": True, "max_retries": 0},
     # at most two steps of a pool at once: two raw_items loads (pool observatory_ingest) share the server
     "concurrency": {
@@ -118,8 +129,9 @@ INSTANCE_SETTINGS = {
 
 def dagster_instance_yaml(dagster_url: str) -> dict:
     """``dagster.yaml`` for an instance whose runs, events and schedules live in Postgres. A URL with a
-    password is not written into the file: the instance reads it from ``$OBSERVATORY_DAGSTER_DATABASE_URL``."""
-    has_password = bool(make_url(dagster_url).password)
+    password (``user:password@`` or ``?password=``) is not written into the file: the instance reads it
+    from ``$OBSERVATORY_DAGSTER_DATABASE_URL``."""
+    has_password = dsn_has_password(dagster_url)
     return {
         "storage": {
             "postgres": {
@@ -138,7 +150,7 @@ def prepare_dagster_home(settings: PlatformSettings | None = None) -> Path:
     """
     settings = settings or platform_settings()
     _, dagster_url = resolve_database_urls(settings)
-    if make_url(dagster_url).password:  # for this process and its children, with Dagster's driver (psycopg2)
+    if dsn_has_password(dagster_url):  # for this process and its children, with Dagster's driver (psycopg2)
         export_for_children(DAGSTER_URL_VARIABLE, as_psycopg2_url(dagster_url))
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,8 @@ from typing import BinaryIO, Protocol
 import dagster as dg
 from pydantic import Field
 
+from resources.files import OutsideRoots, open_below
+
 S3_PART_SIZE = 16 * 1024 * 1024
 _COPY_CHUNK = 1024 * 1024
 
@@ -127,7 +129,13 @@ class LocalObjectStore:
 
     @contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
-        with open(self._path(key), "rb") as handle:
+        """The object's file, never through a symbolic link, nor to a file outside the store's root (a
+        link dropped in the inbox must not make a payload of what it points at)."""
+        try:
+            handle = open_below(self._path(key), [self.root])
+        except OutsideRoots as error:
+            raise ValueError(f"object {key!r} refused: {error}") from None
+        with handle:
             yield handle
 
     def size(self, key: str) -> int | None:
@@ -141,7 +149,8 @@ class LocalObjectStore:
             return
         for path in sorted(start.rglob("*")):
             key = path.relative_to(self.root).as_posix()
-            if path.is_file() and key.startswith(prefix) and not key.startswith(".partial/"):
+            regular = path.is_file() and not path.is_symlink()  # a symbolic link is no object
+            if regular and key.startswith(prefix) and not key.startswith(".partial/"):
                 yield key
 
     def entries(self, prefix: str) -> Iterator[ObjectEntry]:

@@ -8,12 +8,19 @@ Every outbound request (feed polling, webhooks, URL collection) goes through
   (no loopback, private, link-local, multicast, reserved or unspecified address);
   the connection then goes to the very address that was checked, so a DNS answer
   that changes between the check and the connect (rebinding) cannot slip through.
-  TLS still verifies the certificate against the host name (SNI);
+  The name resolved, checked, sent in ``Host`` and verified by TLS is one and the same
+  (an international name in its IDNA form), and kept-alive connections are pooled by
+  that name, never by address: a connection opened for one name never carries a
+  request for another name on the same address;
 - redirects are followed by hand, one hop at a time, each hop checked again
   (``max_redirects=0``, the default, returns a 3xx as it is);
-- timeouts (connect, and a deadline for the whole exchange), bodies streamed with
-  a byte cap counted after gzip/brotli decoding, and a User-Agent naming the
-  project, its version and a contact URL.
+- one deadline for the whole exchange, from the connect through the headers to the
+  last body byte (every socket operation waits at most until it: a server dripping
+  a byte at a time is cut at the deadline);
+- bodies streamed raw and decoded here in bounded steps (:mod:`resources.decoding`:
+  one coding of gzip, deflate or brotli, as ``Accept-Encoding`` says), with a cap on
+  the raw and on the decoded bytes, so a decompression bomb stops one step past the
+  cap; and a User-Agent naming the project, its version and a contact URL.
 
 ``OBSERVATORY_ALLOW_PRIVATE_NETWORKS=1`` lifts the address rule (tests on
 loopback, deployments on a private network). Every failure is an
@@ -28,12 +35,15 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from importlib import metadata
 
+import httpcore
 import httpx
 
+from resources.decoding import ACCEPTED_ENCODINGS, DECODING_ERRORS, UnsupportedEncoding, decoder_for
 from resources.settings import platform_settings
 
 ALLOWED_SCHEMES = ("http", "https")
@@ -41,7 +51,12 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 PERMANENT_REDIRECT_STATUSES = frozenset({301, 308})
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_TOTAL_TIMEOUT_S = 30.0
-_CHUNK = 64 * 1024
+#: The most of an answer a caller that only needs the status reads (a webhook receiver's acknowledgement).
+SMALL_ANSWER_BYTES = 4096
+KEEPALIVE_EXPIRY_S = 5.0
+
+#: The deadline (``time.monotonic()``) of the exchange this thread is in; every socket operation obeys it.
+_DEADLINE: ContextVar[float | None] = ContextVar("outbound_deadline", default=None)
 
 
 class OutboundError(Exception):
@@ -152,11 +167,79 @@ def resolve_checked(host: str, port: int, policy: OutboundPolicy) -> str:
     return str(addresses[0])
 
 
+def _within_deadline(timeout: float | None, expired: type[Exception]) -> float | None:
+    """``timeout`` shortened to what is left of this exchange's deadline; ``expired`` once it has passed."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise expired("the deadline of the exchange has passed")
+    return remaining if timeout is None else min(timeout, remaining)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read, write and TLS handshake ends by the exchange's deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream):
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _within_deadline(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _within_deadline(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname: str | None = None, timeout: float | None = None):
+        timeout = _within_deadline(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
+
+
+class _GuardedBackend(httpcore.NetworkBackend):
+    """Connections for the pool: the host name (IDNA form, as sent in ``Host``) is resolved and checked
+    here, and the socket goes to the checked address; the pool itself knows connections by name."""
+
+    def __init__(self, policy: OutboundPolicy):
+        self._policy = policy
+        self._sockets = httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout=None, local_address=None, socket_options=None):
+        address = resolve_checked(host, port, self._policy)
+        timeout = _within_deadline(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._sockets.connect_tcp(address, port, timeout, local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout=None, socket_options=None):
+        raise OutboundRefused("Unix sockets are not an outbound destination")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def _guarded_transport(policy: OutboundPolicy, max_connections: int) -> httpx.HTTPTransport:
+    """httpx's transport over a pool whose connections come from :class:`_GuardedBackend`."""
+    transport = httpx.HTTPTransport(trust_env=False)
+    transport._pool = httpcore.ConnectionPool(  # httpx has no parameter for the pool's network backend
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=KEEPALIVE_EXPIRY_S,
+        network_backend=_GuardedBackend(policy),
+    )
+    return transport
+
+
 @dataclass
 class OutboundResponse:
     """The final response of an exchange: status, headers, where it ended and how it got there.
 
-    The body is read with :meth:`iter_bytes` or :meth:`read`, decoded (gzip, brotli) and capped.
+    The body is read with :meth:`iter_bytes` or :meth:`read` (decoded in bounded steps and capped), or
+    its first bytes only with :meth:`read_head`.
     """
 
     status_code: int
@@ -164,7 +247,6 @@ class OutboundResponse:
     url: str
     redirects: list[Redirect]
     _response: httpx.Response = field(repr=False)
-    _deadline: float = field(repr=False)
     _max_body_bytes: int = field(repr=False)
     _host: str = field(repr=False)
 
@@ -180,18 +262,41 @@ class OutboundResponse:
         return moved
 
     def iter_bytes(self) -> Iterator[bytes]:
-        """The decoded body in chunks; :class:`OutboundError` once it passes the cap or the deadline."""
-        received = 0
+        """The decoded body in steps of at most 64 KiB; :class:`OutboundError` once the raw or the decoded
+        bytes pass the cap, the deadline passes, or the body's encoding is refused or corrupt."""
+        cap = self._max_body_bytes
         try:
-            for chunk in self._response.iter_bytes(_CHUNK):
-                received += len(chunk)
-                if received > self._max_body_bytes:
-                    raise self._sent(OutboundError(f"{self._host}: body larger than {self._max_body_bytes} bytes"))
-                if time.monotonic() > self._deadline:
-                    raise self._sent(OutboundError(f"{self._host}: body not received within the time limit"))
-                yield chunk
+            decoder = decoder_for(self.headers.get_list("content-encoding", split_commas=True))
+        except UnsupportedEncoding as error:
+            raise self._sent(OutboundError(f"{self._host}: {error}")) from None
+        raw = decoded = 0
+        try:
+            for chunk in self._response.iter_raw():
+                raw += len(chunk)
+                if raw > cap:
+                    raise self._sent(OutboundError(f"{self._host}: body larger than {cap} bytes as sent"))
+                for piece in decoder.feed(chunk):
+                    decoded += len(piece)
+                    if decoded > cap:
+                        raise self._sent(OutboundError(f"{self._host}: body larger than {cap} bytes"))
+                    yield piece
         except httpx.HTTPError as error:
             raise self._sent(_as_outbound_error(error, self._host)) from None
+        except DECODING_ERRORS:
+            raise self._sent(OutboundError(f"{self._host}: the body could not be decoded")) from None
+
+    def read_head(self, limit: int = SMALL_ANSWER_BYTES) -> bytes:
+        """At most ``limit`` bytes of the body as sent, never decoded, the rest left unread: for a caller
+        that needs the status only (a webhook receiver's acknowledgement)."""
+        head = b""
+        try:
+            for chunk in self._response.iter_raw():
+                head += chunk[: limit - len(head)]
+                if len(head) >= limit:
+                    break
+        except httpx.HTTPError as error:
+            raise self._sent(_as_outbound_error(error, self._host)) from None
+        return head
 
     def _sent(self, error: OutboundError) -> OutboundError:
         error.requests_sent = len(self.redirects) + 1
@@ -204,8 +309,6 @@ class OutboundResponse:
 def _as_outbound_error(error: httpx.HTTPError, host: str) -> OutboundError:
     if isinstance(error, httpx.TimeoutException):
         return OutboundError(f"{host}: timed out ({type(error).__name__})")
-    if isinstance(error, httpx.DecodingError):
-        return OutboundError(f"{host}: the body could not be decoded")
     return OutboundError(f"{host}: {type(error).__name__}")
 
 
@@ -226,8 +329,8 @@ class OutboundClient:
             follow_redirects=False,
             trust_env=False,
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-            headers={"User-Agent": self.policy.user_agent},
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={"User-Agent": self.policy.user_agent, "Accept-Encoding": ACCEPTED_ENCODINGS},
+            transport=_guarded_transport(self.policy, max_connections),
             timeout=httpx.Timeout(self.policy.total_timeout_s, connect=self.policy.connect_timeout_s),
         )
 
@@ -253,28 +356,31 @@ class OutboundClient:
     ) -> Iterator[OutboundResponse]:
         """Send ``method url``, follow at most ``max_redirects`` redirects (each hop re-checked) and yield
         the final response with its body still unread. A 3xx past the allowed hops is an error, except
-        with ``max_redirects=0``, where the 3xx itself is the answer."""
+        with ``max_redirects=0``, where the 3xx itself is the answer. The deadline (``timeout_s``, else the
+        policy's) holds for every hop and the body, read inside the ``with`` block."""
         deadline = time.monotonic() + (timeout_s or self.policy.total_timeout_s)
         exchange = _Exchange()
+        token = _DEADLINE.set(deadline)
         try:
-            response, target = self._follow(method, url, headers, content, deadline, max_redirects, exchange)
-        except OutboundError as error:
-            error.requests_sent = exchange.sent
-            raise
-        redirects = exchange.redirects
-        try:
-            yield OutboundResponse(
-                status_code=response.status_code,
-                headers=response.headers,
-                url=str(target),
-                redirects=redirects,
-                _response=response,
-                _deadline=deadline,
-                _max_body_bytes=self.policy.max_body_bytes,
-                _host=target.host,
-            )
+            try:
+                response, target = self._follow(method, url, headers, content, deadline, max_redirects, exchange)
+            except OutboundError as error:
+                error.requests_sent = exchange.sent
+                raise
+            try:
+                yield OutboundResponse(
+                    status_code=response.status_code,
+                    headers=response.headers,
+                    url=str(target),
+                    redirects=exchange.redirects,
+                    _response=response,
+                    _max_body_bytes=self.policy.max_body_bytes,
+                    _host=target.host,
+                )
+            finally:
+                response.close()
         finally:
-            response.close()
+            _DEADLINE.reset(token)
 
     def _follow(
         self,
@@ -328,18 +434,17 @@ class OutboundClient:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise OutboundError(f"{target.host}: timed out")
-        port = target.port or (443 if target.scheme == "https" else 80)
-        address = resolve_checked(target.host, port, self.policy)
         request = self._http.build_request(
             method,
-            target.copy_with(host=address),
-            headers={**(headers or {}), "Host": target.netloc.decode("ascii")},
+            target,  # by name: the pool's connection is resolved, checked and verified for this very name
+            headers=headers,
             content=content,
             timeout=httpx.Timeout(remaining, connect=min(self.policy.connect_timeout_s, remaining)),
-            extensions={"sni_hostname": target.host} if target.scheme == "https" else None,
         )
-        exchange.sent += 1
         try:
-            return self._http.send(request, stream=True)
+            response = self._http.send(request, stream=True)
         except httpx.HTTPError as error:
+            exchange.sent += 1
             raise _as_outbound_error(error, target.host) from None
+        exchange.sent += 1  # a refusal or a name that does not resolve (OutboundError) sent nothing
+        return response

@@ -144,6 +144,10 @@ class PlatformSettings(BaseSettings):
         description="YouTube Data API keys, comma-separated: a pool, encrypted at rest in api_credentials, "
         "a key whose quota is spent resting until the quota day resets.",
     )
+    bluesky_appview: str = Field(
+        default="https://public.api.bsky.app",
+        description="Bluesky AppView whose getAuthorFeed serves the actors a design follows (actor_lists).",
+    )
     reddit_token_url: str = Field(
         default="https://www.reddit.com/api/v1/access_token", description="Reddit's OAuth token endpoint."
     )
@@ -168,10 +172,10 @@ class PlatformSettings(BaseSettings):
         default=(5, 300, 1800, 7200, 18000, 36000, 36000),
         description="Webhook retry delays in seconds, comma-separated; default Svix's schedule.",
     )
-    collect_roots: Annotated[tuple[Path, ...], NoDecode, BeforeValidator(_path_list)] = Field(
-        default_factory=lambda: (Path.cwd().resolve(), Path.home().resolve()),
+    collect_roots: Annotated[tuple[Path, ...] | None, NoDecode, BeforeValidator(_path_list)] = Field(
+        default=None,
         description="Directories local files may be collected from, separated by ':'; "
-        "unset = the working directory and the home.",
+        "unset = one dedicated directory, <home>/collect; set but empty = none.",
     )
 
     @property
@@ -195,6 +199,12 @@ class PlatformSettings(BaseSettings):
         return self.s3_endpoint is None
 
     @property
+    def collect_root_dirs(self) -> tuple[Path, ...]:
+        """The directories local files may be collected from (never the working directory or the home by
+        default: a ``.env``, a key or ``~/.ssh`` must not become a payload)."""
+        return (self.home / "collect",) if self.collect_roots is None else self.collect_roots
+
+    @property
     def pgdata(self) -> Path:
         return self.home / "pgdata"
 
@@ -205,6 +215,27 @@ class PlatformSettings(BaseSettings):
     @property
     def dagster_home(self) -> Path:
         return self.home / "dagster_home"
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _EmptyCollectRoots(settings_cls), env_settings, dotenv_settings, file_secret_settings)
+
+
+class _EmptyCollectRoots(PydanticBaseSettingsSource):
+    """``OBSERVATORY_COLLECT_ROOTS`` set to nothing means no directory at all (other empty variables are
+    ignored, ``env_ignore_empty``, and would fall back to the default)."""
+
+    def get_field_value(self, field, field_name):  # the whole source is one value: see __call__
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, object]:
+        return _empty_collect_roots(os.environ)
+
+
+def _empty_collect_roots(environ) -> dict[str, object]:
+    return {"collect_roots": ()} if environ.get(variable("collect_roots")) == "" else {}
 
 
 class _FromMapping(PlatformSettings):
@@ -239,7 +270,7 @@ def platform_settings(environ: dict[str, str] | None = None) -> PlatformSettings
         if environ is None:
             return PlatformSettings()
         fields = {name: value for name in PlatformSettings.model_fields if (value := environ.get(variable(name)))}
-        return _FromMapping(**fields)
+        return _FromMapping(**fields, **_empty_collect_roots(environ))
     except ValidationError as error:
         raise _one_line(error) from None
 
@@ -346,10 +377,23 @@ def _shown(name: str, value: object) -> str:
     return mask_dsn(str(value)) if name.endswith("DATABASE_URL") else str(value)
 
 
+#: Query parameters of a database URL that carry a password (libpq reads both).
+_PASSWORD_PARAMETERS = ("password", "sslpassword")
+
+
+def dsn_has_password(url: str) -> bool:
+    """Whether a database URL carries a password, as ``user:password@`` or as ``?password=``."""
+    parsed = make_url(url)
+    return bool(parsed.password) or any(name in parsed.query for name in _PASSWORD_PARAMETERS)
+
+
 def mask_dsn(url: str) -> str:
-    """A database URL safe to print: the password is replaced by ``***``."""
+    """A database URL safe to print: the password (``user:password@`` or ``?password=``) is ``***``."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        hidden = {name: "***" for name in _PASSWORD_PARAMETERS if name in parsed.query}
+        shown = (parsed.update_query_dict(hidden) if hidden else parsed).render_as_string(hide_password=True)
+        return shown.replace("%2A%2A%2A", "***")
     except Exception:  # not a URL at all: show nothing that could be a secret
         return "<unparseable database URL>"
 

@@ -3,7 +3,9 @@ migrated database per test (cloned from a migrated template), a local object sto
 
 from __future__ import annotations
 
+import gc
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -35,9 +37,23 @@ def no_current_dagster_instance():
         yield
 
 
+@pytest.fixture(autouse=True, scope="module")
+def leaks_reported_by_the_module_that_left_them():
+    """Garbage from each test module is collected when the module ends: an instance, engine, connection
+    or file it left open warns (ResourceWarning, an error in this suite) there, not in whichever later test
+    the collector happened to run (a finalizer run at a random moment is also what broke ``ast.parse``)."""
+    yield
+    gc.collect()
+
+
 @pytest.fixture(scope="session")
-def pg_home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("pg")
+def pg_home():
+    """The embedded server's home, outside pytest's temporary root: pgserver (run as root) opens the path
+    to its own system user, and every pytest session that starts makes ``pytest-of-<user>`` private again,
+    taking a running session's data directory from its server (PANIC, every later test fails)."""
+    home = Path(tempfile.mkdtemp(prefix="observatory-test-pg-"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +91,9 @@ def database_url(pg_server: str, migrated_template: str):
 
 @pytest.fixture
 def engine(database_url: str):
-    return engine_for(database_url)
+    engine = engine_for(database_url)
+    yield engine
+    engine.dispose()  # its pooled connections closed before the database is dropped
 
 
 @pytest.fixture
@@ -124,7 +142,8 @@ def resources(database_url: str, objects_root: Path) -> dict:
 @pytest.fixture
 def dagster_env(pg_server: str, database_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for subprocesses (the dagster and observatory CLIs) bound to this test's
-    database, object store and a Dagster instance stored in Postgres."""
+    database, object store and a Dagster instance stored in Postgres (its tables made)."""
+    import dagster as dg
     import yaml
 
     from resources.embedded import dagster_instance_yaml
@@ -134,6 +153,10 @@ def dagster_env(pg_server: str, database_url: str, tmp_path: Path) -> dict[str, 
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml.safe_dump(dagster_instance_yaml(dagster_url)))
+    # the instance's tables, made once here: processes started together on an empty database (two Celery
+    # workers, a CLI) each create them, and all but one fail (DuplicateObject), a worker dying at start
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
     env = {
         **os.environ,
         "OBSERVATORY_HOME": str(tmp_path),  # objects land in tmp_path/objects, as with `store`

@@ -13,8 +13,8 @@ from sqlalchemy import text
 
 from observatory_assets.defs.collection.arenas import credentials
 from observatory_assets.defs.collection.arenas.registry import ARENAS
-from observatory_assets.defs.collection.catalog import CatalogError, load_catalog, sync_catalog
-from observatory_assets.defs.collection.polling import run_cycle, source_states
+from observatory_assets.defs.collection.catalog import CatalogError, load_catalog, source_states, sync_catalog
+from observatory_assets.defs.collection.polling import run_cycle
 from observatory_assets.defs.enrichment.features import featurize_run, search_items
 from observatory_assets.defs.ingestion.collect import run_collection
 from observatory_assets.defs.ingestion.loading import ingest_collection_run

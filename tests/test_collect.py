@@ -30,6 +30,7 @@ def feed_url(tmp_path, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/feed.xml"
     server.shutdown()
+    server.server_close()  # its listening socket
 
 
 def test_collect_a_feed_from_a_url_and_ingest_it(engine, store, feed_url):

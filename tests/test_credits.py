@@ -250,10 +250,44 @@ def test_violations_name_the_overspent_design(engine):
         ledger.allocate(conn, design, 5, TODAY, NEXT_YEAR)
         run = new_run(conn, design)
         ledger.reserve(conn, design, run, 5)
-        ledger.settle(conn, run, 8)  # the answers cost more than the estimate
+        ledger.settle(conn, run, 5)
+        conn.execute(text("UPDATE credit_allocations SET amount = 3"))  # a budget lowered below what was spent
         found = ledger.ledger_violations(conn)
         assert [b["design"] for b in found["negative_balance"]] == ["danish-politics"]
         assert found["held_above_allocated"] == [] and found["totals_off_ledger"] == []
-        conn.execute(text("UPDATE credit_allocations SET settled = settled - 8"))  # totals edited by hand
+        conn.execute(text("UPDATE credit_allocations SET settled = settled - 5"))  # totals edited by hand
         (off,) = ledger.ledger_violations(conn)["totals_off_ledger"]
-        assert (off["settled"], off["ledger_settled"]) == ("0.00", "8.00")
+        assert (off["settled"], off["ledger_settled"]) == ("0.00", "5.00")
+
+
+def test_an_expiring_allocation_takes_only_its_own_spending_with_it(engine):
+    with engine.begin() as conn:
+        design = new_design(conn)
+        ledger.allocate(conn, design, 10, YEAR_AGO, TODAY)  # ends today
+        ledger.allocate(conn, design, 100, YEAR_AGO, NEXT_YEAR)
+        run = new_run(conn, design)
+        held = ledger.reserve(conn, design, run, 60)  # booked across both: 10 + 50
+        assert [amount for _, amount in held.parts] == [Decimal("10.00"), Decimal("50.00")]
+        assert ledger.settle(conn, run, 60).actual == Decimal("60.00")
+        assert ledger.balance(conn, design).available == Decimal("50.00")
+        tomorrow = ledger.balance(conn, design, today=TODAY + timedelta(days=1))
+        assert (tomorrow.allocated, tomorrow.available, tomorrow.held) == (Decimal("100.00"), Decimal("50.00"), 0)
+        assert ledger.ledger_violations(conn)["totals_off_ledger"] == []
+
+
+def test_a_settlement_beyond_what_the_design_can_pay_is_bounded_and_audited(engine):
+    with engine.begin() as conn:
+        design = new_design(conn)
+        ledger.allocate(conn, design, 10, TODAY, NEXT_YEAR)
+        run = new_run(conn, design)
+        ledger.reserve(conn, design, run, 4)
+        settlement = ledger.settle(conn, run, 25)  # its items cost far more than its hold
+        assert (settlement.actual, settlement.released, settlement.unpaid) == (
+            Decimal("10.00"), Decimal("4.00"), Decimal("15.00")
+        )  # fmt: skip
+        assert ledger.balance(conn, design).available == 0  # never below zero
+        assert ledger.ledger_violations(conn)["negative_balance"] == []
+        audit = conn.execute(text("SELECT object_id, details FROM audit_log WHERE action = 'credits.overrun'")).one()
+        assert audit.object_id == str(run) and audit.details["unpaid"] == "15.00"
+        assert isinstance(ledger.reserve(conn, design, new_run(conn, design), 1), Shortfall)  # the next cycle stops
+        assert ledger.settle(conn, run, 1).actual == Decimal("10.00")  # once per run

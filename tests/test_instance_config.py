@@ -2,6 +2,7 @@
 (resources/embedded.py) differ only in where their storage lives, and both are valid instance configs."""
 
 import shutil
+from importlib import import_module
 from pathlib import Path
 
 import yaml
@@ -36,3 +37,14 @@ def test_both_instance_configs_pass_dagsters_schema(tmp_path: Path, monkeypatch)
     for home in (compose_home, embedded_home):
         config, _ = dagster_instance_config(str(home))
         assert config["auto_materialize"]["use_sensors"] is True
+
+
+def test_run_monitoring_checks_the_health_of_run_workers():
+    """A run whose worker died is failed by the daemon, not left STARTED for ever (tests/test_daemon_polling.py
+    kills one): monitoring is on with start and cancel timeouts, and the launcher can check a worker's health."""
+    monitoring = INSTANCE_SETTINGS["run_monitoring"]
+    assert monitoring["enabled"] is True
+    assert monitoring["start_timeout_seconds"] > 0 and monitoring["cancel_timeout_seconds"] > 0
+    assert monitoring["max_resume_run_attempts"] == 0  # the default launcher cannot resume a run
+    launcher = INSTANCE_SETTINGS["run_launcher"]
+    assert getattr(import_module(launcher["module"]), launcher["class"])().supports_check_run_worker_health

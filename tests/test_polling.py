@@ -17,14 +17,15 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
-from observatory_assets.defs.collection.catalog import CatalogError, load_catalog, sync_catalog
-from observatory_assets.defs.collection.polling import (
+from observatory_assets.defs.collection.catalog import (
+    CatalogError,
     design_states,
-    recover_stale_runs,
-    retry_failed_runs,
-    run_cycle,
+    load_catalog,
     source_states,
+    sync_catalog,
 )
+from observatory_assets.defs.collection.polling import run_cycle
+from observatory_assets.defs.collection.recovery import recover_stale_runs, retry_failed_runs
 from observatory_assets.defs.credits import ledger
 from observatory_assets.defs.ingestion.collect import PathRefused, SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
@@ -315,47 +316,75 @@ from resources.postgres import engine_for
 from observatory_assets.defs.collection.polling import run_cycle
 engine = engine_for(sys.argv[1])
 with OutboundClient(OutboundPolicy(allow_private_networks=True, total_timeout_s=60)) as client:
-    run_cycle(engine, LocalObjectStore(__import__("pathlib").Path(sys.argv[2])), client)
+    run_cycle(engine, LocalObjectStore(__import__("pathlib").Path(sys.argv[2])), client, poll_run_id="killed")
 """
 
 
 def test_kill_9_during_a_cycle_leaves_no_stuck_run_and_no_second_run(
-    engine, store, database_url, server, client, tmp_path, monkeypatch
+    engine, store, database_url, server, client, tmp_path
 ):
-    monkeypatch.setenv("OBSERVATORY_ALLOW_PRIVATE_NETWORKS", "1")  # the retry fetches from this loopback server
+    server.documents["/slow"] = Document(feed("slow"))
+    sync(engine, catalog(tmp_path, [{"name": "slow", "url": server.url("/slow"), "format": "rss", "cost": {"per_request": 2}}],
+                         [{"name": "watch", "sources": ["slow"], "budget": {"credits": 10}}]))  # fmt: skip
+    first = run_cycle(engine, store, client)
+    with engine.begin() as conn:
+        ledger.settle_ingested_run(conn, first.runs["watch"])  # 2 credits: its request (items are free)
+        conn.execute(text("UPDATE sources SET next_check_at = now() - interval '1 second'"))
+    document = server.documents.pop("/slow")
 
     def stall_until_killed(_):
         time.sleep(30)
         return Reply(200, body=feed("slow"))
 
     server.routes["/slow"] = stall_until_killed
-    sync(engine, catalog(tmp_path, [{"name": "slow", "url": server.url("/slow"), "format": "rss", "cost": {"per_request": 2}}],
-                         [{"name": "watch", "sources": ["slow"], "budget": {"credits": 10}}]))  # fmt: skip
     cycle = subprocess.Popen(
         [sys.executable, "-c", KILLED_CYCLE, database_url, str(store.root)], cwd=ROOT, env=os.environ
     )
     deadline = time.monotonic() + 60
-    while not any(path == "/slow" for path, _ in server.requests) and time.monotonic() < deadline:
+    while len(server.requests) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     os.kill(cycle.pid, signal.SIGKILL)
     cycle.wait()
-    [(run_id, _, status, _)] = runs(engine)
-    assert status == "running"
+    killed_id = runs(engine)[-1].id
+    assert runs(engine)[-1].status == "running"
     assert run_cycle(engine, store, client).due == 0  # the killed cycle's source is leased, not fetched twice
-    assert recover_stale_runs(engine, stale_after=timedelta(0)) == [run_id]
+    # its polling run is not in progress (the polling sensor reads it in the instance): its run is stale at once
+    assert recover_stale_runs(engine, polling_runs=(datetime.now(UTC), ["another"])) == [killed_id]
+    assert retry_failed_runs(engine, store) == {}  # a cycle's run is not fetched again as a run...
+    assert source(engine, "slow")["next_check_at"] <= datetime.now(UTC).isoformat()  # ...its source is due again
     server.routes.pop("/slow")
-    server.documents["/slow"] = Document(feed("slow"))
-    with engine.begin() as conn:  # the retry waits a minute after the failure; this test does not
-        conn.execute(text("UPDATE collection_runs SET started_at = started_at - interval '1 hour'"))
-    assert retry_failed_runs(engine, store) == {run_id: None}
-    [(same_id, _, status, payloads)] = runs(engine)
-    assert (same_id, status, payloads[0]["records"]) == (run_id, "completed", 2)
-    with engine.begin() as conn:
-        assert conn.execute(text("SELECT credits_estimated FROM collection_runs")).scalar() == 2
-        kinds = conn.execute(text("SELECT kind, amount FROM credit_transactions ORDER BY id")).all()
-        assert [(kind, float(amount)) for kind, amount in kinds] == [("reserve", 2.0)]  # one hold, kept by the retry
-        assert ledger.settle_ingested_run(conn, run_id).actual == 2  # its request, charged once
-        assert ledger.balance(conn, "watch").available == 8
+    server.documents["/slow"] = document
+    again = run_cycle(engine, store, client)  # the next cycle fetches it the polite way, and pays for it
+    assert (again.due, again.requests_sent, again.not_modified) == (1, 1, 1)
+    assert server.requests[-1][1]["If-None-Match"] == document.etag
+    with engine.connect() as conn:
+        kinds = conn.execute(
+            text("SELECT kind, amount FROM credit_transactions WHERE collection_run_id = :run ORDER BY id"),
+            {"run": killed_id},
+        ).all()
+        assert [(kind, float(amount)) for kind, amount in kinds] == [("reserve", 2.0), ("release", 2.0)]
+        assert ledger.balance(conn, "watch").available == 6  # two requests charged: the killed one was not
+    assert [(run.status, run.id == killed_id) for run in runs(engine)] == [
+        ("completed", False), ("failed", True), ("completed", False)
+    ]  # fmt: skip
+
+
+def test_a_cycle_that_outlives_its_lease_records_nothing_twice(engine, store, server, client, tmp_path):
+    def taken_for_dead_meanwhile(_):
+        recover_stale_runs(engine, polling_runs=(datetime.now(UTC), []))
+        return Reply(200, body=feed("late"))
+
+    server.routes["/late"] = taken_for_dead_meanwhile
+    sync(engine, catalog(tmp_path, [{"name": "late", "url": server.url("/late"), "format": "rss", "cost": {"per_request": 1}}],
+                         [{"name": "watch", "sources": ["late"], "budget": {"credits": 10}}]))  # fmt: skip
+    late = run_cycle(engine, store, client, poll_run_id="late")  # taken for dead while it fetched: nothing recorded
+    assert late.abandoned and late.runs == {}
+    assert source(engine, "late")["last_checked_at"] is None
+    server.routes.pop("/late")
+    server.documents["/late"] = Document(feed("late"))
+    assert run_cycle(engine, store, client).changed == 1
+    with engine.connect() as conn:
+        assert ledger.balance(conn, "watch").held == 1  # the live cycle's hold; the abandoned one's was released
 
 
 def test_a_budget_that_runs_out_mid_day_stops_before_any_request(
@@ -392,6 +421,43 @@ def test_a_budget_that_runs_out_mid_day_stops_before_any_request(
     assert [(m.event_type, m.payload["data"]) for m in messages] == [
         (BUDGET_EXHAUSTED, {"budget": "watch", "estimate": "2.0000", "shortfall": "1.00"})
     ]
+
+
+def test_an_exhausted_budget_is_audited_and_announced_once_per_exhaustion(
+    engine, store, server, client, resources, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("OBSERVATORY_SECRET_KEY", Fernet.generate_key().decode())
+    with engine.begin() as conn:
+        add_subscription(conn, "https://hooks.example.org/budget", [BUDGET_EXHAUSTED], name="budget")
+    server.documents["/a"] = Document(feed("a"))
+    sync(engine, catalog(tmp_path, [{"name": "a", "url": server.url("/a"), "format": "rss", "cost": {"per_request": 1}}],
+                         [{"name": "watch", "sources": ["a"], "budget": {"credits": 1}}]))  # fmt: skip
+    first = run_cycle(engine, store, client)
+    with engine.begin() as conn:
+        ledger.settle_ingested_run(conn, first.runs["watch"])
+
+    def announced() -> tuple[int, int]:
+        with engine.connect() as conn:
+            messages = conn.execute(text("SELECT count(*) FROM webhook_messages")).scalar_one()
+        return len(audits(engine, "credits.shortfall")), messages
+
+    def stay_short(cycles: int) -> None:
+        for _ in range(cycles):
+            assert run_cycle(engine, store, client, force=True).shortfalls
+            with dg.DagsterInstance.ephemeral() as instance:
+                assert (
+                    polling_sensor(dg.build_sensor_context(instance=instance, resources=resources)).run_requests == []
+                )
+
+    stay_short(3)
+    assert announced() == (1, 1)  # one exhaustion: one audit, one webhook, however many cycles find it
+    with engine.begin() as conn:
+        ledger.allocate(
+            conn, ledger.find_design(conn, "watch")[0], 1, datetime.now(UTC).date(), datetime.now(UTC).date()
+        )
+    assert run_cycle(engine, store, client, force=True).requests_sent == 1  # funded again: a 304, settled at once
+    stay_short(2)
+    assert announced() == (2, 2)  # a second exhaustion is announced again
 
 
 def test_the_cli_syncs_lists_shows_and_polls_through_dagster(dagster_env, server, tmp_path):

@@ -1,10 +1,10 @@
 """Settings in one place: only resources/settings.py reads the environment, a bad value is one line,
 `observatory config` says where each value came from, and docs/configuration.md is the model's."""
 
-import ast
 import os
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -22,14 +22,25 @@ from tests.conftest import ROOT
 PACKAGES = ("observatory_assets", "resources", "sensors")
 
 
+#: The names through which a module reads the environment.
+_READERS = frozenset({"environ", "getenv", "environb", "getenvb"})
+
+
 def _environment_reads(path: Path) -> list[int]:
-    """Lines of ``path`` that touch ``os.environ`` or ``getenv`` (in any spelling)."""
-    lines = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb", "getenvb"):
-            lines.append(node.lineno)
-        elif isinstance(node, ast.ImportFrom) and node.module == "os":
-            lines += [node.lineno for alias in node.names if alias.name.startswith(("environ", "getenv"))]
+    """Lines of ``path`` that touch ``os.environ`` or ``getenv`` (in any spelling): ``<x>.environ`` and
+    ``from os import environ``. A token scan, not ``ast.parse``: it depends on nothing but the file (the
+    AST constructor's depth counter breaks when a finalizer runs inside it, CPython gh-106905)."""
+    with path.open("rb") as source:
+        kept = (tokenize.NAME, tokenize.OP, tokenize.NEWLINE)
+        words = [(t.string, t.start[0]) for t in tokenize.tokenize(source.readline) if t.type in kept]
+    lines, importing_from_os = [], False
+    for n, (word, line) in enumerate(words):
+        if word == "import" and n >= 2 and [w for w, _ in words[n - 2 : n]] == ["from", "os"]:
+            importing_from_os = True
+        elif word in _READERS and n and (words[n - 1][0] == "." or importing_from_os):
+            lines.append(line)
+        elif word in ("\n", "\r\n", ""):  # the end of a logical line (NEWLINE) ends the import
+            importing_from_os = False
     return lines
 
 
@@ -44,6 +55,15 @@ def test_only_the_settings_module_reads_the_environment():
     }
     assert readers == set()
     assert _environment_reads(settings_module)  # the check does see a read where there is one
+
+
+def test_the_environment_scan_sees_every_spelling_and_nothing_else(tmp_path):
+    module = tmp_path / "module.py"
+    module.write_text(
+        "import os\nfrom os import (\n    path,\n    getenv as g,\n)\nx = os.environ['A']\n"
+        "def f(environ=None):\n    return environ, 'os.environ', path\ny = os . getenvb('B')\n"
+    )
+    assert _environment_reads(module) == [4, 6, 9]
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ and a target failure leaves a retryable request and a failed Dagster run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -172,24 +173,25 @@ def test_the_deadline_is_in_the_database_so_a_restarted_sweeper_still_deletes(
         "object_store": ObjectStoreResource(local_root=str(objects_root)),
         "publish_target": PublishTarget(),
     }
-    instance = dg.DagsterInstance.ephemeral()
+    with contextlib.ExitStack() as instances:  # every instance closed at the end
+        instance = instances.enter_context(dg.DagsterInstance.ephemeral())
 
-    def sensor_tick():  # a fresh context each time: nothing survives between ticks but the database
-        with dg.build_sensor_context(instance=instance, resources=resources) as context:
-            return takedown_sensor(context)
+        def sensor_tick():  # a fresh context each time: nothing survives between ticks but the database
+            with dg.build_sensor_context(instance=instance, resources=resources) as context:
+                return takedown_sensor(context)
 
-    first = sensor_tick()
-    assert isinstance(first, dg.RunRequest)
-    assert takedown_job.execute_in_process(resources=resources, instance=instance).success
-    assert isinstance(sensor_tick(), dg.SkipReason)  # withdrawn, deadline not passed
-    deadline = datetime.fromisoformat(list_takedowns(engine)[0]["grace_until"])
-    time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 0.5)
-    instance = dg.DagsterInstance.ephemeral()  # "restart": a new instance, no memory of the first
-    due = sensor_tick()
-    assert isinstance(due, dg.RunRequest) and due.run_key != first.run_key
-    assert takedown_job.execute_in_process(resources=resources, instance=instance).success
-    assert [r["status"] for r in list_takedowns(engine)] == ["removed"]
-    assert isinstance(sensor_tick(), dg.SkipReason)
+        first = sensor_tick()
+        assert isinstance(first, dg.RunRequest)
+        assert takedown_job.execute_in_process(resources=resources, instance=instance).success
+        assert isinstance(sensor_tick(), dg.SkipReason)  # withdrawn, deadline not passed
+        deadline = datetime.fromisoformat(list_takedowns(engine)[0]["grace_until"])
+        time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 0.5)
+        instance = instances.enter_context(dg.DagsterInstance.ephemeral())  # "restart": no memory of the first
+        due = sensor_tick()
+        assert isinstance(due, dg.RunRequest) and due.run_key != first.run_key
+        assert takedown_job.execute_in_process(resources=resources, instance=instance).success
+        assert [r["status"] for r in list_takedowns(engine)] == ["removed"]
+        assert isinstance(sensor_tick(), dg.SkipReason)
 
 
 def test_a_target_failure_leaves_a_retryable_request_and_a_failed_run(

@@ -16,9 +16,15 @@ from cryptography.fernet import Fernet
 from sqlalchemy import text
 from standardwebhooks.webhooks import Webhook
 
-from observatory_assets.defs.webhooks.delivery import Attempt, deliver_due, next_delay, prune, retry_after_seconds
-from observatory_assets.defs.webhooks.subscriptions import WebhookConfigError, add_subscription, rotate_secret
+from observatory_assets.defs.webhooks.delivery import Attempt, deliver_due, next_delay, prune
+from observatory_assets.defs.webhooks.subscriptions import (
+    WebhookConfigError,
+    add_subscription,
+    remove_subscription,
+    rotate_secret,
+)
 from observatory_assets.lib.outbox import EXPORT_COMPLETED, emit
+from resources.http_headers import retry_after_seconds
 from resources.postgres import engine_for
 from tests.support.helpers import ROOT, run
 
@@ -382,3 +388,163 @@ def test_the_sensor_starts_delivery_when_messages_are_due(engine, database_url, 
         assert len(receiver.received) == 1 and isinstance(tick(), dg.SkipReason)
         _emit(engine)
         assert tick().run_key != request.run_key  # a new due state, a new run
+
+
+class Answering:
+    """A receiver on 127.0.0.1 whose answer to each POST is written by ``answer(handler)``."""
+
+    def __init__(self, answer):
+        self.headers: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
+                try:
+                    answer(self)
+                except (BrokenPipeError, ConnectionResetError):  # the sender read what it wanted
+                    self.close_connection = True
+
+            def log_message(self, format, *args):  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def answering():
+    started: list[Answering] = []
+
+    def start(answer) -> Answering:
+        started.append(Answering(answer))
+        return started[-1]
+
+    yield start
+    for receiver in started:
+        receiver.close()
+
+
+def test_a_503_with_a_minus_0000_date_is_a_retry_not_a_crashed_cycle(engine, webhook_env, receivers):
+    receiver = receivers([(503, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 -0000"})])
+    _subscribe(engine, receiver.url)
+    _emit(engine)
+    result = deliver_due(engine)  # the date is past: retried at once (schedule 0 s), then delivered
+    assert (result.attempted, result.retrying, result.delivered) == (2, 1, 1)
+    assert [(code, outcome) for _, code, outcome, _ in _log(engine)] == [(503, "retry"), (200, "delivered")]
+
+
+def test_a_receiver_answer_is_read_a_few_kib_at_most_and_never_decoded(engine, webhook_env, answering):
+    def huge(handler):
+        handler.send_response(200)
+        handler.send_header("content-length", str(64 * 1024**2))
+        handler.send_header("content-encoding", "gzip")
+        handler.end_headers()
+        for _ in range(1024):
+            handler.wfile.write(bytes(64 * 1024))
+
+    receiver = answering(huge)
+    _subscribe(engine, receiver.url)
+    _emit(engine)
+    result = deliver_due(engine)  # a 64 MiB answer (over the 15 MiB body cap) is no failed delivery
+    assert (result.attempted, result.delivered) == (1, 1)
+    assert receiver.headers[0]["accept-encoding"] == "identity"
+
+
+def test_webhooks_remove_never_waits_behind_a_delivery_on_the_wire(engine, webhook_env, answering):
+    on_the_wire, release = threading.Event(), threading.Event()
+
+    def held(handler):
+        on_the_wire.set()
+        release.wait(60)
+        handler.send_response(200)
+        handler.send_header("content-length", "0")
+        handler.end_headers()
+
+    receiver = answering(held)
+    _subscribe(engine, receiver.url, name="slow")
+    _emit(engine)
+    outcome: dict = {}
+    delivering = threading.Thread(target=lambda: outcome.update(result=deliver_due(engine)))
+    delivering.start()
+    try:
+        assert on_the_wire.wait(60)
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '5s'"))  # held behind the claim's locks before
+            remove_subscription(conn, "slow")
+    finally:
+        release.set()
+        delivering.join(60)
+    assert outcome["result"].attempted == 0  # the message went with its subscription: nothing to record
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM webhook_messages")).scalar_one() == 0
+
+
+def test_an_undecryptable_secret_or_a_bad_export_key_fails_its_own_message_only(engine, store, webhook_env, receivers):
+    good, lost = receivers(), receivers()
+    _subscribe(engine, good.url, name="good")
+    _subscribe(engine, lost.url, name="lost")
+    with engine.begin() as conn:  # a secret encrypted under a key that is no longer the platform's
+        conn.execute(
+            text("UPDATE webhook_subscriptions SET secret = :token WHERE name = 'lost'"),
+            {"token": Fernet(Fernet.generate_key()).encrypt(b"whsec_old")},
+        )
+        emit(conn, EXPORT_COMPLETED, {"export": 1})
+        emit(conn, EXPORT_COMPLETED, {"export": 2, "object_key": "../outside"})  # no valid object key
+    result = deliver_due(engine, store=store)
+    assert (result.delivered, result.failed) == (1, 3) and lost.received == []
+    assert [json.loads(body)["data"]["export"] for _, body in good.received] == [1]
+    with engine.connect() as conn:
+        errors = conn.execute(
+            text("SELECT s.name, d.error FROM webhook_deliveries d JOIN webhook_subscriptions s "
+                 "ON s.id = d.subscription_id WHERE d.outcome = 'failed' ORDER BY s.name, d.id")
+        ).all()  # fmt: skip
+        streaks = conn.execute(text("SELECT count(failing_since) FROM webhook_subscriptions")).scalar_one()
+    assert [name for name, _ in errors] == ["good", "lost", "lost"]
+    assert "cannot be built" in errors[0][1] and all("cannot be decrypted" in e for _, e in errors[1:])
+    assert streaks == 0  # our trouble, not the receivers': no failure streak toward disabling them
+
+
+def test_the_sensor_stops_waiting_for_a_delivery_run_that_stopped_answering(
+    engine, database_url, webhook_env, receivers
+):
+    import dagster as dg
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._core.events.log import EventLogEntry
+
+    from observatory_assets.defs.webhooks.jobs import deliver_webhooks
+    from resources import PostgresResource
+    from sensors.webhooks import webhook_delivery_sensor
+
+    receiver = receivers()
+    _subscribe(engine, receiver.url)
+    _emit(engine)
+    resources = {"postgres": PostgresResource(url=database_url)}
+    with dg.DagsterInstance.ephemeral() as instance:
+        run = instance.create_run_for_job(deliver_webhooks, status=dg.DagsterRunStatus.STARTING)
+
+        def started_ago(seconds: float) -> None:  # the run worker reports its start, then is killed (-9)
+            event = DagsterEvent(DagsterEventType.RUN_START.value, job_name=deliver_webhooks.name)
+            instance.handle_new_event(
+                EventLogEntry(error_info=None, level=20, user_message="", run_id=run.run_id,
+                              timestamp=time.time() - seconds, dagster_event=event)
+            )  # fmt: skip
+
+        def tick():
+            with dg.build_sensor_context(instance=instance, resources=resources) as context:
+                return webhook_delivery_sensor(context)
+
+        started_ago(60)
+        assert "still in progress" in tick().skip_message  # a live run is waited for
+        started_ago(16 * 60)  # past the 15 min a delivery run is waited for
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+        assert isinstance(tick(), dg.RunRequest)  # a run STARTED for ever no longer stalls delivery

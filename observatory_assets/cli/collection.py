@@ -10,10 +10,18 @@ from observatory_assets.cli.context import Observatory, json_option, pass_observ
 from observatory_assets.cli.runner import run_job
 from observatory_assets.cli.trends import set_credibility
 from observatory_assets.defs.actors.catalog import ActorSync, load_actor_catalog
+from observatory_assets.defs.actors.feeds import with_actor_feeds
 from observatory_assets.defs.actors.linking import sync_actors
-from observatory_assets.defs.collection.catalog import CatalogSync, load_catalog, sources_dir, sync_catalog
-from observatory_assets.defs.collection.polling import design_states, source_states
+from observatory_assets.defs.collection.catalog import (
+    CatalogSync,
+    design_states,
+    load_catalog,
+    source_states,
+    sources_dir,
+    sync_catalog,
+)
 from resources.embedded import author_pseudonym_key
+from resources.settings import platform_settings
 
 LISTED = (
     "name", "platform", "url", "active", "etag", "last_modified", "last_status", "last_checked_at", "next_check_at",
@@ -22,12 +30,15 @@ LISTED = (
 
 
 def sync_sources(engine, directory: str | None = None) -> tuple[CatalogSync, ActorSync]:
-    """Load and sync the catalog in ``directory`` (default ``OBSERVATORY_SOURCES_DIR``): sources, designs and
-    the actors of its ``actors/`` folder (their changed entries relinked), in one transaction; what changed."""
+    """Load and sync the catalog in ``directory`` (default ``OBSERVATORY_SOURCES_DIR``): sources, designs (with
+    the feeds of the actors they follow) and the actors of its ``actors/`` folder (their changed entries
+    relinked), in one transaction; what changed."""
     folder = sources_dir(directory)
-    catalog, actors = load_catalog(folder), load_actor_catalog(folder)
+    actors = load_actor_catalog(folder)
+    catalog = with_actor_feeds(load_catalog(folder), actors, platform_settings().bluesky_appview)
+    design_lists = {name: spec.actor_lists for name, (_, spec) in catalog.designs.items()}
     with engine.begin() as conn:
-        return sync_catalog(conn, catalog), sync_actors(conn, actors, author_pseudonym_key)
+        return sync_catalog(conn, catalog), sync_actors(conn, actors, author_pseudonym_key, design_lists)
 
 
 @click.group("sources")

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import click
 
 from observatory_assets.cli.context import UTC_DAY, Observatory, json_option, limit_option, pass_observatory
-from observatory_assets.defs.collection.polling import design_states
+from observatory_assets.defs.collection.catalog import design_states
 from observatory_assets.defs.credits.ledger import MAX_HISTORY_PAGE, allocate, balance, find_design, history
 
 #: How long a top-up stays valid when ``--until`` is not given.

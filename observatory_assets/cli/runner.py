@@ -40,7 +40,7 @@ def run_job(
     Celery executor (``OBSERVATORY_EXECUTOR=celery``), orchestrated here with its steps on the workers.
     Returns what happened, with the first failure's reason in one line, for people and scripts (and the
     output of op ``output_of``, when asked and the run succeeded)."""
-    from observatory_assets.definitions import defs
+    from observatory_assets.definitions import defs, resources
 
     run_config = {
         "ops": {op: {"config": config} for op, config in (ops_config or {}).items()},
@@ -52,9 +52,11 @@ def run_job(
         reconstructable = dg.build_reconstructable_job(__name__, job_of_the_code_location.__name__, (name,))
         with dg.execute_job(reconstructable, instance, run_config=run_config, tags=tags) as result:
             return _outcome(name, partition_key, result, output_of)
+    # the resources of this command's environment, not those bound when the code location was first imported
     result = job.execute_in_process(
-        instance=instance, partition_key=partition_key, run_config=run_config, raise_on_error=False
-    )
+        instance=instance, partition_key=partition_key, run_config=run_config, raise_on_error=False,
+        resources=resources(),
+    )  # fmt: skip
     return _outcome(name, partition_key, result, output_of)
 
 

@@ -10,6 +10,7 @@ import os
 import socket
 import warnings
 from collections.abc import Callable
+from datetime import timedelta
 from importlib.util import find_spec
 from typing import Any, NamedTuple
 
@@ -22,21 +23,60 @@ from resources.settings import SettingsError, platform_settings
 collection_run_partitions = dg.DynamicPartitionsDefinition(name="collection_runs")
 
 
+def never_done(window: timedelta | None = None) -> dg.AutomationCondition:
+    """Work whose parents exist but which was never done: the asset (or partition) is missing, every
+    parent exists (or is requested on the same tick), neither it nor a parent is in progress, and its
+    latest execution did not fail (a failure waits for a person). For a time-partitioned asset only the
+    partitions within ``window`` of the latest one count (None: the latest); every collection run counts.
+
+    A status, not an event: it holds on every tick until the work is done, so what was materialized while
+    no daemon was evaluating (a partition loaded from the ``dagster`` CLI before the daemon's first start,
+    or with the automation sensor stopped) is carried on at the next tick, where ``eager()`` only sees
+    what happens after its first evaluation."""
+    return (
+        dg.AutomationCondition.in_latest_time_window(window)
+        & dg.AutomationCondition.missing()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & ~dg.AutomationCondition.execution_failed()
+    ).with_label("never done")
+
+
+def eager_or_never_done() -> dg.AutomationCondition:
+    """``eager()`` (a parent updated, or a partition newly missing) or :func:`never_done`: a collection
+    run's features and embeddings follow its items however and whenever they were loaded."""
+    return (dg.AutomationCondition.eager() | never_done()).with_label("eager, or never done")
+
+
 def follows(*upstream: str) -> dg.AutomationCondition:
     """Declarative automation of an asset fed by ``upstream`` across partitionings (collection runs into
     one events table, the ledger into daily snapshots): it is requested once any ``upstream`` asset (or
     partition) has been materialized, by any run, since it was last requested or materialized, and when
     neither it nor an ``upstream`` asset is in progress, so a burst of upstream runs is followed by one
-    (its other dependencies, which the upstream ones follow themselves, do not hold it back).
+    (its other dependencies, which the upstream ones follow themselves, do not hold it back). What a daemon
+    that was not running left behind is picked up too: the asset is requested when it was never
+    materialized while an ``upstream`` partition was, and once on the condition's first evaluation when
+    an ``upstream`` partition exists (whatever was materialized before then is not seen as an update; the
+    assets it is used for are incremental, so a run with nothing new changes nothing).
 
     Unlike ``eager()``, an upstream that is only about to be requested does not count (it runs in
     another run, which could finish after this one), and a missing upstream partition (a collection run
-    whose ingestion failed for good) does not hold it back."""
+    whose ingestion failed for good) does not hold it back. A failed execution of a never-done asset
+    waits for a person."""
     selection = dg.AssetSelection.assets(*upstream)
-    return (
+    updated = (
         dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated())
         .allow(selection)
         .since_last_handled()
+    )
+    upstream_exists = dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing()).allow(selection)
+    never_materialized = (
+        dg.AutomationCondition.missing() & upstream_exists & ~dg.AutomationCondition.execution_failed()
+    ).with_label("never done")
+    first_look = (dg.AutomationCondition.initial_evaluation() & upstream_exists).with_label("first evaluation")
+    return (
+        (updated | never_materialized | first_look)
         & ~dg.AutomationCondition.any_deps_in_progress().allow(selection)
         & ~dg.AutomationCondition.in_progress()
     ).with_label(f"follows {', '.join(upstream)}")

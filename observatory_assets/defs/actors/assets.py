@@ -14,7 +14,7 @@ from observatory_assets.defs.actors.analysis import (
 )
 from observatory_assets.defs.actors.charts import store_volume_charts
 from observatory_assets.defs.actors.linking import link_items
-from observatory_assets.lib.dagster import collection_run_partitions, follows, markdown_table
+from observatory_assets.lib.dagster import collection_run_partitions, eager_or_never_done, follows, markdown_table
 from resources import ObjectStoreResource, PostgresResource
 from resources.embedded import author_pseudonym_key
 
@@ -27,7 +27,7 @@ volume_days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UT
     partitions_def=collection_run_partitions,
     group_name=ACTORS,
     kinds={"postgres"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=eager_or_never_done(),
 )
 def item_actors(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
     """Which actors wrote the collection run's items (by platform and handle first, then by name or alias,

@@ -158,10 +158,28 @@ def link_items(
     return LinkCounts(authors=authors, mentions=mentions)
 
 
-def sync_actors(conn: Connection, catalog: ActorCatalog, key: Callable[[], bytes]) -> ActorSync:
-    """Sync the actor catalog and link again the items of every actor whose entry it changed (``key`` gives
-    the pseudonym key, asked for only then)."""
+def sync_actors(
+    conn: Connection, catalog: ActorCatalog, key: Callable[[], bytes], design_lists: dict[str, list[str]]
+) -> ActorSync:
+    """Sync the actor catalog and the actor lists each design follows (``design_lists``), and link again the
+    items of every actor whose entry changed (``key`` gives the pseudonym key, asked for only then)."""
     synced = sync_actor_catalog(conn, catalog)
+    follows = [{"design": design, "list": name} for design, names in design_lists.items() for name in names]
+    conn.execute(
+        text(
+            """DELETE FROM query_design_actor_lists f USING query_designs d
+                WHERE d.id = f.query_design_id AND d.name = ANY(CAST(:designs AS text[]))"""
+        ),
+        {"designs": list(design_lists)},
+    )
+    conn.execute(
+        text(
+            """INSERT INTO query_design_actor_lists (query_design_id, list_id)
+               SELECT d.id, l.id FROM jsonb_to_recordset(CAST(:follows AS jsonb)) AS f (design text, list text)
+                 JOIN query_designs d ON d.name = f.design JOIN actor_lists l ON l.name = f.list"""
+        ),
+        {"follows": orjson.dumps(follows).decode()},
+    )
     if synced.changed:
         link_items(conn, key(), actor_ids=synced.changed)
     return synced

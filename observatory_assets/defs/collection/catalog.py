@@ -1,4 +1,4 @@
-"""Sources and query designs as code: the ``sources/`` YAML catalog, validated and synced.
+"""Sources and query designs as code: the ``sources/`` YAML catalog, validated and synced, and read back.
 
 One folder of YAML files (``OBSERVATORY_SOURCES_DIR``, default ``sources/``); each
 file holds a ``sources`` list, a ``designs`` list, or both. A **source** is a feed
@@ -9,16 +9,22 @@ language, the sources it draws on, an optional credit budget). Every error is
 one line naming the file and the field. The sync is idempotent: it upserts by
 name, never touches the polling state (validators, schedule, back-off), and a
 source that left the catalog is deactivated, not deleted (its items keep it).
+
+The read model (:func:`source_states`, :func:`design_states`, :func:`next_check_moment`) is what the
+CLI, the UI and the polling sensor show of the catalog and its polling state.
 """
 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import Connection, text
@@ -45,6 +51,28 @@ def interval_seconds(poll: str) -> int | None:
         return None
     number, unit = _INTERVAL.match(poll).groups()
     return int(number) * _UNIT_SECONDS[unit]
+
+
+def pollable_url(url: str) -> str:
+    """``url`` if the poller can fetch it: http(s), a host, a port from 1 to 65535 if one is given, no
+    credentials, no whitespace; else ValueError saying what is wrong, in one line."""
+    if not re.match(r"^https?://", url, re.IGNORECASE):
+        raise ValueError("must be an http(s) URL")
+    if re.search(r"\s", url):
+        raise ValueError("must not contain whitespace")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = httpx.URL(url).host
+    except (ValueError, httpx.InvalidURL) as error:
+        raise ValueError(f"is not a valid URL ({str(error).rstrip('.')})") from None
+    if not host or not parts.hostname:
+        raise ValueError("must name a host")
+    if port == 0:
+        raise ValueError("must have a port from 1 to 65535")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (user:password@)")
+    return url
 
 
 class Cost(BaseModel):
@@ -74,8 +102,8 @@ class SourceSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
-        if url is not None and not re.match(r"^https?://[^/\s]+", url):
-            raise ValueError("must be an http(s) URL")
+        if url is not None:
+            pollable_url(url)
         return url
 
     @field_validator("format")
@@ -142,6 +170,10 @@ class DesignSpec(BaseModel):
     terms: dict[str, list[str]] = Field(default_factory=dict)
     sources: list[str] = Field(default_factory=list)
     budget: Budget | None = None
+    #: Actor lists (``sources/actors/``) whose members' own feeds the design follows.
+    actor_lists: list[str] = Field(default_factory=list)
+    #: ``clear`` keeps every author's name and handle; by default only public figures' are kept.
+    authors: Literal["pseudonymised", "clear"] = "pseudonymised"
 
 
 class CatalogFile(BaseModel):
@@ -215,12 +247,32 @@ class CatalogSync:
     designs: int
     deactivated: list[str]
     budgets: dict[str, float]
+    designs_removed: list[str] = field(default_factory=list)
 
 
-def sync_catalog(conn: Connection, catalog: Catalog) -> CatalogSync:
-    """Upsert the catalog's sources and designs (by name) and their links; deactivate catalog sources that
-    left the catalog. Polling state is kept; a changed URL starts over (its validators belonged to the old
-    one). Idempotent: a second sync of the same catalog changes nothing."""
+def _remove_designs_not_in(conn: Connection, names: list[str]) -> list[str]:
+    """Designs synced from the catalog that left it lose their sources (no run is planned for them, nothing is
+    reserved) and are no longer marked as the catalog's; their history stays. Their names."""
+    removed = conn.execute(
+        text(
+            """
+            UPDATE query_designs SET catalog_file = NULL
+             WHERE catalog_file IS NOT NULL AND NOT (name = ANY(CAST(:names AS text[])))
+            RETURNING id, name
+            """
+        ),
+        {"names": names},
+    ).all()
+    conn.execute(
+        text("DELETE FROM query_design_sources WHERE query_design_id = ANY(CAST(:ids AS bigint[]))"),
+        {"ids": [row.id for row in removed]},
+    )
+    return sorted(row.name for row in removed)
+
+
+def _sync_sources(conn: Connection, catalog: Catalog) -> list[str]:
+    """Upsert the catalog's sources (see :func:`sync_catalog`); the names of those deactivated because
+    they left the catalog."""
     rows = [
         {
             "name": spec.name,
@@ -240,19 +292,27 @@ def sync_catalog(conn: Connection, catalog: Catalog) -> CatalogSync:
     conn.execute(
         text(
             """
-            INSERT INTO sources AS s (name, url, type, poll, credibility, language, active, cost_per_request,
-                                      cost_per_1k_items, aggregator, catalog_file)
-            SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r (
+            INSERT INTO sources AS s (name, url, catalog_url, type, poll, credibility, language, active,
+                                      cost_per_request, cost_per_1k_items, aggregator, catalog_file)
+            SELECT r.name, r.url, r.url, r.type, r.poll, r.credibility, r.language, r.active, r.per_request,
+                   r.per_1k, r.aggregator, r.file
+              FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r (
                 name text, url text, type text, poll text, credibility real, language text, active boolean,
                 per_request numeric, per_1k numeric, aggregator boolean, file text)
             ON CONFLICT (name) DO UPDATE SET
-                url = EXCLUDED.url, type = EXCLUDED.type, poll = EXCLUDED.poll,
-                credibility = EXCLUDED.credibility, language = EXCLUDED.language, active = EXCLUDED.active,
+                url = CASE WHEN s.catalog_url IS DISTINCT FROM EXCLUDED.catalog_url THEN EXCLUDED.url ELSE s.url END,
+                catalog_url = EXCLUDED.catalog_url, type = EXCLUDED.type, poll = EXCLUDED.poll,
+                credibility = EXCLUDED.credibility, language = EXCLUDED.language,
+                active = EXCLUDED.active AND (s.catalog_url IS DISTINCT FROM EXCLUDED.catalog_url
+                                              OR s.last_status IS DISTINCT FROM 410),
                 cost_per_request = EXCLUDED.cost_per_request, cost_per_1k_items = EXCLUDED.cost_per_1k_items,
                 aggregator = EXCLUDED.aggregator, catalog_file = EXCLUDED.catalog_file,
-                etag = CASE WHEN s.url IS DISTINCT FROM EXCLUDED.url THEN NULL ELSE s.etag END,
-                last_modified = CASE WHEN s.url IS DISTINCT FROM EXCLUDED.url THEN NULL ELSE s.last_modified END,
-                next_check_at = CASE WHEN s.url IS DISTINCT FROM EXCLUDED.url OR NOT s.active THEN NULL
+                etag = CASE WHEN s.catalog_url IS DISTINCT FROM EXCLUDED.catalog_url THEN NULL ELSE s.etag END,
+                last_modified = CASE WHEN s.catalog_url IS DISTINCT FROM EXCLUDED.catalog_url THEN NULL
+                                     ELSE s.last_modified END,
+                last_status = CASE WHEN s.catalog_url IS DISTINCT FROM EXCLUDED.catalog_url THEN NULL
+                                   ELSE s.last_status END,
+                next_check_at = CASE WHEN s.catalog_url IS DISTINCT FROM EXCLUDED.catalog_url OR NOT s.active THEN NULL
                                      ELSE s.next_check_at END
             """
         ),
@@ -272,6 +332,11 @@ def sync_catalog(conn: Connection, catalog: Catalog) -> CatalogSync:
         .scalars()
         .all()
     )
+    return list(deactivated)
+
+
+def _sync_designs(conn: Connection, catalog: Catalog) -> list[str]:
+    """Upsert the catalog's designs, their sources and budgets; the names of the designs that left it."""
     designs = [
         {
             "name": spec.name,
@@ -279,23 +344,26 @@ def sync_catalog(conn: Connection, catalog: Catalog) -> CatalogSync:
             "terms": [{"term": term, "language": language} for language, terms in spec.terms.items() for term in terms],
             "sources": spec.sources,
             "budget": spec.budget.credits if spec.budget else None,
+            "file": file_name,
+            "follows": {"actor_lists": spec.actor_lists, "authors": spec.authors},
         }
-        for _, spec in catalog.designs.values()
+        for file_name, spec in catalog.designs.values()
     ]
     conn.execute(
         text(
             """
-            INSERT INTO query_designs (name, title, search_terms, arenas, credit_budget)
-            SELECT d.name, d.title, d.terms, jsonb_build_object('sources', d.sources), d.budget
+            INSERT INTO query_designs (name, title, search_terms, arenas, credit_budget, catalog_file)
+            SELECT d.name, d.title, d.terms, jsonb_build_object('sources', d.sources) || d.follows, d.budget, d.file
               FROM jsonb_to_recordset(CAST(:designs AS jsonb))
-                   AS d (name text, title text, terms jsonb, sources jsonb, budget numeric)
+                   AS d (name text, title text, terms jsonb, sources jsonb, budget numeric, file text, follows jsonb)
             ON CONFLICT (name) DO UPDATE SET
                 title = EXCLUDED.title, search_terms = EXCLUDED.search_terms, arenas = EXCLUDED.arenas,
-                credit_budget = EXCLUDED.credit_budget
+                credit_budget = EXCLUDED.credit_budget, catalog_file = EXCLUDED.catalog_file
             """
         ),
         {"designs": orjson.dumps(designs).decode()},
     )
+    removed = _remove_designs_not_in(conn, list(catalog.designs))
     links = [{"design": spec.name, "source": source} for _, spec in catalog.designs.values() for source in spec.sources]
     conn.execute(
         text(
@@ -327,9 +395,76 @@ def sync_catalog(conn: Connection, catalog: Catalog) -> CatalogSync:
         if spec.budget is not None:
             window = (spec.budget.valid_from or ALWAYS[0], spec.budget.valid_until or ALWAYS[1])
             sync_allocation(conn, design_ids[spec.name], spec.budget.credits, *window)
+    return removed
+
+
+def sync_catalog(conn: Connection, catalog: Catalog) -> CatalogSync:
+    """Upsert the catalog's sources and designs (by name) and their links; deactivate catalog sources that
+    left the catalog, and unlink the sources of designs that left it (no longer polled for, nor charged).
+    Polling state is kept, and with it what the sources' answers decided: a 301/308's new URL and a 410's
+    deactivation hold until the catalog gives that source another URL, which starts over (validators,
+    status and schedule belonged to the old one). Idempotent: a second sync of the same catalog changes
+    nothing."""
+    deactivated = _sync_sources(conn, catalog)
+    removed = _sync_designs(conn, catalog)
     return CatalogSync(
-        sources=len(rows),
-        designs=len(designs),
-        deactivated=list(deactivated),
+        sources=len(catalog.sources),
+        designs=len(catalog.designs),
+        deactivated=deactivated,
+        designs_removed=removed,
         budgets={spec.name: spec.budget.credits for _, spec in catalog.designs.values() if spec.budget},
     )
+
+
+def source_states(conn: Connection, name: str | None = None) -> list[dict]:
+    """The catalog sources with their polling state (all, or the one called ``name``), by name; a source's
+    ``platform`` is its format (``reddit``, ``bluesky``… for an arena, the feed or file kind otherwise),
+    which its items carry unless a row names its own."""
+    rows = conn.execute(
+        text(
+            """
+            SELECT name, url, type AS format, type AS platform, active, poll, credibility, aggregator, etag, last_modified, last_status,
+                   last_checked_at, next_check_at, error_count, last_error
+              FROM sources
+             WHERE catalog_file IS NOT NULL AND (CAST(:name AS text) IS NULL OR name = :name)
+             ORDER BY name
+            """
+        ),
+        {"name": name},
+    ).mappings()
+    return [
+        {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()} for row in rows
+    ]
+
+
+def design_states(conn: Connection) -> list[dict]:
+    """The query designs: name, title, terms per language, sources, budget."""
+    rows = conn.execute(
+        text(
+            """
+            SELECT d.name, coalesce(d.title, d.name) AS title, d.search_terms, d.credit_budget,
+                   coalesce(array_agg(s.name ORDER BY s.name) FILTER (WHERE s.id IS NOT NULL), '{}') AS sources
+              FROM query_designs d
+              LEFT JOIN query_design_sources q ON q.query_design_id = d.id
+              LEFT JOIN sources s ON s.id = q.source_id
+             GROUP BY d.id ORDER BY d.name
+            """
+        )
+    )
+    designs = []
+    for row in rows:
+        terms: dict[str, list[str]] = defaultdict(list)
+        for term in row.search_terms or []:
+            terms[term.get("language") or "any"].append(term["term"])
+        budget = None if row.credit_budget is None else float(row.credit_budget)
+        designs.append(
+            {"name": row.name, "title": row.title, "terms": dict(terms), "sources": list(row.sources), "budget": budget}
+        )
+    return designs
+
+
+def next_check_moment(conn: Connection) -> datetime | None:
+    """When the next active catalog source with a URL is due (None: there is none)."""
+    return conn.execute(
+        text("SELECT min(next_check_at) FROM sources WHERE active AND url IS NOT NULL AND catalog_file IS NOT NULL")
+    ).scalar()

@@ -7,7 +7,7 @@ memory, capped). What the answer means for the source is decided here as plain
 functions: the next check (the ``auto`` interval adapted to entries per day,
 clamped to 5 min – 24 h, never below the feed's ``<ttl>`` or ``Cache-Control:
 max-age``), exponential back-off with jitter after an error (1 min doubling to
-24 h, never silent for good), a host's ``Retry-After`` (seconds or an HTTP date).
+24 h, never silent for good), a host's ``Retry-After`` (seconds or an HTTP date, at most 24 h: :mod:`resources.http_headers`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 
 import httpx
 
 from observatory_assets.defs.ingestion.records import ARENA_FORMATS, count_records
 from observatory_assets.lib.errors import failure_message
+from resources.http_headers import retry_after_moment
 from resources.object_store import ObjectStore, staged_upload
 from resources.outbound import OutboundClient, OutboundError
 
@@ -31,6 +31,8 @@ MAX_INTERVAL = timedelta(hours=24)
 LEARNING_INTERVAL = timedelta(hours=1)
 FIRST_BACKOFF = timedelta(minutes=1)
 MAX_REDIRECTS = 5
+#: The longest ``ETag`` or ``Last-Modified`` kept.
+MAX_VALIDATOR = 1024
 _TTL = re.compile(rb"<ttl>\s*(\d{1,6})\s*</ttl>", re.IGNORECASE)
 _MAX_AGE = re.compile(r"max-age\s*=\s*(\d+)", re.IGNORECASE)
 _EXTENSIONS = {"rss": "xml", "atom": "xml", "jsonl": "jsonl", "csv": "csv", **dict.fromkeys(ARENA_FORMATS, "jsonl")}
@@ -50,7 +52,11 @@ class PolledSource:
 
     @property
     def host(self) -> str:
-        return httpx.URL(self.url).host
+        """The URL's host (the URL itself if it cannot be read: its own fetch fails, not the cycle)."""
+        try:
+            return httpx.URL(self.url).host
+        except httpx.InvalidURL:
+            return self.url
 
 
 @dataclass(frozen=True)
@@ -84,29 +90,22 @@ class FetchOutcome:
         return self.status == 410
 
 
+def validator(value: str | None) -> str | None:
+    """An ``ETag`` or ``Last-Modified`` fit to store and send back: printable ASCII of at most
+    :data:`MAX_VALIDATOR` characters; anything else (a server's non-ASCII bytes) is dropped, so the next
+    request is plain and the source never stalls on a header it cannot send."""
+    if value and value.isascii() and value.isprintable() and len(value) <= MAX_VALIDATOR:
+        return value
+    return None
+
+
 def conditional_headers(source: PolledSource) -> dict[str, str]:
     headers = {"Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.8"}
-    if source.etag:
-        headers["If-None-Match"] = source.etag
-    if source.last_modified:
-        headers["If-Modified-Since"] = source.last_modified
+    if etag := validator(source.etag):
+        headers["If-None-Match"] = etag
+    if last_modified := validator(source.last_modified):
+        headers["If-Modified-Since"] = last_modified
     return headers
-
-
-def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
-    """``Retry-After`` as seconds or an HTTP date → the moment to ask again (None if absent or unreadable)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return now + timedelta(seconds=min(int(value), 7 * 86400))
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(moment, now)
 
 
 def _min_interval_s(headers: httpx.Headers, head: bytes) -> int | None:
@@ -133,18 +132,21 @@ def fetch_source(
         with client.stream(
             "GET", source.url, headers=conditional_headers(source), max_redirects=MAX_REDIRECTS
         ) as answer:
-            validators = {"etag": answer.headers.get("etag"), "last_modified": answer.headers.get("last-modified")}
+            validators = {
+                "etag": validator(answer.headers.get("etag")),
+                "last_modified": validator(answer.headers.get("last-modified")),
+            }
             common = {"source": source, "status": answer.status_code, "moved_to": answer.permanent_url}
             if answer.status_code == 304:
                 return FetchOutcome(
                     **common,
-                    etag=validators["etag"] or source.etag,
-                    last_modified=validators["last_modified"] or source.last_modified,
+                    etag=validators["etag"] or validator(source.etag),
+                    last_modified=validators["last_modified"] or validator(source.last_modified),
                     min_interval_s=_min_interval_s(answer.headers, b""),
                 )
             if answer.status_code != 200:
                 retry_after = (
-                    parse_retry_after(answer.headers.get("retry-after"), now)
+                    retry_after_moment(answer.headers.get("retry-after"), now)
                     if answer.status_code in (429, 503)
                     else None
                 )

@@ -9,12 +9,9 @@ runs created, and every source's polling state.
 import dagster as dg
 from pydantic import Field
 
-from observatory_assets.defs.collection.polling import (
-    recover_stale_runs,
-    retry_failed_runs,
-    run_cycle,
-    source_states,
-)
+from observatory_assets.defs.collection.catalog import source_states
+from observatory_assets.defs.collection.polling import run_cycle
+from observatory_assets.defs.collection.recovery import recover_stale_runs, retry_failed_runs
 from observatory_assets.lib.dagster import collection_run_partitions, markdown_table
 from resources import ObjectStoreResource, PostgresResource
 from resources.outbound import OutboundClient
@@ -39,7 +36,14 @@ def poll_sources(
     stale = recover_stale_runs(engine)
     retried = retry_failed_runs(engine, store)
     with OutboundClient() as client:
-        report = run_cycle(engine, store, client, force=config.force, per_host=platform_settings().poll_per_host)
+        report = run_cycle(
+            engine,
+            store,
+            client,
+            force=config.force,
+            per_host=platform_settings().poll_per_host,
+            poll_run_id=context.run_id,
+        )
     created = [str(run_id) for run_id in [*report.runs.values(), *(r for r, error in retried.items() if error is None)]]
     if created:
         context.instance.add_dynamic_partitions(collection_run_partitions.name, created)

@@ -3,13 +3,15 @@
 A cycle
 
 1. **claims** the catalog sources that are due (``FOR UPDATE SKIP LOCKED``, so two cycles never take
-   the same source; a claimed source is leased for :data:`CLAIM_LEASE`, so one killed mid-cycle is not
-   fetched twice while its run is recovered), leaving out hosts under a ``Retry-After``;
+   the same source; a claimed source is leased for :data:`CLAIM_LEASE`, the time after which a cycle's run
+   is stale, so one killed mid-cycle is not fetched twice before its run is recovered, see
+   :mod:`.recovery`), leaving out hosts under a ``Retry-After``;
 2. **plans** one collection run per query design of the claimed sources (plus one for the sources in
    no design), estimates each design's cost (``per_request`` per due source plus ``per_1k_items`` × the
    median items of the source's last 10 fetches, 100 when none; a shared source's cost split evenly)
    and reserves it (:mod:`.charges`); a design short of credits sends no request and gets no run (the
-   hard stop: audited, and a ``budget.exhausted`` webhook queued in the same transaction);
+   hard stop: audited, and a ``budget.exhausted`` webhook queued in the same transaction, once per
+   exhaustion);
 3. **fetches** every claimed source once, concurrently, at most ``per_host`` at a time per host, with
    conditional GET; a changed body is stored under the run of its first design;
 4. **records** each answer on its source (validators, status, schedule, back-off, a 301/308's new URL,
@@ -18,8 +20,8 @@ A cycle
    is removed, or, when it holds a reservation, kept as an empty, already ingested run settled at what
    its requests cost.
 
-Runs that cannot get stuck: :func:`recover_stale_runs` marks a run left ``running`` by a killed process
-as failed, and :func:`retry_failed_runs` fetches it again (bounded), with its reservation untouched.
+Runs that cannot get stuck are :mod:`.recovery`'s; what the CLI and the UI show of the sources is
+:mod:`.catalog`'s read model.
 """
 
 from __future__ import annotations
@@ -29,37 +31,30 @@ import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import zip_longest
 
 from sqlalchemy import Connection, Engine, text
 
 from observatory_assets.defs.collection import charges
+from observatory_assets.defs.collection.answers import ACTOR, record_answers
 from observatory_assets.defs.collection.arenas.registry import collect_arena, is_arena
-from observatory_assets.defs.collection.catalog import interval_seconds
 from observatory_assets.defs.collection.fetcher import (
     FetchOutcome,
     PolledSource,
-    auto_interval,
     fetch_source,
-    next_check,
     payload_key,
 )
-from observatory_assets.defs.ingestion.collect import run_collection
-from observatory_assets.lib.audit import record_audit
-from observatory_assets.lib.errors import failure_message
-from observatory_assets.lib.outbox import emit_budget_exhausted
+from observatory_assets.defs.collection.recovery import STALE_AFTER
 from observatory_assets.lib.statuses import CollectionRunStatus
 from resources.object_store import ObjectStore
 from resources.outbound import OutboundClient
 
-CLAIM_LEASE = timedelta(minutes=10)
-STALE_AFTER = timedelta(minutes=15)
-MAX_FETCH_FAILURES = 3
+#: A claimed source is due again after this, when a cycle that died holding it is found stale.
+CLAIM_LEASE = STALE_AFTER
 EXPECTED_ITEMS_WITHOUT_HISTORY = 100
 NO_DESIGN = "(no design)"
-ACTOR = "poller"
 
 
 @dataclass
@@ -88,6 +83,7 @@ class CycleReport:
     gone: list[str] = field(default_factory=list)
     deferred_hosts: list[str] = field(default_factory=list)
     shortfalls: list[str] = field(default_factory=list)
+    abandoned: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -160,7 +156,9 @@ def plan_runs(conn: Connection, sources: list[PolledSource]) -> list[DesignRun]:
     return list(plans.values())
 
 
-def _claim_and_reserve(engine: Engine, now: datetime, force: bool, report: CycleReport) -> list[DesignRun]:
+def _claim_and_reserve(
+    engine: Engine, now: datetime, force: bool, poll_run_id: str | None, report: CycleReport
+) -> list[DesignRun]:
     """Claim the due sources, create one running run per funded design and reserve its estimate; a design
     short of credits gets no run, and its sources (unless another design funds them) stay due."""
     with engine.begin() as conn:
@@ -172,8 +170,9 @@ def _claim_and_reserve(engine: Engine, now: datetime, force: bool, report: Cycle
             plan.run_id = conn.execute(
                 text(
                     """
-                    INSERT INTO collection_runs (query_design_id, status, started_at, payloads, credits_estimated)
-                    VALUES (:design, :running, clock_timestamp(), CAST(:payloads AS jsonb), :estimate)
+                    INSERT INTO collection_runs (query_design_id, status, started_at, payloads, credits_estimated,
+                                                 poll_run_id)
+                    VALUES (:design, :running, clock_timestamp(), CAST(:payloads AS jsonb), :estimate, :poll_run)
                     RETURNING id
                     """
                 ),
@@ -184,6 +183,7 @@ def _claim_and_reserve(engine: Engine, now: datetime, force: bool, report: Cycle
                         [{"name": s.name, "fmt": s.fmt, "path": None, "url": s.url} for s in plan.sources]
                     ),
                     "estimate": plan.estimate,
+                    "poll_run": poll_run_id,
                 },
             ).scalar_one()
             shortfall = charges.reserve_run(conn, plan.design_id, plan.run_id, plan.estimate)
@@ -191,19 +191,8 @@ def _claim_and_reserve(engine: Engine, now: datetime, force: bool, report: Cycle
                 funded.append(plan)
                 continue
             conn.execute(text("DELETE FROM collection_runs WHERE id = :id"), {"id": plan.run_id})
-            reason = f"design {plan.design} is short of {shortfall} credits (estimate {plan.estimate})"
-            report.shortfalls.append(reason)
-            record_audit(
-                conn,
-                ACTOR,
-                "credits.shortfall",
-                "query_design",
-                plan.design_id,
-                plan.design,
-                "skipped",
-                {"estimate": plan.estimate, "shortfall": shortfall},
-            )
-            emit_budget_exhausted(conn, plan.design, {"estimate": str(plan.estimate), "shortfall": str(shortfall)})
+            report.shortfalls.append(f"design {plan.design} is short of {shortfall} credits (estimate {plan.estimate})")
+            charges.note_shortfall(conn, ACTOR, plan.design_id, plan.design, plan.estimate, shortfall)
         claimed = sorted({s.id for plan in funded for s in plan.sources})
         conn.execute(
             text("UPDATE sources SET next_check_at = :until WHERE id = ANY(CAST(:ids AS bigint[]))"),
@@ -255,131 +244,6 @@ def _fetch_all(
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(sources)))) as pool:
         return list(pool.map(check, _interleaved_by_host(sources)))
-
-
-def _entries_last_week(conn: Connection, source_ids: list[int], now: datetime) -> dict[int, tuple[int, float]]:
-    rows = conn.execute(
-        text(
-            """
-            SELECT s.id,
-                   (SELECT count(*) FROM raw_items r
-                     WHERE r.source_id = s.id AND r.published_at > CAST(:now AS timestamptz) - interval '7 days'
-                       AND r.published_at <= :now) AS entries,
-                   extract(epoch FROM CAST(:now AS timestamptz) - s.created_at) / 604800.0 AS weeks
-              FROM sources s WHERE s.id = ANY(CAST(:ids AS bigint[]))
-            """
-        ),
-        {"ids": source_ids, "now": now},
-    )
-    return {row.id: (row.entries, float(row.weeks)) for row in rows}
-
-
-def _record(
-    conn: Connection, outcomes: list[FetchOutcome], owner: dict[int, int], now: datetime, report: CycleReport
-) -> None:
-    """Write every answer on its source and into the fetch history; hosts' Retry-After; moves and 410s."""
-    history = _entries_last_week(conn, [o.source.id for o in outcomes], now)
-    schedules = {
-        row.id: row
-        for row in conn.execute(
-            text("SELECT id, poll, min_interval_s FROM sources WHERE id = ANY(CAST(:ids AS bigint[]))"),
-            {"ids": [o.source.id for o in outcomes]},
-        )
-    }
-    updates, fetches = [], []
-    for outcome in outcomes:
-        source = outcome.source
-        failed = outcome.error is not None
-        error_count = source.error_count + 1 if failed else 0
-        entries, weeks = history[source.id]
-        schedule = schedules[source.id]
-        # a 304 carries no body, so no <ttl>: the floor learned from the last body still holds
-        floor = (
-            max(outcome.min_interval_s or 0, schedule.min_interval_s or 0)
-            if outcome.not_modified
-            else outcome.min_interval_s
-        )
-        due = next_check(
-            now, interval_seconds(schedule.poll), auto_interval(entries, weeks), floor or None, error_count
-        )
-        if outcome.retry_after is not None:
-            due = max(due, outcome.retry_after)
-        if not outcome.requested and outcome.retry_after is not None:
-            error_count, due = source.error_count, outcome.retry_after
-        updates.append(
-            {
-                "id": source.id,
-                "status": outcome.status,
-                "etag": outcome.etag if not failed else source.etag,
-                "last_modified": outcome.last_modified if not failed else source.last_modified,
-                "error_count": error_count,
-                "error": outcome.error,
-                "next": due,
-                "min_interval": floor or None,
-                "url": outcome.moved_to or source.url,
-                "active": not outcome.gone,
-                "now": now,
-                "fetched": outcome.changed,
-            }
-        )
-        if outcome.requested:
-            fetches.append(
-                {
-                    "source": source.id,
-                    "status": outcome.status,
-                    "items": outcome.records if outcome.changed else None,
-                    "bytes": outcome.size if outcome.changed else None,
-                    "run": owner.get(source.id) if outcome.changed else None,
-                    "error": outcome.error,
-                    "now": now,
-                }
-            )
-        if outcome.retry_after is not None and outcome.requested:
-            conn.execute(
-                text(
-                    """
-                    INSERT INTO polling_hosts (host, retry_after_until) VALUES (:host, :until)
-                    ON CONFLICT (host) DO UPDATE SET retry_after_until = greatest(polling_hosts.retry_after_until, EXCLUDED.retry_after_until)
-                    """
-                ),
-                {"host": source.host, "until": outcome.retry_after},
-            )
-        if outcome.moved_to:
-            report.moved.append(source.name)
-            record_audit(
-                conn,
-                ACTOR,
-                "source.moved",
-                "source",
-                source.id,
-                source.name,
-                details={"status": outcome.status, "from": source.url, "to": outcome.moved_to},
-            )
-        if outcome.gone:
-            report.gone.append(source.name)
-            record_audit(conn, ACTOR, "source.deactivated", "source", source.id, source.name, details={"status": 410})
-    conn.execute(
-        text(
-            """
-            UPDATE sources SET last_status = :status, etag = :etag, last_modified = :last_modified,
-                   error_count = :error_count, last_error = :error, last_checked_at = :now, next_check_at = :next,
-                   min_interval_s = :min_interval, url = :url, active = active AND :active,
-                   last_fetched_at = CASE WHEN :fetched THEN :now ELSE last_fetched_at END
-             WHERE id = :id
-            """
-        ),
-        updates,
-    )
-    if fetches:
-        conn.execute(
-            text(
-                """
-                INSERT INTO source_fetches (source_id, fetched_at, status, items, bytes, collection_run_id, error)
-                VALUES (:source, :now, :status, :items, :bytes, :run, :error)
-                """
-            ),
-            fetches,
-        )
 
 
 def _finish_runs(
@@ -465,12 +329,14 @@ def run_cycle(
     per_host: int = 2,
     workers: int = 32,
     now: datetime | None = None,
+    poll_run_id: str | None = None,
 ) -> CycleReport:
     """One polling cycle (see the module docstring); ``force`` treats every active source as due (never a
-    host's ``Retry-After``)."""
+    host's ``Retry-After``); ``poll_run_id``: the Dagster run it runs in, recorded on its collection runs
+    (the polling sensor takes them for dead once that run is no longer in progress)."""
     now = now or datetime.now(UTC)
     report = CycleReport()
-    plans = _claim_and_reserve(engine, now, force, report)
+    plans = _claim_and_reserve(engine, now, force, poll_run_id, report)
     owner: dict[int, int] = {}
     for plan in sorted(plans, key=lambda p: (p.design_id is None, p.design)):
         for source in plan.sources:
@@ -486,124 +352,21 @@ def run_cycle(
     report.changed = sum(o.changed for o in outcomes)
     report.errors = sum(o.error is not None for o in outcomes)
     with engine.begin() as conn:
+        if not _still_running(conn, [plan.run_id for plan in plans]):
+            report.abandoned = True  # taken for dead and recovered meanwhile: the next cycle has its sources
+            return report
         if outcomes:
-            _record(conn, outcomes, owner, now, report)
+            moved, gone = record_answers(conn, outcomes, owner, now)
+            report.moved, report.gone = moved, gone
         _finish_runs(conn, plans, outcomes, owner, report)
     return report
 
 
-def recover_stale_runs(engine: Engine, stale_after: timedelta = STALE_AFTER) -> list[int]:
-    """Mark runs left ``running`` longer than ``stale_after`` (their process died) as failed; their ids."""
-    with engine.begin() as conn:
-        return list(
-            conn.execute(
-                text(
-                    """
-                    UPDATE collection_runs
-                       SET status = :failed, fetch_failures = fetch_failures + 1,
-                           error = 'stale: left running by a process that stopped; retried'
-                     WHERE status = :running AND started_at < clock_timestamp() - CAST(:stale AS interval)
-                    RETURNING id
-                    """
-                ),
-                {"stale": stale_after, "failed": CollectionRunStatus.FAILED, "running": CollectionRunStatus.RUNNING},
-            ).scalars()
-        )
-
-
-def retry_failed_runs(engine: Engine, store: ObjectStore, limit: int = 20) -> dict[int, str | None]:
-    """Fetch again the failed runs that may still be retried (fewer than :data:`MAX_FETCH_FAILURES`
-    failures, waiting a back-off since the last attempt); run id → None on success or the error."""
-    with engine.connect() as conn:
-        candidates = conn.execute(
-            text(
-                """
-                SELECT id, fetch_failures FROM collection_runs
-                 WHERE status = :failed AND fetch_failures BETWEEN 1 AND :max - 1
-                   AND started_at < clock_timestamp() - interval '1 minute' * power(2, fetch_failures - 1)
-                 ORDER BY id LIMIT :limit
-                """
-            ),
-            {"max": MAX_FETCH_FAILURES, "limit": limit, "failed": CollectionRunStatus.FAILED},
-        ).all()
-    results: dict[int, str | None] = {}
-    for run_id, _ in candidates:
-        try:
-            run_collection(engine, store, run_id)
-            with engine.begin() as conn:
-                _record_retry_cost_basis(conn, run_id)
-            results[run_id] = None
-        except Exception as error:  # recorded on the run by run_collection; the next cycle may retry it
-            results[run_id] = failure_message(error)
-    return results
-
-
-def _record_retry_cost_basis(conn: Connection, run_id: int) -> None:
-    """A retried design run sent one request per source again: its cost basis, as a cycle would record it
-    (a run without a design, or collected by hand, has none)."""
-    shares = conn.execute(
-        text(
-            """
-            SELECT s.name,
-                   s.cost_per_request / greatest((SELECT count(*) FROM query_design_sources q WHERE q.source_id = s.id), 1)
-                       AS per_request,
-                   s.cost_per_1k_items / greatest((SELECT count(*) FROM query_design_sources q WHERE q.source_id = s.id), 1)
-                       AS per_1k
-              FROM collection_runs r
-             CROSS JOIN jsonb_array_elements(r.payloads) AS p (payload)
-              JOIN sources s ON s.name = p.payload ->> 'name'
-             WHERE r.id = :run AND r.query_design_id IS NOT NULL
-            """
-        ),
-        {"run": run_id},
+def _still_running(conn: Connection, run_ids: list[int]) -> bool:
+    """Whether every run of the cycle is still ``running``, locked until the cycle's answers are recorded
+    (a cycle that outlived its lease was recovered as stale: its answers are dropped, never recorded twice)."""
+    running = conn.execute(
+        text("SELECT id FROM collection_runs WHERE id = ANY(CAST(:ids AS bigint[])) AND status = :running FOR UPDATE"),
+        {"ids": run_ids, "running": CollectionRunStatus.RUNNING},
     ).all()
-    if shares:
-        request_cost = sum((Decimal(row.per_request) for row in shares), Decimal(0))
-        charges.record_cost_basis(conn, run_id, request_cost, {row.name: Decimal(row.per_1k) for row in shares})
-
-
-def source_states(conn: Connection, name: str | None = None) -> list[dict]:
-    """The catalog sources with their polling state (all, or the one called ``name``), by name; a source's
-    ``platform`` is its format (``reddit``, ``bluesky``… for an arena, the feed or file kind otherwise),
-    which its items carry unless a row names its own."""
-    rows = conn.execute(
-        text(
-            """
-            SELECT name, url, type AS format, type AS platform, active, poll, credibility, aggregator, etag, last_modified, last_status,
-                   last_checked_at, next_check_at, error_count, last_error
-              FROM sources
-             WHERE catalog_file IS NOT NULL AND (CAST(:name AS text) IS NULL OR name = :name)
-             ORDER BY name
-            """
-        ),
-        {"name": name},
-    ).mappings()
-    return [
-        {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()} for row in rows
-    ]
-
-
-def design_states(conn: Connection) -> list[dict]:
-    """The query designs: name, title, terms per language, sources, budget."""
-    rows = conn.execute(
-        text(
-            """
-            SELECT d.name, coalesce(d.title, d.name) AS title, d.search_terms, d.credit_budget,
-                   coalesce(array_agg(s.name ORDER BY s.name) FILTER (WHERE s.id IS NOT NULL), '{}') AS sources
-              FROM query_designs d
-              LEFT JOIN query_design_sources q ON q.query_design_id = d.id
-              LEFT JOIN sources s ON s.id = q.source_id
-             GROUP BY d.id ORDER BY d.name
-            """
-        )
-    )
-    designs = []
-    for row in rows:
-        terms: dict[str, list[str]] = defaultdict(list)
-        for term in row.search_terms or []:
-            terms[term.get("language") or "any"].append(term["term"])
-        budget = None if row.credit_budget is None else float(row.credit_budget)
-        designs.append(
-            {"name": row.name, "title": row.title, "terms": dict(terms), "sources": list(row.sources), "budget": budget}
-        )
-    return designs
+    return len(running) == len(run_ids)

@@ -6,22 +6,34 @@ taken under a row lock on the design's allocations so that concurrent cycles can
 the run is ingested it is **settled** with its actual cost and its hold is **released**, so a
 surplus returns by itself; a failed run's hold is released; a hold older than 24 h **expires**.
 
-Every movement is a row of the append-only ``credit_transactions``, keyed by collection run, against
-the allocation reserved from, and the balance is the seed's arithmetic over the allocations valid
-today (UTC): ``available = allocated − reserved − settled + released`` (expired holds count as
-released). Every function takes the caller's connection, so a movement commits with the action it
-pays for, or not at all.
+A hold is **booked across allocations**: it takes what each allocation valid today has left, the one
+ending first first, one ledger row per allocation; a settlement charges the same allocations, so an
+allocation that expires takes only its own movements with it (never another's spending).
+
+**Settlement is bounded**: a run is charged its actual cost up to what its design can still pay, its
+hold plus what its allocations valid today have left; the rest is not charged, it is audited
+(``credits.overrun``) and leaves the design with nothing, so its next cycle stops on the shortfall.
+A balance never goes below zero by a settlement.
+
+Every movement is a row of the append-only ``credit_transactions``, keyed by collection run and
+allocation, and the balance is the seed's arithmetic over the allocations valid today (UTC):
+``available = allocated − reserved − settled + released`` (expired holds count as released). Every
+function takes the caller's connection, so a movement commits with the action it pays for, or not at
+all.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 
 from sqlalchemy import Connection, text
 
+from observatory_assets.defs.credits import holds
+from observatory_assets.defs.credits.holds import VALID_TODAY, ZERO
+from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.statuses import CollectionRunStatus, CreditTransactionKind
 
 #: A reservation older than this expires: its run never settled nor failed in time.
@@ -29,7 +41,6 @@ RESERVATION_TTL = timedelta(hours=24)
 #: The most ledger rows ``history`` returns in one page.
 MAX_HISTORY_PAGE = 200
 CENT = Decimal("0.01")
-ZERO = Decimal("0.00")
 #: The kinds of ledger rows, bound in the SQL below as ``:reserve``, ``:settle``, ``:release`` and ``:expire``.
 _KINDS = {kind.value: kind for kind in CreditTransactionKind}
 
@@ -40,12 +51,15 @@ class UnknownDesign(ValueError):
 
 @dataclass(frozen=True)
 class Reservation:
-    """Credits held for a collection run (``allocation_id`` is None for a zero hold without budget)."""
+    """Credits held for a collection run: ``amount`` in all, booked as ``parts`` (allocation id, credits)
+    on the allocations it was taken from; ``allocation_id`` is the first of them (None for a zero hold
+    without budget)."""
 
     collection_run_id: int
     design_id: int
     allocation_id: int | None
     amount: Decimal
+    parts: tuple[tuple[int | None, Decimal], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -63,11 +77,13 @@ class Shortfall:
 
 @dataclass(frozen=True)
 class Settlement:
-    """A run's actual cost, and the hold that its settlement released (zero if none was open)."""
+    """What a run was charged (``actual``), the hold its settlement released (zero if none was open), and
+    the part of its cost its design could not pay (``unpaid``: not charged, audited)."""
 
     collection_run_id: int
     actual: Decimal
     released: Decimal
+    unpaid: Decimal = ZERO
 
 
 @dataclass(frozen=True)
@@ -147,13 +163,11 @@ def find_design(conn: Connection, design: str | int) -> tuple[int, str]:
     return row.id, row.name
 
 
-_VALID_TODAY = "valid_from <= :today AND valid_until >= :today"
-
 _TOTALS = f"""
 SELECT coalesce(sum(amount), 0) AS allocated, coalesce(sum(reserved), 0) AS reserved,
        coalesce(sum(settled), 0) AS settled, coalesce(sum(released), 0) AS released
   FROM credit_allocations
- WHERE query_design_id = :design AND {_VALID_TODAY}
+ WHERE query_design_id = :design AND {VALID_TODAY}
 """  # noqa: S608 (no input in the text)
 
 
@@ -212,19 +226,25 @@ def allocate(conn: Connection, design_id: int, amount: object, valid_from: date,
 
 
 def _existing_reservation(conn: Connection, collection_run_id: int) -> Reservation | None:
-    row = conn.execute(
+    rows = conn.execute(
         text(
             "SELECT query_design_id, allocation_id, amount FROM credit_transactions "
-            "WHERE collection_run_id = :run AND kind = :reserve"
+            "WHERE collection_run_id = :run AND kind = :reserve ORDER BY id"
         ),
         {"run": collection_run_id, "reserve": CreditTransactionKind.RESERVE},
-    ).one_or_none()
-    return None if row is None else Reservation(collection_run_id, row.query_design_id, row.allocation_id, row.amount)
+    ).all()
+    if not rows:
+        return None
+    parts = tuple((row.allocation_id, row.amount) for row in rows)
+    return Reservation(
+        collection_run_id, rows[0].query_design_id, rows[0].allocation_id, sum(a for _, a in parts), parts
+    )
 
 
 def reserve(conn: Connection, design_id: int, collection_run_id: int, amount: object) -> Reservation | Shortfall:
-    """Hold ``amount`` credits (rounded up to the hundredth) of the design for a collection run, or
-    return the shortfall when the allocations valid today cannot cover it (nothing is written then).
+    """Hold ``amount`` credits (rounded up to the hundredth) of the design for a collection run, booked
+    across the allocations valid today (the one ending first first), or return the shortfall when they
+    cannot cover it (nothing is written then).
 
     The design's allocations valid today are locked (``FOR UPDATE``) for the rest of the caller's
     transaction, so concurrent reservations are taken one after the other and never overspend.
@@ -234,108 +254,73 @@ def reserve(conn: Connection, design_id: int, collection_run_id: int, amount: ob
     existing = _existing_reservation(conn, collection_run_id)
     if existing is not None:
         return existing
-    today = _utc_today()
-    allocation_ids = (
-        conn.execute(
-            text(
-                f"SELECT id FROM credit_allocations WHERE query_design_id = :design AND {_VALID_TODAY} "
-                "ORDER BY valid_until, id FOR UPDATE"
-            ),
-            {"design": design_id, "today": today},
-        )
-        .scalars()
-        .all()
-    )
+    allocations = holds.lock_allocations(conn, design_id, _utc_today())
     existing = _existing_reservation(conn, collection_run_id)  # a concurrent caller may have reserved it
     if existing is not None:
         return existing
-    row = conn.execute(text(_TOTALS), {"design": design_id, "today": today}).one()
-    available = row.allocated - row.reserved - row.settled + row.released
-    if needed > 0 and (not allocation_ids or available < needed):
+    available = sum((left for _, left in allocations), ZERO)
+    if needed > 0 and (not allocations or available < needed):
         return Shortfall(design_id, max(available, ZERO), needed)
-    allocation_id = allocation_ids[0] if allocation_ids else None
-    conn.execute(
-        text(
-            """
-            INSERT INTO credit_transactions (query_design_id, allocation_id, collection_run_id, kind, amount)
-            VALUES (:design, :allocation, :run, :reserve, :amount)
-            """
-        ),
-        {
-            "design": design_id,
-            "allocation": allocation_id,
-            "run": collection_run_id,
-            "reserve": CreditTransactionKind.RESERVE,
-            "amount": needed,
-        },
-    )
+    parts = holds.take(needed, allocations) or [(allocations[0][0] if allocations else None, ZERO)]
+    holds.book(conn, design_id, collection_run_id, CreditTransactionKind.RESERVE, parts)
     conn.execute(
         text("UPDATE collection_runs SET credits_estimated = :amount WHERE id = :run"),
         {"amount": needed, "run": collection_run_id},
     )
-    return Reservation(collection_run_id, design_id, allocation_id, needed)
+    return Reservation(collection_run_id, design_id, parts[0][0], needed, tuple(parts))
 
 
 def _end_hold(conn: Connection, reservation: Reservation, kind: CreditTransactionKind) -> Decimal:
-    """Write the row that ends the run's hold (``release`` or ``expire``) unless it already ended;
-    returns the credits it gave back."""
-    ended = conn.execute(
-        text(
-            """
-            INSERT INTO credit_transactions (query_design_id, allocation_id, collection_run_id, kind, amount)
-            VALUES (:design, :allocation, :run, :kind, :amount)
-            ON CONFLICT (collection_run_id) WHERE kind IN ('release', 'expire') DO NOTHING  -- literal: index predicate
-            RETURNING amount
-            """
-        ),
-        {
-            "design": reservation.design_id,
-            "allocation": reservation.allocation_id,
-            "run": reservation.collection_run_id,
-            "kind": kind,
-            "amount": reservation.amount,
-        },
-    ).scalar_one_or_none()
-    return ended if ended is not None else ZERO
+    """Write the rows that end the run's hold (``release`` or ``expire``), one per allocation it was booked
+    on, unless it already ended; returns the credits it gave back."""
+    return holds.book(conn, reservation.design_id, reservation.collection_run_id, kind, reservation.parts)
+
+
+def _hold_open(conn: Connection, collection_run_id: int) -> bool:
+    return not conn.execute(
+        text("SELECT 1 FROM credit_transactions WHERE collection_run_id = :run AND kind IN (:release, :expire)"),
+        {"run": collection_run_id, **_KINDS},
+    ).first()
+
+
+def _charges(conn: Connection, reservation: Reservation, cost: Decimal) -> list[tuple[int | None, Decimal]]:
+    """How ``cost`` is charged: on the allocations valid today, those the hold was booked on first (each up
+    to its part of a hold still open plus what it has left), then the others (what they have left);
+    never more than they can pay."""
+    held = dict(reservation.parts) if _hold_open(conn, reservation.collection_run_id) else {}
+    valid = holds.lock_allocations(conn, reservation.design_id, _utc_today())
+    capacities = [(a, max(left, ZERO) + held.get(a, ZERO)) for a, left in valid]
+    order = [a for a, _ in reservation.parts]
+    capacities.sort(key=lambda c: order.index(c[0]) if c[0] in order else len(order))
+    return holds.take(cost, capacities)
 
 
 def settle(conn: Connection, collection_run_id: int, actual: object) -> Settlement | None:
-    """Charge the run's actual cost against the allocation it reserved from and release its hold, so
-    the surplus of the estimate returns to the design. Once per run: settling again changes nothing
-    and returns the first settlement. None when the run reserved nothing (a run collected by hand)."""
+    """Charge the run's actual cost (bounded: see the module's docstring) and release its hold, so the
+    surplus of the estimate returns to the design. Once per run: settling again changes nothing and
+    returns the first settlement. None when the run reserved nothing (a run collected by hand)."""
     reservation = _existing_reservation(conn, collection_run_id)
     if reservation is None:
         return None
     cost = credits(actual)
-    settled = conn.execute(
-        text(
-            """
-            INSERT INTO credit_transactions (query_design_id, allocation_id, collection_run_id, kind, amount)
-            VALUES (:design, :allocation, :run, :settle, :amount)
-            ON CONFLICT (collection_run_id) WHERE kind = 'settle' DO NOTHING  -- literal: index predicate
-            RETURNING amount
-            """
-        ),
-        {
-            "design": reservation.design_id,
-            "allocation": reservation.allocation_id,
-            "run": collection_run_id,
-            "settle": CreditTransactionKind.SETTLE,
-            "amount": cost,
-        },
-    ).scalar_one_or_none()
-    if settled is None:
-        first = conn.execute(
-            text("SELECT amount FROM credit_transactions WHERE collection_run_id = :run AND kind = :settle"),
-            {"run": collection_run_id, "settle": CreditTransactionKind.SETTLE},
-        ).scalar_one()
+    first = conn.execute(
+        text("SELECT sum(amount) FROM credit_transactions WHERE collection_run_id = :run AND kind = :settle"),
+        {"run": collection_run_id, "settle": CreditTransactionKind.SETTLE},
+    ).scalar_one()
+    if first is not None:
         return Settlement(collection_run_id, first, ZERO)
+    parts = _charges(conn, reservation, cost) or [(reservation.allocation_id, ZERO)]
+    charged = sum((amount for _, amount in parts), ZERO)
+    holds.book(conn, reservation.design_id, collection_run_id, CreditTransactionKind.SETTLE, parts)
     released = _end_hold(conn, reservation, CreditTransactionKind.RELEASE)
     conn.execute(
         text("UPDATE collection_runs SET credits_used = :amount WHERE id = :run"),
-        {"amount": cost, "run": collection_run_id},
+        {"amount": charged, "run": collection_run_id},
     )
-    return Settlement(collection_run_id, cost, released)
+    if charged < cost:
+        details = {"cost": str(cost), "charged": str(charged), "unpaid": str(cost - charged)}
+        record_audit(conn, "ledger", "credits.overrun", "collection_run", collection_run_id, None, "unpaid", details)
+    return Settlement(collection_run_id, charged, released, cost - charged)
 
 
 def release(conn: Connection, collection_run_id: int) -> Decimal:
@@ -382,12 +367,13 @@ def expire(conn: Connection, now: datetime) -> int:
                AND NOT EXISTS (SELECT 1 FROM credit_transactions e
                                 WHERE e.collection_run_id = r.collection_run_id AND e.kind IN (:release, :expire))
              ORDER BY a.valid_until, a.id  -- the order reservations lock allocations in
-            ON CONFLICT (collection_run_id) WHERE kind IN ('release', 'expire') DO NOTHING  -- literal: index predicate
+            ON CONFLICT DO NOTHING
+            RETURNING collection_run_id
             """
         ),
         {"cutoff": now - RESERVATION_TTL, **_KINDS},
     )
-    return expired.rowcount
+    return len(set(expired.scalars()))
 
 
 def record_cost_basis(

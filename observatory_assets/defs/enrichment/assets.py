@@ -34,6 +34,7 @@ from observatory_assets.lib.dagster import (
     RunCheckVerdict,
     collection_run_check,
     collection_run_partitions,
+    eager_or_never_done,
     worker_metadata,
 )
 from resources import PostgresResource
@@ -54,8 +55,8 @@ class ItemFeaturesConfig(dg.Config):
     group_name=ENRICHMENT,
     kinds={"postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
-    # a collection run's raw_items partition materialized by any run: its features follow
-    automation_condition=dg.AutomationCondition.eager(),
+    # a collection run's raw_items partition materialized by any run (or before the daemon ran): its features follow
+    automation_condition=eager_or_never_done(),
     op_tags=ENRICH_QUEUE,
 )
 def item_features(
@@ -106,7 +107,7 @@ class ItemEmbeddingsConfig(dg.Config):
     kinds={"postgres"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     # requested on the same tick as the run's features, it runs after them in the same run
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=eager_or_never_done(),
     op_tags=ENRICH_QUEUE,
 )
 def item_embeddings(

@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import Connection, Engine, text
 
@@ -21,6 +22,7 @@ from observatory_assets.defs.ingestion.records import ARENA_FORMATS, FORMATS, co
 from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.outbox import COLLECTION_FAILED, emit
 from observatory_assets.lib.statuses import CollectionRunStatus
+from resources.files import OutsideRoots, is_below, open_below
 from resources.object_store import ObjectStore, StoredObject, staged_upload
 from resources.outbound import OutboundClient
 from resources.settings import platform_settings
@@ -87,11 +89,20 @@ class PathRefused(ValueError):
 
 def collectable_path(path: str | Path) -> Path:
     """``path`` resolved (symlinks followed), if it lies under a root of ``OBSERVATORY_COLLECT_ROOTS``
-    (default: the working directory and the home); else :class:`PathRefused`."""
+    (default: one dedicated directory, ``<home>/collect``); else :class:`PathRefused`."""
     resolved = Path(path).expanduser().resolve()
-    if not any(resolved.is_relative_to(root) for root in platform_settings().collect_roots):
+    if not is_below(resolved, platform_settings().collect_root_dirs):
         raise PathRefused(f"{path} is outside the directories files may be collected from (OBSERVATORY_COLLECT_ROOTS)")
     return resolved
+
+
+def open_collectable(path: str | Path) -> BinaryIO:
+    """``path`` opened for reading, checked again at the open itself: a file swapped for a symbolic link
+    (or a directory for one leading out of the roots) after the check is refused, never read."""
+    try:
+        return open_below(collectable_path(path), platform_settings().collect_root_dirs)
+    except OutsideRoots as error:
+        raise PathRefused(f"{error} (OBSERVATORY_COLLECT_ROOTS)") from None
 
 
 def _store_payload(store: ObjectStore, key: str, request: SourceRequest, client: OutboundClient) -> StoredObject:
@@ -101,7 +112,7 @@ def _store_payload(store: ObjectStore, key: str, request: SourceRequest, client:
         with store.open(request.object_key) as stream:
             return store.put_stream(key, stream)
     if request.path is not None:
-        with collectable_path(request.path).open("rb") as stream:
+        with open_collectable(request.path) as stream:
             return store.put_stream(key, stream)
     with client.stream("GET", request.url, max_redirects=MAX_REDIRECTS) as response:
         if response.status_code != 200:

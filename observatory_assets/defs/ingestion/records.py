@@ -153,7 +153,14 @@ def _csv_records(stream: BinaryIO) -> Iterator[Record | Rejection]:
     becomes a rejection in its place, and reading resumes on the next line."""
     csv.field_size_limit(MAX_TEXT_CHARS)  # the module's default (131,072) is far below what an item may hold
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.reader(text)
+    try:
+        yield from _csv_rows(csv.reader(text))
+    finally:
+        text.detach()  # the stream is the caller's: handed back open (a collected wrapper would close it)
+
+
+def _csv_rows(reader) -> Iterator[Record | Rejection]:
+    """The rows of :func:`_csv_records`, read by ``reader`` (a ``csv.reader``)."""
     try:
         header = next(reader)
     except StopIteration:

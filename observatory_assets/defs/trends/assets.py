@@ -15,7 +15,7 @@ from observatory_assets.defs.trends.ledger import (
     trends_without_snapshot,
     write_snapshots,
 )
-from observatory_assets.lib.dagster import follows, markdown_table
+from observatory_assets.lib.dagster import follows, markdown_table, never_done
 from resources import ObjectStoreResource, PostgresResource
 
 TRENDS = "trends"
@@ -34,13 +34,7 @@ SNAPSHOT_FILL_DAYS = CHART_DAYS
 snapshots_automation = (
     (
         (dg.AutomationCondition.in_latest_time_window() & follows("trend_evidence"))
-        | (
-            dg.AutomationCondition.in_latest_time_window(timedelta(days=SNAPSHOT_FILL_DAYS))
-            & dg.AutomationCondition.missing()
-            & ~dg.AutomationCondition.execution_failed()
-            & ~dg.AutomationCondition.in_progress()
-            & ~dg.AutomationCondition.any_deps_in_progress()
-        ).with_label("missing day")
+        | never_done(timedelta(days=SNAPSHOT_FILL_DAYS)).with_label("missing day")
     )
     & ~dg.AutomationCondition.any_deps_missing()
 ).with_label("snapshots follow the ledger")

@@ -1,10 +1,18 @@
 """Delivering the outbox: signed POSTs, retries on the Svix schedule, and a log of every attempt.
 
-One cycle claims the due messages of enabled subscriptions (``FOR UPDATE SKIP LOCKED``, so two cycles
-never send the same message at once), sends them concurrently through the one guarded
-:class:`~resources.outbound.OutboundClient` (15 s, no redirects followed), and records each attempt and
-its consequence in the same transaction as the claim. A cycle killed midway commits nothing: its
-messages are sent again by the next cycle with the same ``webhook-id`` (at least once).
+One cycle claims a batch of due messages of enabled subscriptions in a short transaction
+(``FOR UPDATE SKIP LOCKED``) and holds each claimed message by a session advisory lock on its own
+connection, so no other cycle sends it meanwhile, yet no database transaction is open while the POSTs
+are on the wire: ``webhooks remove`` never waits behind a receiver. It sends them concurrently through
+the one guarded :class:`~resources.outbound.OutboundClient` (15 s for the whole exchange, no redirects
+followed, at most 4 KiB of the answer read), records each attempt and its consequence in a second short
+transaction, for the messages that still exist (one whose subscription was removed meanwhile went with
+it), and only then lets go of them. A cycle killed midway records nothing, and its locks go with its
+connection: its messages are due at once and sent again with the same ``webhook-id`` (at least once).
+
+A message that cannot be sent for a reason of ours (its subscription's secret no longer decrypts after
+a key change, its export link cannot be signed) fails alone, with the reason in its log: nothing is
+sent for it, the other messages of the batch go on, and ``webhooks redeliver`` sends it once fixed.
 
 * 2xx: delivered.
 * 410 Gone: the subscription is disabled (audited); the message fails.
@@ -23,16 +31,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
-from functools import partial
 
 from sqlalchemy import Connection, Engine, text
 from standardwebhooks.webhooks import Webhook
 
-from observatory_assets.defs.webhooks.subscriptions import DISABLED, cipher, decrypt
+from observatory_assets.defs.webhooks.subscriptions import DISABLED, WebhookConfigError, cipher, decrypt
 from observatory_assets.lib.audit import record_audit
+from observatory_assets.lib.errors import failure_message
 from observatory_assets.lib.outbox import EXPORT_COMPLETED
 from observatory_assets.lib.statuses import WebhookDeliveryOutcome, WebhookMessageStatus, WebhookSubscriptionStatus
+from resources.http_headers import retry_after_seconds
 from resources.object_store import ObjectStore
 from resources.outbound import OutboundClient, OutboundError
 from resources.settings import platform_settings
@@ -41,8 +49,6 @@ TIMEOUT_S = 15.0
 DISABLE_AFTER = timedelta(days=5)
 RETENTION = timedelta(days=7)
 JITTER = 0.2
-#: Longest Retry-After honoured (a receiver asking for more is retried after this).
-MAX_RETRY_AFTER_S = 24 * 3600
 DEFAULT_BATCH = 500
 DEFAULT_WORKERS = 32
 EXPORT_LINK_VALIDITY = timedelta(hours=24)
@@ -50,6 +56,9 @@ EXPORT_LINK_VALIDITY = timedelta(hours=24)
 #: The bound statuses of a due message: pending, of an enabled subscription.
 _PENDING = {"pending": WebhookMessageStatus.PENDING}
 _DUE = {**_PENDING, "enabled": WebhookSubscriptionStatus.ENABLED}
+
+#: The advisory lock space of a message being sent (``pg_try_advisory_lock(space, id)``).
+_SENDING = "hashtext('observatory.webhook_message')"
 
 _CLAIM = """
 SELECT m.id, m.message_id, m.subscription_id, m.event_type, m.payload::text AS body, m.attempts,
@@ -61,16 +70,24 @@ SELECT m.id, m.message_id, m.subscription_id, m.event_type, m.payload::text AS b
  LIMIT %(limit)s
  FOR UPDATE OF m SKIP LOCKED
 """
+#: Of the candidates, those this session now holds (another cycle may be sending the rest).
+_HOLD = (
+    f"SELECT id FROM unnest(%(ids)s::bigint[]) AS id WHERE pg_try_advisory_lock({_SENDING}, mod(id, 2147483647)::int)"
+)
+_RELEASE = f"SELECT pg_advisory_unlock({_SENDING}, mod(id, 2147483647)::int) FROM unnest(%(ids)s::bigint[]) AS id"
+#: The held messages that still exist, locked while their attempts are recorded.
+_EXISTING = "SELECT id FROM webhook_messages WHERE id = ANY(%(ids)s) AND status = %(pending)s FOR UPDATE"
 
 
 @dataclass
 class Attempt:
-    """What one POST of a message got."""
+    """What one POST of a message got; ``sent=False``: the message could not be sent (``error`` says why)."""
 
     status_code: int | None
     duration_ms: float
     error: str | None
     retry_after_s: float | None = None
+    sent: bool = True
 
 
 @dataclass
@@ -91,32 +108,21 @@ def signature_header(message_id: str, at: datetime, body: str, secrets: list[str
     return " ".join(Webhook(secret).sign(message_id, at, body) for secret in secrets)
 
 
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or an HTTP date), capped; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER_S)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max((when - now).total_seconds(), 0.0), MAX_RETRY_AFTER_S)
-
-
 def post(client: OutboundClient, url: str, message_id: str, body: str, secrets: list[str]) -> Attempt:
-    """One signed POST of a message, never raising: network failures come back as an error text."""
+    """One signed POST of a message, never raising: network failures come back as an error text. Only
+    the status and ``Retry-After`` of the answer matter: at most 4 KiB of its body is read, undecoded."""
     now = datetime.now(UTC)
     headers = {
         "content-type": "application/json",
+        "accept-encoding": "identity",
         "webhook-id": message_id,
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": signature_header(message_id, now, body, secrets),
     }
     started = time.perf_counter()
     try:
-        response, _ = client.request("POST", url, headers=headers, content=body.encode(), timeout_s=TIMEOUT_S)
+        with client.stream("POST", url, headers=headers, content=body.encode(), timeout_s=TIMEOUT_S) as response:
+            response.read_head()
     except OutboundError as error:
         return Attempt(None, (time.perf_counter() - started) * 1000, str(error))
     retry_after = None
@@ -153,28 +159,65 @@ def deliver_due(
     own_client = client is None
     client = client or OutboundClient(max_connections=workers)
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool, engine.connect() as holder:
             batches = 0
             while max_batches is None or batches < max_batches:
                 batches += 1
-                with engine.begin() as conn:
-                    claimed = conn.exec_driver_sql(_CLAIM, {"limit": batch, **_DUE}).mappings().all()
-                    if not claimed:
-                        break
-                    if on_claimed is not None:
-                        on_claimed(len(claimed))
-                    secrets = _secrets(fernet, claimed)
-                    urls = [m["url"] for m in claimed]
-                    ids = [m["message_id"] for m in claimed]
-                    bodies = [fresh_body(m["event_type"], m["body"], store) for m in claimed]
-                    keys = [secrets[m["subscription_id"]] for m in claimed]
-                    attempts = list(pool.map(partial(post, client), urls, ids, bodies, keys))
-                    _record(conn, claimed, attempts, schedule, rng, result)
+                claimed = _claim(holder, batch)
+                if not claimed:
+                    break
+                if on_claimed is not None:
+                    on_claimed(len(claimed))
+                try:
+                    attempts = _send_batch(pool, client, claimed, fernet, store)
+                    with holder.begin():
+                        params = {"ids": [m["id"] for m in claimed], **_PENDING}
+                        existing = {row[0] for row in holder.exec_driver_sql(_EXISTING, params)}
+                        kept = [(m, a) for m, a in zip(claimed, attempts) if m["id"] in existing]
+                        if kept:
+                            _record(holder, *map(list, zip(*kept)), schedule, rng, result)
+                finally:
+                    _release(holder, claimed)
     finally:
         if own_client:
             client.close()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _claim(holder: Connection, batch: int) -> list:
+    """Up to ``batch`` due messages, each now held by ``holder``'s session until :func:`_release`."""
+    with holder.begin():
+        candidates = holder.exec_driver_sql(_CLAIM, {"limit": batch, **_DUE}).mappings().all()
+        if not candidates:
+            return []
+        held = {row[0] for row in holder.exec_driver_sql(_HOLD, {"ids": [m["id"] for m in candidates]})}
+    return [message for message in candidates if message["id"] in held]
+
+
+def _release(holder: Connection, claimed) -> None:
+    with holder.begin():
+        holder.exec_driver_sql(_RELEASE, {"ids": [m["id"] for m in claimed]}).all()
+
+
+def _send_batch(pool: ThreadPoolExecutor, client: OutboundClient, claimed, fernet, store) -> list[Attempt]:
+    """POST every claimed message that can be signed and built; one that cannot gets an unsent attempt."""
+    secrets = _secrets(fernet, claimed)
+    prepared: list[tuple[str, str, str, list[str]] | Attempt] = []
+    for message in claimed:
+        keys = secrets[message["subscription_id"]]
+        if isinstance(keys, Attempt):
+            prepared.append(keys)
+            continue
+        try:
+            body = fresh_body(message["event_type"], message["body"], store)
+        except Exception as error:  # the export's link cannot be signed (a missing or bad object key)
+            prepared.append(Attempt(None, 0.0, f"the message cannot be built: {failure_message(error)}", sent=False))
+            continue
+        prepared.append((message["url"], message["message_id"], body, keys))
+    sending = [item for item in prepared if not isinstance(item, Attempt)]
+    answers = iter(pool.map(lambda item: post(client, *item), sending))
+    return [item if isinstance(item, Attempt) else next(answers) for item in prepared]
 
 
 def fresh_body(event_type: str, body: str, store: ObjectStore | None) -> str:
@@ -188,12 +231,17 @@ def fresh_body(event_type: str, body: str, store: ObjectStore | None) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
-def _secrets(fernet, claimed) -> dict[int, list[str]]:
-    keys: dict[int, list[str]] = {}
+def _secrets(fernet, claimed) -> dict[int, list[str] | Attempt]:
+    """The signing secrets of each claimed message's subscription, or the unsent attempt of a
+    subscription whose secret does not decrypt (the key changed): its messages fail, not the batch."""
+    keys: dict[int, list[str] | Attempt] = {}
     for message in claimed:
         if message["subscription_id"] not in keys:
             tokens = [message["secret"], *([message["previous"]] if message["previous"] is not None else [])]
-            keys[message["subscription_id"]] = [decrypt(fernet, token) for token in tokens]
+            try:
+                keys[message["subscription_id"]] = [decrypt(fernet, token) for token in tokens]
+            except WebhookConfigError as error:
+                keys[message["subscription_id"]] = Attempt(None, 0.0, str(error), sent=False)
     return keys
 
 
@@ -205,7 +253,10 @@ def _record(conn: Connection, claimed, attempts: list[Attempt], schedule, rng, r
     for message, attempt in zip(claimed, attempts):
         tries = message["attempts"] + 1
         next_at = None
-        if attempt.status_code is not None and 200 <= attempt.status_code < 300:
+        if not attempt.sent:  # our side's trouble: the receiver is not to blame, nor retried for nothing
+            outcome, status = WebhookDeliveryOutcome.FAILED, WebhookMessageStatus.FAILED
+            result.failed += 1
+        elif attempt.status_code is not None and 200 <= attempt.status_code < 300:
             outcome, status = WebhookDeliveryOutcome.DELIVERED, WebhookMessageStatus.DELIVERED
             succeeded.add(message["subscription_id"])
             result.delivered += 1

@@ -39,8 +39,9 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from observatory_assets.defs.collection.fetcher import FetchOutcome, PolledSource, parse_retry_after
+from observatory_assets.defs.collection.fetcher import FetchOutcome, PolledSource
 from observatory_assets.lib.errors import failure_message
+from resources.http_headers import retry_after_moment
 from resources.object_store import ObjectStore, staged_upload
 from resources.outbound import OutboundClient, OutboundError
 
@@ -114,7 +115,7 @@ class Arena(ABC):
         with client.stream("GET", request.url, headers=request.headers, max_redirects=MAX_REDIRECTS) as answer:
             cycle.pages, cycle.status = number, answer.status_code
             if answer.status_code != 200:
-                waited = parse_retry_after(answer.headers.get("retry-after"), now)
+                waited = retry_after_moment(answer.headers.get("retry-after"), now)
                 cycle.retry_after = waited or self.quota_spent_until(answer.headers, now)
                 cycle.error = f"HTTP {answer.status_code} on page {number}"
                 return None
