@@ -214,7 +214,7 @@ def test_bluesky_search_pages_by_cursor_and_maps_engagement(engine, store, clien
         ).one()
     assert tuple(mette)[1:] == (
         "bluesky", "bluesky", "post", "Mette", "mette.bsky.social", None, 210, 31, 12,
-        "https://bsky.app/profile/mette.bsky.social/post/3ldk2a", "da",
+        "https://bsky.app/profile/did:plc:mettexxxxxxxxxxxxxxxxxxx/post/3ldk2a", "da",
     )  # fmt: skip
     assert state(engine, "bsky-klima")["etag"] == "2026-12-06T11:00:00+00:00"
 

@@ -41,7 +41,7 @@ def pseudonyms_of(key: bytes, platforms: Iterable[str], names: Iterable[str]) ->
 #: Row fields that name or identify an author; they leave ``raw_metadata`` when the author is pseudonymised.
 IDENTIFYING_FIELDS = frozenset(
     {"author", "byline", "username", "user", "author_handle", "handle", "screen_name", "author_name",
-     "display_name", "displayName", "author_id", "user_id", "channel_title", "channelTitle"}
+     "display_name", "displayName", "author_id", "user_id", "author_did", "did", "channel_title", "channelTitle"}
 )  # fmt: skip
 
 

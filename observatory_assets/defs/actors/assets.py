@@ -46,8 +46,15 @@ def item_actors(context: dg.AssetExecutionContext, postgres: PostgresResource) -
     )
 
 
+#: A day's volumes read every collection run's items (whatever run delivered that day's items).
+_EVERY_RUN = dg.AllPartitionMapping()
+
+
 @dg.asset(
-    deps=[item_actors, "item_features"],
+    deps=[
+        dg.AssetDep(item_actors, partition_mapping=_EVERY_RUN),
+        dg.AssetDep("item_features", partition_mapping=_EVERY_RUN),
+    ],
     partitions_def=volume_days,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=ACTORS,
