@@ -36,6 +36,7 @@ from observatory_assets.defs.enrichment.embedders import BACKENDS, DEFAULT_BACKE
 from observatory_assets.defs.enrichment.embeddings import embed_run  # noqa: E402
 from observatory_assets.defs.enrichment.features import featurize_run  # noqa: E402
 from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events  # noqa: E402
+from observatory_assets.defs.events.quality import bcubed, f1  # noqa: E402
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
 from observatory_assets.defs.ingestion.loading import ingest_collection_run  # noqa: E402
 from resources.object_store import LocalObjectStore  # noqa: E402
@@ -75,16 +76,6 @@ def collect_labelled(engine, store, rows: list[dict], workdir: Path) -> int:
     return collect(engine, store, requests)
 
 
-def bcubed(truth: dict, predicted: dict) -> tuple[float, float]:
-    """B-cubed precision and recall of ``predicted`` clusters against ``truth`` (both item → label)."""
-    true_sizes = Counter(truth.values())
-    pred_sizes = Counter(predicted.values())
-    both = Counter((truth[i], predicted[i]) for i in truth)
-    precision = sum(both[(truth[i], predicted[i])] / pred_sizes[predicted[i]] for i in truth) / len(truth)
-    recall = sum(both[(truth[i], predicted[i])] / true_sizes[truth[i]] for i in truth) / len(truth)
-    return precision, recall
-
-
 def adjusted_rand_index(truth: dict, predicted: dict) -> float:
     def pairs(n: int) -> float:
         return n * (n - 1) / 2
@@ -108,8 +99,8 @@ def score(truth: dict, predicted: dict, items) -> dict:
     sub_truth = {i: truth[i] for i in items}
     sub_pred = {i: predicted[i] for i in items}
     precision, recall = bcubed(sub_truth, sub_pred)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"bcubed_precision": round(precision, 4), "bcubed_recall": round(recall, 4), "bcubed_f1": round(f1, 4),
+    return {"bcubed_precision": round(precision, 4), "bcubed_recall": round(recall, 4),
+            "bcubed_f1": round(f1(precision, recall), 4),
             "ari": round(adjusted_rand_index(sub_truth, sub_pred), 4)}  # fmt: skip
 
 
@@ -177,10 +168,10 @@ def evaluate(rows: list[dict], embedder_name: str, overrides: dict, grid: list[f
     halves = [[i for i in truth if half_of(truth[i]) == h] for h in (0, 1)]
     by_half = []
     for tune, report in ((0, 1), (1, 0)):
-        f1 = {t: score(truth, p, halves[tune])["bcubed_f1"] for t, p in sweep.items()}
-        best = max(sorted(f1), key=lambda t: f1[t])
+        tuned = {t: score(truth, p, halves[tune])["bcubed_f1"] for t, p in sweep.items()}
+        best = max(sorted(tuned), key=lambda t: tuned[t])
         held_out = score(truth, sweep[best], halves[report])
-        by_half.append({"tuned_on": tune, "reported_on": report, "threshold": best, "tuned_bcubed_f1": f1[best],
+        by_half.append({"tuned_on": tune, "reported_on": report, "threshold": best, "tuned_bcubed_f1": tuned[best],
                         "stories": len({truth[i] for i in halves[report]}), **held_out})  # fmt: skip
     return {
         "labelled": len(rows),

@@ -12,16 +12,25 @@ Danish and an English term each, which 1% of the events each mention. Timed:
 * ``snapshot_1000_trends_s`` — one day's snapshot of ``--snapshot-trends`` trends with 100 evidence each;
 * ``backfill_year_50_trends_s`` — 365 days of snapshots for the first 50 trends, one statement.
 
-Prints one JSON object.
+With ``--labelled`` it measures evidence *precision* instead, on labelled news (columns ``title, source,
+published_at, story``; by default the project's own set and the UCI dev headlines): the real pipeline
+(collect → events, bench/cluster_quality.py) runs on a scratch database, and each of the ``--targets``
+largest stories gets a trend whose one term is its most distinctive title word (the word in most of
+its titles of those used nine times in ten in this story's titles), so the targets are derived, not picked.
+A trend's evidence covers the items of the events it matched: precision is the share of those items
+that tell the target story, recall the share of the story's items covered (micro-averaged).
 
     python bench/trends.py --events 100000 --trends 50
+    python bench/trends.py --labelled                       # evidence precision and recall
 """
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -127,14 +136,112 @@ def synthetic_ledger(engine, n_trends: int, per_trend: int) -> None:
         )
 
 
+def distinctive_word(inside: Counter, elsewhere: Counter) -> str | None:
+    """The word (4+ letters) in most of a story's titles of those that are nine times in ten in the story's."""
+    for word, count in sorted(inside.items(), key=lambda kv: (-kv[1], kv[0])):
+        if elsewhere[word] <= 0.1 * count and count >= 3:
+            return word
+    return None
+
+
+def story_targets(rows: list[dict], count: int) -> dict[str, str]:
+    """Story → the term of its trend, for the ``count`` largest stories (see module)."""
+    titles: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        titles[row["story"]].append(row["title"])
+    everywhere = Counter(w for row in rows for w in set(re.findall(r"[a-zæøå]{4,}", row["title"].lower())))
+    targets = {}
+    for story, own in sorted(titles.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:count]:
+        inside = Counter(w for t in own for w in set(re.findall(r"[a-zæøå]{4,}", t.lower())))
+        word = distinctive_word(inside, everywhere - inside)
+        if word:
+            targets[story] = word
+    return targets
+
+
+def evidence_precision(rows: list[dict], count: int) -> dict:
+    """Evidence precision and recall of derived trend targets on one labelled set (see module)."""
+    from cluster_quality import collect_labelled, fresh_database
+
+    from observatory_assets.defs.enrichment.embedders import DEFAULT_BACKEND, make_embedder
+    from observatory_assets.defs.enrichment.embeddings import embed_run
+    from observatory_assets.defs.enrichment.features import featurize_run
+    from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events
+    from observatory_assets.defs.ingestion.loading import ingest_collection_run
+
+    targets = story_targets(rows, count)
+    with fresh_database() as (engine, store, workdir):
+        run_id = collect_labelled(engine, store, rows, workdir)
+        ingest_collection_run(engine, store, run_id)
+        featurize_run(engine, run_id)
+        embedder = make_embedder(DEFAULT_BACKEND, engine)
+        embed_run(engine, embedder, run_id)
+        cluster_events(engine, embedder.name, embedder.dimensions,
+                       ClusteringParams(threshold=embedder.join_threshold, merge_margin=embedder.merge_margin))  # fmt: skip
+        folder = workdir / "trends"
+        folder.mkdir()
+        for k, word in enumerate(targets.values()):
+            (folder / f"target-{k}.yaml").write_text(TARGET.format(k=k, word=word))
+        sync_trends(engine, folder)
+        update_evidence(engine)
+        with engine.connect() as conn:
+            covered = conn.execute(
+                text(
+                    "SELECT t.name, r.external_id FROM trend_evidence e JOIN trends t ON t.id = e.trend_id "
+                    "CROSS JOIN unnest(e.item_ids) AS i (item_id) JOIN raw_items r ON r.id = i.item_id "
+                    "WHERE e.retracted_at IS NULL"
+                )
+            ).all()
+    story_of = {f"row-{n}": row["story"] for n, row in enumerate(rows)}
+    evidence: dict[str, set] = defaultdict(set)
+    for name, external in covered:
+        evidence[name].add(external)
+    per_trend, hits, shown, wanted = [], 0, 0, 0
+    for k, (story, word) in enumerate(targets.items()):
+        items = evidence[f"target-{k}"]
+        right = sum(story_of[i] == story for i in items)
+        size = sum(s == story for s in story_of.values())
+        hits, shown, wanted = hits + right, shown + len(items), wanted + size
+        per_trend.append({"story": story[:12], "term": word, "story_items": size, "evidence_items": len(items),
+                          "precision": round(right / len(items), 3) if items else None,
+                          "recall": round(right / size, 3)})  # fmt: skip
+    return {"targets": len(targets), "precision": round(hits / max(shown, 1), 4),
+            "recall": round(hits / max(wanted, 1), 4), "trends": per_trend}  # fmt: skip
+
+
+TARGET = """\
+name: target-{k}
+title: Target {k}
+question: Is story {k} told?
+baseline_probability: 0.2
+half_life_days: 30
+indicators:
+  - name: told
+    direction: up
+    likelihood_ratio: 2.0
+    terms:
+      da: ["{word}"]
+      en: ["{word}"]
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labelled", type=Path, nargs="*", help="measure evidence precision on labelled CSVs")
+    parser.add_argument("--targets", type=int, default=12, help="stories given a trend, per labelled set")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--trends", type=int, default=50)
     parser.add_argument("--snapshot-trends", type=int, default=1000)
     parser.add_argument("--naive-sample", type=int, default=100)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
+    if args.labelled is not None:
+        from cluster_quality import DEFAULT_LABELLED, read_labelled
+
+        paths = args.labelled or [path for path in DEFAULT_LABELLED if path.exists()]
+        sets = {path.stem: evidence_precision(read_labelled(path), args.targets) for path in paths}
+        print(json.dumps({"sets": sets}))
+        return
     results: dict = {"events": args.events, "trends": args.trends}
     with scratch_database() as url, tempfile.TemporaryDirectory() as folder:
         engine = engine_for(url)

@@ -4,7 +4,9 @@ Every folder under ``defs/`` is a domain whose ``definitions.py`` holds its ``De
 checks, jobs, schedules); Dagster's ``load_from_defs_folder`` finds them all (the defs module is named
 by ``[tool.dg.project]`` in ``pyproject.toml``), so a new domain is a new folder. This module merges
 them with every sensor (``sensors/``) and binds the resources for the environment (embedded parts, or
-the servers the ``OBSERVATORY_*`` variables point at).
+the servers the ``OBSERVATORY_*`` variables point at). Every job runs its steps in one process unless it
+names its executor (the heavy jobs switch to Celery with ``OBSERVATORY_EXECUTOR=celery``): a step process
+of its own costs seconds, which the short automated runs between a new item and its event cannot afford.
 """
 
 from pathlib import Path
@@ -23,5 +25,5 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 
 defs = dg.Definitions.merge(
     dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-    dg.Definitions(sensors=SENSORS, resources=resources()),
+    dg.Definitions(sensors=SENSORS, resources=resources(), executor=dg.in_process_executor),
 )

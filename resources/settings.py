@@ -85,6 +85,11 @@ class PlatformSettings(BaseSettings):
         default="lexical",
         description="Item embedder: lexical (no model download), e5 or e5-lexical (extra [quality]).",
     )
+    sentiment: Annotated[Literal["fast", "e5"], LowerCase] = Field(
+        default="fast",
+        description="Item sentiment: fast (a head over the AFINN rules for Danish, an n-gram model for English; "
+        "over 10,000 items/s) or e5 (e5 vectors with the lexicon's features; better, 15-20 items/s, extra [quality]).",
+    )
     pg_bin: str = Field(
         default="",
         description="Directory of pg_dump/pg_restore matching an external server; unset = embedded, then PATH.",

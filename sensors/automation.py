@@ -5,7 +5,7 @@ snapshot) however ``raw_items`` was materialized: the ingestion job, the UI, a b
 import dagster as dg
 
 #: Seconds between evaluations: each step of the flow starts within this (plus its run's start-up) of the last.
-AUTOMATION_INTERVAL_SECONDS = 10
+AUTOMATION_INTERVAL_SECONDS = 5
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "observatory_automation",

@@ -22,6 +22,8 @@ from observatory_assets.lib.dagster import collection_run_partitions
 from resources import PostgresResource
 
 MAX_RUNS_PER_TICK = 200
+#: Seconds between ticks: a completed collection run waits at most this long for its ingestion run.
+COLLECTION_RUN_SENSOR_INTERVAL_SECONDS = 5
 #: Failed ingestion runs of one collection run that the sensor retries before leaving it to a person.
 MAX_INGEST_RETRIES = 3
 
@@ -42,7 +44,7 @@ def _ingestion_history(instance: dg.DagsterInstance, partition_key: str) -> tupl
 
 @dg.sensor(
     job=ingest_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=COLLECTION_RUN_SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Requests an ingestion run (a raw_items partition) for each completed collection run that is "

@@ -57,9 +57,14 @@ def _funded(conn, sources: list) -> tuple[list, dict[str, str]]:
     return [source for source in sources if source.id in funded], short
 
 
+#: Seconds between ticks: short beside the shortest poll interval (1 minute), so a source is fetched within
+#: this of when it is due (a tick without due sources is one indexed query).
+POLLING_SENSOR_INTERVAL_SECONDS = 10
+
+
 @dg.sensor(
     job=poll_sources_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=POLLING_SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Starts a polling run when a catalog source is due or a failed collection run may be retried; one "

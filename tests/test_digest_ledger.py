@@ -68,7 +68,9 @@ def test_the_move_its_evidence_and_its_chart_cover_the_digests_day_from_the_ledg
     html = render_fragment(digest)
     assert 'from <time datetime="2026-12-05T00:00:00+00:00">05 Dec 2026 00:00</time>' in html
     assert 'to <time datetime="2026-12-06T00:00:00+00:00">06 Dec 2026 00:00</time> UTC' in html
-    assert "0 evidence lines in this interval" in html
+    # no evidence that day: unchanged, never "-0.00 log-odds" or "0 evidence lines"
+    assert "unchanged" in html and "no new evidence in this interval" in html
+    assert "0 evidence lines" not in html and "-0.00" not in html and "+0.00" not in html
 
 
 def test_a_day_without_a_snapshot_shows_its_own_move_and_evidence(engine, store, ledger_with_gaps):

@@ -24,6 +24,7 @@ from observatory_assets.defs.collection.catalog import (
     source_states,
     sync_catalog,
 )
+from observatory_assets.defs.collection.fetcher import next_check
 from observatory_assets.defs.collection.polling import run_cycle
 from observatory_assets.defs.collection.recovery import recover_stale_runs, retry_failed_runs
 from observatory_assets.defs.credits import ledger
@@ -522,3 +523,17 @@ def test_the_project_catalog_is_valid_and_a_source_without_url_is_described_not_
     with engine.begin() as conn:  # no request leaves this test: only the URL-less sources stay active
         conn.execute(text("UPDATE sources SET active = false WHERE url IS NOT NULL"))
     assert run_cycle(engine, store, client, force=True).due == 0
+
+
+def test_a_fixed_interval_counts_from_when_the_check_was_due_not_from_when_it_ran():
+    """A ``poll: 1m`` source checked late (a sensor tick, a run's start-up) is next due a minute after it
+    was due, so its checks stay a minute apart; a check a whole interval late, an error or a publisher's
+    floor count from now."""
+    due = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    late = due + timedelta(seconds=14)
+    minute, auto = 60, timedelta(hours=1)
+    assert next_check(late, minute, auto, None, 0, due) == due + timedelta(minutes=1)
+    assert next_check(due + timedelta(seconds=75), minute, auto, None, 0, due) == due + timedelta(seconds=135)
+    assert next_check(late, minute, auto, None, 0, None) == late + timedelta(minutes=1)
+    assert next_check(late, minute, auto, 300, 0, due) == late + timedelta(minutes=5)
+    assert next_check(late, minute, auto, None, 2, due) > late

@@ -13,8 +13,10 @@ from observatory_assets.cli.runner import ingest_runs, materialize_enrichment_an
 from observatory_assets.defs.collection.catalog import load_catalog
 from observatory_assets.defs.collection.polling import CycleReport, run_cycle
 from observatory_assets.defs.events.listing import busiest_ended_day, event_counts
+from observatory_assets.defs.events.quality import labelled_clustering_score
 from observatory_assets.defs.exports.delivery import completed_exports
 from observatory_assets.defs.ingestion.collect import guess_format, run_status
+from observatory_assets.defs.ingestion.demo_data import sample_story_labels
 from observatory_assets.defs.ingestion.integrity import item_count, rejects_by_reason
 from observatory_assets.defs.ingestion.loading import items_per_platform
 from observatory_assets.defs.operations.backups import latest_backup
@@ -158,6 +160,7 @@ def demo(obs: Observatory) -> int:
     outcomes, digest_day = run_the_graph(obs)
     with obs.engine.connect() as conn:
         summary = demo_summary(conn)
+    summary["story_score"] = labelled_clustering_score(obs.engine, sample_story_labels())
     failed = [o for o in outcomes if not o["success"]]
     t = summary["status"]["totals"]
     lines = [
@@ -172,6 +175,8 @@ def demo(obs: Observatory) -> int:
         f"{second.not_modified} answered 304 Not Modified, {second.changed} re-collected, {len(second.runs)} new runs",
         f"  raw_items now holds {summary['items']} items, clustered into {summary['events']} events "
         f"(largest: {summary['largest_event']} items)",
+        "  events against the sample's story labels: B³F1 {bcubed_f1:.3f} over {items} items of {stories} stories "
+        "in {events} events".format(**summary["story_score"]),
         "  platforms: " + ", ".join(f"{platform} {n}" for platform, n in summary["platforms"].items()),
         "  rejects by reason: " + ", ".join(f"{r}={n}" for r, n in summary["reasons"]),
         "  exports: " + ", ".join(f"{fmt} ({count} records) {key}" for fmt, count, key in summary["exports"]),

@@ -197,7 +197,7 @@ CELERY_SETTINGS = {
 
 def heavy_job_executor(default: dg.ExecutorDefinition | None = None) -> dg.ExecutorDefinition | None:
     """The executor of a heavy job (ingest, enrich, events, exports): ``default`` (None: the code
-    location's multiprocess default), or Dagster's Celery executor when ``OBSERVATORY_EXECUTOR=celery``.
+    location's in-process default), or Dagster's Celery executor when ``OBSERVATORY_EXECUTOR=celery``.
     Broker and backend are read from the environment at run time, so no password enters run config."""
     try:
         settings = platform_settings()

@@ -29,6 +29,7 @@ class _Schedule:
     min_interval_s: int | None
     entries_last_week: int
     weeks_known: float
+    scheduled: datetime | None = None
 
     def due(self, now: datetime, floor: int | None, error_count: int) -> datetime:
         return next_check(
@@ -37,6 +38,7 @@ class _Schedule:
             auto_interval(self.entries_last_week, self.weeks_known),
             floor or None,
             error_count,
+            self.scheduled,
         )
 
 
@@ -44,7 +46,7 @@ def _schedules(conn: Connection, source_ids: list[int], now: datetime) -> dict[i
     rows = conn.execute(
         text(
             """
-            SELECT s.id, s.poll, s.min_interval_s,
+            SELECT s.id, s.poll, s.min_interval_s, s.next_check_at,
                    (SELECT count(*) FROM raw_items r
                      WHERE r.source_id = s.id AND r.published_at > CAST(:now AS timestamptz) - interval '7 days'
                        AND r.published_at <= :now) AS entries,
@@ -54,7 +56,10 @@ def _schedules(conn: Connection, source_ids: list[int], now: datetime) -> dict[i
         ),
         {"ids": source_ids, "now": now},
     )
-    return {row.id: _Schedule(row.poll, row.min_interval_s, row.entries, float(row.weeks)) for row in rows}
+    return {
+        row.id: _Schedule(row.poll, row.min_interval_s, row.entries, float(row.weeks), row.next_check_at)
+        for row in rows
+    }
 
 
 def _source_row(outcome: FetchOutcome, now: datetime, error_count: int, due: datetime, floor: int | None) -> dict:

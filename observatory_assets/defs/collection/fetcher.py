@@ -191,13 +191,22 @@ def auto_interval(entries_last_week: int, weeks_known: float) -> timedelta:
 
 
 def next_check(
-    now: datetime, poll_seconds: int | None, auto: timedelta, min_interval_s: int | None, error_count: int
+    now: datetime,
+    poll_seconds: int | None,
+    auto: timedelta,
+    min_interval_s: int | None,
+    error_count: int,
+    scheduled: datetime | None = None,
 ) -> datetime:
     """When the source is due again: back-off after an error, else its interval (fixed or ``auto``), never
-    sooner than the publisher's floor."""
+    sooner than the publisher's floor. The interval counts from when the check was ``scheduled`` (its
+    ``next_check_at``), so a sensor tick or a run's start-up does not push every later check back: a
+    ``poll: 1m`` source is fetched every minute, not every minute plus the delays. A check a whole interval
+    late, or a publisher's floor, counts from now."""
     if error_count:
         return now + backoff(error_count)
     interval = timedelta(seconds=poll_seconds) if poll_seconds else auto
     if min_interval_s:
         interval = max(interval, timedelta(seconds=min_interval_s))
-    return now + interval
+    on_time = scheduled is not None and not min_interval_s and scheduled <= now < scheduled + interval
+    return (scheduled if on_time else now) + interval

@@ -125,6 +125,11 @@ def _model(backend: str, factory: Callable[[], object]):
     return _MODELS[backend]
 
 
+def shared_e5() -> E5Embedder:
+    """The process's one e5 model (the embedders' and the ``e5`` sentiment method's)."""
+    return _model("e5", E5Embedder)
+
+
 def make_embedder(backend: str, engine: Engine) -> Embedder:
     """The embedder for ``backend``; the lexical ones in the archive's current space (see ``spaces``)."""
     if backend == "lexical":

@@ -52,18 +52,21 @@ distinct-source counts, first/last seen, the most central item as canonical
 item with its title, and an extractive summary (that item's first sentence);
 ``event_items`` records each item's similarity to the centroid it joined.
 Everything of one clustering run is written in one transaction.
+
+The in-memory part (open events, assignment, merging) is :mod:`~observatory_assets.defs.events.tracking`,
+pure numpy; this module reads the pending items and the open events from Postgres and writes the outcome.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 from sqlalchemy import Engine
 
+from observatory_assets.defs.events.tracking import ClusteringParams, Event, EventTracker
 from observatory_assets.lib.outbox import EVENT_CREATED_FROM_STAGE
 from observatory_assets.lib.statuses import WebhookSubscriptionStatus
 from resources.postgres import register_vector_type
@@ -72,22 +75,6 @@ EVENTS = "events"
 CHUNK_SIZE = 5000
 _ID_BLOCK = 1000
 _STAGE_FLUSH = 20_000
-
-
-@dataclass(frozen=True)
-class ClusteringParams:
-    """How close an item must be to join an event, and for how long an event stays open."""
-
-    #: Cosine similarity (after the time penalty) from which an item joins an event.
-    threshold: float
-    window_hours: float = 72.0
-    #: An event stops taking items this long after its first one, however often it is retold.
-    max_span_hours: float = 168.0
-    #: Score lost when the event was last seen a whole window ago (linear in between).
-    time_penalty: float = 0.1
-    #: Added to ``threshold``: two open events whose centroids are this similar are merged (by default
-    #: the lexical embedder's margin; each embedder has its own).
-    merge_margin: float = 0.05
 
 
 @dataclass
@@ -105,137 +92,6 @@ class ClusteringResult:
     rebuilt: bool = False
     largest_events: list[dict] = field(default_factory=list)
     seconds: float = 0.0
-
-
-class _Event:
-    __slots__ = ("id", "new", "touched", "sum", "first", "first_hash", "last", "items", "sources", "vectors", "slot")
-
-    def __init__(self, event_id: int, new: bool, dimensions: int):
-        self.id = event_id
-        self.new = new
-        self.touched = new
-        self.sum = np.zeros(dimensions, dtype=np.float64)
-        self.first: datetime | None = None
-        self.first_hash: bytes | None = None
-        self.last: datetime | None = None
-        self.items: list[int] = []
-        self.sources: Counter = Counter()
-        self.vectors = np.zeros((4, dimensions), dtype=np.float64)
-        self.slot = -1
-
-    def add(self, item_id: int, at: datetime, item_hash: bytes, source_id: int, vector: np.ndarray) -> None:
-        self.sum += vector
-        if self.first is None:
-            self.first, self.first_hash = at, item_hash
-        self.last = at
-        self.items.append(item_id)
-        self.sources[source_id] += 1
-        if len(self.items) > len(self.vectors):
-            self.vectors = np.vstack([self.vectors, np.zeros_like(self.vectors)])
-        self.vectors[len(self.items) - 1] = vector
-
-    def absorb(self, other: _Event) -> None:
-        """Take over every member of ``other`` (which is left empty)."""
-        self.sum += other.sum
-        count, extra = len(self.items), len(other.items)
-        if count + extra > len(self.vectors):
-            self.vectors = np.vstack([self.vectors[:count], np.zeros((count + extra, self.vectors.shape[1]))])
-        self.vectors[count : count + extra] = other.vectors[:extra]
-        self.items.extend(other.items)
-        self.sources.update(other.sources)
-        if (other.first, other.first_hash) < (self.first, self.first_hash):
-            self.first, self.first_hash = other.first, other.first_hash
-        self.last = max(self.last, other.last)
-        other.sum[:] = 0.0
-        other.items, other.sources = [], Counter()
-
-    def centroid(self) -> np.ndarray:
-        norm = np.linalg.norm(self.sum)
-        return self.sum / norm if norm else self.sum
-
-    def canonical_item(self) -> int:
-        """The member closest to the centroid (the earliest on a tie)."""
-        return self.items[int(np.argmax(self.vectors[: len(self.items)] @ self.centroid()))]
-
-
-class _ActiveEvents:
-    """The events open at the current time: centroids as rows of one matrix for exact scoring."""
-
-    def __init__(self, dimensions: int, window_seconds: float, max_span_seconds: float):
-        self.dimensions = dimensions
-        self.window = window_seconds
-        self.max_span = max_span_seconds
-        self.centroids = np.zeros((256, dimensions), dtype=np.float64)
-        self.last_seen = np.zeros(256, dtype=np.float64)
-        self.first_seen = np.zeros(256, dtype=np.float64)
-        self.events: list[_Event] = []
-        # lower bounds of the open events' last and first seen: nothing closes before they run out
-        self.earliest_last = np.inf
-        self.earliest_first = np.inf
-
-    def put(self, event: _Event) -> None:
-        if event.slot < 0:
-            if len(self.events) == len(self.last_seen):
-                self.centroids = np.vstack([self.centroids, np.zeros_like(self.centroids)])
-                self.last_seen = np.concatenate([self.last_seen, np.zeros_like(self.last_seen)])
-                self.first_seen = np.concatenate([self.first_seen, np.zeros_like(self.first_seen)])
-            event.slot = len(self.events)
-            self.events.append(event)
-        self.centroids[event.slot] = event.centroid()
-        self.last_seen[event.slot] = event.last.timestamp()
-        self.first_seen[event.slot] = event.first.timestamp()
-        self.earliest_last = min(self.earliest_last, self.last_seen[event.slot])
-        self.earliest_first = min(self.earliest_first, self.first_seen[event.slot])
-
-    def expire(self, now: float) -> list[_Event]:
-        """Drop the events closed at ``now`` (window passed or span exhausted); returns them (in slot order)."""
-        if self.earliest_last >= now - self.window and self.earliest_first >= now - self.max_span:
-            return []
-        n = len(self.events)
-        keep = (self.last_seen[:n] >= now - self.window) & (self.first_seen[:n] >= now - self.max_span)
-        self.earliest_last = float(self.last_seen[:n][keep].min()) if keep.any() else np.inf
-        self.earliest_first = float(self.first_seen[:n][keep].min()) if keep.any() else np.inf
-        if keep.all():
-            return []
-        gone = [e for e, k in zip(self.events, keep) if not k]
-        kept = [e for e, k in zip(self.events, keep) if k]
-        self.centroids[: len(kept)] = self.centroids[: len(self.events)][keep]
-        self.last_seen[: len(kept)] = self.last_seen[: len(self.events)][keep]
-        self.first_seen[: len(kept)] = self.first_seen[: len(self.events)][keep]
-        for slot, event in enumerate(kept):
-            event.slot = slot
-        self.events = kept
-        return gone
-
-    def remove(self, event: _Event) -> None:
-        """Drop ``event`` (merged into another): the last open event takes its slot."""
-        last = self.events.pop()
-        if last is not event:
-            for rows in (self.centroids, self.last_seen, self.first_seen):
-                rows[event.slot] = rows[last.slot]
-            last.slot = event.slot
-            self.events[event.slot] = last
-        event.slot = -1
-
-    def converging(self, event: _Event, minimum: float) -> tuple[float, _Event] | None:
-        """The open event (other than ``event``) whose centroid is most similar to its, if at least ``minimum``."""
-        n = len(self.events)
-        similarity = self.centroids[:n] @ self.centroids[event.slot]
-        similarity[event.slot] = -np.inf
-        best = int(np.argmax(similarity))
-        return (float(similarity[best]), self.events[best]) if similarity[best] >= minimum else None
-
-    def best(self, vector: np.ndarray, now: float, params: ClusteringParams) -> tuple[float, float, _Event] | None:
-        """The best-scoring open event as (score, cosine similarity, event); the first slot on a tie."""
-        n = len(self.events)
-        if n == 0:
-            return None
-        similarity = self.centroids[:n] @ vector
-        gap = now - self.last_seen[:n]
-        score = similarity - params.time_penalty * gap / self.window
-        score[gap > self.window] = -np.inf
-        best = int(np.argmax(score))
-        return (float(score[best]), float(similarity[best]), self.events[best]) if np.isfinite(score[best]) else None
 
 
 _PENDING = """
@@ -320,13 +176,11 @@ class _Clustering:
         self.conn = conn
         self.embedder = embedder
         self.dimensions = dimensions
-        self.params = params
-        self.active = _ActiveEvents(dimensions, params.window_hours * 3600.0, params.max_span_hours * 3600.0)
+        self.tracker = EventTracker(dimensions, params, self._next_id, self._release)
+        self.active = self.tracker.active
         self.free_ids: list[int] = []
         self.staged_members: list[tuple] = []
         self.staged_events: list[tuple] = []
-        #: merged event id → (kept event id, centroid similarity, time and hash of the item that merged them)
-        self.merges: dict[int, tuple] = {}
         self.result = ClusteringResult(embedder=embedder)
         self.largest: list[tuple[int, int, int]] = []  # (items, -event id, sources) of written events
 
@@ -371,7 +225,7 @@ class _Clustering:
         ]
         if not ids:
             return
-        events: dict[int, _Event] = {i: _Event(i, new=False, dimensions=self.dimensions) for i in ids}
+        events: dict[int, Event] = {i: Event(i, new=False, dimensions=self.dimensions) for i in ids}
         rows = self.conn.execute(
             """
             SELECT x.event_id, x.item_id, x.item_time, x.item_hash, x.source_id, e.embedding
@@ -401,48 +255,20 @@ class _Clustering:
     # -- assignment ----------------------------------------------------------
 
     def assign(self, item_id: int, at: datetime, item_hash: bytes, source_id: int, vector: np.ndarray) -> None:
-        now = at.timestamp()
-        p = self.params
-        for event in self.active.expire(now):
-            if event.touched:
-                self._stage_event(event)
-        chosen, similarity = None, 1.0
-        best = self.active.best(vector, now, p)
-        if best is not None and best[0] >= p.threshold:
-            _, similarity, chosen = best
-        if chosen is None:
-            chosen = _Event(self._next_id(), new=True, dimensions=self.dimensions)
-            self.result.new_events += 1
-        else:
-            self.result.joined_existing += 1
-        chosen.add(item_id, at, item_hash, source_id, vector)
-        chosen.touched = True
-        self.active.put(chosen)
-        while converging := self.active.converging(chosen, p.threshold + p.merge_margin):
-            chosen = self._merge(chosen, *converging, at, item_hash)
+        chosen, similarity = self.tracker.assign(item_id, at, item_hash, source_id, vector)
         self.staged_members.append((item_id, chosen.id, round(similarity, 6), at, item_hash, source_id))
         self.result.items_assigned += 1
         if len(self.staged_members) >= _STAGE_FLUSH:
             self._flush_members()
 
-    def _merge(self, event: _Event, similarity: float, other: _Event, at: datetime, item_hash: bytes) -> _Event:
-        """Fold the younger of two converging events into the older (see module); returns the kept one."""
-        kept, merged = sorted((event, other), key=lambda e: (e.first, e.first_hash))
-        kept.absorb(merged)
-        kept.touched = True
-        self.active.remove(merged)
-        self.active.put(kept)
-        self._stage_event(merged)
-        self.result.events_merged += 1
-        for earlier, (into, *rest) in self.merges.items():
-            if into == merged.id:
-                self.merges[earlier] = (kept.id, *rest)
-        self.merges[merged.id] = (kept.id, round(similarity, 6), at, item_hash)
-        return kept
+    def _release(self, event: Event) -> None:
+        """An event leaving memory is written when it changed (a merged-away, emptied one is removed)."""
+        if event.touched or not event.items:
+            self._stage_event(event)
 
     # -- writing -------------------------------------------------------------
 
-    def _stage_event(self, event: _Event) -> None:
+    def _stage_event(self, event: Event) -> None:
         if event.items:
             row = (event.id, event.new, event.centroid().astype(np.float32), event.canonical_item(),
                    event.first, event.last, len(event.items), len(event.sources))  # fmt: skip
@@ -475,13 +301,14 @@ class _Clustering:
         self.staged_events = []
 
     def finish(self) -> None:
-        for event in self.active.events:
-            if event.touched:
-                self._stage_event(event)
+        self.tracker.close_all()
+        t = self.tracker
+        self.result.new_events, self.result.joined_existing = t.new_events, t.joined_existing
+        self.result.events_merged = t.events_merged
         self._flush_events()
         self._flush_members()
         with self.conn.cursor() as cursor, cursor.copy("COPY event_merges_stage FROM STDIN") as copy:
-            for merged, row in self.merges.items():
+            for merged, row in self.tracker.merges.items():
                 copy.write_row((merged, *row))
         self.conn.execute(
             EVENT_CREATED_FROM_STAGE, {"enabled": WebhookSubscriptionStatus.ENABLED}

@@ -1,5 +1,10 @@
 """A deterministic generator of realistic collector output for the demo, tests and benchmarks.
 
+The demo sample (:func:`write_demo_dataset`) tells the original stories of ``sample_stories/stories.yaml``:
+each is one event, told in one language by several sources with its own headlines and facts, and
+``sample_stories/labels.csv`` records which story each item tells, so the demo can score its events.
+The benchmark generator (:func:`iter_items`) composes any number of template stories instead.
+
 Several sources (Danish and English; RSS, Atom, JSONL, CSV) report a set of news
 *stories*: each story is retold by many sources with paraphrased headlines,
 some items are exact duplicates (the same id again, or the same text under a
@@ -20,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+from observatory_assets.lib.yaml_files import read_yaml_mapping
 
 DEFAULT_ANCHOR = datetime(2026, 11, 16, 12, 0, tzinfo=UTC)
 
@@ -272,53 +279,132 @@ def _atom(items: list[dict], title: str) -> str:
     )
 
 
+#: The demo's stories (original text, CC0; see the README beside it) and which story each sample item tells.
+SAMPLE_STORIES = Path(__file__).resolve().parents[2] / "sample_stories"
+STORIES_FILE = SAMPLE_STORIES / "stories.yaml"
+LABELS_FILE = SAMPLE_STORIES / "labels.csv"
+
+
+@dataclass(frozen=True)
+class SampleStory:
+    """One story of the demo sample: told in one language, from its first telling ``at`` on; a brief is told
+    once (a brief may tell a story of the sample in the other language: it has that story's id)."""
+
+    story_id: str
+    language: str
+    at: datetime
+    headlines: tuple[str, ...]
+    facts: tuple[str, ...]
+    brief: bool = False
+
+
+def load_sample_stories(anchor: datetime = DEFAULT_ANCHOR, path: Path = STORIES_FILE) -> list[SampleStory]:
+    """The stories of ``stories.yaml``, dated relative to ``anchor`` (stories first, then the briefs)."""
+    document = read_yaml_mapping(path, ValueError, "a mapping with stories and briefs")
+
+    def at(entry: dict) -> datetime:
+        return (anchor - timedelta(days=entry["day"])).replace(hour=entry["hour"], minute=0, second=0, microsecond=0)
+
+    stories = [SampleStory(s["id"], s["language"], at(s), tuple(s["headlines"]), tuple(s["facts"]))
+               for s in document["stories"]]  # fmt: skip
+    briefs = [SampleStory(b.get("story", b["id"]), b["language"], at(b), (b["headline"],), (b["fact"],), brief=True)
+              for b in document["briefs"]]  # fmt: skip
+    return stories + briefs
+
+
+def _telling(story: SampleStory, source: str, rng: random.Random, n: int) -> dict:
+    """One outlet's telling of ``story``: one of its headlines, its facts in some order, within 30 hours."""
+    facts = rng.sample(story.facts, len(story.facts))[: rng.randrange(1, len(story.facts) + 1)]
+    published = story.at + timedelta(minutes=0 if story.brief else rng.uniform(0, 30 * 60))
+    return {
+        "id": f"{source}-{n}",
+        "title": rng.choice(story.headlines),
+        "text": " ".join(facts),
+        "url": f"https://{source}.example/news/{story.story_id}/{n}?utm_source=feed",
+        "author": f"{rng.choice(['Anna', 'Mads', 'Sofie', 'James', 'Emma', 'Lars'])} {rng.choice(['Jensen', 'Smith', 'Nielsen', 'Brown'])}",
+        "published_at": published.isoformat(),
+        "language": story.language,
+        "story": story.story_id,
+    }
+
+
+def _source_items(name: str, language: str, count: int, stories: list[SampleStory], rng: random.Random) -> list[dict]:
+    """``count`` tellings of the stories in ``language`` (both for a mixed source), and the briefs that fall
+    to this source: each brief is told once, by the first source of its language."""
+    told = [s for s in stories if not s.brief and language in ("mixed", s.language)]
+    items = [_telling(rng.choice(told), name, rng, n) for n in range(count)]
+    first_of = {}
+    for source, _, lang, _ in SOURCES:
+        first_of.setdefault(lang, source)
+    briefs = [s for s in stories if s.brief and first_of.get(s.language) == name]
+    return items + [_telling(b, name, rng, count + k) for k, b in enumerate(briefs)]
+
+
 def write_demo_dataset(
-    out_dir: Path, items_per_source: int = 60, stories: int = 25, seed: int = 7, anchor: datetime = DEFAULT_ANCHOR
+    out_dir: Path,
+    items_per_source: int = 60,
+    seed: int = 7,
+    anchor: datetime = DEFAULT_ANCHOR,
+    labels: Path | None = None,
 ) -> list[tuple[str, str, Path]]:
     """Write one payload per demo source into ``out_dir``; returns (source, format, path) triples.
 
-    Stories are shared across sources, so the same event is told many times.
+    Every item tells one of the sample stories (``stories.yaml``), each told by several sources in its
+    language; each payload also holds the bad rows real collectors meet. With ``labels``, writes which story
+    each item tells there (``source, id, story``; a hostile row tells none of them: its own label).
     """
     rng = random.Random(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    story_list = make_stories(stories, rng, anchor, days=20)
-    written = []
+    stories = load_sample_stories(anchor)
+    written, told = [], []
     for name, fmt, language, _credibility in SOURCES:
-        items = []
-        for n in range(items_per_source):
-            lang = rng.choice(["da", "en"]) if language == "mixed" else language
-            items.append(_item(rng.choice(story_list), name, lang, rng, n, text_chars=rng.randrange(200, 900)))
+        items = _source_items(name, language, items_per_source, stories, rng)
         # exact duplicates: the same id again, and the same content under another id
         items.append(dict(items[0]))
         items.append({**items[1], "id": f"{name}-copy-of-1", "url": items[1]["url"] + "&copy=1"})
         title, body = _HOSTILE[len(written) % len(_HOSTILE)]
-        items.append({**items[2], "id": f"{name}-hostile", "title": title, "text": body})
-        path = out_dir / f"{name}.{ {'rss': 'xml', 'atom': 'atom', 'jsonl': 'jsonl', 'csv': 'csv'}[fmt] }"
-        if fmt == "rss":
-            items.append({**items[3], "id": f"{name}-undated", "published_at": None})
-            path.write_text(_rss(items, name, language), encoding="utf-8")
-        elif fmt == "atom":
-            path.write_text(_atom(items, name), encoding="utf-8")
-        elif fmt == "jsonl":
-            lines = [json.dumps(it, ensure_ascii=False) for it in items]
-            lines += [_bad_jsonl_row(k, rng) for k in range(5)]
-            lines.append(
-                json.dumps(
-                    {"id": f"{name}-nul", "title": "NUL\u0000in title", "published_at": items[0]["published_at"]}
-                )
-            )
-            data = ("\n".join(lines) + "\n").encode("utf-8") + b'{"id": "latin1", "title": "K\xf8benhavn"}\n'
-            path.write_bytes(data)
-        else:
-            with open(path, "w", encoding="utf-8", newline="") as handle:
-                writer = csv.writer(handle)
-                header = ["id", "title", "text", "url", "author", "published_at", "language"]
-                writer.writerow(header)
-                for it in items:
-                    writer.writerow([it[h] for h in header])
-                writer.writerow(["broken-row", "Too few fields"])
-        written.append((name, fmt, path))
+        items.append({**items[2], "id": f"{name}-hostile", "title": title, "text": body, "story": f"{name}-hostile"})
+        written.append((name, fmt, _write_payload(out_dir, name, fmt, language, items, rng)))
+        told += list({it["id"]: (name, it["id"], it["story"]) for it in items}.values())
     malformed = out_dir / "broken-feed.xml"
     malformed.write_text("<html><body><h1>502 Bad Gateway</h1></body></html>", encoding="utf-8")
     written.append(("broken-feed", "rss", malformed))
+    if labels is not None:
+        with open(labels, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["source", "id", "story"])
+            writer.writerows(told)
     return written
+
+
+def _write_payload(out_dir: Path, name: str, fmt: str, language: str, items: list[dict], rng: random.Random) -> Path:
+    """One source's payload in its format, with that format's bad rows."""
+    path = out_dir / f"{name}.{ {'rss': 'xml', 'atom': 'atom', 'jsonl': 'jsonl', 'csv': 'csv'}[fmt] }"
+    if fmt == "rss":
+        items.append({**items[3], "id": f"{name}-undated", "published_at": None})
+        path.write_text(_rss(items, name, language), encoding="utf-8")
+    elif fmt == "atom":
+        path.write_text(_atom(items, name), encoding="utf-8")
+    elif fmt == "jsonl":
+        lines = [json.dumps(it, ensure_ascii=False) for it in items]
+        lines += [_bad_jsonl_row(k, rng) for k in range(5)]
+        lines.append(
+            json.dumps({"id": f"{name}-nul", "title": "NUL\u0000in title", "published_at": items[0]["published_at"]})
+        )
+        data = ("\n".join(lines) + "\n").encode("utf-8") + b'{"id": "latin1", "title": "K\xf8benhavn"}\n'
+        path.write_bytes(data)
+    else:
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            header = ["id", "title", "text", "url", "author", "published_at", "language"]
+            writer.writerow(header)
+            for it in items:
+                writer.writerow([it[h] for h in header])
+            writer.writerow(["broken-row", "Too few fields"])
+    return path
+
+
+def sample_story_labels(path: Path = LABELS_FILE) -> dict[tuple[str, str], str]:
+    """Which story each item of the bundled sample tells: (source name, external id) → story id."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {(row["source"], row["id"]): row["story"] for row in csv.DictReader(handle)}

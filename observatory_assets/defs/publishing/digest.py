@@ -107,6 +107,17 @@ class TrendMove:
     evidence: str | None  # the strongest of them whose event still shows an item
     chart_uri: str | None = None
 
+    @property
+    def moved(self) -> bool:
+        """Whether the interval's evidence moved the trend, as shown (two decimals of log-odds); a trend
+        without new evidence, or whose evidence cancels out, is shown as unchanged."""
+        return self.evidence_count > 0 and round(abs(self.change), 2) > 0
+
+    @property
+    def drift(self) -> float:
+        """The move without new evidence: older evidence fading towards the baseline (0 when it moved)."""
+        return 0.0 if self.moved else round(self.change, 2) + 0.0
+
 
 @dataclass
 class Digest:
@@ -185,7 +196,7 @@ SELECT t.id, t.name, coalesce(nullif(t.title, ''), t.name) AS title,
 
 
 def _trend_moves(conn: Connection, day: date, inline_charts: bool) -> list[TrendMove]:
-    """The day's moves from the ledger, largest first."""
+    """The day's moves from the ledger, largest first, then the trends that did not move."""
     start, end = day_bounds(day)
     rows = conn.execute(text(_TREND_MOVES), {"start": start, "end": end}).all()
     state = log_odds_at(conn, [(r.id, at) for r in rows for at in (start, end)])
@@ -203,7 +214,7 @@ def _trend_moves(conn: Connection, day: date, inline_charts: bool) -> list[Trend
         )
         for r in rows
     ]
-    return sorted(moves, key=lambda m: (-abs(m.change), m.name))
+    return sorted(moves, key=lambda m: (not m.moved, -abs(m.change), m.name))
 
 
 def _chart_uri(png: bytes) -> str:

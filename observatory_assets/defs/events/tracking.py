@@ -1,0 +1,254 @@
+"""The events open at the current time, held in memory: online assignment and merging in pure numpy.
+
+This is the heart of event clustering (see :mod:`~observatory_assets.defs.events.clustering` for the
+rules and how runs read and write Postgres). An :class:`EventTracker` takes items one at a time in
+publication order: each joins the best-scoring open event (cosine similarity to the centroid less a time
+penalty) when the score reaches the threshold, or founds a new event; two open events whose centroids
+converge are merged into the older one. It knows nothing of the database: ids come from a callable and
+every event that leaves memory (closed by time, or merged away) is handed to another, so the same
+tracker serves the clustering run, the offline quality benches and tests.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClusteringParams:
+    """How close an item must be to join an event, and for how long an event stays open."""
+
+    #: Cosine similarity (after the time penalty) from which an item joins an event.
+    threshold: float
+    window_hours: float = 72.0
+    #: An event stops taking items this long after its first one, however often it is retold.
+    max_span_hours: float = 168.0
+    #: Score lost when the event was last seen a whole window ago (linear in between).
+    time_penalty: float = 0.1
+    #: Added to ``threshold``: two open events whose centroids are this similar are merged (by default
+    #: the lexical embedder's margin; each embedder has its own).
+    merge_margin: float = 0.05
+
+
+class Event:
+    """One event being built: the running sum of its members' vectors, its members and their sources."""
+
+    __slots__ = ("id", "new", "touched", "sum", "first", "first_hash", "last", "items", "sources", "vectors", "slot")
+
+    def __init__(self, event_id: int, new: bool, dimensions: int):
+        self.id = event_id
+        self.new = new
+        self.touched = new
+        self.sum = np.zeros(dimensions, dtype=np.float64)
+        self.first: datetime | None = None
+        self.first_hash: bytes | None = None
+        self.last: datetime | None = None
+        self.items: list[int] = []
+        self.sources: Counter = Counter()
+        self.vectors = np.zeros((4, dimensions), dtype=np.float64)
+        self.slot = -1
+
+    def add(self, item_id: int, at: datetime, item_hash: bytes, source_id: int, vector: np.ndarray) -> None:
+        self.sum += vector
+        if self.first is None:
+            self.first, self.first_hash = at, item_hash
+        self.last = at
+        self.items.append(item_id)
+        self.sources[source_id] += 1
+        if len(self.items) > len(self.vectors):
+            self.vectors = np.vstack([self.vectors, np.zeros_like(self.vectors)])
+        self.vectors[len(self.items) - 1] = vector
+
+    def absorb(self, other: Event) -> None:
+        """Take over every member of ``other`` (which is left empty)."""
+        self.sum += other.sum
+        count, extra = len(self.items), len(other.items)
+        if count + extra > len(self.vectors):
+            self.vectors = np.vstack([self.vectors[:count], np.zeros((count + extra, self.vectors.shape[1]))])
+        self.vectors[count : count + extra] = other.vectors[:extra]
+        self.items.extend(other.items)
+        self.sources.update(other.sources)
+        if (other.first, other.first_hash) < (self.first, self.first_hash):
+            self.first, self.first_hash = other.first, other.first_hash
+        self.last = max(self.last, other.last)
+        other.sum[:] = 0.0
+        other.items, other.sources = [], Counter()
+
+    def centroid(self) -> np.ndarray:
+        norm = np.linalg.norm(self.sum)
+        return self.sum / norm if norm else self.sum
+
+    def canonical_item(self) -> int:
+        """The member closest to the centroid (the earliest on a tie)."""
+        return self.items[int(np.argmax(self.vectors[: len(self.items)] @ self.centroid()))]
+
+
+class ActiveEvents:
+    """The events open at the current time: centroids as rows of one matrix for exact scoring."""
+
+    def __init__(self, dimensions: int, window_seconds: float, max_span_seconds: float):
+        self.dimensions = dimensions
+        self.window = window_seconds
+        self.max_span = max_span_seconds
+        self.centroids = np.zeros((256, dimensions), dtype=np.float64)
+        self.last_seen = np.zeros(256, dtype=np.float64)
+        self.first_seen = np.zeros(256, dtype=np.float64)
+        self.events: list[Event] = []
+        # lower bounds of the open events' last and first seen: nothing closes before they run out
+        self.earliest_last = np.inf
+        self.earliest_first = np.inf
+
+    def put(self, event: Event) -> None:
+        if event.slot < 0:
+            if len(self.events) == len(self.last_seen):
+                self.centroids = np.vstack([self.centroids, np.zeros_like(self.centroids)])
+                self.last_seen = np.concatenate([self.last_seen, np.zeros_like(self.last_seen)])
+                self.first_seen = np.concatenate([self.first_seen, np.zeros_like(self.first_seen)])
+            event.slot = len(self.events)
+            self.events.append(event)
+        self.centroids[event.slot] = event.centroid()
+        self.last_seen[event.slot] = event.last.timestamp()
+        self.first_seen[event.slot] = event.first.timestamp()
+        self.earliest_last = min(self.earliest_last, self.last_seen[event.slot])
+        self.earliest_first = min(self.earliest_first, self.first_seen[event.slot])
+
+    def expire(self, now: float) -> list[Event]:
+        """Drop the events closed at ``now`` (window passed or span exhausted); returns them (in slot order)."""
+        if self.earliest_last >= now - self.window and self.earliest_first >= now - self.max_span:
+            return []
+        n = len(self.events)
+        keep = (self.last_seen[:n] >= now - self.window) & (self.first_seen[:n] >= now - self.max_span)
+        self.earliest_last = float(self.last_seen[:n][keep].min()) if keep.any() else np.inf
+        self.earliest_first = float(self.first_seen[:n][keep].min()) if keep.any() else np.inf
+        if keep.all():
+            return []
+        gone = [e for e, k in zip(self.events, keep) if not k]
+        kept = [e for e, k in zip(self.events, keep) if k]
+        self.centroids[: len(kept)] = self.centroids[: len(self.events)][keep]
+        self.last_seen[: len(kept)] = self.last_seen[: len(self.events)][keep]
+        self.first_seen[: len(kept)] = self.first_seen[: len(self.events)][keep]
+        for slot, event in enumerate(kept):
+            event.slot = slot
+        self.events = kept
+        return gone
+
+    def remove(self, event: Event) -> None:
+        """Drop ``event`` (merged into another): the last open event takes its slot."""
+        last = self.events.pop()
+        if last is not event:
+            for rows in (self.centroids, self.last_seen, self.first_seen):
+                rows[event.slot] = rows[last.slot]
+            last.slot = event.slot
+            self.events[event.slot] = last
+        event.slot = -1
+
+    def converging(self, event: Event, minimum: float) -> tuple[float, Event] | None:
+        """The open event (other than ``event``) whose centroid is most similar to its, if at least ``minimum``."""
+        n = len(self.events)
+        similarity = self.centroids[:n] @ self.centroids[event.slot]
+        similarity[event.slot] = -np.inf
+        best = int(np.argmax(similarity))
+        return (float(similarity[best]), self.events[best]) if similarity[best] >= minimum else None
+
+    def best(self, vector: np.ndarray, now: float, params: ClusteringParams) -> tuple[float, float, Event] | None:
+        """The best-scoring open event as (score, cosine similarity, event); the first slot on a tie."""
+        n = len(self.events)
+        if n == 0:
+            return None
+        similarity = self.centroids[:n] @ vector
+        gap = now - self.last_seen[:n]
+        score = similarity - params.time_penalty * gap / self.window
+        score[gap > self.window] = -np.inf
+        best = int(np.argmax(score))
+        return (float(score[best]), float(similarity[best]), self.events[best]) if np.isfinite(score[best]) else None
+
+
+class EventTracker:
+    """Online clustering over the open events: assignment, merging and closing (see module).
+
+    ``next_id`` gives a new event's id; ``release`` receives every event that leaves memory: closed
+    (its window or span passed), merged away (left empty), or, at :meth:`close_all`, still open.
+    ``merges`` maps each merged event's id to (kept event id, centroid similarity, time and hash of the
+    item whose joining merged them), following later merges to the event that finally kept them.
+    """
+
+    def __init__(
+        self, dimensions: int, params: ClusteringParams, next_id: Callable[[], int], release: Callable[[Event], None]
+    ):
+        self.dimensions = dimensions
+        self.params = params
+        self.next_id = next_id
+        self.release = release
+        self.active = ActiveEvents(dimensions, params.window_hours * 3600.0, params.max_span_hours * 3600.0)
+        self.merges: dict[int, tuple] = {}
+        self.new_events = 0
+        self.joined_existing = 0
+        self.events_merged = 0
+
+    def assign(
+        self, item_id: int, at: datetime, item_hash: bytes, source_id: int, vector: np.ndarray
+    ) -> tuple[Event, float]:
+        """Put one item (the next in publication order) into an event; returns the event that holds it
+        after any merge and the item's cosine similarity to the centroid it joined (1.0 for a founder)."""
+        now = at.timestamp()
+        p = self.params
+        for event in self.active.expire(now):
+            self.release(event)
+        chosen, similarity = None, 1.0
+        best = self.active.best(vector, now, p)
+        if best is not None and best[0] >= p.threshold:
+            _, similarity, chosen = best
+        if chosen is None:
+            chosen = Event(self.next_id(), new=True, dimensions=self.dimensions)
+            self.new_events += 1
+        else:
+            self.joined_existing += 1
+        chosen.add(item_id, at, item_hash, source_id, vector)
+        chosen.touched = True
+        self.active.put(chosen)
+        while converging := self.active.converging(chosen, p.threshold + p.merge_margin):
+            chosen = self._merge(chosen, *converging, at, item_hash)
+        return chosen, similarity
+
+    def _merge(self, event: Event, similarity: float, other: Event, at: datetime, item_hash: bytes) -> Event:
+        """Fold the younger of two converging events into the older; returns the kept one."""
+        kept, merged = sorted((event, other), key=lambda e: (e.first, e.first_hash))
+        kept.absorb(merged)
+        kept.touched = True
+        self.active.remove(merged)
+        self.active.put(kept)
+        self.release(merged)
+        self.events_merged += 1
+        for earlier, (into, *rest) in self.merges.items():
+            if into == merged.id:
+                self.merges[earlier] = (kept.id, *rest)
+        self.merges[merged.id] = (kept.id, round(similarity, 6), at, item_hash)
+        return kept
+
+    def close_all(self) -> None:
+        """Release every event still open (the end of a run)."""
+        for event in self.active.events:
+            self.release(event)
+
+
+def cluster_in_memory(
+    items: Iterable[tuple[int, datetime, bytes, int, np.ndarray]], dimensions: int, params: ClusteringParams
+) -> dict[int, int]:
+    """Cluster ``(item id, time, hash, source id, unit vector)`` tuples, given in publication order, from
+    nothing; returns item id → the id of the event that holds it at the end (ids numbered from 1)."""
+    counter = iter(range(1, 1 << 62))
+    held: dict[int, int] = {}
+    tracker = EventTracker(dimensions, params, lambda: next(counter), lambda event: None)
+    events: dict[int, Event] = {}
+    for item in items:
+        event, _ = tracker.assign(*item)
+        events[event.id] = event
+    for event in events.values():
+        for item_id in event.items:
+            held[item_id] = event.id
+    return held
