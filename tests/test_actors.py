@@ -200,3 +200,19 @@ def test_the_actor_network_joins_authors_to_what_they_mention(engine, store, tmp
     assert metrics[anna]["degree"] == 2 and metrics[anna]["betweenness"] == pytest.approx(1.0)
     assert stored == 3 and {row["label"] for row in table} >= {"Mette Frederiksen", anna}
     assert "anna" not in json.dumps(table)
+
+
+def test_the_pseudonym_key_is_required_in_production_and_generated_for_the_embedded_demo(tmp_path):
+    from resources.embedded import PseudonymKeyMissing, author_pseudonym_key
+    from resources.settings import platform_settings
+
+    production = platform_settings({"OBSERVATORY_DATABASE_URL": "postgresql://u:p@db/observatory"})
+    with pytest.raises(PseudonymKeyMissing, match="OBSERVATORY_PSEUDONYM_KEY is not set"):
+        author_pseudonym_key(production)
+    short = platform_settings({"OBSERVATORY_DATABASE_URL": "postgresql://db/o", "OBSERVATORY_PSEUDONYM_KEY": "short"})
+    with pytest.raises(PseudonymKeyMissing, match="too short"):
+        author_pseudonym_key(short)
+    embedded = platform_settings({"OBSERVATORY_HOME": str(tmp_path)})
+    key = author_pseudonym_key(embedded)
+    assert author_pseudonym_key(embedded) == key and len(key) >= 32
+    assert (tmp_path / "pseudonym.key").stat().st_mode & 0o777 == 0o600

@@ -59,8 +59,16 @@ def ok(body: bytes, **headers: str) -> Reply:
 
 
 def sync(engine, tmp_path: Path, sources: list[dict]) -> None:
+    """The sources in one design that keeps authors in clear, so the tests see what each arena's answer says
+    of its authors (pseudonymising them is tests/test_actors_flow.py's)."""
     directory = tmp_path / "sources"
-    write(directory / "catalog.yaml", json.dumps({"sources": sources}))
+    design = {
+        "name": "arenas",
+        "sources": [source["name"] for source in sources],
+        "authors": "clear",
+        "budget": {"credits": 100_000},
+    }
+    write(directory / "catalog.yaml", json.dumps({"sources": sources, "designs": [design]}))
     with engine.begin() as conn:
         sync_catalog(conn, load_catalog(directory))
 
