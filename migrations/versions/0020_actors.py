@@ -137,11 +137,19 @@ DROP TABLE actors;
 """
 
 
-#: Authors already stored in clear become pseudonyms (no actor is a public figure before this revision).
+#: Authors already stored in clear become pseudonyms (no actor is a public figure before this revision),
+#: but for the items of a design that keeps its authors in clear (``authors: clear``, on a re-upgrade).
 PSEUDONYMISE = """
+WITH clear_runs AS (
+    SELECT c.id FROM collection_runs c JOIN query_designs q ON q.id = c.query_design_id
+     WHERE q.arenas ->> 'authors' = 'clear'
+)
 UPDATE raw_items r
-   SET author_pseudonym = m.pseudonym, author = NULL, author_handle = NULL,
-       raw_metadata = r.raw_metadata - CAST(:identifying AS text[])
+   SET author_pseudonym = m.pseudonym,
+       author = CASE WHEN r.collection_run_id IN (SELECT id FROM clear_runs) THEN r.author END,
+       author_handle = CASE WHEN r.collection_run_id IN (SELECT id FROM clear_runs) THEN r.author_handle END,
+       raw_metadata = CASE WHEN r.collection_run_id IN (SELECT id FROM clear_runs) THEN r.raw_metadata
+                           ELSE r.raw_metadata - CAST(:identifying AS text[]) END
   FROM jsonb_to_recordset(CAST(:mapping AS jsonb)) AS m (platform text, who text, pseudonym text)
  WHERE coalesce(r.platform, '') = m.platform AND coalesce(r.author_handle, r.author) = m.who
 """

@@ -21,7 +21,9 @@ def actors() -> None:
 @json_option("one JSON object per actor")
 @pass_observatory
 def list_actors(obs: Observatory, as_json: bool) -> int:
-    """Every actor: kind, public figure or not, presences, and how many items they wrote or are mentioned in."""
+    """Every actor, its presences and its item counts.
+
+    Kind, public figure or not, accounts, and how many items each wrote or is mentioned in."""
     with obs.engine.connect() as conn:
         rows = actor_rows(conn)
     if as_json:
@@ -42,7 +44,7 @@ def list_actors(obs: Observatory, as_json: bool) -> int:
 @click.argument("name")
 @pass_observatory
 def show_actor(obs: Observatory, name: str) -> int:
-    """One actor's catalog entry, lists and item counts (JSON)."""
+    """One actor's catalog entry and counts (JSON)."""
     with obs.engine.connect() as conn:
         rows = actor_rows(conn, name)
     if not rows:
@@ -60,7 +62,9 @@ def show_actor(obs: Observatory, name: str) -> int:
 @json_option("one JSON object per day and value")
 @pass_observatory
 def stats(obs: Observatory, design: str, by: str, since, until, as_json: bool) -> int:
-    """Daily items of a query design along one dimension, as the volume_stats asset counted them."""
+    """Daily items of a design along one dimension.
+
+    As the volume_stats asset counted them (platform, arena, source, language, term, sentiment or actor)."""
     with obs.engine.connect() as conn:
         rows = volume_rows(conn, design, by, since, until)
     if as_json:
