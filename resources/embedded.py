@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import secrets
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from resources.settings import (
     dsn_has_password,
     export_for_children,
     platform_settings,
+    variable,
 )
 
 DAGSTER_DATABASE = "dagster"
@@ -163,6 +165,17 @@ def prepare_dagster_home(settings: PlatformSettings | None = None) -> Path:
     return home
 
 
+def _key_under_home(settings: PlatformSettings, file_name: str, generate) -> str:
+    """A key generated once under the embedded home (readable by its owner only), outside the database."""
+    path = settings.home / file_name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(generate())
+    return path.read_text().strip()
+
+
 def embedded_secret_key(settings: PlatformSettings | None = None) -> str | None:
     """The Fernet key of webhook secrets: ``OBSERVATORY_SECRET_KEY``, or, for the embedded demo (no
     database configured), one generated once under its home (``secret.key``, readable by its owner only)."""
@@ -171,10 +184,26 @@ def embedded_secret_key(settings: PlatformSettings | None = None) -> str | None:
         return settings.secret_key.get_secret_value() if settings.secret_key else None
     from cryptography.fernet import Fernet
 
-    path = settings.home / "secret.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(Fernet.generate_key())
-    return path.read_text().strip()
+    return _key_under_home(settings, "secret.key", Fernet.generate_key)
+
+
+class PseudonymKeyMissing(ValueError):
+    """Authors cannot be stored: no usable pseudonym key is configured for an external database (a
+    configuration mistake, said in one line)."""
+
+
+def author_pseudonym_key(settings: PlatformSettings | None = None) -> bytes:
+    """The key of author pseudonyms: ``OBSERVATORY_PSEUDONYM_KEY`` (16+ characters), or, for the embedded
+    demo, one generated once under its home (``pseudonym.key``), never in the database. With an external
+    database and no key, :class:`PseudonymKeyMissing` says what to set."""
+    settings = settings or platform_settings()
+    if settings.pseudonym_key is not None:
+        if len(settings.pseudonym_key.get_secret_value()) < 16:
+            raise PseudonymKeyMissing(f"{variable('pseudonym_key')} is too short: use a secret of 16+ characters")
+        return settings.pseudonym_key.get_secret_value().encode()
+    if not settings.embedded_database:
+        raise PseudonymKeyMissing(
+            f"{variable('pseudonym_key')} is not set: authors are stored pseudonymised with it (16+ characters, "
+            "kept apart from the database)"
+        )
+    return _key_under_home(settings, "pseudonym.key", lambda: secrets.token_urlsafe(32).encode()).encode()

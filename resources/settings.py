@@ -95,7 +95,9 @@ class PlatformSettings(BaseSettings):
         description="Directory of pg_dump/pg_restore matching an external server; unset = embedded, then PATH.",
     )
     pseudonym_key: SecretStr | None = Field(
-        default=None, description="Secret (16+ characters) that keys the author pseudonyms of network exports."
+        default=None,
+        description="Secret (16+ characters) keying the author pseudonyms stored with every item; unset = a key "
+        "generated under the embedded home (required with an external database).",
     )
     publish_target: Annotated[Literal["static", "ghost"], LowerCase] = Field(
         default="static", description="Where daily digests are published: static (site/ in object storage) or ghost."
@@ -146,6 +148,10 @@ class PlatformSettings(BaseSettings):
         default=None,
         description="YouTube Data API keys, comma-separated: a pool, encrypted at rest in api_credentials, "
         "a key whose quota is spent resting until the quota day resets.",
+    )
+    bluesky_appview: str = Field(
+        default="https://public.api.bsky.app",
+        description="Bluesky AppView whose getAuthorFeed serves the actors a design follows (actor_lists).",
     )
     reddit_token_url: str = Field(
         default="https://www.reddit.com/api/v1/access_token", description="Reddit's OAuth token endpoint."

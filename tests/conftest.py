@@ -23,6 +23,8 @@ from tests.support.helpers import ROOT, create_database, drop_database, write  #
 TEMPLATE = "observatory_template"
 
 # Tests collect files they write under the temporary directory: a root files may be collected from.
+# Authors are stored pseudonymised; tests that point at a database by URL are "production" and need the key.
+os.environ.setdefault("OBSERVATORY_PSEUDONYM_KEY", "a-pseudonym-key-for-tests-only")
 os.environ.setdefault("OBSERVATORY_COLLECT_ROOTS", os.pathsep.join([os.getcwd(), tempfile.gettempdir()]))
 
 

@@ -59,8 +59,16 @@ def ok(body: bytes, **headers: str) -> Reply:
 
 
 def sync(engine, tmp_path: Path, sources: list[dict]) -> None:
+    """The sources in one design that keeps authors in clear, so the tests see what each arena's answer says
+    of its authors (pseudonymising them is tests/test_actors_flow.py's)."""
     directory = tmp_path / "sources"
-    write(directory / "catalog.yaml", json.dumps({"sources": sources}))
+    design = {
+        "name": "arenas",
+        "sources": [source["name"] for source in sources],
+        "authors": "clear",
+        "budget": {"credits": 100_000},
+    }
+    write(directory / "catalog.yaml", json.dumps({"sources": sources, "designs": [design]}))
     with engine.begin() as conn:
         sync_catalog(conn, load_catalog(directory))
 
@@ -214,7 +222,7 @@ def test_bluesky_search_pages_by_cursor_and_maps_engagement(engine, store, clien
         ).one()
     assert tuple(mette)[1:] == (
         "bluesky", "bluesky", "post", "Mette", "mette.bsky.social", None, 210, 31, 12,
-        "https://bsky.app/profile/mette.bsky.social/post/3ldk2a", "da",
+        "https://bsky.app/profile/did:plc:mettexxxxxxxxxxxxxxxxxxx/post/3ldk2a", "da",
     )  # fmt: skip
     assert state(engine, "bsky-klima")["etag"] == "2026-12-06T11:00:00+00:00"
 

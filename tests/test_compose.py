@@ -25,6 +25,7 @@ SECRETS = {
     "APP_DB_PASSWORD": "app-example",
     "S3_ACCESS_KEY": "observatory",
     "S3_SECRET_KEY": "example-secret-0123456789",
+    "PSEUDONYM_KEY": "example-pseudonym-key-0123",
 }
 APP_SERVICES = ("code-location", "webserver", "daemon")
 

@@ -68,15 +68,18 @@ def _item_id(conn, external_id: str) -> int:
 
 @pytest.fixture
 def dataset(engine, store, tmp_path) -> dict:
-    """The demo sources through the real collect + ingest path, a query design, hostile and Danish items,
-    terms as item_features would set them, one takedown removed and one cancelled."""
+    """The demo sources through the real collect + ingest path, a query design that keeps its authors in clear
+    (the exports are compared with hostile author names), hostile and Danish items, terms as item_features
+    would set them, one takedown removed and one cancelled."""
     with engine.begin() as conn:
-        design = conn.execute(text("INSERT INTO query_designs (name) VALUES ('klima') RETURNING id")).scalar_one()
+        design = conn.execute(
+            text("""INSERT INTO query_designs (name, arenas) VALUES ('klima', '{"authors": "clear"}') RETURNING id""")
+        ).scalar_one()
     runs = []
     for name, fmt, path in write_demo_dataset(tmp_path / "demo", items_per_source=12):
         runs.append(collect(engine, store, [SourceRequest(name, fmt, path=str(path))], query_design_id=design))
     special = write(tmp_path / "special.jsonl", "\n".join(json.dumps(i, ensure_ascii=False) for i in SPECIAL_ITEMS))
-    runs.append(collect(engine, store, [SourceRequest("special", "jsonl", path=str(special))]))
+    runs.append(collect(engine, store, [SourceRequest("special", "jsonl", path=str(special))], query_design_id=design))
     for run in runs:
         ingest_collection_run(engine, store, run)
     with engine.begin() as conn:

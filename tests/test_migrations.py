@@ -91,15 +91,20 @@ def test_new_month_partition_takes_its_rows_out_of_default(engine):
 
 def test_platform_columns_are_backfilled_and_downgrade_keeps_the_rows(database_url, store, tmp_path):
     """0018: the loader fills platform, content type, handle and counts; taken down to 0017 and back up,
-    the backfill finds the same values in raw_metadata and the sources."""
+    the backfill finds the same values in raw_metadata and the sources (the run's design keeps its authors
+    in clear, so 0020 leaves the handle where it is)."""
     engine = engine_for(database_url)
+    with engine.begin() as conn:
+        design = conn.execute(
+            text("""INSERT INTO query_designs (name, arenas) VALUES ('clear', '{"authors": "clear"}') RETURNING id""")
+        ).scalar_one()
     payload = write(
         tmp_path / "posts.jsonl",
         '{"id": "1", "text": "A post", "platform": "TikTok", "handle": "@ann", "stats": {"playCount": 99},'
         ' "likes": "12", "num_comments": 3, "published_at": "2024-02-03T10:00:00Z"}\n'
         '{"id": "2", "title": "A headline", "likes": -4, "comments": ["not", "a count"]}\n',
     )
-    run_id = collect(engine, store, [SourceRequest("s", "jsonl", path=str(payload))])
+    run_id = collect(engine, store, [SourceRequest("s", "jsonl", path=str(payload))], query_design_id=design)
     assert ingest_collection_run(engine, store, run_id).loaded == 2
     query = text(
         "SELECT external_id, platform, arena, content_type, author_handle, views, likes, shares, comments "

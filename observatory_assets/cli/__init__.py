@@ -17,6 +17,7 @@ import click
 warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
 
 from observatory_assets.cli import (  # noqa: E402 (after the warning filter)
+    actors,
     collection,
     credits,
     demo,
@@ -91,7 +92,7 @@ def observatory(ctx: click.Context) -> None:
 
 
 for _module in (platform, ingestion, collection, demo, operations, exports, enrichment, trends, publishing, credits,
-                webhooks):  # fmt: skip
+                webhooks, actors):  # fmt: skip
     for _command in _module.COMMANDS:
         observatory.add_command(_command)
 

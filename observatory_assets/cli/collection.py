@@ -9,13 +9,19 @@ import click
 from observatory_assets.cli.context import Observatory, json_option, pass_observatory
 from observatory_assets.cli.runner import run_job
 from observatory_assets.cli.trends import set_credibility
+from observatory_assets.defs.actors.catalog import ActorSync, load_actor_catalog
+from observatory_assets.defs.actors.feeds import with_actor_feeds
+from observatory_assets.defs.actors.linking import sync_actors
 from observatory_assets.defs.collection.catalog import (
+    CatalogSync,
     design_states,
     load_catalog,
     source_states,
     sources_dir,
     sync_catalog,
 )
+from resources.embedded import author_pseudonym_key
+from resources.settings import platform_settings
 
 LISTED = (
     "name", "platform", "url", "active", "etag", "last_modified", "last_status", "last_checked_at", "next_check_at",
@@ -23,11 +29,16 @@ LISTED = (
 )  # fmt: skip
 
 
-def sync_sources(engine, directory: str | None = None):
-    """Load and sync the catalog in ``directory`` (default ``OBSERVATORY_SOURCES_DIR``); what changed."""
-    catalog = load_catalog(sources_dir(directory))
+def sync_sources(engine, directory: str | None = None) -> tuple[CatalogSync, ActorSync]:
+    """Load and sync the catalog in ``directory`` (default ``OBSERVATORY_SOURCES_DIR``): sources, designs (with
+    the feeds of the actors they follow) and the actors of its ``actors/`` folder (their changed entries
+    relinked), in one transaction; what changed."""
+    folder = sources_dir(directory)
+    actors = load_actor_catalog(folder)
+    catalog = with_actor_feeds(load_catalog(folder), actors, platform_settings().bluesky_appview)
+    design_lists = {name: spec.actor_lists for name, (_, spec) in catalog.designs.items()}
     with engine.begin() as conn:
-        return sync_catalog(conn, catalog)
+        return sync_catalog(conn, catalog), sync_actors(conn, actors, author_pseudonym_key, design_lists)
 
 
 @click.group("sources")
@@ -41,11 +52,15 @@ def sources() -> None:
 def sync(obs: Observatory, directory: str | None) -> int:
     """Load the catalog into the database, idempotently.
 
-    Sources and query designs; a source no longer in the catalog is deactivated."""
-    result = sync_sources(obs.engine, directory)
-    click.echo(f"{result.sources} sources and {result.designs} designs synced from {sources_dir(directory)}")
+    Sources, query designs and actors (sources/actors/*.yaml); a source no longer in the catalog is
+    deactivated, an actor no longer in it is removed with its links."""
+    result, actors = sync_sources(obs.engine, directory)
+    click.echo(f"{result.sources} sources, {result.designs} designs and {actors.actors} actors in {actors.lists} "
+               f"lists synced from {sources_dir(directory)}")  # fmt: skip
     if result.deactivated:
         click.echo(f"deactivated (no longer in the catalog): {', '.join(result.deactivated)}")
+    if actors.changed or actors.removed:
+        click.echo(f"actors changed: {len(actors.changed)} (their items linked again), removed: {len(actors.removed)}")
     return 0
 
 

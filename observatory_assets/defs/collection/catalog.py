@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -170,6 +170,10 @@ class DesignSpec(BaseModel):
     terms: dict[str, list[str]] = Field(default_factory=dict)
     sources: list[str] = Field(default_factory=list)
     budget: Budget | None = None
+    #: Actor lists (``sources/actors/``) whose members' own feeds the design follows.
+    actor_lists: list[str] = Field(default_factory=list)
+    #: ``clear`` keeps every author's name and handle; by default only public figures' are kept.
+    authors: Literal["pseudonymised", "clear"] = "pseudonymised"
 
 
 class CatalogFile(BaseModel):
@@ -341,6 +345,7 @@ def _sync_designs(conn: Connection, catalog: Catalog) -> list[str]:
             "sources": spec.sources,
             "budget": spec.budget.credits if spec.budget else None,
             "file": file_name,
+            "follows": {"actor_lists": spec.actor_lists, "authors": spec.authors},
         }
         for file_name, spec in catalog.designs.values()
     ]
@@ -348,9 +353,9 @@ def _sync_designs(conn: Connection, catalog: Catalog) -> list[str]:
         text(
             """
             INSERT INTO query_designs (name, title, search_terms, arenas, credit_budget, catalog_file)
-            SELECT d.name, d.title, d.terms, jsonb_build_object('sources', d.sources), d.budget, d.file
+            SELECT d.name, d.title, d.terms, jsonb_build_object('sources', d.sources) || d.follows, d.budget, d.file
               FROM jsonb_to_recordset(CAST(:designs AS jsonb))
-                   AS d (name text, title text, terms jsonb, sources jsonb, budget numeric, file text)
+                   AS d (name text, title text, terms jsonb, sources jsonb, budget numeric, file text, follows jsonb)
             ON CONFLICT (name) DO UPDATE SET
                 title = EXCLUDED.title, search_terms = EXCLUDED.search_terms, arenas = EXCLUDED.arenas,
                 credit_budget = EXCLUDED.credit_budget, catalog_file = EXCLUDED.catalog_file

@@ -46,12 +46,15 @@ def pseudonym_key(environ: dict[str, str] | None = None) -> bytes:
     return value.encode("utf-8")
 
 
+#: An item's author as the network shows it: the name where it is kept (a public figure, a design whose
+#: authors are clear), else the pseudonym stored at rest.
+_AUTHOR = "coalesce(nullif(btrim(r.author), ''), r.author_pseudonym)"
 #: What the network reads of each selected item that has an author: the CTE ``sel`` of every statement.
 _NETWORK_COLUMNS = (
-    "r.id", "r.author", "r.collection_run_id", "r.search_terms_matched AS terms", "r.published_at",
+    "r.id", f"{_AUTHOR} AS author", "r.collection_run_id", "r.search_terms_matched AS terms", "r.published_at",
     "s.name AS source", "r.language", "r.platform",
 )  # fmt: skip
-_HAS_AUTHOR = "nullif(btrim(r.author), '') IS NOT NULL"
+_HAS_AUTHOR = f"{_AUTHOR} IS NOT NULL"
 
 _NETWORK_NODES = """
 SELECT author, count(*) AS posts,

@@ -50,17 +50,20 @@ from datetime import date
 
 from sqlalchemy import Connection, Engine, text
 
+from observatory_assets.defs.actors.linking import public_figure_pseudonyms
 from observatory_assets.defs.ingestion.collect import payload_fingerprint
 from observatory_assets.defs.ingestion.payload_reader import PayloadReader, Placement
+from observatory_assets.lib.pseudonyms import AuthorPolicy
 from observatory_assets.lib.sql import ensure_month_partition, month_partition_name
 from observatory_assets.lib.statuses import CollectionRunStatus
+from resources.embedded import author_pseudonym_key
 from resources.object_store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 #: Bump when parsing or normalization changes what a payload loads as: a run ingested under
 #: another version is loaded again, its outcomes replaced, the next time it is ingested (no force needed).
-LOADER_VERSION = "3"
+LOADER_VERSION = "4"
 
 # source_id is the payload's source; outlet, when set, names the source the row is attributed to.
 CREATE_STAGING = """
@@ -223,10 +226,11 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
             {"names": [p["name"] for p in run.payloads]},
         ).all()
         described = conn.execute(text(DESCRIBED_NON_AGGREGATORS)).scalars().all()
+        placements = {row.name: Placement.of_source(row.type, row.arena) for row in sources}
+        authors = _author_policy(conn, run_id, {p.platform for p in placements.values()})
     source_ids = {row.name: row.id for row in sources}
-    placements = {row.name: Placement.of_source(row.type, row.arena) for row in sources}
     reader = PayloadReader(
-        store, run.payloads, source_ids, run.started_at, run.completed_at, frozenset(described), placements
+        store, run.payloads, source_ids, run.started_at, run.completed_at, frozenset(described), placements, authors
     )
     params = {"run_id": run_id}
     with engine.connect() as conn, conn.begin(), reader:
@@ -267,6 +271,20 @@ def ingest_collection_run(engine: Engine, store: ObjectStore, run_id: int, force
         partitions_created=created,
         seconds=time.perf_counter() - started,
     )
+
+
+def _author_policy(conn: Connection, run_id: int, platforms: set[str]) -> AuthorPolicy:
+    """How the run stores authors: pseudonymised, in clear where its design says ``authors: clear``, and
+    public figures always in clear (see ``docs/actors.md``)."""
+    key = author_pseudonym_key()
+    clear = conn.execute(
+        text(
+            """SELECT coalesce(d.arenas ->> 'authors' = 'clear', false) FROM collection_runs r
+                 LEFT JOIN query_designs d ON d.id = r.query_design_id WHERE r.id = :run_id"""
+        ),
+        {"run_id": run_id},
+    ).scalar()
+    return AuthorPolicy(key, bool(clear), public_figure_pseudonyms(conn, key, platforms))
 
 
 def _load_chunks(conn: Connection, reader: PayloadReader, run_id: int) -> tuple[dict[int, Counter], int, list[str]]:

@@ -25,6 +25,7 @@ from sqlalchemy import Connection, text
 
 from observatory_assets.defs.ingestion.normalizing import Presence, normalize_record
 from observatory_assets.defs.ingestion.records import Rejection, iter_records
+from observatory_assets.lib.pseudonyms import AuthorPolicy
 from observatory_assets.lib.streaming import in_background
 from resources.object_store import ObjectStore
 
@@ -42,12 +43,12 @@ _STAGED_TYPES = ("int4", "int8", "text", "text", "text", "text", "text", "int8",
 RAW_ITEM_COLUMNS = (
     "id", "source_id", "collection_run_id", "record_no", "external_id", "url", "title", "text", "author",
     "published_at", "fetched_at", "language", "content_hash", "raw_metadata",
-    "platform", "arena", "content_type", "author_handle", "views", "likes", "shares", "comments",
+    "platform", "arena", "content_type", "author_handle", "views", "likes", "shares", "comments", "author_pseudonym",
 )  # fmt: skip
 _RAW_ITEM_TYPES = (
     "int8", "int8", "int8", "int4", "text", "text", "text", "text", "text",
     "timestamptz", "timestamptz", "text", "bytea", "jsonb",
-    "text", "text", "text", "text", "int8", "int8", "int8", "int8",
+    "text", "text", "text", "text", "int8", "int8", "int8", "int8", "text",
 )  # fmt: skip
 #: The types whose rows are articles; every other source delivers posts unless a row says otherwise.
 ARTICLE_TYPES = ("rss", "atom")
@@ -99,8 +100,10 @@ class PayloadReader:
         judged_at: datetime,
         non_aggregators: frozenset[str] = frozenset(),
         placements: dict[str, Placement] | None = None,
+        authors: AuthorPolicy | None = None,
     ):
         self._store = store
+        self._authors = authors
         self._non_aggregators = non_aggregators
         self._manifest = manifest
         self._source_ids = source_ids
@@ -137,8 +140,9 @@ class PayloadReader:
                 for record in iter_records(stream, payload["fmt"]):
                     record_no += 1
                     row = _read_row(
-                        record, record_no, source_id, key, payload["fmt"], self._fetched_at, self._judged_at, placement
-                    )
+                        record, record_no, source_id, key, payload["fmt"], self._fetched_at, self._judged_at, placement,
+                        self._authors,
+                    )  # fmt: skip
                     if row.outlet is not None and (not names_outlets or row.outlet in self._non_aggregators):
                         row = row._replace(
                             staged=(*row.staged[:2], None, *row.staged[3:]), outlet=None, outlet_type=None
@@ -251,17 +255,23 @@ def _read_row(
     fetched_at: datetime,
     judged_at: datetime,
     placement: Placement,
+    authors: AuthorPolicy | None,
 ) -> _Row:
-    """A record read and normalized (dates judged against ``judged_at``): an item or a rejection (see _Row)."""
+    """A record read and normalized (dates judged against ``judged_at``): an item or a rejection (see _Row),
+    its author stored as ``authors`` says (pseudonymised unless kept in clear; no policy: as delivered)."""
     outcome = record if isinstance(record, Rejection) else normalize_record(record, judged_at)
     if isinstance(outcome, Rejection):
         size = None if isinstance(record, Rejection) else len(record.raw.encode("utf-8", "surrogatepass"))
         detail = outcome.detail.replace("\x00", "")
         return _Row((record_no, source_id, None, key, outcome.reason, detail, outcome.payload, size, None, None, None))
+    platform, arena, content_type, handle, *counts = _placed(outcome.presence, placement)
+    author, metadata, pseudonym = outcome.author, outcome.raw_metadata, None
+    if authors is not None:
+        pseudonym, author, handle, metadata = authors.apply(platform, author, handle, metadata)
     item = (
-        record_no, outcome.external_id, outcome.url, outcome.title, outcome.text, outcome.author,
-        outcome.published_at, fetched_at, outcome.language, outcome.content_hash, _metadata_json(outcome.raw_metadata),
-        *_placed(outcome.presence, placement),
+        record_no, outcome.external_id, outcome.url, outcome.title, outcome.text, author,
+        outcome.published_at, fetched_at, outcome.language, outcome.content_hash, _metadata_json(metadata),
+        platform, arena, content_type, handle, *counts, pseudonym,
     )  # fmt: skip
     staged = (
         record_no, source_id, outcome.outlet, key, None, None, None, None,

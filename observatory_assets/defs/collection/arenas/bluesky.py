@@ -109,7 +109,8 @@ def _row(view: Any) -> dict[str, Any]:
     langs = record.get("langs") if isinstance(record.get("langs"), list) else []
     return {
         "external_id": uri,
-        "url": f"{WEB}/profile/{handle or author.get('did')}/post/{uri.rsplit('/', 1)[-1]}",
+        # by DID, not handle: the link works and names nobody whose handle is not kept (see docs/actors.md)
+        "url": f"{WEB}/profile/{author.get('did') or handle}/post/{uri.rsplit('/', 1)[-1]}",
         "text": record.get("text"),
         "author": author.get("displayName") or handle,
         "author_handle": handle,
