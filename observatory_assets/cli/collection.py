@@ -55,8 +55,9 @@ def sync(obs: Observatory, directory: str | None) -> int:
     Sources, query designs and actors (sources/actors/*.yaml); a source no longer in the catalog is
     deactivated, an actor no longer in it is removed with its links."""
     result, actors = sync_sources(obs.engine, directory)
-    click.echo(f"{result.sources} sources, {result.designs} designs and {actors.actors} actors in {actors.lists} "
-               f"lists synced from {sources_dir(directory)}")  # fmt: skip
+    click.echo(f"{result.sources} sources and {result.designs} designs synced from {sources_dir(directory)}")
+    if actors.actors or actors.lists:
+        click.echo(f"{actors.actors} actors in {actors.lists} lists synced from its actors/ folder")
     if result.deactivated:
         click.echo(f"deactivated (no longer in the catalog): {', '.join(result.deactivated)}")
     if actors.changed or actors.removed:

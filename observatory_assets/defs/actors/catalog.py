@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Connection, text
 
-from observatory_assets.lib.yaml_files import read_yaml_mapping
+from observatory_assets.lib.yaml_files import read_yaml_model
 
 #: The folder of actor files inside the source catalog's directory.
 ACTORS_FOLDER = "actors"
@@ -112,25 +112,8 @@ class ActorCatalog:
     lists: dict[str, tuple[str, ListSpec]] = field(default_factory=dict)
 
 
-def _first_error(error: ValidationError, document: dict) -> str:
-    problem = error.errors()[0]
-    location = list(problem["loc"])
-    if len(location) >= 2 and location[0] in ("actors", "lists") and isinstance(location[1], int):
-        entry = document[location[0]][location[1]]
-        name = entry.get("name") if isinstance(entry, dict) else None
-        location[1] = f"{name}" if name else f"#{location[1] + 1}"
-    where = ".".join(str(part) for part in location) or "(file)"
-    return f"field {where}: {problem['msg'].removeprefix('Value error, ')}"
-
-
 def load_actor_file(path: Path) -> ActorFile:
-    document = read_yaml_mapping(
-        path, ActorCatalogError, "a mapping with 'actors' and/or 'lists'", empty_is_mapping=True
-    )
-    try:
-        return ActorFile.model_validate(document)
-    except ValidationError as error:
-        raise ActorCatalogError(f"{path.name}: {_first_error(error, document)}") from None
+    return read_yaml_model(path, ActorFile, ActorCatalogError, "a mapping with 'actors' and/or 'lists'")
 
 
 def load_actor_catalog(sources_directory: Path) -> ActorCatalog:

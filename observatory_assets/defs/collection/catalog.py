@@ -32,7 +32,7 @@ from sqlalchemy import Connection, text
 from observatory_assets.defs.collection.arenas.registry import ARENAS
 from observatory_assets.defs.credits.ledger import sync_allocation
 from observatory_assets.defs.ingestion.records import FORMATS
-from observatory_assets.lib.yaml_files import read_yaml_mapping
+from observatory_assets.lib.yaml_files import read_yaml_model
 from resources.settings import platform_settings
 
 _INTERVAL = re.compile(r"^(\d+)\s*([smhd])$")
@@ -195,24 +195,8 @@ def sources_dir(override: str | Path | None = None) -> Path:
     return Path(override).resolve() if override else platform_settings().sources_dir
 
 
-def _first_error(error: ValidationError, document: dict) -> str:
-    problem = error.errors()[0]
-    location = list(problem["loc"])
-    if len(location) >= 2 and location[0] in ("sources", "designs") and isinstance(location[1], int):
-        entry = document[location[0]][location[1]]
-        name = entry.get("name") if isinstance(entry, dict) else None
-        location[1] = f"{name}" if name else f"#{location[1] + 1}"
-    where = ".".join(str(part) for part in location) or "(file)"
-    message = problem["msg"].removeprefix("Value error, ")
-    return f"field {where}: {message}"
-
-
 def load_catalog_file(path: Path) -> CatalogFile:
-    document = read_yaml_mapping(path, CatalogError, "a mapping with 'sources' and/or 'designs'", empty_is_mapping=True)
-    try:
-        return CatalogFile.model_validate(document)
-    except ValidationError as error:
-        raise CatalogError(f"{path.name}: {_first_error(error, document)}") from None
+    return read_yaml_model(path, CatalogFile, CatalogError, "a mapping with 'sources' and/or 'designs'")
 
 
 def load_catalog(directory: Path) -> Catalog:
