@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 
 import dagster as dg
@@ -33,12 +35,27 @@ def require_supported_server(dbapi_connection: psycopg.Connection, *_: object) -
         )
 
 
-@lru_cache(maxsize=8)
+#: Engines kept per process, the most recently used first out last; an engine pushed out is disposed.
+MAX_ENGINES = 8
+_engines: OrderedDict[str, Engine] = OrderedDict()
+_engines_lock = threading.Lock()
+
+
 def engine_for(url: str) -> Engine:
-    """One pooled engine per database URL and process; each new connection checks the server's version."""
-    engine = create_engine(as_psycopg_url(url), pool_pre_ping=True, pool_size=4, max_overflow=4)
-    event.listen(engine, "connect", require_supported_server)
-    return engine
+    """One pooled engine per database URL and process; each new connection checks the server's version.
+    The least recently used of more than :data:`MAX_ENGINES` is disposed (its idle connections closed), not
+    left to the garbage collector with open connections."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is not None:
+            _engines.move_to_end(url)
+            return engine
+        engine = create_engine(as_psycopg_url(url), pool_pre_ping=True, pool_size=4, max_overflow=4)
+        event.listen(engine, "connect", require_supported_server)
+        _engines[url] = engine
+        while len(_engines) > MAX_ENGINES:
+            _engines.popitem(last=False)[1].dispose()
+        return engine
 
 
 @lru_cache(maxsize=4)
@@ -82,7 +99,11 @@ def register_vector_type(dbapi_connection) -> None:
 def _server(url: str) -> psycopg.Connection:
     """An autocommit libpq connection for server-level statements (CREATE/DROP DATABASE)."""
     conn = psycopg.connect(as_libpq_dsn(url), autocommit=True)
-    require_supported_server(conn)
+    try:
+        require_supported_server(conn)
+    except Exception:
+        conn.close()
+        raise
     return conn
 
 

@@ -36,16 +36,20 @@ def test_raw_items_materialized_by_any_path_flows_to_todays_snapshot_one_step_pe
 
         _materialized(instance, "raw_items", "1")
         tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        # features and embeddings of that collection run, in one run; events wait for the embeddings
-        assert _requested(tick) == {"item_features": {"1"}, "item_embeddings": {"1"}}
+        # features, embeddings and actor links of that collection run, in one run; events wait for the embeddings
+        assert _requested(tick) == {"item_features": {"1"}, "item_embeddings": {"1"}, "item_actors": {"1"}}
 
         _materialized(instance, "item_features", "1")
         _materialized(instance, "item_embeddings", "1")
+        _materialized(instance, "item_actors", "1")
         tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        # collection run 2 was never ingested: it does not hold the events back
-        assert _requested(tick) == {"events": {None}}
+        # collection run 2 was never ingested: it does not hold the events back; today's volumes and the
+        # actor network follow
+        assert _requested(tick) == {"events": {None}, "volume_stats": {today.isoformat()}, "actor_network": {None}}
 
         _materialized(instance, "events")
+        _materialized(instance, "volume_stats", today.isoformat())
+        _materialized(instance, "actor_network")
         tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
         assert _requested(tick) == {"trend_evidence": {None}}
 
@@ -61,4 +65,4 @@ def test_raw_items_materialized_by_any_path_flows_to_todays_snapshot_one_step_pe
 
         _materialized(instance, "raw_items", "1")  # re-ingested (e.g. a forced re-ingest from the UI)
         tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        assert _requested(tick) == {"item_features": {"1"}, "item_embeddings": {"1"}}
+        assert _requested(tick) == {"item_features": {"1"}, "item_embeddings": {"1"}, "item_actors": {"1"}}

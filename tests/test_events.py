@@ -215,25 +215,25 @@ def test_the_dagster_assets_materialize_with_passing_checks(engine, store, tmp_p
     rows = _labelled(40)
     run_id = load_rows(engine, store, tmp_path, rows)
     bound = {**resources, "embedder": EmbedderResource()}
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(collection_run_partitions.name, [str(run_id)])
-    enrichment = dg.materialize(
-        [item_features, item_embeddings], partition_key=str(run_id), resources=bound, instance=instance
-    )
-    assert enrichment.success
-    clustered = dg.materialize(
-        [events, events_have_items, embedded_items_in_one_event, centroids_match_embedder],
-        resources=bound,
-        instance=instance,
-    )
-    assert clustered.success
-    metadata = clustered.asset_materializations_for_node("events")[0].metadata
-    assert (
-        metadata["items_assigned"].value == 40
-        and metadata["new_events"].value - metadata["events_merged"].value == metadata["dagster/row_count"].value
-    )
-    evaluations = clustered.get_asset_check_evaluations()
-    assert len(evaluations) == 3 and all(e.passed for e in evaluations)
+    with dg.DagsterInstance.ephemeral() as instance:  # closed with its temporary directory
+        instance.add_dynamic_partitions(collection_run_partitions.name, [str(run_id)])
+        enrichment = dg.materialize(
+            [item_features, item_embeddings], partition_key=str(run_id), resources=bound, instance=instance
+        )
+        assert enrichment.success
+        clustered = dg.materialize(
+            [events, events_have_items, embedded_items_in_one_event, centroids_match_embedder],
+            resources=bound,
+            instance=instance,
+        )
+        assert clustered.success
+        metadata = clustered.asset_materializations_for_node("events")[0].metadata
+        assert (
+            metadata["items_assigned"].value == 40
+            and metadata["new_events"].value - metadata["events_merged"].value == metadata["dagster/row_count"].value
+        )
+        evaluations = clustered.get_asset_check_evaluations()
+        assert len(evaluations) == 3 and all(e.passed for e in evaluations)
 
 
 def test_observatory_enrich_search_and_events_cli(dagster_env, tmp_path):

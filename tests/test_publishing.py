@@ -266,23 +266,23 @@ def test_cli_publishes_and_serves_the_site(dagster_env, engine, tmp_path) -> Non
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen(
+    with subprocess.Popen(
         [*cli, "site", "serve", "--port", str(port)], env=dagster_env, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert "serving the static site" in server.stdout.readline()
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                index = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-        assert index.status_code == 200 and "01 May 2024" in index.text
-        assert httpx.get(f"http://127.0.0.1:{port}/digests/{DAY}.html").status_code == 200
-        assert httpx.get(f"http://127.0.0.1:{port}/feed.atom").headers["content-type"] == "application/atom+xml"
-        assert httpx.get(f"http://127.0.0.1:{port}/../pgdata").status_code == 404
-    finally:
-        server.terminate()
-        server.wait(10)
+    ) as server:  # its pipe closed with it
+        try:
+            assert "serving the static site" in server.stdout.readline()
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    index = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                    break
+                except httpx.HTTPError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+            assert index.status_code == 200 and "01 May 2024" in index.text
+            assert httpx.get(f"http://127.0.0.1:{port}/digests/{DAY}.html").status_code == 200
+            assert httpx.get(f"http://127.0.0.1:{port}/feed.atom").headers["content-type"] == "application/atom+xml"
+            assert httpx.get(f"http://127.0.0.1:{port}/../pgdata").status_code == 404
+        finally:
+            server.terminate()
+            server.wait(10)

@@ -218,7 +218,7 @@ def test_cold_start_three_items_through_features_events_search_digest_export_and
 
     sql, params = content_query(build_filters(), "csv")
     with engine.connect() as conn:
-        exported = conn.execute(text(sql), params).mappings().all()
+        exported = conn.exec_driver_sql(sql, params).mappings().all()
     assert {r["sentiment_label"] for r in exported} == {"negative", None}
     assert {r["sentiment_method"] for r in exported} >= {"afinn-logreg/1"}
 

@@ -252,14 +252,14 @@ def test_cli_end_to_end_kill_9_during_delivery_and_no_secret_anywhere(dagster_en
     _emit(engine, 12)
 
     # kill -9 a delivery run while the slow receiver holds its requests: the claim rolls back
-    process = subprocess.Popen(
+    with subprocess.Popen(
         ["observatory", "webhooks", "deliver"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 120
-    while not slow.received and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    ) as process:  # its pipes closed with it
+        deadline = time.monotonic() + 120
+        while not slow.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
     assert slow.received, "the delivery run sent nothing before it was killed"
     outputs.append(run(env, "observatory", "webhooks", "deliver"))
     ids = [headers["webhook-id"] for headers, _ in slow.received]
