@@ -53,6 +53,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/sentiment.py --labelled ../shared/data/sentiment-dev.csv
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/analysis.py --items 1000000 --authors 10000
+	$(BIN)/python bench/freshness.py --stories 5 --interval 40
 
 clean: stop
 	rm -rf .observatory
