@@ -53,7 +53,7 @@ SELECT k.item_id, k.source_id, k.collection_run_id, k.record_no, k.external_id, 
             ELSE ARRAY['term-' || k.record_no % 20, 'term-' || (k.record_no + 7) % 20] END,
        (ARRAY['rss', 'reddit', 'bluesky', 'telegram', 'youtube'])[1 + k.record_no % 5],
        (ARRAY['news', 'social'])[1 + k.record_no % 2],
-       'author-' || (k.record_no * 7919) % :authors
+       'author-' || (CAST(k.record_no AS bigint) * 7919) % :authors
   FROM item_keys k;
 INSERT INTO actors (name, kind, fingerprint) SELECT 'actor-' || g, 'person', '' FROM generate_series(1, :actors) g;
 INSERT INTO item_actors (item_id, actor_id, role, method, matched)
