@@ -22,6 +22,7 @@ from tests.conftest import ROOT, create_database, drop_database
 from tests.support.roles import as_role, drop_role
 
 PASSWORD = "Db-pw-never-shown-8e1f"
+PSEUDONYM_KEY = "pseudonyms-never-shown-7f3e9a"
 GHOST_KEY = "6565a1b2c3d4e5f6a7b8c9d0:00aa11bb22cc33dd44ee55ff66aa77bb88cc99dd00ee11ff22aa33bb44cc55dd"
 
 
@@ -46,10 +47,11 @@ def test_the_demo_leaks_neither_the_database_password_nor_the_s3_secret(protecte
         OBSERVATORY_HOME=str(home), OBSERVATORY_DATABASE_URL=protected_database,
         OBSERVATORY_S3_ENDPOINT=s3_server.endpoint, OBSERVATORY_S3_BUCKET=f"secrets-{uuid.uuid4().hex[:8]}",
         OBSERVATORY_S3_ACCESS_KEY=s3_server.access_key, OBSERVATORY_S3_SECRET_KEY=s3_server.secret_key,
-        OBSERVATORY_GHOST_ADMIN_KEY=GHOST_KEY, PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        OBSERVATORY_GHOST_ADMIN_KEY=GHOST_KEY, OBSERVATORY_PSEUDONYM_KEY=PSEUDONYM_KEY,
+        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
     )  # fmt: skip
     secrets = {"database password": PASSWORD, "S3 secret key": s3_server.secret_key,
-               "Ghost admin key secret": GHOST_KEY.split(":")[1]}  # fmt: skip
+               "Ghost admin key secret": GHOST_KEY.split(":")[1], "pseudonym key": PSEUDONYM_KEY}  # fmt: skip
     seen: dict[str, str] = {}
 
     def observatory(*args: str) -> None:
