@@ -82,7 +82,9 @@ def asset_graph(page: Page, base: str, target: Path) -> None:
     page.goto(f"{base}/asset-groups", wait_until="networkidle")
     page.wait_for_selector("text=ingestion", timeout=60_000)
     page.keyboard.press("Alt+e")
-    page.wait_for_selector("text=trend_snapshots", timeout=60_000)
+    page.wait_for_selector(
+        "text=raw_items", timeout=60_000
+    )  # the groups expanded (the lineage is taller than the page)
     page.get_by_text("Hide navigation").click()
     page.get_by_placeholder("Jump to…").locator("xpath=following::button[1]").click()
     page.wait_for_timeout(3_000)  # the layout settles
