@@ -187,3 +187,21 @@ def ghost_server():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def server():
+    """A loopback feed server (``lib/feed_server``) for the test, stopped after it."""
+    from observatory_assets.lib.feed_server import FeedServer
+
+    with FeedServer() as running:
+        yield running
+
+
+@pytest.fixture
+def client():
+    """The guarded outbound client, allowed to reach loopback servers, with a short deadline."""
+    from resources.outbound import OutboundClient, OutboundPolicy
+
+    with OutboundClient(OutboundPolicy(allow_private_networks=True, total_timeout_s=5)) as guarded:
+        yield guarded

@@ -17,9 +17,7 @@ from observatory_assets.defs.exports.delivery import export_content
 from observatory_assets.defs.exports.filters import ExportFilters
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.defs.operations.backups import pg_tool
-from observatory_assets.lib.feed_server import FeedServer
 from resources.embedded import author_pseudonym_key
-from resources.outbound import OutboundClient, OutboundPolicy
 from tests.support.helpers import write
 from tests.test_arenas import fixture, ok, replay
 
@@ -37,11 +35,10 @@ lists:
 
 
 @pytest.fixture
-def appview(monkeypatch):
-    with FeedServer() as server:
-        monkeypatch.setenv("OBSERVATORY_BLUESKY_APPVIEW", server.base_url)
-        monkeypatch.setenv("OBSERVATORY_PSEUDONYM_KEY", "a-test-key-of-enough-length")
-        yield server
+def appview(server, monkeypatch):
+    monkeypatch.setenv("OBSERVATORY_BLUESKY_APPVIEW", server.base_url)
+    monkeypatch.setenv("OBSERVATORY_PSEUDONYM_KEY", "a-test-key-of-enough-length")
+    return server
 
 
 def _catalog(tmp_path, search_url: str):
@@ -59,7 +56,7 @@ designs:
 
 
 def test_a_followed_actor_is_collected_linked_and_kept_in_clear_while_private_authors_are_not(
-    engine, store, tmp_path, appview, database_url
+    engine, store, tmp_path, appview, client, database_url
 ):
     replay(appview, FEED, "cursor", {None: ok(fixture("bluesky/author_feed.json")),
                                      "2026-12-05T15:30:00.000Z": ok(b'{"feed": []}')})  # fmt: skip
@@ -69,8 +66,7 @@ def test_a_followed_actor_is_collected_linked_and_kept_in_clear_while_private_au
     catalog, actors = sync_sources(engine, str(directory))
     assert catalog.sources == 2 and actors.actors == 1  # the followed feed became a source of the design
 
-    with OutboundClient(OutboundPolicy(allow_private_networks=True, total_timeout_s=5)) as client:
-        report = run_cycle(engine, store, client, force=True)
+    report = run_cycle(engine, store, client, force=True)
     [run_id] = report.runs.values()
     ingest_collection_run(engine, store, run_id)
     assert any(path.startswith(FEED) and "actor=mette.bsky.social" in path for path, _ in appview.requests)

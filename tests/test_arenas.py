@@ -20,24 +20,10 @@ from observatory_assets.defs.ingestion.collect import run_collection
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.defs.ingestion.records import ARENA_FORMATS
 from observatory_assets.lib.feed_server import FeedServer, Reply
-from resources.outbound import OutboundClient, OutboundPolicy
 from tests.support.helpers import write
 
 DATA = Path(__file__).parent / "data" / "arenas"
-POLICY = OutboundPolicy(allow_private_networks=True, total_timeout_s=5)
 ITEM_COLUMNS = "external_id, platform, arena, content_type, author, author_handle, views, likes, shares, comments"
-
-
-@pytest.fixture
-def server():
-    with FeedServer() as running:
-        yield running
-
-
-@pytest.fixture
-def client():
-    with OutboundClient(POLICY) as guarded:
-        yield guarded
 
 
 def fixture(name: str) -> bytes:

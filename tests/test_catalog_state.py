@@ -20,8 +20,7 @@ from observatory_assets.defs.collection.catalog import (
     sync_catalog,
 )
 from observatory_assets.defs.collection.polling import run_cycle
-from observatory_assets.lib.feed_server import Document, FeedServer, Reply
-from resources.outbound import OutboundClient, OutboundPolicy
+from observatory_assets.lib.feed_server import Document, Reply
 from tests.support.helpers import ROOT, write
 
 FEED = (
@@ -29,18 +28,6 @@ FEED = (
     b"<item><guid>x-1</guid><title>Folketinget</title><pubDate>Wed, 02 Dec 2026 10:00:00 GMT</pubDate></item>"
     b"</channel></rss>"
 )
-
-
-@pytest.fixture
-def server():
-    with FeedServer() as running:
-        yield running
-
-
-@pytest.fixture
-def client():
-    with OutboundClient(OutboundPolicy(allow_private_networks=True, total_timeout_s=5)) as guarded:
-        yield guarded
 
 
 def catalog(tmp_path: Path, sources: list[dict], designs: list[dict] | None = None) -> Path:

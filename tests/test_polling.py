@@ -31,7 +31,7 @@ from observatory_assets.defs.credits import ledger
 from observatory_assets.defs.ingestion.collect import PathRefused, SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.defs.webhooks.subscriptions import add_subscription
-from observatory_assets.lib.feed_server import Document, FeedServer, Reply
+from observatory_assets.lib.feed_server import Document, Reply
 from observatory_assets.lib.outbox import BUDGET_EXHAUSTED
 from resources.outbound import OutboundClient, OutboundPolicy
 from sensors.polling import polling_sensor
@@ -43,23 +43,10 @@ FEED = (
     "<item><guid>%s-2</guid><title>Regeringen</title><pubDate>Wed, 02 Dec 2026 11:00:00 GMT</pubDate></item>"
     "</channel></rss>"
 )
-POLICY = OutboundPolicy(allow_private_networks=True, total_timeout_s=5)
 
 
 def feed(name: str, ttl: int = 0) -> bytes:
     return (FEED % (ttl, name, name)).encode()
-
-
-@pytest.fixture
-def server():
-    with FeedServer() as running:
-        yield running
-
-
-@pytest.fixture
-def client():
-    with OutboundClient(POLICY) as guarded:
-        yield guarded
 
 
 def catalog(tmp_path: Path, sources: list[dict], designs: list[dict] | None = None) -> Path:

@@ -14,6 +14,7 @@ from observatory_assets.defs.actors.analysis import (
 )
 from observatory_assets.defs.actors.charts import store_volume_charts
 from observatory_assets.defs.actors.linking import link_items
+from observatory_assets.lib.charts import png_data_uri
 from observatory_assets.lib.dagster import collection_run_partitions, eager_or_never_done, follows, markdown_table
 from resources import ObjectStoreResource, PostgresResource
 from resources.embedded import author_pseudonym_key
@@ -77,17 +78,11 @@ def volume_stats(
             "dagster/row_count": written,
             "days": f"{first} … {last}" if first != last else str(first),
             "charts": dg.MetadataValue.md(
-                "\n\n".join(f"**{c.design}** (`{c.key}`)\n\n![{c.design}]({_data_uri(c.png)})" for c in charts[:5])
+                "\n\n".join(f"**{c.design}** (`{c.key}`)\n\n![{c.design}]({png_data_uri(c.png)})" for c in charts[:5])
                 or "_no items on these days_"
             ),
         }
     )
-
-
-def _data_uri(png: bytes) -> str:
-    import base64
-
-    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 @dg.asset(

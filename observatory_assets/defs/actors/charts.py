@@ -3,7 +3,6 @@ the object store (``analysis/volume/<design>.png``)."""
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -11,6 +10,7 @@ from datetime import date, timedelta
 from sqlalchemy import Connection
 
 from observatory_assets.defs.actors.analysis import volume_rows
+from observatory_assets.lib.charts import dated_png
 from resources.object_store import ObjectStore, put_bytes
 
 CHART_DAYS = 30
@@ -34,11 +34,7 @@ def render_volume_chart(title: str, days: list[date], series: dict[str, list[int
         axes.legend(loc="upper left", fontsize=7, ncols=min(len(series), 4))
     axes.set_ylabel("items per day")
     axes.set_title(title[:80], fontsize=10)
-    axes.grid(alpha=0.3)
-    figure.autofmt_xdate()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    return buffer.getvalue()
+    return dated_png(figure)
 
 
 def store_volume_charts(conn: Connection, store: ObjectStore, day: date) -> list[VolumeChart]:

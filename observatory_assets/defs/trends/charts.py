@@ -3,14 +3,13 @@ object store (``trends/charts/<trend name>.png``, the latest, and a dated copy),
 
 from __future__ import annotations
 
-import base64
-import io
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sqlalchemy import Engine, text
 
 from observatory_assets.defs.trends.ledger import probability, series
+from observatory_assets.lib.charts import dated_png, png_data_uri
 from resources.object_store import ObjectStore, put_bytes
 
 CHART_DAYS = 90
@@ -28,7 +27,7 @@ class Chart:
     png: bytes
 
     def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.png).decode()
+        return png_data_uri(self.png)
 
 
 def render_chart(title: str, days: list[date], probabilities: list[float], marks: list[tuple[date, float]]) -> bytes:
@@ -48,11 +47,7 @@ def render_chart(title: str, days: list[date], probabilities: list[float], marks
     axes.set_ylim(0, 1)
     axes.set_ylabel("probability")
     axes.set_title(title[:80], fontsize=10)
-    axes.grid(alpha=0.3)
-    figure.autofmt_xdate()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    return buffer.getvalue()
+    return dated_png(figure)
 
 
 def chart_days(day: date) -> list[date]:
