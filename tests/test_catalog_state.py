@@ -5,9 +5,7 @@ Against real loopback feeds and a real Postgres."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -16,34 +14,16 @@ from observatory_assets.defs.collection.catalog import (
     CatalogError,
     design_states,
     load_catalog,
-    source_states,
-    sync_catalog,
 )
 from observatory_assets.defs.collection.polling import run_cycle
 from observatory_assets.lib.feed_server import Document, Reply
-from tests.support.helpers import ROOT, write
+from tests.support.helpers import ROOT, catalog, source_state, sync
 
 FEED = (
     b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
     b"<item><guid>x-1</guid><title>Folketinget</title><pubDate>Wed, 02 Dec 2026 10:00:00 GMT</pubDate></item>"
     b"</channel></rss>"
 )
-
-
-def catalog(tmp_path: Path, sources: list[dict], designs: list[dict] | None = None) -> Path:
-    directory = tmp_path / "sources"
-    write(directory / "catalog.yaml", json.dumps({"sources": sources, "designs": designs or []}))
-    return directory
-
-
-def sync(engine, directory: Path):
-    with engine.begin() as conn:
-        return sync_catalog(conn, load_catalog(directory))
-
-
-def state(engine, name: str) -> dict:
-    with engine.connect() as conn:
-        return source_states(conn, name)[0]
 
 
 def due_again(engine) -> None:
@@ -88,7 +68,7 @@ def test_a_stored_url_that_cannot_be_read_fails_its_source_alone(engine, store, 
         )
     report = run_cycle(engine, store, client)
     assert (report.due, report.changed, report.errors) == (2, 1, 1)
-    bad = state(engine, "bad")
+    bad = source_state(engine, "bad")
     assert bad["error_count"] == 1 and bad["last_error"] and bad["next_check_at"]
 
 
@@ -102,7 +82,7 @@ def test_a_non_ascii_validator_is_never_stored_nor_sent(engine, store, server, c
     for _ in range(2):
         report = run_cycle(engine, store, client)
         assert (report.changed, report.errors) == (1, 0)
-        polled = state(engine, "feed")
+        polled = source_state(engine, "feed")
         assert (polled["etag"], polled["last_modified"], polled["error_count"]) == (None, None, 0)
         due_again(engine)
     sent = {name.lower() for _, headers in server.requests for name in headers}
@@ -141,11 +121,11 @@ def test_a_resync_keeps_a_301_rewrite_and_a_410_deactivation_until_the_catalog_c
     report = run_cycle(engine, store, client)
     assert (report.moved, report.gone) == (["moved"], ["gone"])
     sync(engine, catalog(tmp_path, sources))  # the same catalog again
-    assert state(engine, "moved")["url"] == server.url("/new")
-    assert state(engine, "gone")["active"] is False
+    assert source_state(engine, "moved")["url"] == server.url("/new")
+    assert source_state(engine, "gone")["active"] is False
     server.documents["/back"] = Document(FEED)
     changed = [{**sources[0], "url": server.url("/elsewhere")}, {**sources[1], "url": server.url("/back")}]
     sync(engine, catalog(tmp_path, changed))  # the catalog gives both another URL: they start over
-    assert state(engine, "moved")["url"] == server.url("/elsewhere")
-    back = state(engine, "gone")
+    assert source_state(engine, "moved")["url"] == server.url("/elsewhere")
+    back = source_state(engine, "gone")
     assert (back["active"], back["url"], back["last_status"]) == (True, server.url("/back"), None)

@@ -10,7 +10,6 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -21,8 +20,6 @@ from observatory_assets.defs.collection.catalog import (
     CatalogError,
     design_states,
     load_catalog,
-    source_states,
-    sync_catalog,
 )
 from observatory_assets.defs.collection.fetcher import next_check
 from observatory_assets.defs.collection.polling import run_cycle
@@ -35,7 +32,7 @@ from observatory_assets.lib.feed_server import Document, Reply
 from observatory_assets.lib.outbox import BUDGET_EXHAUSTED
 from resources.outbound import OutboundClient, OutboundPolicy
 from sensors.polling import polling_sensor
-from tests.support.helpers import ROOT, run, write
+from tests.support.helpers import ROOT, catalog, run, source_state, sync, write
 
 FEED = (
     '<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><ttl>%d</ttl>'
@@ -47,22 +44,6 @@ FEED = (
 
 def feed(name: str, ttl: int = 0) -> bytes:
     return (FEED % (ttl, name, name)).encode()
-
-
-def catalog(tmp_path: Path, sources: list[dict], designs: list[dict] | None = None) -> Path:
-    directory = tmp_path / "sources"
-    write(directory / "catalog.yaml", json.dumps({"sources": sources, "designs": designs or []}))
-    return directory
-
-
-def sync(engine, directory: Path):
-    with engine.begin() as conn:
-        return sync_catalog(conn, load_catalog(directory))
-
-
-def source(engine, name: str) -> dict:
-    with engine.connect() as conn:
-        return source_states(conn, name)[0]
 
 
 def runs(engine) -> list:
@@ -100,7 +81,9 @@ def test_sync_is_idempotent_and_keeps_polling_state(engine, tmp_path):
         conn.execute(text("UPDATE sources SET etag = '\"v1\"' WHERE name = 'dr'"))
     again = sync(engine, directory)
     assert (first.sources, first.designs, again.sources, again.designs) == (2, 1, 2, 1)
-    assert source(engine, "dr")["etag"] == '"v1"' and source(engine, "dr")["credibility"] == pytest.approx(0.8)
+    assert source_state(engine, "dr")["etag"] == '"v1"' and source_state(engine, "dr")["credibility"] == pytest.approx(
+        0.8
+    )
     with engine.connect() as conn:
         assert design_states(conn) == [
             {"name": "politics", "title": "Danish politics", "terms": {"da": ["folketinget"]},
@@ -124,7 +107,7 @@ def test_etag_then_304_makes_no_payload_and_no_run(engine, store, server, client
     assert (second.requests_sent, second.not_modified, second.changed, second.runs) == (1, 1, 0, {})
     assert server.requests[-1][1]["If-None-Match"] == server.documents["/dr"].etag
     assert [r.status for r in runs(engine)] == ["completed"]
-    state = source(engine, "dr")
+    state = source_state(engine, "dr")
     assert state["last_status"] == 304 and state["etag"] == server.documents["/dr"].etag and state["error_count"] == 0
 
 
@@ -152,7 +135,7 @@ def test_429_retry_after_is_honoured_per_host_even_with_now(engine, store, serve
     sync(engine, catalog(tmp_path, [{"name": "busy", "url": server.url("/busy"), "format": "rss"},
                                     {"name": "other", "url": server.url("/other"), "format": "rss"}]))  # fmt: skip
     run_cycle(engine, store, client, per_host=1)
-    state = source(engine, "busy")
+    state = source_state(engine, "busy")
     assert state["last_status"] == 429 and state["error_count"] == 1
     assert datetime.fromisoformat(state["next_check_at"]) >= until - timedelta(seconds=5)
     sent = len(server.requests)
@@ -167,7 +150,7 @@ def test_a_permanent_redirect_rewrites_the_url_and_is_audited(engine, store, ser
     sync(engine, catalog(tmp_path, [{"name": "moved", "url": server.url("/old"), "format": "rss"}]))
     report = run_cycle(engine, store, client)
     assert report.moved == ["moved"] and report.changed == 1
-    assert source(engine, "moved")["url"] == server.url("/new")
+    assert source_state(engine, "moved")["url"] == server.url("/new")
     assert audits(engine, "source.moved")[0].details["to"] == server.url("/new")
     run_cycle(engine, store, client, force=True)
     assert server.requests[-1][0] == "/new"
@@ -178,14 +161,14 @@ def test_a_temporary_redirect_is_followed_without_rewriting(engine, store, serve
     server.documents["/today"] = Document(feed("temp"))
     sync(engine, catalog(tmp_path, [{"name": "temp", "url": server.url("/feed"), "format": "rss"}]))
     assert run_cycle(engine, store, client).changed == 1
-    assert source(engine, "temp")["url"] == server.url("/feed") and audits(engine, "source.moved") == []
+    assert source_state(engine, "temp")["url"] == server.url("/feed") and audits(engine, "source.moved") == []
 
 
 def test_410_deactivates_the_source_and_is_audited(engine, store, server, client, tmp_path):
     server.routes["/gone"] = lambda _: Reply(410)
     sync(engine, catalog(tmp_path, [{"name": "gone", "url": server.url("/gone"), "format": "rss"}]))
     assert run_cycle(engine, store, client).gone == ["gone"]
-    assert source(engine, "gone")["active"] is False and audits(engine, "source.deactivated")[0].target == "gone"
+    assert source_state(engine, "gone")["active"] is False and audits(engine, "source.deactivated")[0].target == "gone"
     assert run_cycle(engine, store, client, force=True).due == 0
 
 
@@ -197,7 +180,7 @@ def test_a_redirect_loop_backs_off_exponentially_and_never_goes_silent(engine, s
     for _ in range(4):
         started = datetime.now(UTC)
         run_cycle(engine, store, client, force=True, now=started)
-        state = source(engine, "loop")
+        state = source_state(engine, "loop")
         waits.append((datetime.fromisoformat(state["next_check_at"]) - started).total_seconds())
     assert state["error_count"] == 4 and "redirect loop" in state["last_error"] and state["active"] is True
     assert 48 <= waits[0] <= 72 and 384 <= waits[3] <= 576  # 1 min doubling, ±20 % jitter
@@ -220,7 +203,7 @@ def test_a_body_past_the_cap_is_an_error_not_a_payload(engine, store, server, tm
     sync(engine, catalog(tmp_path, [{"name": "big", "url": server.url("/big"), "format": "rss"}]))
     with OutboundClient(OutboundPolicy(allow_private_networks=True, max_body_bytes=10_000)) as capped:
         report = run_cycle(engine, store, capped)
-    assert report.errors == 1 and "larger than 10000 bytes" in source(engine, "big")["last_error"]
+    assert report.errors == 1 and "larger than 10000 bytes" in source_state(engine, "big")["last_error"]
     assert runs(engine) == [] and list(store.list("collection_runs/")) == []
 
 
@@ -254,11 +237,11 @@ def test_auto_interval_respects_the_feed_ttl_as_a_minimum(engine, store, server,
     sync(engine, catalog(tmp_path, [{"name": "ttl", "url": server.url("/ttl"), "format": "rss", "poll": "15m"}]))
     started = datetime.now(UTC)
     run_cycle(engine, store, client, now=started)
-    wait = datetime.fromisoformat(source(engine, "ttl")["next_check_at"]) - started
+    wait = datetime.fromisoformat(source_state(engine, "ttl")["next_check_at"]) - started
     assert wait == timedelta(minutes=180)
     again = datetime.now(UTC)
     assert run_cycle(engine, store, client, force=True, now=again).not_modified == 1  # a 304 has no <ttl> of its own
-    assert datetime.fromisoformat(source(engine, "ttl")["next_check_at"]) - again == timedelta(minutes=180)
+    assert datetime.fromisoformat(source_state(engine, "ttl")["next_check_at"]) - again == timedelta(minutes=180)
 
 
 def test_a_file_outside_the_collect_roots_is_refused_before_any_run(engine, store, monkeypatch, tmp_path):
@@ -339,7 +322,7 @@ def test_kill_9_during_a_cycle_leaves_no_stuck_run_and_no_second_run(
     # its polling run is not in progress (the polling sensor reads it in the instance): its run is stale at once
     assert recover_stale_runs(engine, polling_runs=(datetime.now(UTC), ["another"])) == [killed_id]
     assert retry_failed_runs(engine, store) == {}  # a cycle's run is not fetched again as a run...
-    assert source(engine, "slow")["next_check_at"] <= datetime.now(UTC).isoformat()  # ...its source is due again
+    assert source_state(engine, "slow")["next_check_at"] <= datetime.now(UTC).isoformat()  # ...its source is due again
     server.routes.pop("/slow")
     server.documents["/slow"] = document
     again = run_cycle(engine, store, client)  # the next cycle fetches it the polite way, and pays for it
@@ -367,7 +350,7 @@ def test_a_cycle_that_outlives_its_lease_records_nothing_twice(engine, store, se
                          [{"name": "watch", "sources": ["late"], "budget": {"credits": 10}}]))  # fmt: skip
     late = run_cycle(engine, store, client, poll_run_id="late")  # taken for dead while it fetched: nothing recorded
     assert late.abandoned and late.runs == {}
-    assert source(engine, "late")["last_checked_at"] is None
+    assert source_state(engine, "late")["last_checked_at"] is None
     server.routes.pop("/late")
     server.documents["/late"] = Document(feed("late"))
     assert run_cycle(engine, store, client).changed == 1
@@ -506,7 +489,7 @@ def test_the_project_catalog_is_valid_and_a_source_without_url_is_described_not_
     loaded = load_catalog(ROOT / "sources")
     assert loaded.sources["dr-nyheder"][1].credibility == 0.8 and loaded.sources["politiken"][1].url is None
     sync(engine, ROOT / "sources")
-    assert source(engine, "social-stream")["credibility"] == pytest.approx(0.3)
+    assert source_state(engine, "social-stream")["credibility"] == pytest.approx(0.3)
     with engine.begin() as conn:  # no request leaves this test: only the URL-less sources stay active
         conn.execute(text("UPDATE sources SET active = false WHERE url IS NOT NULL"))
     assert run_cycle(engine, store, client, force=True).due == 0

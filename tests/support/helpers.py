@@ -8,6 +8,7 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+from observatory_assets.defs.collection.catalog import load_catalog, source_states, sync_catalog
 from observatory_assets.defs.enrichment.lexical import LexicalSpace, count_documents
 from observatory_assets.defs.enrichment.spaces import calibrated
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
@@ -58,3 +59,22 @@ def labelled_space(space_id: int = 1) -> LexicalSpace:
     with open(ROOT / "bench" / "data" / "news_headlines_labelled.csv", newline="", encoding="utf-8") as handle:
         documents = [(row["title"], row["text"]) for row in csv.DictReader(handle)]
     return calibrated(LexicalSpace(space_id, len(documents), count_documents(documents)), documents)
+
+
+def catalog(tmp_path: Path, sources: list[dict], designs: list[dict] | None = None) -> Path:
+    """A catalog directory with one file holding ``sources`` and ``designs``."""
+    directory = tmp_path / "sources"
+    write(directory / "catalog.yaml", json.dumps({"sources": sources, "designs": designs or []}))
+    return directory
+
+
+def sync(engine, directory: Path):
+    """Load and sync the catalog of ``directory``; what the sync changed."""
+    with engine.begin() as conn:
+        return sync_catalog(conn, load_catalog(directory))
+
+
+def source_state(engine, name: str) -> dict:
+    """One catalog source's fields and polling state."""
+    with engine.connect() as conn:
+        return source_states(conn, name)[0]
