@@ -1,6 +1,7 @@
 """Ingestion jobs: a source collected into a collection run (``collect_job``), an inbox drop taken
 (``inbox_job``, started by ``inbox_sensor``) and one collection run loaded (``ingest_collection_run``,
-started by ``collection_run_sensor`` or ``observatory ingest``)."""
+started by ``collection_run_sensor`` or ``observatory ingest``, and carried on to its events in the
+same run)."""
 
 from datetime import UTC, datetime
 
@@ -75,11 +76,20 @@ def inbox_job():
     take_inbox_drop()
 
 
+#: What a loaded collection run is carried on to in its own run, so that a new item reaches its event,
+#: the trend ledger and the webhook outbox without waiting for more run launches (each costs seconds):
+#: its features, embeddings and actor links, then the events and the trend evidence. Declarative
+#: automation still carries on whatever was loaded some other way.
+CARRIED_ON_WITH_THE_LOAD = ("item_features", "item_embeddings", "item_actors", "events", "trend_evidence")
+
 ingest_job = dg.define_asset_job(
     "ingest_collection_run",
-    selection=dg.AssetSelection.assets(raw_items),
+    selection=dg.AssetSelection.assets(raw_items, *CARRIED_ON_WITH_THE_LOAD),
     partitions_def=collection_run_partitions,
-    description="Load one collection run (a partition) into raw_items.",
+    description=(
+        "Load one collection run (a partition) into raw_items and carry it on to its features, embeddings "
+        "and actor links, the events and the trend evidence."
+    ),
     # one load and its checks, in order: a step subprocess each would cost more than their work
     executor_def=heavy_job_executor(dg.in_process_executor),
 )
