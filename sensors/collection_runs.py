@@ -17,7 +17,7 @@ from observatory_assets.defs.ingestion.collect import (
     runs_waiting_after,
     runs_waiting_up_to,
 )
-from observatory_assets.defs.ingestion.jobs import ingest_job
+from observatory_assets.defs.ingestion.jobs import ingest_job, ingest_to_events_job
 from observatory_assets.lib.dagster import collection_run_partitions
 from resources import PostgresResource
 
@@ -36,18 +36,23 @@ def ingestion_run_key(run_id: int, failed_attempts: int) -> str:
 
 def _ingestion_history(instance: dg.DagsterInstance, partition_key: str) -> tuple[bool, int]:
     """(an ingestion run of this partition is queued or running, how many have failed)."""
-    runs = instance.get_runs(filters=dg.RunsFilter(job_name=ingest_job.name, tags={"dagster/partition": partition_key}))
+    runs = [
+        run
+        for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": partition_key}))
+        if run.job_name in (ingest_to_events_job.name, ingest_job.name)  # the sensor's, or a person's load
+    ]
     in_flight = any(not run.is_finished for run in runs)
     failed = sum(1 for run in runs if run.status == dg.DagsterRunStatus.FAILURE)
     return in_flight, failed
 
 
 @dg.sensor(
-    job=ingest_job,
+    job=ingest_to_events_job,
     minimum_interval_seconds=COLLECTION_RUN_SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Requests an ingestion run (a raw_items partition) for each completed collection run that is "
+        "Requests an ingestion run (a raw_items partition, carried on to its events in the same run) for "
+        "each completed collection run that is "
         "not ingested yet, and retries one whose ingestion failed (up to 3 times)."
     ),
 )

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from observatory_assets.defs.ingestion.assets import raw_items
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl
-from observatory_assets.defs.ingestion.jobs import ingest_job
+from observatory_assets.defs.ingestion.jobs import ingest_to_events_job
 from resources.embedded import INGEST_POOL_LIMIT
 from resources.object_store import LocalObjectStore
 from resources.postgres import engine_for
@@ -47,7 +47,7 @@ def _wait_for_ingestion_runs(instance: dg.DagsterInstance, daemon: subprocess.Po
     """The ingestion runs' records once ``COLLECTION_RUNS`` of them have finished (and none is in flight)."""
     deadline = time.monotonic() + STUCK_AFTER_SECONDS
     while True:
-        records = instance.get_run_records(dg.RunsFilter(job_name=ingest_job.name))
+        records = instance.get_run_records(dg.RunsFilter(job_name=ingest_to_events_job.name))
         if len(records) >= COLLECTION_RUNS and all(r.dagster_run.is_finished for r in records):
             return records
         assert daemon.poll() is None, "the daemon exited:\n" + log_path.read_text()[-3000:]

@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from observatory_assets.definitions import defs
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect, create_collection_run, run_collection
+from observatory_assets.defs.ingestion.jobs import CARRIED_ON_WITH_THE_LOAD
 from observatory_assets.lib.dagster import collection_run_partitions
 from sensors.collection_runs import collection_run_sensor
 from tests.support.helpers import write
@@ -46,6 +47,8 @@ def test_one_run_per_completed_collection_run_and_nothing_for_pending(engine, st
 
 
 def test_ingested_runs_are_not_requested_again_and_a_failed_ingestion_is_retried(engine, store, resources, tmp_path):
+    """The sensor's run loads a collection run and carries it on to its events and the trend evidence in
+    the same run; a load that failed is requested again, a loaded one never."""
     ok = collect(engine, store, [SourceRequest("s", "jsonl", path=str(write(tmp_path / "ok.jsonl", ITEM % (1, 1))))])
     broken = collect(engine, store, [SourceRequest("s", "jsonl", path=str(write(tmp_path / "b.jsonl", ITEM % (2, 2))))])
     with engine.connect() as conn:
@@ -55,7 +58,7 @@ def test_ingested_runs_are_not_requested_again_and_a_failed_ingestion_is_retried
     saved = (store.root / broken_key).read_bytes()
     (store.root / broken_key).unlink()  # the payload is missing: its ingestion fails for real
 
-    job = defs.resolve_job_def("ingest_collection_run")
+    job = defs.resolve_job_def(collection_run_sensor.job_name)
     with dg.DagsterInstance.ephemeral() as instance:
         first = _tick(instance, resources)
         _apply(instance, first)
@@ -69,6 +72,8 @@ def test_ingested_runs_are_not_requested_again_and_a_failed_ingestion_is_retried
                 tags={"dagster/partition": partition},
             )
             assert result.success == (partition == str(ok))
+            materialized = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+            assert materialized == ({"raw_items", *CARRIED_ON_WITH_THE_LOAD} if result.success else set())
 
         retry = _tick(instance, resources, cursor=first.cursor)
         assert [r.partition_key for r in retry.run_requests] == [str(broken)]  # the ingested run is done

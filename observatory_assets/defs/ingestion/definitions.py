@@ -11,5 +11,5 @@ defs = dg.Definitions(
         assets.raw_items_default_partition,
         assets.raw_items_rows_accounted_for,
     ],
-    jobs=[jobs.collect_job, jobs.inbox_job, jobs.ingest_job],
+    jobs=[jobs.collect_job, jobs.inbox_job, jobs.ingest_job, jobs.ingest_to_events_job],
 )

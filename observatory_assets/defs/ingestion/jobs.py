@@ -1,7 +1,7 @@
 """Ingestion jobs: a source collected into a collection run (``collect_job``), an inbox drop taken
 (``inbox_job``, started by ``inbox_sensor``) and one collection run loaded (``ingest_collection_run``,
-started by ``collection_run_sensor`` or ``observatory ingest``, and carried on to its events in the
-same run)."""
+started by ``observatory ingest``), or loaded and carried on to its events in the same run
+(``ingest_to_events``, started by ``collection_run_sensor``)."""
 
 from datetime import UTC, datetime
 
@@ -76,20 +76,29 @@ def inbox_job():
     take_inbox_drop()
 
 
-#: What a loaded collection run is carried on to in its own run, so that a new item reaches its event,
-#: the trend ledger and the webhook outbox without waiting for more run launches (each costs seconds):
-#: its features, embeddings and actor links, then the events and the trend evidence. Declarative
-#: automation still carries on whatever was loaded some other way.
-CARRIED_ON_WITH_THE_LOAD = ("item_features", "item_embeddings", "item_actors", "events", "trend_evidence")
-
 ingest_job = dg.define_asset_job(
     "ingest_collection_run",
+    selection=dg.AssetSelection.assets(raw_items),
+    partitions_def=collection_run_partitions,
+    description="Load one collection run (a partition) into raw_items.",
+    # one load and its checks, in order: a step subprocess each would cost more than their work
+    executor_def=heavy_job_executor(dg.in_process_executor),
+)
+
+#: What a newly completed collection run is carried on to in its own ingestion run, so that a new item
+#: reaches its event, the trend ledger and the webhook outbox without waiting for two more run launches
+#: (each costs seconds: a process that imports the code location): its features, embeddings and actor
+#: links, then the events and the trend evidence. Declarative automation carries on whatever was loaded
+#: any other way, and sees these as done.
+CARRIED_ON_WITH_THE_LOAD = ("item_features", "item_embeddings", "item_actors", "events", "trend_evidence")
+
+ingest_to_events_job = dg.define_asset_job(
+    "ingest_to_events",
     selection=dg.AssetSelection.assets(raw_items, *CARRIED_ON_WITH_THE_LOAD),
     partitions_def=collection_run_partitions,
     description=(
-        "Load one collection run (a partition) into raw_items and carry it on to its features, embeddings "
-        "and actor links, the events and the trend evidence."
+        "Load one collection run (a partition) into raw_items and carry it on in the same run to its "
+        "features, embeddings and actor links, the events and the trend evidence (collection_run_sensor)."
     ),
-    # one load and its checks, in order: a step subprocess each would cost more than their work
     executor_def=heavy_job_executor(dg.in_process_executor),
 )
