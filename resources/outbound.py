@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,6 +97,9 @@ class OutboundPolicy:
     max_body_bytes: int = 15 * 1024**2
     #: Networks reachable even with private networks refused, e.g. ``("10.1.0.0/16",)`` for one internal service.
     allowed_networks: tuple[str, ...] = ()
+    #: The TLS context that verifies servers (None: the system's certificate authorities), e.g. one that
+    #: trusts a private CA: ``ssl.create_default_context(cafile=...)``, which checks the request's host name.
+    ssl_context: ssl.SSLContext | None = None
 
     @classmethod
     def from_settings(cls, **overrides) -> OutboundPolicy:
@@ -225,7 +229,7 @@ def _guarded_transport(policy: OutboundPolicy, max_connections: int) -> httpx.HT
     """httpx's transport over a pool whose connections come from :class:`_GuardedBackend`."""
     transport = httpx.HTTPTransport(trust_env=False)
     transport._pool = httpcore.ConnectionPool(  # httpx has no parameter for the pool's network backend
-        ssl_context=httpx.create_ssl_context(trust_env=False),
+        ssl_context=policy.ssl_context or httpx.create_ssl_context(trust_env=False),
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
         keepalive_expiry=KEEPALIVE_EXPIRY_S,

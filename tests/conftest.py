@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import uuid
@@ -205,3 +206,20 @@ def client():
 
     with OutboundClient(OutboundPolicy(allow_private_networks=True, total_timeout_s=5)) as guarded:
         yield guarded
+
+
+@pytest.fixture
+def names(monkeypatch):
+    """Host names ending in ``.test`` resolve to 127.0.0.1 (as a DNS server would answer: the client under
+    test is the real one); records each name resolved."""
+    resolved: list[str] = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if isinstance(host, str) and host.endswith(".test"):
+            resolved.append(host)
+            return real("127.0.0.1", port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return resolved

@@ -6,10 +6,7 @@ cycle, which fetches the source and charges it once."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -27,7 +24,7 @@ from observatory_assets.lib.feed_server import Document, FeedServer, Reply
 from resources.postgres import engine_for
 from sensors.automation import automation_sensor
 from sensors.collection_runs import collection_run_sensor
-from tests.support.daemon import start_daemon, stop_daemon
+from tests.support.daemon import kill_run_with_its_code_server, start_daemon, stop_daemon
 from tests.support.helpers import write
 
 FEED = (
@@ -67,33 +64,6 @@ def wait_for(condition, what: str, daemon: subprocess.Popen, log_path: Path):
     return found
 
 
-def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The run worker's pid, from the engine event its code server wrote when it started it."""
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-        pid = entry.dagster_event.engine_event_data.metadata.get("pid")
-        if pid is not None:
-            return int(pid.value)
-    return None
-
-
-def parent_pid(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and every process below it (the run worker, the step process it runs the op in), parents first."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            children.setdefault(parent_pid(int(stat.parent.name)), []).append(int(stat.parent.name))
-    tree, frontier = [], [root]
-    while frontier:
-        pid = frontier.pop(0)
-        tree.append(pid)
-        frontier += children.get(pid, [])
-    return tree
-
-
 @pytest.mark.slow
 def test_a_killed_polling_run_is_failed_and_the_next_cycle_starts_by_itself(dagster_env, database_url, tmp_path):
     released = threading.Event()
@@ -121,13 +91,7 @@ def test_a_killed_polling_run_is_failed_and_the_next_cycle_starts_by_itself(dags
                 with dg.DagsterInstance.get() as instance:
                     wait_for(lambda: server.requests, "the first cycle's request", daemon, log_path)
                     [first] = poll_runs(instance)
-                    pid = worker_pid(instance, first.run_id)
-                    assert pid is not None
-                    # the code server that launched the run, its run worker and the worker's step process, the
-                    # code server first (it would report its worker's end)
-                    for victim in process_tree(parent_pid(pid)):
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(victim, signal.SIGKILL)
+                    kill_run_with_its_code_server(instance, first.run_id)
                     server.routes.pop("/feed")
                     server.documents["/feed"] = Document(FEED)
                     released.set()

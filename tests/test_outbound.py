@@ -235,22 +235,6 @@ def test_headers_dripping_a_byte_at_a_time_are_cut_at_the_deadline(header_drippe
     assert time.monotonic() - started < 15
 
 
-@pytest.fixture
-def names(monkeypatch):
-    """Host names that resolve to 127.0.0.1 (as a DNS server would answer); records each name resolved."""
-    resolved: list[str] = []
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if isinstance(host, str) and host.endswith(".test"):
-            resolved.append(host)
-            return real("127.0.0.1", port, *args, **kwargs)
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return resolved
-
-
 def _connection_log(server) -> list[tuple[int, str]]:
     seen: list[tuple[int, str]] = []
 

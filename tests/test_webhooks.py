@@ -251,7 +251,7 @@ def test_cli_end_to_end_kill_9_during_delivery_and_no_secret_anywhere(dagster_en
     outputs.append(run(env, "observatory", "webhooks", "list", "--json"))
     _emit(engine, 12)
 
-    # kill -9 a delivery run while the slow receiver holds its requests: the claim rolls back
+    # kill -9 a delivery run while the slow receiver holds its requests: its locks go with its connection
     with subprocess.Popen(
         ["observatory", "webhooks", "deliver"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as process:  # its pipes closed with it

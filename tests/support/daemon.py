@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
+
 from tests.conftest import ROOT
 
 
@@ -19,6 +21,43 @@ def start_daemon(env: dict[str, str], log_path: Path) -> subprocess.Popen:
     with open(log_path, "wb") as log:
         return subprocess.Popen([str(daemon), "run", "-w", "workspace.yaml"], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The run worker's pid, from the engine event its code server wrote when it started it."""
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        pid = entry.dagster_event.engine_event_data.metadata.get("pid")
+        if pid is not None:
+            return int(pid.value)
+    return None
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it (the run worker, the step process it runs the op in), parents first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            children.setdefault(parent_pid(int(stat.parent.name)), []).append(int(stat.parent.name))
+    tree, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop(0)
+        tree.append(pid)
+        frontier += children.get(pid, [])
+    return tree
+
+
+def kill_run_with_its_code_server(instance: dg.DagsterInstance, run_id: str) -> None:
+    """``kill -9`` the code server that launched the run, its run worker and the worker's step process (the
+    OOM killer, a restarted container), the code server first (it would report its worker's end)."""
+    pid = worker_pid(instance, run_id)
+    assert pid is not None, f"run {run_id} has no run worker"
+    for victim in process_tree(parent_pid(pid)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
 
 
 def stop_daemon(daemon: subprocess.Popen) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -145,11 +144,9 @@ def deliver_due(
     client: OutboundClient | None = None,
     batch: int = DEFAULT_BATCH,
     workers: int = DEFAULT_WORKERS,
-    max_batches: int | None = None,
-    on_claimed: Callable[[int], None] | None = None,
     store: ObjectStore | None = None,
 ) -> DeliveryResult:
-    """Deliver every due message, batch after batch, until none is due (or ``max_batches`` were sent).
+    """Deliver every due message, batch after batch, until none is due.
     With ``store``, an ``export.completed`` message links to its file by a URL signed at sending time."""
     schedule = platform_settings().webhook_retry_schedule
     fernet = cipher()
@@ -160,14 +157,7 @@ def deliver_due(
     client = client or OutboundClient(max_connections=workers)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool, engine.connect() as holder:
-            batches = 0
-            while max_batches is None or batches < max_batches:
-                batches += 1
-                claimed = _claim(holder, batch)
-                if not claimed:
-                    break
-                if on_claimed is not None:
-                    on_claimed(len(claimed))
+            while claimed := _claim(holder, batch):
                 try:
                     attempts = _send_batch(pool, client, claimed, fernet, store)
                     with holder.begin():
