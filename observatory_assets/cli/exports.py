@@ -110,7 +110,7 @@ def network(obs: Observatory, pseudonymize: bool, dynamic: bool, max_authors_per
 @volume_selection_options
 @pass_observatory
 def volumes(obs: Observatory, formats: tuple[str, ...], request_id: str | None, **selection) -> int:
-    """A design's daily volume statistics (volume_stats) as CSV and Parquet.
+    """Daily volumes of designs as CSV and Parquet.
 
     One row per day, design, dimension and value with its items; --from/--to select the days as for items.
     Prints one JSON line per file."""
