@@ -153,6 +153,18 @@ class PlatformSettings(BaseSettings):
         default="https://public.api.bsky.app",
         description="Bluesky AppView whose getAuthorFeed serves the actors a design follows (actor_lists).",
     )
+    telegram_web: str = Field(
+        default="https://t.me", description="Telegram's web preview host: a followed actor's channel is /s/<channel>."
+    )
+    youtube_api: str = Field(
+        default="https://www.googleapis.com",
+        description="YouTube Data API host: a followed actor's channel is read with search.list?channelId=.",
+    )
+    reddit_api: str | None = Field(
+        default=None,
+        description="Reddit host of a followed actor's /user/<name>/submitted.json; unset = https://oauth.reddit.com "
+        "with OBSERVATORY_REDDIT_CLIENT_ID/_SECRET set, else https://www.reddit.com.",
+    )
     reddit_token_url: str = Field(
         default="https://www.reddit.com/api/v1/access_token", description="Reddit's OAuth token endpoint."
     )

@@ -5,7 +5,10 @@ Starts the Dagster webserver on the configured home (``OBSERVATORY_HOME``, the d
 
 - ``asset-graph.png``: the global asset lineage in the Dagster UI, every group expanded;
 - ``trend-chart.png``: the first trend chart of the newest daily digest;
-- ``digest.png``: the top of the newest daily digest of the static site.
+- ``digest.png``: the top of the newest daily digest of the static site;
+- ``volume-stats.png`` and ``actor-network.png``: the analysis assets' latest materializations in the Dagster
+  UI, ``volume_stats`` with its chart per design and ``actor_network`` with its top actors per community
+  (``--demo`` materializes both after the demo, which leaves them to the daemon's automation).
 
 A missing part (no Chromium, no digest yet, a webserver that does not start) is one line and exit 1.
 """
@@ -19,6 +22,7 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from playwright.sync_api import Error as PlaywrightError
@@ -97,8 +101,52 @@ def asset_graph(page: Page, base: str, target: Path) -> None:
     page.screenshot(path=target)
 
 
+#: The analysis assets pictured, with the markdown metadata entry each shows.
+ANALYSIS = {"volume_stats": "charts", "actor_network": "top_actors_per_community"}
+#: The days of volumes the demo's chart covers (the chart's own window).
+CHART_DAYS = 30
+
+
+def materialize_analysis() -> None:
+    """The last month of ``volume_stats`` (one run, its backfill policy) and ``actor_network``, through the
+    ``dagster`` CLI on this home, as the daemon's automation would materialize them."""
+    prepare_dagster_home()
+    today = datetime.now(UTC).date()
+    dagster = [
+        str(Path(sys.executable).parent / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "observatory_assets.definitions",
+    ]
+    first = (today - timedelta(days=CHART_DAYS - 1)).isoformat()
+    for selection in (["volume_stats", "--partition-range", f"{first}...{today.isoformat()}"], ["actor_network"]):
+        done = subprocess.run([*dagster, "--select", *selection], cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ScreenshotError(
+                f"materializing {selection[0]} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+            )
+
+
+def analysis_asset(page: Page, base: str, asset: str, entry: str, target: Path) -> None:
+    """The markdown ``entry`` of ``asset``'s latest materialization, opened from its overview's metadata."""
+    page.goto(f"{base}/assets/{asset}", wait_until="networkidle")
+    row = page.locator("tr", has=page.get_by_text(entry, exact=True)).first
+    try:
+        row.wait_for(timeout=60_000)
+    except PlaywrightError:
+        raise ScreenshotError(
+            f"{asset} has no materialization to show (run with --demo, or let the daemon run)"
+        ) from None
+    row.get_by_text("Show Markdown").click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator("img, table").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1_000)  # the image decodes
+    dialog.screenshot(path=target)
+
+
 def take_screenshots(out: Path, port: int) -> list[Path]:
-    """Write the three pictures into ``out``; returns their paths."""
+    """Write the five pictures into ``out``; returns their paths."""
     settings = platform_settings()
     if not settings.embedded_object_store:
         raise ScreenshotError("screenshots read the digest from the local object store (unset OBSERVATORY_S3_*)")
@@ -116,11 +164,14 @@ def take_screenshots(out: Path, port: int) -> list[Path]:
             if not figure.count():
                 raise ScreenshotError(f"the digest {digest.name} shows no trend chart")
             figure.screenshot(path=chart)
+            analysis_page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            for asset, entry in ANALYSIS.items():
+                analysis_asset(analysis_page, base, asset, entry, out / f"{asset.replace('_', '-')}.png")
         except PlaywrightError as error:
             raise ScreenshotError(f"chromium: {str(error).splitlines()[0]}") from None
         finally:
             browser.close()
-    return [graph, chart, page_top]
+    return [graph, chart, page_top, *(out / f"{asset.replace('_', '-')}.png" for asset in ANALYSIS)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.demo:
             observatory = Path(sys.executable).parent / "observatory"
             subprocess.run([str(observatory), "demo"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+            materialize_analysis()
         for picture in take_screenshots(args.out, args.port):
             print(picture)
     except (ScreenshotError, subprocess.CalledProcessError) as error:

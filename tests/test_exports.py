@@ -24,6 +24,7 @@ import pytest
 from lxml import etree
 from sqlalchemy import text
 
+from observatory_assets.defs.actors.analysis import build_actor_network, network_metrics, store_network_metrics
 from observatory_assets.defs.exports.assets import content_exports, network_exports
 from observatory_assets.defs.exports.columns import (
     COLUMNS,
@@ -290,6 +291,27 @@ def _gexf(store, result) -> tuple[bytes, nx.Graph]:
     return data, nx.read_gexf(io.BytesIO(data), version="1.3")
 
 
+def assert_network_metrics(engine, graph: nx.Graph, node_of: dict[str, str]) -> None:
+    """Each exported node (``node_of``: author → node id) carries the metrics ``actor_network`` stored for the
+    author's most frequent pseudonym, typed as declared; at least one node has a community beyond a lone one."""
+    with engine.connect() as conn:
+        stored = {row.node: row for row in conn.execute(text("SELECT * FROM actor_network_nodes"))}
+        pseudonyms = conn.execute(
+            text("SELECT author, author_pseudonym, count(*) AS n FROM raw_items WHERE author IS NOT NULL GROUP BY 1, 2")
+        ).all()
+    assert any(row.degree for row in stored.values()), "the archive network has no edges; the test proves little"
+    frequent: dict[str, dict[str, int]] = {}
+    for author, pseudonym_at_rest, n in pseudonyms:
+        frequent.setdefault(author, {})[pseudonym_at_rest] = n
+    for author, node in node_of.items():
+        attributes = graph.nodes[node]
+        counts = frequent[author]
+        candidates = [stored[p] for p, n in counts.items() if n == max(counts.values()) and p in stored]
+        got = tuple(attributes.get(f"network_{m}") for m in ("degree", "weighted_degree", "betweenness", "community"))
+        assert got in [(c.degree, c.weighted_degree, c.betweenness, c.community) for c in candidates], author
+        assert isinstance(got[0], int) and isinstance(got[1], float) and isinstance(got[3], int)
+
+
 def _expected_edges(contexts: dict[object, dict[str, set[str]]]) -> dict[tuple[str, str], tuple[int, list[str]]]:
     """(author, author) → (shared contexts, shared terms) from context → author → terms."""
     weights: dict[tuple[str, str], int] = {}
@@ -336,7 +358,7 @@ def test_network_by_search_term_and_run_validates_and_matches_the_database(engin
     assert all("start" in d for _, d in pseudonymous.nodes(data=True))
 
 
-def test_network_uses_events_when_they_exist(engine, store, dataset):
+def test_network_uses_events_when_they_exist(engine, store, dataset, monkeypatch):
     rows = [r for r in expected_rows(engine) if r.author]
     chosen = rows[:30]
     with engine.begin() as conn:  # what the events asset would write, inserted directly
@@ -368,9 +390,19 @@ def test_network_uses_events_when_they_exist(engine, store, dataset):
     expected = _expected_edges(contexts)
     assert expected
 
+    with engine.begin() as conn:  # the actors domain's archive-wide network, whose metrics the export carries
+        archive = build_actor_network(conn)
+        store_network_metrics(conn, archive, network_metrics(archive))
     result, _ = export_network(engine, store, build_filters(), request_id="by-events")
     _, graph = _gexf(store, result)
     assert result.details["edge_basis"] == "events"
+    assert_network_metrics(engine, graph, {r.author: r.author for r in rows})
+    key = "a-secret-key-of-some-length"
+    monkeypatch.setenv(PSEUDONYM_KEY_VARIABLE, key)
+    hidden, _ = export_network(engine, store, build_filters(), request_id="by-events-hidden", pseudonymize=True)
+    data, pseudonymous = _gexf(store, hidden)
+    assert_network_metrics(engine, pseudonymous, {r.author: pseudonym(r.author, key.encode()) for r in rows})
+    assert not any(r.author in data.decode() for r in rows)
     got = {
         tuple(sorted((a, b))): (int(d["weight"]), [t for t in d["shared_terms"].split("; ") if t])
         for a, b, d in graph.edges(data=True)

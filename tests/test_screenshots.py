@@ -1,5 +1,5 @@
 """`make screenshots` still works: on a home of its own, the script runs the demo, starts the Dagster
-webserver, and headless Chromium writes the three pictures the README shows."""
+webserver, and headless Chromium writes the pictures the README and docs/actors.md show."""
 
 import os
 import socket
@@ -45,17 +45,21 @@ def test_a_home_without_a_digest_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_script_takes_the_three_pictures_of_the_demo(tmp_path):
+def test_the_script_takes_the_five_pictures_of_the_demo(tmp_path):
     out, home = tmp_path / "img", tmp_path / "home"
     try:
         done = _run(home, "--demo", "--out", str(out), "--port", str(free_port()), timeout=1200)
     finally:  # the demo leaves its embedded Postgres running
         subprocess.run(["observatory", "services", "stop"], cwd=ROOT, env=_env(home), capture_output=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    pictures = {name: out / f"{name}.png" for name in ("asset-graph", "trend-chart", "digest")}
+    names = ("asset-graph", "trend-chart", "digest", "volume-stats", "actor-network")
+    pictures = {name: out / f"{name}.png" for name in names}
     assert done.stdout.split() == [str(path) for path in pictures.values()]
     assert png_size(pictures["asset-graph"]) == (1600, 1150)
     width, height = png_size(pictures["trend-chart"])
     assert width > 300 and height > 150  # the chart's figure, not an empty element
     assert png_size(pictures["digest"])[0] == 760
     assert all(path.stat().st_size > 10_000 for path in pictures.values())  # a blank page is a few KB
+    for analysis in ("volume-stats", "actor-network"):  # the metadata's dialog: a chart, a table
+        width, height = png_size(pictures[analysis])
+        assert width > 400 and height > 300

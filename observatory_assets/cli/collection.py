@@ -35,7 +35,7 @@ def sync_sources(engine, directory: str | None = None) -> tuple[CatalogSync, Act
     relinked), in one transaction; what changed."""
     folder = sources_dir(directory)
     actors = load_actor_catalog(folder)
-    catalog = with_actor_feeds(load_catalog(folder), actors, platform_settings().bluesky_appview)
+    catalog = with_actor_feeds(load_catalog(folder), actors, platform_settings())
     design_lists = {name: spec.actor_lists for name, (_, spec) in catalog.designs.items()}
     with engine.begin() as conn:
         return sync_catalog(conn, catalog), sync_actors(conn, actors, author_pseudonym_key, design_lists)

@@ -1,4 +1,4 @@
-"""``observatory export items | network | list``."""
+"""``observatory export items | network | volumes | list``."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from observatory_assets.defs.exports.delivery import (
     ExportResult,
     export_content,
     export_network,
+    export_volumes,
     recent_exports,
 )
 from observatory_assets.defs.exports.filters import FILTER_FIELDS, build_filters
 from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, PSEUDONYM_KEY_VARIABLE
+from observatory_assets.defs.exports.volumes import VOLUME_FILTERS, VOLUME_FORMATS
 
 #: The selection options of both exports: (flags, parameter name, what click.option adds).
 _FILTERS = (
@@ -31,18 +33,24 @@ _FILTERS = (
 )
 
 
-def selection_options(command):
-    """The filters that select what an export holds, and ``--request-id``."""
+def selection_options(command, names: tuple[str, ...] = FILTER_FIELDS):
+    """The filters ``names`` that select what an export holds, and ``--request-id``."""
     command = click.option("--request-id", help="reuse to replace an earlier export's files (default: a new id)")(
         command
     )
     for flag, name, extra in reversed(_FILTERS):
-        command = click.option(flag, name, **extra)(command)
+        if name in names:
+            command = click.option(flag, name, **extra)(command)
     return command
 
 
+def volume_selection_options(command):
+    """The query designs and date range of a volume export, and ``--request-id``."""
+    return selection_options(command, VOLUME_FILTERS)
+
+
 def _filters(params: dict):
-    return build_filters(**{name: params.pop(name) for name in FILTER_FIELDS})
+    return build_filters(**{name: params.pop(name) for name in FILTER_FIELDS if name in params})
 
 
 def _print_results(results: list[ExportResult]) -> None:
@@ -55,7 +63,7 @@ def _print_results(results: list[ExportResult]) -> None:
 
 @click.group("export")
 def export() -> None:
-    """Export items (CSV, XLSX, NDJSON, Parquet) or a GEXF network."""
+    """Export items (CSV, XLSX, NDJSON, Parquet), a GEXF network or daily volumes (CSV, Parquet)."""
 
 
 @export.command("items")
@@ -96,6 +104,22 @@ def network(obs: Observatory, pseudonymize: bool, dynamic: bool, max_authors_per
     return 0
 
 
+@export.command("volumes")
+@click.option("--format", "formats", multiple=True, type=click.Choice(VOLUME_FORMATS),
+              help="repeatable; default: both")  # fmt: skip
+@volume_selection_options
+@pass_observatory
+def volumes(obs: Observatory, formats: tuple[str, ...], request_id: str | None, **selection) -> int:
+    """Daily volumes of designs as CSV and Parquet.
+
+    One row per day, design, dimension and value with its items; --from/--to select the days as for items.
+    Prints one JSON line per file."""
+    filters = _filters(selection)
+    results = export_volumes(obs.engine, obs.store, filters, list(formats) or VOLUME_FORMATS, request_id=request_id)
+    _print_results(results)
+    return 0
+
+
 @export.command("list")
 @limit_option(20, "at most this many exports")
 @pass_observatory
@@ -105,7 +129,7 @@ def list_exports(obs: Observatory, limit: int) -> int:
         rows = recent_exports(conn, limit)
     for row in rows:
         records = row.record_count if row.record_count is not None else "-"
-        click.echo(f"{row.id:>6} {row.format:8} {row.status:10} {records:>9} {row.created_at:%Y-%m-%d %H:%M} "
+        click.echo(f"{row.id:>6} {row.kind:8} {row.format:8} {row.status:10} {records:>9} {row.created_at:%Y-%m-%d %H:%M} "
                    f"{row.object_key}")  # fmt: skip
     return 0
 

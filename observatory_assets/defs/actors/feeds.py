@@ -1,28 +1,85 @@
 """Following actors: a design's actor lists become sources of the catalog.
 
 A query design that names actor lists (``actor_lists: [danish-leaders]``) follows each member's own feed on
-the arenas that serve one: a Bluesky presence becomes a ``bluesky`` source reading the author's feed
-(``app.bsky.feed.getAuthorFeed`` on the AppView of ``OBSERVATORY_BLUESKY_APPVIEW``), named
-``bluesky.<handle>``, shared by every design that follows the actor. Their items belong to the design's
+the arenas whose API serves one account's posts:
+
+* **Bluesky**: ``app.bsky.feed.getAuthorFeed?actor=<handle>`` on the AppView (``OBSERVATORY_BLUESKY_APPVIEW``),
+  the author's own posts without replies;
+* **Telegram**: the channel's web preview ``/s/<channel>`` (``OBSERVATORY_TELEGRAM_WEB``): a channel is
+  its own author;
+* **YouTube**: ``search.list?channelId=<UC…>`` on the Data API (``OBSERVATORY_YOUTUBE_API``), newest first,
+  100 quota units a page like any YouTube search;
+* **Reddit**: the user's submissions, ``/user/<name>/submitted.json`` (``OBSERVATORY_REDDIT_API``; unset,
+  ``oauth.reddit.com`` with OAuth credentials, else ``www.reddit.com``).
+
+Presences on other platforms (GDELT, the web, X, Facebook, Instagram) are kept for linking but not
+followed: no arena here reads one account's posts there. Each followed feed is a source named
+``<platform>.<handle>``, shared by every design that follows the actor. Their items belong to the design's
 collection runs like any other source's, so they count for the design whatever terms they match.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
-from observatory_assets.defs.actors.catalog import ActorCatalog
+from pydantic import ValidationError
+
+from observatory_assets.defs.actors.catalog import ActorCatalog, PresenceSpec
 from observatory_assets.defs.collection.catalog import Catalog, CatalogError, SourceSpec
+from resources.settings import PlatformSettings
 
 #: How often an actor's feed is checked, unless the catalog already describes the source.
 FOLLOW_POLL = "15m"
+
+#: An account's own feed on a platform: (endpoint URL, the arena's params) from the handle and the settings.
+Feed = Callable[[str, PlatformSettings], tuple[str, dict[str, Any] | None]]
+
+
+def _base(url: str) -> str:
+    return url.rstrip("/")
+
+
+def _reddit_api(settings: PlatformSettings) -> str:
+    if settings.reddit_api:
+        return _base(settings.reddit_api)
+    oauth = settings.reddit_client_id and settings.reddit_client_secret
+    return "https://oauth.reddit.com" if oauth else "https://www.reddit.com"
+
+
+AUTHOR_FEEDS: dict[str, Feed] = {
+    "bluesky": lambda handle, s: (
+        f"{_base(s.bluesky_appview)}/xrpc/app.bsky.feed.getAuthorFeed",
+        {"actor": handle, "filter": "posts_no_replies"},
+    ),
+    "telegram": lambda handle, s: (f"{_base(s.telegram_web)}/s/{handle}", None),
+    "youtube": lambda handle, s: (f"{_base(s.youtube_api)}/youtube/v3/search", {"channelId": handle}),
+    "reddit": lambda handle, s: (f"{_reddit_api(s)}/user/{handle}/submitted.json", {"sort": "new"}),
+}
 
 
 def _source_name(platform: str, handle: str) -> str:
     return f"{platform}.{re.sub(r'[^A-Za-z0-9._-]', '-', handle)}"
 
 
-def with_actor_feeds(catalog: Catalog, actors: ActorCatalog, bluesky_appview: str) -> Catalog:
+def feed_source(presence: PresenceSpec, settings: PlatformSettings, where: str) -> SourceSpec:
+    """The catalog source that reads ``presence``'s own posts; a handle the platform's API cannot take is a
+    :class:`CatalogError` naming ``where`` (the actor's file and field)."""
+    url, params = AUTHOR_FEEDS[presence.platform](presence.handle, settings)
+    try:
+        return SourceSpec(
+            name=_source_name(presence.platform, presence.handle), format=presence.platform, poll=FOLLOW_POLL,
+            url=url, params=params,
+        )  # fmt: skip
+    except ValidationError as error:
+        message = str(error.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise CatalogError(
+            f"{where}: {presence.platform} handle {presence.handle!r} cannot be followed: {message}"
+        ) from None
+
+
+def with_actor_feeds(catalog: Catalog, actors: ActorCatalog, settings: PlatformSettings) -> Catalog:
     """``catalog`` with a source for every followed actor's feed, added to the designs that follow them; an
     unknown list is a :class:`CatalogError` naming the design's file and field."""
     sources, designs = dict(catalog.sources), {}
@@ -33,19 +90,15 @@ def with_actor_feeds(catalog: Catalog, actors: ActorCatalog, bluesky_appview: st
                 raise CatalogError(
                     f"{file_name}: field designs.{design.name}.actor_lists: unknown actor list {list_name!r}"
                 )
-            actor_file, listed = actors.lists[list_name]
-            for member in listed.members:
-                for presence in actors.actors[member][1].presences:
-                    if presence.platform != "bluesky":
+            for member in actors.lists[list_name][1].members:
+                actor_file, actor = actors.actors[member]
+                for number, presence in enumerate(actor.presences):
+                    if presence.platform not in AUTHOR_FEEDS:
                         continue
                     source = _source_name(presence.platform, presence.handle)
                     if source not in sources:
-                        spec = SourceSpec(
-                            name=source, format="bluesky", poll=FOLLOW_POLL,
-                            url=f"{bluesky_appview.rstrip('/')}/xrpc/app.bsky.feed.getAuthorFeed",
-                            params={"actor": presence.handle, "filter": "posts_no_replies"},
-                        )  # fmt: skip
-                        sources[source] = (f"actors/{actor_file}", spec)
+                        where = f"actors/{actor_file}: field actors.{member}.presences.{number}.handle"
+                        sources[source] = (f"actors/{actor_file}", feed_source(presence, settings, where))
                     if source not in followed:
                         followed.append(source)
         designs[name] = (file_name, design.model_copy(update={"sources": followed}))

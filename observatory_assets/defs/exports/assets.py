@@ -1,4 +1,4 @@
-"""Dagster definitions of ``content_exports`` and ``network_exports``."""
+"""Dagster definitions of ``content_exports``, ``network_exports`` and ``volume_exports``."""
 
 from typing import Any
 
@@ -11,10 +11,12 @@ from observatory_assets.defs.exports.delivery import (
     ExportResult,
     export_content,
     export_network,
+    export_volumes,
     preview,
 )
-from observatory_assets.defs.exports.filters import ExportFilters, filters_from
+from observatory_assets.defs.exports.filters import ExportFilters, build_filters, filters_from
 from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, PSEUDONYM_KEY_VARIABLE
+from observatory_assets.defs.exports.volumes import VOLUME_FORMATS
 from observatory_assets.lib.dagster import markdown_table, worker_metadata
 from resources import ObjectStoreResource, PostgresResource
 from resources.object_store import ObjectStore, download_metadata
@@ -48,6 +50,15 @@ class NetworkExportsConfig(ExportFiltersConfig):
     max_authors_per_context: int = Field(
         default=MAX_AUTHORS_PER_CONTEXT, description="Events or (run, term) pairs with more authors link nobody."
     )
+
+
+class VolumeExportsConfig(dg.Config):
+    """Which designs' daily volumes to export, over which days."""
+
+    query_designs: list[str] = Field(description="Query design names (at least one).")
+    published_from: str | None = Field(default=None, description="ISO date or date-time: days from this one (UTC).")
+    published_to: str | None = Field(default=None, description="ISO date or date-time, exclusive: days before it.")
+    formats: list[str] = Field(default=list(VOLUME_FORMATS), description="Any of csv, parquet.")
 
 
 def _stored_check(store: ObjectStore, results: list[ExportResult], check_name: str) -> dg.AssetCheckResult:
@@ -177,4 +188,42 @@ def network_exports(
             _stored_check(store, [result], "export_objects_stored"),
             dg.AssetCheckResult(check_name="network_consistent", passed=consistent, metadata=result.details),
         ],
+    )
+
+
+@dg.asset(
+    group_name=EXPORTS,
+    deps=["volume_stats"],
+    kinds={"postgres", "csv", "parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "export_objects_stored",
+            asset="volume_exports",
+            description="Every file is in object storage with the size that was written.",
+        )
+    ],
+)
+def volume_exports(
+    context: dg.AssetExecutionContext, config: VolumeExportsConfig, postgres: PostgresResource,
+    object_store: ObjectStoreResource,
+) -> dg.MaterializeResult:  # fmt: skip
+    """The daily volume statistics of query designs (``volume_stats``: items per day by platform, arena,
+    source, language, matched term, sentiment label and actor) as CSV (UTF-8 BOM) and Parquet files in
+    object storage, with a download URL or path; each run writes `exports/<run id>/volumes.<ext>`."""
+    filters = build_filters(
+        published_from=config.published_from, published_to=config.published_to, query_designs=config.query_designs
+    )
+    store = object_store.get_store()
+    results = export_volumes(
+        postgres.get_engine(), store, filters, config.formats, request_id=context.run_id,
+        actor=f"dagster:{context.run_id}",
+    )  # fmt: skip
+    metadata: dict[str, Any] = {"dagster/row_count": results[0].record_count, "filters": filters.as_json()}
+    for r in results:
+        metadata[f"{r.format}_download"] = download_metadata(r.download_url)
+        metadata[f"{r.format}_object_key"] = r.object_key
+        metadata[f"{r.format}_sha256"] = r.sha256
+        metadata[f"{r.format}_export_id"] = r.export_id
+    return dg.MaterializeResult(
+        metadata=metadata, check_results=[_stored_check(store, results, "export_objects_stored")]
     )

@@ -26,7 +26,7 @@ TRUNCATION_MARKER = "…[truncated]"
 
 @dataclass(frozen=True)
 class Column:
-    """One exported column: its name, SQL, kind (text, count, score, time, terms, json), XLSX width."""
+    """One exported column: its name, SQL, kind (text, count, score, time, date, terms, json), XLSX width."""
 
     name: str
     sql: str
@@ -67,6 +67,7 @@ _ARROW_TYPES = {
     "score": pa.float32(),
     "time": pa.timestamp("us", tz="UTC"),
     "terms": pa.list_(pa.string()),
+    "date": pa.date32(),
 }
 
 
@@ -75,9 +76,15 @@ def export_columns(include_metadata: bool) -> tuple[Column, ...]:
     return (*COLUMNS, METADATA_COLUMN) if include_metadata else COLUMNS
 
 
+def arrow_schema(columns: Iterable[Column]) -> pa.Schema:
+    """The explicit Parquet schema of ``columns``: strings, int64 counts, timestamp[us, UTC], dates,
+    list<string> terms."""
+    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.kind]) for c in columns])
+
+
 def parquet_schema(include_metadata: bool) -> pa.Schema:
-    """The explicit Parquet schema: strings, int64 counts, timestamp[us, UTC], list<string> terms."""
-    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.kind]) for c in export_columns(include_metadata)])
+    """The explicit Parquet schema of a content export."""
+    return arrow_schema(export_columns(include_metadata))
 
 
 def _iso_utc(sql: str) -> str:
@@ -121,7 +128,7 @@ def _unescape_line_breaks(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return column
 
 
-def _select_list(columns: Iterable[Column], fmt: str) -> str:
+def select_list(columns: Iterable[Column], fmt: str) -> str:
     """Each column's SQL rendered for ``fmt``."""
     rendered = []
     for column in columns:
@@ -134,6 +141,8 @@ def _select_list(columns: Iterable[Column], fmt: str) -> str:
             sql = _cut_to_cell(sql)
         if column.kind == "time":
             sql = f"date_trunc('second', {sql} AT TIME ZONE 'UTC')" if fmt == "xlsx" else _iso_utc(sql)
+        if column.kind == "date" and fmt != "xlsx":
+            sql = f"to_char({sql}, 'YYYY-MM-DD')"
         if column.kind == "terms":
             if fmt == "parquet":
                 sql = f"nullif(array_to_string({sql}, chr(31)), '')"
@@ -159,5 +168,5 @@ def content_query(filters: ExportFilters, fmt: str, include_metadata: bool = Fal
             pairs.append(f"'{column.name}', {value}")
         select = f"json_build_object({', '.join(pairs)})::text AS line"
     else:
-        select = _select_list(columns, fmt)
+        select = select_list(columns, fmt)
     return driver_sql(selection(filters, select))

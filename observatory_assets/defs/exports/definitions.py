@@ -1,7 +1,9 @@
-"""The exports domain's definitions: content and network exports, their checks and job."""
+"""The exports domain's definitions: content, network and volume exports, their checks and job."""
 
 import dagster as dg
 
 from observatory_assets.defs.exports import assets, jobs
 
-defs = dg.Definitions(assets=[assets.content_exports, assets.network_exports], jobs=[jobs.export_job])
+defs = dg.Definitions(
+    assets=[assets.content_exports, assets.network_exports, assets.volume_exports], jobs=[jobs.export_job]
+)

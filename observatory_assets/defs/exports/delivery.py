@@ -2,10 +2,11 @@
 
 ``content_exports`` writes the filtered items as CSV (UTF-8 with BOM, opens in
 Excel with æøå intact), XLSX, NDJSON and Parquet; ``network_exports`` writes a
-GEXF 1.3 actor co-occurrence network for Gephi. Both stream from Postgres in
+GEXF 1.3 actor co-occurrence network for Gephi; ``volume_exports`` the daily volume
+statistics of query designs as CSV and Parquet. All stream from Postgres in
 constant memory (``COPY ... TO STDOUT`` or a server-side cursor, one
 REPEATABLE READ snapshot for all formats of a request), upload atomically to
-object storage and record an ``exports`` row per (request, format), so a
+object storage and record an ``exports`` row per (request, kind, format), so a
 retried request replaces its own files and rows instead of adding new ones.
 
 What is exported:
@@ -53,6 +54,7 @@ from observatory_assets.defs.exports.filters import (
     validate_filters,
 )
 from observatory_assets.defs.exports.network import MAX_AUTHORS_PER_CONTEXT, build_network, pseudonym_key, write_gexf
+from observatory_assets.defs.exports.volumes import VOLUME_FORMATS, check_volume_filters, volume_query, volume_schema
 from observatory_assets.defs.exports.writers import CONTENT_TYPES, write_csv, write_ndjson, write_parquet, write_xlsx
 from observatory_assets.lib.audit import record_audit
 from observatory_assets.lib.errors import failure_message
@@ -92,10 +94,10 @@ def new_request_id(prefix: str = "cli") -> str:
     return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
-def object_key(request_id: str, fmt: str) -> str:
-    """Where a request's file lives; the same request always writes the same key."""
-    name = "network" if fmt == "gexf" else "items"
-    return f"exports/{request_id}/{name}.{fmt}"
+def object_key(request_id: str, fmt: str, kind: str = "items") -> str:
+    """Where a request's file of ``kind`` (items, network, volumes) lives; the same request always writes
+    the same key."""
+    return f"exports/{request_id}/{kind}.{fmt}"
 
 
 def _check_request(request_id: str, formats: Iterable[str], allowed: tuple[str, ...]) -> list[str]:
@@ -112,14 +114,14 @@ def _safe_error(error: BaseException) -> str:
     return failure_message(error)
 
 
-def _start(engine: Engine, request_id: str, fmt: str, filters: dict, key: str) -> int:
+def _start(engine: Engine, request_id: str, kind: str, fmt: str, filters: dict, key: str) -> int:
     with engine.begin() as conn:
         return conn.execute(
             text(
                 """
-                INSERT INTO exports (request_id, format, filters, object_key)
-                VALUES (:request_id, :format, CAST(:filters AS jsonb), :key)
-                ON CONFLICT (request_id, format) DO UPDATE
+                INSERT INTO exports (request_id, kind, format, filters, object_key)
+                VALUES (:request_id, :kind, :format, CAST(:filters AS jsonb), :key)
+                ON CONFLICT (request_id, kind, format) DO UPDATE
                    SET filters = EXCLUDED.filters, object_key = EXCLUDED.object_key, status = :running,
                        record_count = NULL, sha256 = NULL, error = NULL, created_at = now(), finished_at = NULL
                 RETURNING id
@@ -127,6 +129,7 @@ def _start(engine: Engine, request_id: str, fmt: str, filters: dict, key: str) -
             ),
             {
                 "request_id": request_id,
+                "kind": kind,
                 "format": fmt,
                 "filters": json.dumps(filters),
                 "key": key,
@@ -189,10 +192,11 @@ def _deliver(
     filters: ExportFilters,
     actor: str,
     write: Callable[[str], tuple[StoredObject, int, dict]],
+    kind: str = "items",
 ) -> ExportResult:
     """Record the export, run ``write(key)`` → (object, records, details), mark it completed or failed."""
-    key = object_key(request_id, fmt)
-    export_id = _start(engine, request_id, fmt, filters.as_json(), key)
+    key = object_key(request_id, fmt, kind)
+    export_id = _start(engine, request_id, kind, fmt, filters.as_json(), key)
     started = time.perf_counter()
     try:
         stored, records, details = write(key)
@@ -200,7 +204,8 @@ def _deliver(
         _fail(engine, export_id, error)
         raise
     seconds = time.perf_counter() - started
-    _finish(engine, export_id, stored, records, actor, {"format": fmt, "filters": filters.as_json(), **details})
+    audited = {"kind": kind, "format": fmt, "filters": filters.as_json(), **details}
+    _finish(engine, export_id, stored, records, actor, audited)
     return ExportResult(
         export_id, fmt, key, records, stored.size, stored.sha256, store.download_url(key, DOWNLOAD_URL_EXPIRY),
         seconds, details,
@@ -297,8 +302,44 @@ def export_network(
             }
             return handle.stored, graph.number_of_nodes(), details
 
-        result = _deliver(engine, store, request_id, "gexf", filters, actor, write)
+        result = _deliver(engine, store, request_id, "gexf", filters, actor, write, kind="network")
     return result, graph
+
+
+def export_volumes(
+    engine: Engine,
+    store: ObjectStore,
+    filters: ExportFilters,
+    formats: Iterable[str] = VOLUME_FORMATS,
+    request_id: str | None = None,
+    actor: str = "cli",
+) -> list[ExportResult]:
+    """Export the ``volume_stats`` rows of the filters' query designs and date range (see :mod:`.volumes`)
+    as CSV and/or Parquet, streamed by ``COPY`` from one snapshot; the same ``request_id`` replaces its files."""
+    request_id = request_id or new_request_id()
+    chosen = _check_request(request_id, formats, VOLUME_FORMATS)
+    check_volume_filters(filters)
+    with _Snapshot(engine) as conn:
+        validate_filters(conn, filters)
+        raw = conn.connection.driver_connection
+        return [
+            _deliver(engine, store, request_id, fmt, filters, actor,
+                     lambda key, fmt=fmt: _write_volumes(raw, store, key, fmt, filters), kind="volumes")
+            for fmt in chosen
+        ]  # fmt: skip
+
+
+def _write_volumes(
+    raw, store: ObjectStore, key: str, fmt: str, filters: ExportFilters
+) -> tuple[StoredObject, int, dict]:
+    query, params = volume_query(filters, fmt)
+    with raw.cursor() as cursor:
+        if fmt == "csv":
+            stored, rows = write_csv(cursor, query, params, store, key)
+            return stored, rows, {}
+        with staged_upload(store, key, CONTENT_TYPES[fmt]) as handle:
+            rows = write_parquet(cursor, query, params, handle, volume_schema())
+    return handle.stored, rows, {}
 
 
 def preview(engine: Engine, filters: ExportFilters, limit: int = 5) -> list[dict[str, str]]:
@@ -317,9 +358,10 @@ def preview(engine: Engine, filters: ExportFilters, limit: int = 5) -> list[dict
 
 
 def recent_exports(conn: Connection, limit: int) -> list:
-    """The ``limit`` latest exports, newest first: id, request, format, status, records, object key, created."""
+    """The ``limit`` latest exports, newest first: id, request, kind, format, status, records, object key,
+    created."""
     return conn.execute(
-        text("SELECT id, request_id, format, status, record_count, object_key, created_at "
+        text("SELECT id, request_id, kind, format, status, record_count, object_key, created_at "
              "FROM exports ORDER BY id DESC LIMIT :limit"),
         {"limit": limit},
     ).all()  # fmt: skip

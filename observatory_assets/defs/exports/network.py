@@ -52,17 +52,41 @@ _AUTHOR = "coalesce(nullif(btrim(r.author), ''), r.author_pseudonym)"
 #: What the network reads of each selected item that has an author: the CTE ``sel`` of every statement.
 _NETWORK_COLUMNS = (
     "r.id", f"{_AUTHOR} AS author", "r.collection_run_id", "r.search_terms_matched AS terms", "r.published_at",
-    "s.name AS source", "r.language", "r.platform",
+    "s.name AS source", "r.language", "r.platform", "r.author_pseudonym",
 )  # fmt: skip
 _HAS_AUTHOR = f"{_AUTHOR} IS NOT NULL"
 
+#: The metrics of the archive-wide actor network (``actor_network_nodes``, the actors domain's
+#: ``actor_network`` asset) carried by each exported node, as GEXF node attributes: (id, GEXF type).
+NETWORK_METRICS = (
+    ("network_degree", "integer"),
+    ("network_weighted_degree", "double"),
+    ("network_betweenness", "double"),
+    ("network_community", "integer"),
+)
+
+# An exported author is the network's node of the actor their items are linked to as author, else of
+# their pseudonym (the node names ``actor_network`` gives); an author whose items map to several takes
+# the most frequent.
 _NETWORK_NODES = """
-SELECT author, count(*) AS posts,
-       array_agg(DISTINCT source ORDER BY source) AS sources,
-       coalesce(array_agg(DISTINCT language ORDER BY language) FILTER (WHERE language IS NOT NULL), '{}') AS languages,
-       coalesce(array_agg(DISTINCT platform ORDER BY platform) FILTER (WHERE platform IS NOT NULL), '{}') AS platforms,
-       min(published_at) AS first_at, max(published_at) AS last_at
-  FROM sel GROUP BY author ORDER BY author
+SELECT g.author, g.posts, g.sources, g.languages, g.platforms, g.first_at, g.last_at,
+       n.degree, n.weighted_degree, n.betweenness, n.community
+  FROM (
+    SELECT author, count(*) AS posts,
+           array_agg(DISTINCT source ORDER BY source) AS sources,
+           coalesce(array_agg(DISTINCT language ORDER BY language) FILTER (WHERE language IS NOT NULL), '{}') AS languages,
+           coalesce(array_agg(DISTINCT platform ORDER BY platform) FILTER (WHERE platform IS NOT NULL), '{}') AS platforms,
+           min(published_at) AS first_at, max(published_at) AS last_at,
+           mode() WITHIN GROUP (ORDER BY coalesce(linked.node, sel.author_pseudonym)) AS network_node
+      FROM sel
+      LEFT JOIN LATERAL (
+           SELECT 'actor:' || a.name AS node FROM item_actors ia JOIN actors a ON a.id = ia.actor_id
+            WHERE ia.item_id = sel.id AND ia.role = 'author' ORDER BY a.name LIMIT 1
+      ) linked ON true
+     GROUP BY author
+  ) g
+  LEFT JOIN actor_network_nodes n ON n.node = g.network_node
+ ORDER BY g.author
 """
 
 _HAS_EVENTS = "SELECT EXISTS (SELECT 1 FROM sel JOIN event_items ei ON ei.item_id = sel.id)"
@@ -119,7 +143,8 @@ def build_network(
 ) -> tuple[nx.Graph, NetworkStats]:
     """The actor co-occurrence network of the selection.
 
-    Nodes are authors (``posts``, ``sources``, ``languages``, the ``platforms`` they posted on, first/last post);
+    Nodes are authors (``posts``, ``sources``, ``languages``, the ``platforms`` they posted on, first/last post,
+    and the ``metrics`` of their node in the archive-wide actor network where it has been computed);
     an edge joins two authors who posted in the same event, or, when no selected
     item belongs to an event yet, who matched the same search term in the same
     collection run. ``weight`` counts the shared events or (run, term) pairs;
@@ -133,7 +158,7 @@ def build_network(
     name = (lambda author: pseudonym(author, secret)) if secret else (lambda author: author)
     graph = nx.Graph()
     cursor.execute(base + _NETWORK_NODES, params)
-    for author, posts, sources, languages, platforms, first_at, last_at in cursor:
+    for author, posts, sources, languages, platforms, first_at, last_at, *metrics in cursor:
         graph.add_node(
             name(author),
             posts=posts,
@@ -142,6 +167,7 @@ def build_network(
             platforms=platforms,
             start=first_at,
             end=last_at,
+            metrics=dict(zip((m for m, _ in NETWORK_METRICS), metrics)) if metrics[0] is not None else {},
         )
     cursor.execute(base + _HAS_EVENTS, params)
     by_events = cursor.fetchone()[0]
@@ -175,7 +201,8 @@ def write_gexf(graph: nx.Graph, handle: BinaryIO, dynamic: bool = False, descrip
     """Write ``graph`` (from :func:`build_network`) as GEXF 1.3 that validates against the official schema.
 
     networkx's own 1.3 writer puts a ``name`` attribute on ``<graph>`` that the
-    1.3 schema does not allow, so the document is written here. ``dynamic`` adds
+    1.3 schema does not allow, so the document is written here. A node's actor-network
+    metrics are declared node attributes, left out for a node the network has not reached. ``dynamic`` adds
     each node's and edge's span in days (first to last post, UTC) for Gephi's
     timeline.
     """
@@ -190,7 +217,9 @@ def write_gexf(graph: nx.Graph, handle: BinaryIO, dynamic: bool = False, descrip
               '<attribute id="posts" title="posts" type="integer"/>'
               '<attribute id="sources" title="sources" type="string"/>'
               '<attribute id="languages" title="languages" type="string"/>'
-              '<attribute id="platforms" title="platforms" type="string"/></attributes>\n')  # fmt: skip
+              '<attribute id="platforms" title="platforms" type="string"/>'
+              + "".join(f'<attribute id="{m}" title="{m}" type="{t}"/>' for m, t in NETWORK_METRICS)
+              + "</attributes>\n")  # fmt: skip
     out.write('<attributes class="edge" mode="static">'
               '<attribute id="shared_terms" title="shared_terms" type="string"/></attributes>\n')  # fmt: skip
     out.write(f'<nodes count="{graph.number_of_nodes()}">\n')
@@ -205,6 +234,7 @@ def write_gexf(graph: nx.Graph, handle: BinaryIO, dynamic: bool = False, descrip
             "sources": "; ".join(data["sources"]),
             "languages": "; ".join(data["languages"]),
             "platforms": "; ".join(data["platforms"]),
+            **data["metrics"],
         }
         out.write(f"<node id={_xml_attr(node)} label={_xml_attr(node)}{span}>{_attvalues(values)}</node>\n")
     out.write(f'</nodes>\n<edges count="{graph.number_of_edges()}">\n')
