@@ -233,6 +233,7 @@ def _fetch_all(
     for source in _interleaved_by_host(sources):
         pending.put(source)
     outcomes: list[FetchOutcome] = []
+    crashed: list[BaseException] = []  # a bug in a fetch, raised in the cycle's thread as a pool would
     answered = threading.Condition()
 
     def check(source: PolledSource) -> FetchOutcome | None:
@@ -256,7 +257,13 @@ def _fetch_all(
                 source = pending.get_nowait()
             except queue.Empty:
                 return
-            outcome = check(source)
+            try:
+                outcome = check(source)
+            except BaseException as error:
+                with answered:
+                    crashed.append(error)
+                    answered.notify()
+                return
             with answered:
                 if outcome is not None:
                     outcomes.append(outcome)
@@ -265,8 +272,10 @@ def _fetch_all(
     for number in range(max(1, min(workers, len(sources)))):
         threading.Thread(target=work, name=f"poll-fetch-{number}", daemon=True).start()
     with answered:
-        while len(outcomes) < len(sources) and not stop.is_set():
+        while len(outcomes) < len(sources) and not stop.is_set() and not crashed:
             answered.wait(STOP_CHECK_S)  # the signal handler runs in this thread: it is looked for this often
+    if crashed:
+        raise crashed[0]
     return None if stop.is_set() else outcomes
 
 
