@@ -33,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -225,16 +226,45 @@ class _GuardedBackend(httpcore.NetworkBackend):
         time.sleep(seconds)
 
 
+class _PoolPerHost:
+    """One connection pool per origin (scheme, host name, port): requests to different hosts never wait on
+    one another's pool, and a connection is only ever reused for the very name it was opened for."""
+
+    def __init__(self, policy: OutboundPolicy, max_connections: int):
+        self._policy = policy
+        self._max_connections = max_connections
+        self._ssl_context = policy.ssl_context or httpx.create_ssl_context(trust_env=False)
+        self._pools: dict[tuple[bytes, bytes, int | None], httpcore.ConnectionPool] = {}
+        self._lock = threading.Lock()
+
+    def _pool_for(self, url: httpcore.URL) -> httpcore.ConnectionPool:
+        origin = (url.scheme, url.host, url.port)
+        with self._lock:
+            pool = self._pools.get(origin)
+            if pool is None:
+                pool = self._pools[origin] = httpcore.ConnectionPool(
+                    ssl_context=self._ssl_context,
+                    max_connections=self._max_connections,
+                    max_keepalive_connections=self._max_connections,
+                    keepalive_expiry=KEEPALIVE_EXPIRY_S,
+                    network_backend=_GuardedBackend(self._policy),
+                )
+            return pool
+
+    def handle_request(self, request: httpcore.Request) -> httpcore.Response:
+        return self._pool_for(request.url).handle_request(request)
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
+
+
 def _guarded_transport(policy: OutboundPolicy, max_connections: int) -> httpx.HTTPTransport:
-    """httpx's transport over a pool whose connections come from :class:`_GuardedBackend`."""
+    """httpx's transport over pools (one per host) whose connections come from :class:`_GuardedBackend`."""
     transport = httpx.HTTPTransport(trust_env=False)
-    transport._pool = httpcore.ConnectionPool(  # httpx has no parameter for the pool's network backend
-        ssl_context=policy.ssl_context or httpx.create_ssl_context(trust_env=False),
-        max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        keepalive_expiry=KEEPALIVE_EXPIRY_S,
-        network_backend=_GuardedBackend(policy),
-    )
+    transport._pool = _PoolPerHost(policy, max_connections)  # httpx has no parameter for the pool
     return transport
 
 
@@ -325,7 +355,8 @@ class _Exchange:
 
 
 class OutboundClient:
-    """A pooled, guarded HTTP client; thread-safe, use one per process or per cycle and close it."""
+    """A pooled, guarded HTTP client (at most ``max_connections`` per host); thread-safe, use one per process
+    or per cycle and close it."""
 
     def __init__(self, policy: OutboundPolicy | None = None, *, max_connections: int = 100):
         self.policy = policy or OutboundPolicy.from_settings()

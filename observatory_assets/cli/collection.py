@@ -114,7 +114,7 @@ def poll(obs: Observatory, now: bool) -> int:
     """One polling cycle now, in-process through Dagster."""
     outcome = poll_once(obs, now)
     if not outcome["success"]:
-        click.echo(f"observatory: polling failed: {outcome['error']}")
+        click.echo(f"observatory: polling failed: {outcome['error']}", err=True)
         return 1
     report = outcome["output"]
     click.echo(

@@ -8,6 +8,7 @@ deactivation.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -151,6 +152,27 @@ def _gone(conn: Connection, outcome: FetchOutcome) -> None:
     record_audit(conn, ACTOR, "source.deactivated", "source", source.id, source.name, details={"status": 410})
 
 
+#: Every answer's ``sources`` row (:func:`_source_row`), written in one set-based statement.
+_RECORD_SOURCES = """
+UPDATE sources s
+   SET last_status = a.status, etag = a.etag, last_modified = a.last_modified, error_count = a.error_count,
+       last_error = a.error, last_checked_at = a.now, next_check_at = a.next, min_interval_s = a.min_interval,
+       url = a.url, active = s.active AND a.active,
+       last_fetched_at = CASE WHEN a.fetched THEN a.now ELSE s.last_fetched_at END
+  FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS a (
+       id bigint, status integer, etag text, last_modified text, error_count integer, error text, next timestamptz,
+       min_interval integer, url text, active boolean, now timestamptz, fetched boolean)
+ WHERE s.id = a.id
+"""
+#: The fetch history's rows (:func:`_fetch_row`), in one statement.
+_RECORD_FETCHES = """
+INSERT INTO source_fetches (source_id, fetched_at, status, items, bytes, collection_run_id, error)
+SELECT source, now, status, items, bytes, run, error
+  FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS f (
+       source bigint, now timestamptz, status integer, items integer, bytes bigint, run bigint, error text)
+"""
+
+
 def record_answers(
     conn: Connection, outcomes: list[FetchOutcome], owner: dict[int, int], now: datetime
 ) -> tuple[list[str], list[str]]:
@@ -165,27 +187,9 @@ def record_answers(
             _moved(conn, outcome)
         if outcome.gone:
             _gone(conn, outcome)
-    conn.execute(
-        text(
-            """
-            UPDATE sources SET last_status = :status, etag = :etag, last_modified = :last_modified,
-                   error_count = :error_count, last_error = :error, last_checked_at = :now, next_check_at = :next,
-                   min_interval_s = :min_interval, url = :url, active = active AND :active,
-                   last_fetched_at = CASE WHEN :fetched THEN :now ELSE last_fetched_at END
-             WHERE id = :id
-            """
-        ),
-        [_answer_row(outcome, schedules[outcome.source.id], now) for outcome in outcomes],
-    )
+    rows = [_answer_row(outcome, schedules[outcome.source.id], now) for outcome in outcomes]
+    conn.execute(text(_RECORD_SOURCES), {"rows": json.dumps(rows, default=datetime.isoformat)})
     fetches = [_fetch_row(outcome, owner, now) for outcome in outcomes if outcome.requested]
     if fetches:
-        conn.execute(
-            text(
-                """
-                INSERT INTO source_fetches (source_id, fetched_at, status, items, bytes, collection_run_id, error)
-                VALUES (:source, :now, :status, :items, :bytes, :run, :error)
-                """
-            ),
-            fetches,
-        )
+        conn.execute(text(_RECORD_FETCHES), {"rows": json.dumps(fetches, default=datetime.isoformat)})
     return [o.source.name for o in outcomes if o.moved_to], [o.source.name for o in outcomes if o.gone]

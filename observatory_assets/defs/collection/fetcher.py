@@ -12,17 +12,20 @@ max-age``), exponential back-off with jitter after an error (1 min doubling to
 
 from __future__ import annotations
 
+import io
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
 
-from observatory_assets.defs.ingestion.records import ARENA_FORMATS, count_records
+from observatory_assets.defs.collection.counting import count_payload
+from observatory_assets.defs.ingestion.records import ARENA_FORMATS
 from observatory_assets.lib.errors import failure_message
 from resources.http_headers import retry_after_moment
-from resources.object_store import ObjectStore, staged_upload
+from resources.object_store import ObjectStore, StoredObject, staged_upload
 from resources.outbound import OutboundClient, OutboundError
 
 MIN_INTERVAL = timedelta(minutes=5)
@@ -33,6 +36,10 @@ FIRST_BACKOFF = timedelta(minutes=1)
 MAX_REDIRECTS = 5
 #: The longest ``ETag`` or ``Last-Modified`` kept.
 MAX_VALIDATOR = 1024
+#: A changed body up to this size is stored from memory; a larger one through a temporary file.
+IN_MEMORY_BODY = 512 * 1024
+#: Where a feed's ``<ttl>`` is looked for.
+HEAD_BYTES = 65536
 _TTL = re.compile(rb"<ttl>\s*(\d{1,6})\s*</ttl>", re.IGNORECASE)
 _MAX_AGE = re.compile(r"max-age\s*=\s*(\d+)", re.IGNORECASE)
 _EXTENSIONS = {"rss": "xml", "atom": "xml", "jsonl": "jsonl", "csv": "csv", **dict.fromkeys(ARENA_FORMATS, "jsonl")}
@@ -125,6 +132,28 @@ def payload_key(prefix: str, position: int, source: PolledSource) -> str:
     return f"{prefix}{position:04d}-{slug}.{_EXTENSIONS[source.fmt]}"
 
 
+def _store_body(store: ObjectStore, key: str, chunks: Iterator[bytes], fmt: str) -> tuple[StoredObject, int, bytes]:
+    """Store a changed body under ``key``: what was stored, the records it delivers, and its first bytes (where
+    a ``<ttl>`` is). A body of at most :data:`IN_MEMORY_BODY` bytes is kept in memory, a larger one goes
+    through a local temporary file (memory stays bounded whatever its size)."""
+    first = bytearray()
+    for chunk in chunks:
+        first += chunk
+        if len(first) > IN_MEMORY_BODY:
+            break
+    else:
+        records = count_payload(io.BytesIO(first), fmt)
+        return store.put_stream(key, io.BytesIO(first)), records, bytes(first[:HEAD_BYTES])
+    with staged_upload(store, key) as staged:
+        staged.write(first)
+        for chunk in chunks:
+            staged.write(chunk)
+        staged.flush()
+        with open(staged.name, "rb") as written:  # a reader of its own: a CSV reader closes what it wraps
+            records = count_payload(written, fmt)
+    return staged.stored, records, bytes(first[:HEAD_BYTES])
+
+
 def fetch_source(
     client: OutboundClient, store: ObjectStore, source: PolledSource, key: str, now: datetime
 ) -> FetchOutcome:
@@ -153,21 +182,13 @@ def fetch_source(
                     else None
                 )
                 return FetchOutcome(**common, error=f"HTTP {answer.status_code}", retry_after=retry_after)
-            with staged_upload(store, key) as staged:
-                head = b""
-                for chunk in answer.iter_bytes():
-                    if len(head) < 65536:
-                        head += chunk[: 65536 - len(head)]
-                    staged.write(chunk)
-                staged.flush()
-                with open(staged.name, "rb") as written:  # a reader of its own: a CSV reader closes what it wraps
-                    records = count_records(written, source.fmt)
+            stored, records, head = _store_body(store, key, answer.iter_bytes(), source.fmt)
             return FetchOutcome(
                 **common,
                 **validators,
                 key=key,
-                size=staged.stored.size,
-                sha256=staged.stored.sha256,
+                size=stored.size,
+                sha256=stored.sha256,
                 records=records,
                 min_interval_s=_min_interval_s(answer.headers, head),
             )

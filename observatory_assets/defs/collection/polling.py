@@ -27,9 +27,9 @@ Runs that cannot get stuck are :mod:`.recovery`'s; what the CLI and the UI show 
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -46,7 +46,8 @@ from observatory_assets.defs.collection.fetcher import (
     fetch_source,
     payload_key,
 )
-from observatory_assets.defs.collection.recovery import STALE_AFTER
+from observatory_assets.defs.collection.recovery import STALE_AFTER, abandon_cycle_runs
+from observatory_assets.defs.collection.stopping import CycleStopped, StopSignal, stop_on_signal
 from observatory_assets.lib.statuses import CollectionRunStatus
 from resources.object_store import ObjectStore
 from resources.outbound import OutboundClient
@@ -55,6 +56,8 @@ from resources.outbound import OutboundClient
 CLAIM_LEASE = STALE_AFTER
 EXPECTED_ITEMS_WITHOUT_HISTORY = 100
 NO_DESIGN = "(no design)"
+#: How often, at most, the fetching loop looks whether the cycle was told to stop (seconds).
+STOP_CHECK_S = 0.2
 
 
 @dataclass
@@ -219,33 +222,61 @@ def _fetch_all(
     per_host: int,
     workers: int,
     now: datetime,
-) -> list[FetchOutcome]:
+    stop: StopSignal,
+) -> list[FetchOutcome] | None:
     """Every source fetched once, at most ``per_host`` requests at a time per host; a host that answers
-    with ``Retry-After`` is not asked again in this cycle."""
+    with ``Retry-After`` is not asked again in this cycle. None once ``stop`` is set: no fetch starts after
+    it and those in flight are abandoned (their daemon threads end at their own deadline, unheard)."""
     limits: dict[str, threading.Semaphore] = defaultdict(lambda: threading.Semaphore(per_host))
     backed_off: dict[str, datetime] = {}
-    guard = threading.Lock()
+    pending: queue.SimpleQueue[PolledSource] = queue.SimpleQueue()
+    for source in _interleaved_by_host(sources):
+        pending.put(source)
+    outcomes: list[FetchOutcome] = []
+    crashed: list[BaseException] = []  # a bug in a fetch, raised in the cycle's thread as a pool would
+    answered = threading.Condition()
 
-    def check(source: PolledSource) -> FetchOutcome:
-        with guard:
-            limit = limits[source.host]
-        with limit:
+    def check(source: PolledSource) -> FetchOutcome | None:
+        with limits[source.host]:
+            if stop.is_set():
+                return None
             if source.host in backed_off:
                 return FetchOutcome(
-                    source,
-                    None,
-                    error="host asked to wait (Retry-After)",
-                    retry_after=backed_off[source.host],
+                    source, None, error="host asked to wait (Retry-After)", retry_after=backed_off[source.host],
                     requested=False,
-                )
+                )  # fmt: skip
             fetch = collect_arena if is_arena(source.fmt) else fetch_source
             outcome = fetch(client, store, source, keys[source.id], now)
             if outcome.retry_after is not None:
                 backed_off[source.host] = outcome.retry_after
             return outcome
 
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(sources)))) as pool:
-        return list(pool.map(check, _interleaved_by_host(sources)))
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                source = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                outcome = check(source)
+            except BaseException as error:
+                with answered:
+                    crashed.append(error)
+                    answered.notify()
+                return
+            with answered:
+                if outcome is not None:
+                    outcomes.append(outcome)
+                answered.notify()
+
+    for number in range(max(1, min(workers, len(sources)))):
+        threading.Thread(target=work, name=f"poll-fetch-{number}", daemon=True).start()
+    with answered:
+        while len(outcomes) < len(sources) and not stop.is_set() and not crashed:
+            answered.wait(STOP_CHECK_S)  # the signal handler runs in this thread: it is looked for this often
+    if crashed:
+        raise crashed[0]
+    return None if stop.is_set() else outcomes
 
 
 def _finish_runs(
@@ -335,20 +366,41 @@ def run_cycle(
 ) -> CycleReport:
     """One polling cycle (see the module docstring); ``force`` treats every active source as due (never a
     host's ``Retry-After``); ``poll_run_id``: the Dagster run it runs in, recorded on its collection runs
-    (the polling sensor takes them for dead once that run is no longer in progress)."""
+    (the polling sensor takes them for dead once that run is no longer in progress). SIGTERM or SIGINT
+    stops it (:mod:`.stopping`): :class:`CycleStopped`, its sources given back to the next cycle unless
+    their answers were already recorded."""
     now = now or datetime.now(UTC)
     report = CycleReport()
-    plans = _claim_and_reserve(engine, now, force, poll_run_id, report)
-    owner: dict[int, int] = {}
-    for plan in sorted(plans, key=lambda p: (p.design_id is None, p.design)):
-        for source in plan.sources:
-            owner.setdefault(source.id, plan.run_id)
-    sources = {s.id: s for plan in plans for s in plan.sources}
-    keys = {
-        source_id: payload_key(f"collection_runs/{owner[source_id]}/", position, sources[source_id])
-        for position, source_id in enumerate(sorted(sources))
-    }
-    outcomes = _fetch_all(client, store, keys, list(sources.values()), per_host, workers, now) if sources else []
+    with stop_on_signal() as stop:
+        plans = _claim_and_reserve(engine, now, force, poll_run_id, report)
+        owner: dict[int, int] = {}
+        for plan in sorted(plans, key=lambda p: (p.design_id is None, p.design)):
+            for source in plan.sources:
+                owner.setdefault(source.id, plan.run_id)
+        sources = {s.id: s for plan in plans for s in plan.sources}
+        keys = {
+            source_id: payload_key(f"collection_runs/{owner[source_id]}/", position, sources[source_id])
+            for position, source_id in enumerate(sorted(sources))
+        }
+        outcomes = _fetch_all(client, store, keys, list(sources.values()), per_host, workers, now, stop)
+        if outcomes is None:
+            abandon_cycle_runs(engine, [plan.run_id for plan in plans], f"stopped by {stop.reason}")
+            raise CycleStopped(f"polling stopped by {stop.reason}: {len(sources)} sources left to the next cycle")
+        _record_cycle(engine, plans, outcomes, owner, now, report)
+    if stop.is_set():
+        raise CycleStopped(f"polling stopped by {stop.reason} once the cycle's answers were recorded")
+    return report
+
+
+def _record_cycle(
+    engine: Engine,
+    plans: list[DesignRun],
+    outcomes: list[FetchOutcome],
+    owner: dict[int, int],
+    now: datetime,
+    report: CycleReport,
+) -> None:
+    """Record the cycle's answers and finish its runs, unless they were recovered as stale meanwhile."""
     report.requests_sent = sum(o.requested for o in outcomes)
     report.not_modified = sum(o.not_modified for o in outcomes)
     report.changed = sum(o.changed for o in outcomes)
@@ -356,12 +408,11 @@ def run_cycle(
     with engine.begin() as conn:
         if not _still_running(conn, [plan.run_id for plan in plans]):
             report.abandoned = True  # taken for dead and recovered meanwhile: the next cycle has its sources
-            return report
+            return
         if outcomes:
             moved, gone = record_answers(conn, outcomes, owner, now)
             report.moved, report.gone = moved, gone
         _finish_runs(conn, plans, outcomes, owner, report)
-    return report
 
 
 def _still_running(conn: Connection, run_ids: list[int]) -> bool:

@@ -93,12 +93,34 @@ def recover_stale_runs(
             ),
             _rule_parameters(stale_after, polling_runs),
         ).all()
-        cycle_runs = [row.id for row in recovered if row.from_cycle]
-        if cycle_runs:
-            _give_back_sources(conn, cycle_runs)
-            for run_id in cycle_runs:
-                charges.release_run(conn, run_id)
+        _give_back(conn, [row.id for row in recovered if row.from_cycle])
     return [row.id for row in recovered]
+
+
+def abandon_cycle_runs(engine: Engine, run_ids: list[int], reason: str) -> None:
+    """A cycle that stops before recording its answers (``reason``: what stopped it) fails its runs still
+    running, gives their sources back to the next cycle and releases their holds: nothing it sent is charged,
+    the next cycle fetches and charges each source once."""
+    with engine.begin() as conn:
+        abandoned = conn.execute(
+            text(
+                """
+                UPDATE collection_runs SET status = :failed, fetch_failures = :max, error = :error
+                 WHERE id = ANY(CAST(:ids AS bigint[])) AND status = :running
+                RETURNING id
+                """
+            ),
+            {**_rule_parameters(), "ids": run_ids, "error": f"{reason}: its sources went back to the next cycle"},
+        )
+        _give_back(conn, list(abandoned.scalars()))
+
+
+def _give_back(conn: Connection, cycle_runs: list[int]) -> None:
+    """The sources of cycles' runs that died or stopped are the next cycle's; their holds are released."""
+    if cycle_runs:
+        _give_back_sources(conn, cycle_runs)
+        for run_id in cycle_runs:
+            charges.release_run(conn, run_id)
 
 
 def _give_back_sources(conn: Connection, run_ids: list[int]) -> None:
