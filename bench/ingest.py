@@ -5,7 +5,8 @@ them as one collection run and, each in a fresh process on a fresh copy of the d
 
 * ours   — ``ingest_collection_run`` (parse, normalize, COPY to staging, set-based dedup);
 * reingest / forced_reingest — the same run again (verified skip; full re-parse with ``force``);
-* floor  — bare ``COPY`` of the same clean rows into the same partitioned, indexed table;
+* floor  — bare ``COPY`` of the same clean rows (every column ours wrote, platform and pseudonym
+  included) into the same partitioned, indexed table;
 * pandas — ``DataFrame.to_sql(method="multi")`` of the same clean rows (what a user would write).
 
 Ours and the floor alternate ``--reps`` times, so that load from other work hits both alike;
@@ -31,14 +32,14 @@ from common import payload_directory, peak_rss_mb, run_child, scratch_database, 
 
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
 from observatory_assets.defs.ingestion.demo_data import iter_items, write_jsonl  # noqa: E402
+from observatory_assets.defs.ingestion.payload_reader import RAW_ITEM_COLUMNS  # noqa: E402
 from resources.object_store import LocalObjectStore  # noqa: E402
 from resources.postgres import engine_for  # noqa: E402
 from resources.settings import as_libpq_dsn  # noqa: E402
 
-CLEAN_COLUMNS = (
-    "id, source_id, collection_run_id, record_no, external_id, url, title, text, author, published_at, "
-    "fetched_at, language, content_hash, raw_metadata"
-)
+#: The columns ingestion writes: the floor loads the very rows ours loaded, with the same index work.
+CLEAN_COLUMNS = ", ".join(RAW_ITEM_COLUMNS)
+COUNT_COLUMNS = ("views", "likes", "shares", "comments")
 
 
 def child_ingest(url: str, objects: str, run_id: str, force: str) -> dict:
@@ -105,6 +106,8 @@ def child_pandas(url: str, clean_file: str) -> dict:
     frame["content_hash"] = frame["content_hash"].map(lambda h: bytes.fromhex(h[3:]))
     for column in ("id", "source_id", "collection_run_id", "record_no"):
         frame[column] = frame[column].astype("int64")
+    for column in COUNT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column]).astype("Int64")
     for column in ("published_at", "fetched_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
     frame["raw_metadata"] = frame["raw_metadata"].map(json.loads)

@@ -297,7 +297,7 @@ def _load_chunks(conn: Connection, reader: PayloadReader, run_id: int) -> tuple[
     while reader.stage_chunk(conn):
         reader.register_outlets(conn)
         created += ensure_month_partitions(conn, "raw_items", reader.take_new_months())
-        new_ids = {record_no: item_id for item_id, record_no in conn.execute(text(INSERT_NEW_KEYS), params)}
+        new_ids = {record_no: item_id for item_id, record_no in conn.execute(text(INSERT_NEW_KEYS), params).all()}
         new_items += len(new_ids)
         pending = reader.not_inserted(new_ids)
         if pending["record_nos"]:

@@ -47,6 +47,11 @@ COUNT_PATHS: dict[str, tuple[str, ...]] = {
     "comments": ("comments", "comment_count", "replyCount", "num_comments", "reply_count", "stats,commentCount"),
 }
 HANDLE_FIELDS = ("author_handle", "handle", "screen_name")
+#: The top-level fields read_presence looks at: a row holding none of them states no presence.
+PRESENCE_FIELDS = frozenset(
+    {path.split(",")[0] for paths in COUNT_PATHS.values() for path in paths}
+    | {*HANDLE_FIELDS, "platform", "content_type"}
+)
 MAX_COUNT = 9 * 10**18
 _DIGITS = re.compile(r"[0-9]{1,18}")
 #: Fields naming the outlet that published a row (an aggregator export mixes many); see :func:`pick_outlet`.
@@ -84,6 +89,10 @@ class Presence:
     likes: int | None = None
     shares: int | None = None
     comments: int | None = None
+
+
+#: A row that states nothing about where it appeared (most news rows).
+NO_PRESENCE = Presence()
 
 
 def parse_timestamp(value: Any) -> datetime | None:
@@ -245,6 +254,8 @@ def _short_text(value: Any, notes: set[str]) -> str | None:
 
 def read_presence(fields: dict[str, Any], notes: set[str]) -> Presence:
     """The platform, content type, handle and engagement counts a row states (see :data:`COUNT_PATHS`)."""
+    if fields.keys().isdisjoint(PRESENCE_FIELDS):
+        return NO_PRESENCE
     counts = {}
     for name, paths in COUNT_PATHS.items():
         counts[name] = next((count for path in paths if (count := _count(_at_path(fields, path))) is not None), None)

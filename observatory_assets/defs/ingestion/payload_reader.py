@@ -25,7 +25,7 @@ from sqlalchemy import Connection, text
 
 from observatory_assets.defs.ingestion.normalizing import Presence, normalize_record
 from observatory_assets.defs.ingestion.records import Rejection, iter_records
-from observatory_assets.lib.pseudonyms import AuthorPolicy
+from observatory_assets.lib.pseudonyms import IDENTIFYING_FIELDS, AuthorPolicy
 from observatory_assets.lib.streaming import in_background
 from resources.object_store import ObjectStore
 
@@ -75,6 +75,33 @@ ON CONFLICT (name) DO NOTHING
 """
 
 
+class RememberedAuthors:
+    """A run's :class:`AuthorPolicy` with its verdict per (platform, author, handle) worked out once: a run
+    repeats its authors, and each verdict costs up to two HMACs. Memory is bounded by ``limit`` verdicts."""
+
+    def __init__(self, policy: AuthorPolicy, limit: int = 100_000):
+        self._policy = policy
+        self._limit = limit
+        self._verdicts: dict[tuple, tuple] = {}
+
+    def apply(
+        self, platform: str | None, author: str | None, handle: str | None, metadata: dict
+    ) -> tuple[str | None, str | None, str | None, dict]:
+        """What :meth:`AuthorPolicy.apply` returns for the same arguments."""
+        key = (platform, author, handle)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            if len(self._verdicts) >= self._limit:
+                self._verdicts.clear()
+            probe: dict = {}
+            pseudonym, author, handle, kept = self._policy.apply(platform, author, handle, probe)
+            verdict = self._verdicts[key] = (pseudonym, author, handle, kept is probe)
+        pseudonym, author, handle, in_clear = verdict
+        if not in_clear:
+            metadata = {k: v for k, v in metadata.items() if k not in IDENTIFYING_FIELDS}
+        return pseudonym, author, handle, metadata
+
+
 class _Row(NamedTuple):
     """One delivered row, read and normalized: its ``staged`` row and, for an item, its raw_items
     columns from record_no on (see RAW_ITEM_COLUMNS) and the outlet it names."""
@@ -103,7 +130,7 @@ class PayloadReader:
         authors: AuthorPolicy | None = None,
     ):
         self._store = store
-        self._authors = authors
+        self._authors = RememberedAuthors(authors) if authors is not None else None
         self._non_aggregators = non_aggregators
         self._manifest = manifest
         self._source_ids = source_ids
@@ -255,7 +282,7 @@ def _read_row(
     fetched_at: datetime,
     judged_at: datetime,
     placement: Placement,
-    authors: AuthorPolicy | None,
+    authors: RememberedAuthors | None,
 ) -> _Row:
     """A record read and normalized (dates judged against ``judged_at``): an item or a rejection (see _Row),
     its author stored as ``authors`` says (pseudonymised unless kept in clear; no policy: as delivered)."""
