@@ -32,7 +32,7 @@ def _next_check(conn) -> str:
     return f"next check at {moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "no active catalog source"
 
 
-def _polling_runs(context: dg.SensorEvaluationContext, now: datetime) -> tuple[str | None, list[str]]:
+def polling_runs(context: dg.SensorEvaluationContext, now: datetime) -> tuple[str | None, list[str]]:
     """(the polling run in progress to wait for, every polling run in progress). A run in progress for
     longer than a cycle's lease is not waited for: run monitoring stops it, its collection runs are stale."""
     records = context.instance.get_run_records(
@@ -75,7 +75,7 @@ POLLING_SENSOR_INTERVAL_SECONDS = 10
 )
 def polling_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
     now = datetime.now(UTC)  # before the instance is read: a cycle starting after it is not taken for dead
-    waiting_for, in_progress = _polling_runs(context, now)
+    waiting_for, in_progress = polling_runs(context, now)
     if waiting_for:
         return dg.SensorResult(skip_reason=f"polling run {waiting_for} is still in progress")
     engine = postgres.get_engine()

@@ -22,8 +22,9 @@ from observatory_assets.defs.collection.catalog import (
     load_catalog,
 )
 from observatory_assets.defs.collection.fetcher import next_check
+from observatory_assets.defs.collection.jobs import poll_sources_job
 from observatory_assets.defs.collection.polling import run_cycle
-from observatory_assets.defs.collection.recovery import recover_stale_runs, retry_failed_runs
+from observatory_assets.defs.collection.recovery import STALE_AFTER, recover_stale_runs, retry_failed_runs
 from observatory_assets.defs.credits import ledger
 from observatory_assets.defs.ingestion.collect import PathRefused, SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
@@ -31,7 +32,7 @@ from observatory_assets.defs.webhooks.subscriptions import add_subscription
 from observatory_assets.lib.feed_server import Document, Reply
 from observatory_assets.lib.outbox import BUDGET_EXHAUSTED
 from resources.outbound import OutboundClient, OutboundPolicy
-from sensors.polling import polling_sensor
+from sensors.polling import polling_runs, polling_sensor
 from tests.support.helpers import ROOT, catalog, run, source_state, sync, write
 
 FEED = (
@@ -520,3 +521,15 @@ def test_a_one_minute_source_is_next_due_a_minute_after_it_was_due(engine, store
     with engine.connect() as conn:
         next_due = conn.execute(text("SELECT next_check_at FROM sources WHERE name = 'minute'")).scalar_one()
     assert next_due == due + timedelta(minutes=1)
+
+
+def test_the_sensor_waits_for_a_live_polling_run_but_never_for_one_older_than_a_cycles_lease(resources):
+    """A polling run STARTED for ever (its worker killed, run monitoring off or not acting yet) stops
+    holding the next cycle back once it is older than a cycle's lease."""
+    with dg.DagsterInstance.ephemeral() as instance:
+        stuck = instance.create_run_for_job(poll_sources_job, status=dg.DagsterRunStatus.STARTED)
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            waiting = polling_sensor(context)
+            assert waiting.skip_reason.skip_message == f"polling run {stuck.run_id} is still in progress"
+            past_the_lease = datetime.now(UTC) + STALE_AFTER + timedelta(seconds=1)
+            assert polling_runs(context, past_the_lease) == (None, [stuck.run_id])
