@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from observatory_assets.defs.events.tracking import ClusteringParams, EventTracker, cluster_in_memory
+from observatory_assets.defs.events.tracking import ClusteringParams, Event, EventTracker, cluster_in_memory
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 PARAMS = ClusteringParams(threshold=0.5, window_hours=72.0, max_span_hours=168.0, time_penalty=0.1, merge_margin=0.05)
@@ -123,3 +123,18 @@ def test_the_guard_leaves_events_below_its_minimum_size_to_their_centroid():
     first, _ = t.assign(1, T0, b"a", 1, unit(1, 0))
     joined, _ = t.assign(2, T0 + timedelta(minutes=1), b"b", 2, unit(0.31, np.sqrt(1 - 0.31**2)))
     assert joined is first and t.active.cohesion[first.slot] == 1.0
+
+
+def test_an_event_reloaded_from_its_members_is_guarded_as_the_one_kept_in_memory():
+    """A later run rebuilds an open event from its stored members (clustering.load_active): its cohesion,
+    and so every score against it, is that of the event the earlier run held."""
+    t = guarded(0.5)
+    for k in range(1, 7):
+        event, _ = t.assign(k, T0 + timedelta(minutes=k), bytes([k]), k, unit(0.6, *([0] * (k - 1)), 0.8))
+    reloaded = Event(event.id, new=False, dimensions=8)
+    for k, item in enumerate(event.items, 1):
+        reloaded.add(item, T0 + timedelta(minutes=k), bytes([k]), k, event.vectors[k - 1])
+    later = guarded(0.5)
+    later.active.put(reloaded)
+    assert np.isclose(later.active.cohesion[reloaded.slot], t.active.cohesion[event.slot])
+    assert t.active.cohesion[event.slot] < 0.9
