@@ -87,8 +87,8 @@ def test_in_memory_clustering_keeps_each_of_four_interleaved_stories_whole_and_a
         assert {m for m in range(40) if held[m] == held[n]} == {m for m in range(40) if m % 4 == n % 4}
 
 
-def guarded(exponent: float) -> EventTracker:
-    params = ClusteringParams(threshold=0.3, time_penalty=0.0, merge_margin=0.2, cohesion_exponent=exponent)
+def guarded(exponent: float, merge_margin: float = 0.2) -> EventTracker:
+    params = ClusteringParams(threshold=0.3, time_penalty=0.0, merge_margin=merge_margin, cohesion_exponent=exponent)
     ids = iter(range(100, 1000))
     return EventTracker(8, params, lambda: next(ids), lambda event: None)
 
@@ -138,3 +138,17 @@ def test_an_event_reloaded_from_its_members_is_guarded_as_the_one_kept_in_memory
     later.active.put(reloaded)
     assert np.isclose(later.active.cohesion[reloaded.slot], t.active.cohesion[event.slot])
     assert t.active.cohesion[event.slot] < 0.9
+
+
+def test_an_item_close_enough_to_merge_with_a_spread_event_joins_it_directly():
+    """Below the guarded threshold but at the merge level (0.3 + 0.02): founding an event that merges at once
+    would end the same, so the item joins, and no merge is recorded."""
+    t = guarded(0.5, merge_margin=0.02)
+    for k in range(1, 6):
+        event, _ = t.assign(k, T0 + timedelta(minutes=k), bytes([k]), k, unit(0.6, *([0] * (k - 1)), 0.8))
+    tangent = np.zeros(8)
+    tangent[7] = 1.0
+    joined, similarity = t.assign(
+        6, T0 + timedelta(minutes=6), b"x", 6, 0.33 * event.centroid() + np.sqrt(1 - 0.33**2) * tangent
+    )
+    assert joined is event and np.isclose(similarity, 0.33) and (t.events_merged, t.merges) == (0, {})

@@ -19,6 +19,8 @@ they are all alike, low when they only share generic words). Market wraps,
 briefs and product news that each resemble a mixed event's centroid a little
 no longer pile into it, while a coherent story keeps drawing its retellings
 (measured on the UCI dev headlines and the own set, see ``bench/cluster_quality.py``).
+An item whose plain similarity reaches the merge level (``threshold +
+merge_margin``) still joins: the event it would found would merge at once.
 
 (A stricter rule for large events, joining only when the item was also close
 to one of their newest members, split broad real stories told from many angles

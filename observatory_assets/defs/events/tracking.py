@@ -175,7 +175,11 @@ class ActiveEvents:
         return (float(similarity[best]), self.events[best]) if similarity[best] >= minimum else None
 
     def best(self, vector: np.ndarray, now: float, params: ClusteringParams) -> tuple[float, float, Event] | None:
-        """The best-scoring open event as (score, cosine similarity, event); the first slot on a tie."""
+        """The best-scoring open event as (score, cosine similarity, event); the first slot on a tie.
+
+        When no score reaches the threshold, the open event most similar to the item is returned with its
+        plain similarity as the score: an item that similar would found an event that merges into it at
+        once (see ``converging``), so it joins directly instead."""
         n = len(self.events)
         if n == 0:
             return None
@@ -184,6 +188,10 @@ class ActiveEvents:
         score = similarity * self.cohesion[:n] - params.time_penalty * gap / self.window
         score[gap > self.window] = -np.inf
         best = int(np.argmax(score))
+        if score[best] < params.threshold:
+            closest = int(np.argmax(np.where(gap > self.window, -np.inf, similarity)))
+            if similarity[closest] >= params.threshold + params.merge_margin:
+                return float(similarity[closest]), float(similarity[closest]), self.events[closest]
         return (float(score[best]), float(similarity[best]), self.events[best]) if np.isfinite(score[best]) else None
 
 
@@ -205,6 +213,8 @@ class EventTracker:
         self.release = release
         self.active = ActiveEvents(dimensions, params)
         self.merges: dict[int, tuple] = {}
+        #: the ids ``merges`` maps to each kept event (re-pointed in one step when that event is merged too)
+        self.folded_into: dict[int, list[int]] = {}
         self.new_events = 0
         self.joined_existing = 0
         self.events_merged = 0
@@ -243,10 +253,11 @@ class EventTracker:
         self.active.put(kept)
         self.release(merged)
         self.events_merged += 1
-        for earlier, (into, *rest) in self.merges.items():
-            if into == merged.id:
-                self.merges[earlier] = (kept.id, *rest)
+        folded = self.folded_into.pop(merged.id, [])
+        for earlier in folded:
+            self.merges[earlier] = (kept.id, *self.merges[earlier][1:])
         self.merges[merged.id] = (kept.id, round(similarity, 6), at, item_hash)
+        self.folded_into.setdefault(kept.id, []).extend([*folded, merged.id])
         return kept
 
     def close_all(self) -> None:
