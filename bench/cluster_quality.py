@@ -13,6 +13,7 @@ JSON object.
 
     python bench/cluster_quality.py                                   # both sets, default embedder
     python bench/cluster_quality.py --labelled some.csv --labelled other.csv --embedder e5
+    python bench/cluster_quality.py --cohesion-exponent 0      # without the guard against chaining
     python bench/cluster_quality.py --generate bench/data/generated_labelled.csv   # (re)write the generated set
 """
 

@@ -12,6 +12,16 @@ newest item is at most ``window_hours`` (default 72 h) older — and
   ``join_threshold``);
 * otherwise founds a new event.
 
+**No chaining through generic centroids.** For an event of at least
+``cohesion_min_items`` (5) items the similarity is first scaled by the square
+root of the event's cohesion (the length of its members' mean vector: 1 when
+they are all alike, low when they only share generic words). Market wraps,
+briefs and product news that each resemble a mixed event's centroid a little
+no longer pile into it, while a coherent story keeps drawing its retellings
+(measured on the UCI dev headlines and the own set, see ``bench/cluster_quality.py``).
+An item whose plain similarity reaches the merge level (``threshold +
+merge_margin``) still joins: the event it would found would merge at once.
+
 (A stricter rule for large events, joining only when the item was also close
 to one of their newest members, split broad real stories told from many angles
 into dozens of events and was dropped; see ``bench/cluster_quality.py``.)

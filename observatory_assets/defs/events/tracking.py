@@ -33,6 +33,13 @@ class ClusteringParams:
     #: Added to ``threshold``: two open events whose centroids are this similar are merged (by default
     #: the lexical embedder's margin; each embedder has its own).
     merge_margin: float = 0.05
+    #: The guard against chaining: an item's similarity to the centroid of an event of at least
+    #: ``cohesion_min_items`` items is scaled by the event's cohesion (the length of its members' mean
+    #: vector, 1.0 when they are all alike) to this power. An event grown from several stories has a
+    #: generic centroid that many items resemble a little; its low cohesion keeps it from growing further.
+    #: 0 turns the guard off (pure centroid linkage), 1 is average linkage over the members.
+    cohesion_exponent: float = 0.5
+    cohesion_min_items: int = 5
 
 
 class Event:
@@ -91,13 +98,17 @@ class Event:
 class ActiveEvents:
     """The events open at the current time: centroids as rows of one matrix for exact scoring."""
 
-    def __init__(self, dimensions: int, window_seconds: float, max_span_seconds: float):
+    def __init__(self, dimensions: int, params: ClusteringParams):
         self.dimensions = dimensions
-        self.window = window_seconds
-        self.max_span = max_span_seconds
+        self.window = params.window_hours * 3600.0
+        self.max_span = params.max_span_hours * 3600.0
+        self.cohesion_exponent = params.cohesion_exponent
+        self.cohesion_min_items = params.cohesion_min_items
         self.centroids = np.zeros((256, dimensions), dtype=np.float64)
         self.last_seen = np.zeros(256, dtype=np.float64)
         self.first_seen = np.zeros(256, dtype=np.float64)
+        #: per slot, the factor an item's similarity to the event's centroid is scaled by (see ClusteringParams)
+        self.cohesion = np.ones(256, dtype=np.float64)
         self.events: list[Event] = []
         # lower bounds of the open events' last and first seen: nothing closes before they run out
         self.earliest_last = np.inf
@@ -109,11 +120,18 @@ class ActiveEvents:
                 self.centroids = np.vstack([self.centroids, np.zeros_like(self.centroids)])
                 self.last_seen = np.concatenate([self.last_seen, np.zeros_like(self.last_seen)])
                 self.first_seen = np.concatenate([self.first_seen, np.zeros_like(self.first_seen)])
+                self.cohesion = np.concatenate([self.cohesion, np.ones_like(self.cohesion)])
             event.slot = len(self.events)
             self.events.append(event)
         self.centroids[event.slot] = event.centroid()
         self.last_seen[event.slot] = event.last.timestamp()
         self.first_seen[event.slot] = event.first.timestamp()
+        count = len(event.items)
+        self.cohesion[event.slot] = (
+            (np.linalg.norm(event.sum) / count) ** self.cohesion_exponent
+            if count >= self.cohesion_min_items and self.cohesion_exponent
+            else 1.0
+        )
         self.earliest_last = min(self.earliest_last, self.last_seen[event.slot])
         self.earliest_first = min(self.earliest_first, self.first_seen[event.slot])
 
@@ -132,6 +150,7 @@ class ActiveEvents:
         self.centroids[: len(kept)] = self.centroids[: len(self.events)][keep]
         self.last_seen[: len(kept)] = self.last_seen[: len(self.events)][keep]
         self.first_seen[: len(kept)] = self.first_seen[: len(self.events)][keep]
+        self.cohesion[: len(kept)] = self.cohesion[: len(self.events)][keep]
         for slot, event in enumerate(kept):
             event.slot = slot
         self.events = kept
@@ -141,7 +160,7 @@ class ActiveEvents:
         """Drop ``event`` (merged into another): the last open event takes its slot."""
         last = self.events.pop()
         if last is not event:
-            for rows in (self.centroids, self.last_seen, self.first_seen):
+            for rows in (self.centroids, self.last_seen, self.first_seen, self.cohesion):
                 rows[event.slot] = rows[last.slot]
             last.slot = event.slot
             self.events[event.slot] = last
@@ -156,15 +175,23 @@ class ActiveEvents:
         return (float(similarity[best]), self.events[best]) if similarity[best] >= minimum else None
 
     def best(self, vector: np.ndarray, now: float, params: ClusteringParams) -> tuple[float, float, Event] | None:
-        """The best-scoring open event as (score, cosine similarity, event); the first slot on a tie."""
+        """The best-scoring open event as (score, cosine similarity, event); the first slot on a tie.
+
+        When no score reaches the threshold, the open event most similar to the item is returned with its
+        plain similarity as the score: an item that similar would found an event that merges into it at
+        once (see ``converging``), so it joins directly instead."""
         n = len(self.events)
         if n == 0:
             return None
         similarity = self.centroids[:n] @ vector
         gap = now - self.last_seen[:n]
-        score = similarity - params.time_penalty * gap / self.window
+        score = similarity * self.cohesion[:n] - params.time_penalty * gap / self.window
         score[gap > self.window] = -np.inf
         best = int(np.argmax(score))
+        if score[best] < params.threshold:
+            closest = int(np.argmax(np.where(gap > self.window, -np.inf, similarity)))
+            if similarity[closest] >= params.threshold + params.merge_margin:
+                return float(similarity[closest]), float(similarity[closest]), self.events[closest]
         return (float(score[best]), float(similarity[best]), self.events[best]) if np.isfinite(score[best]) else None
 
 
@@ -184,8 +211,10 @@ class EventTracker:
         self.params = params
         self.next_id = next_id
         self.release = release
-        self.active = ActiveEvents(dimensions, params.window_hours * 3600.0, params.max_span_hours * 3600.0)
+        self.active = ActiveEvents(dimensions, params)
         self.merges: dict[int, tuple] = {}
+        #: the ids ``merges`` maps to each kept event (re-pointed in one step when that event is merged too)
+        self.folded_into: dict[int, list[int]] = {}
         self.new_events = 0
         self.joined_existing = 0
         self.events_merged = 0
@@ -224,10 +253,11 @@ class EventTracker:
         self.active.put(kept)
         self.release(merged)
         self.events_merged += 1
-        for earlier, (into, *rest) in self.merges.items():
-            if into == merged.id:
-                self.merges[earlier] = (kept.id, *rest)
+        folded = self.folded_into.pop(merged.id, [])
+        for earlier in folded:
+            self.merges[earlier] = (kept.id, *self.merges[earlier][1:])
         self.merges[merged.id] = (kept.id, round(similarity, 6), at, item_hash)
+        self.folded_into.setdefault(kept.id, []).extend([*folded, merged.id])
         return kept
 
     def close_all(self) -> None:
