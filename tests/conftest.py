@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -27,6 +28,16 @@ TEMPLATE = "observatory_template"
 # Authors are stored pseudonymised; tests that point at a database by URL are "production" and need the key.
 os.environ.setdefault("OBSERVATORY_PSEUDONYM_KEY", "a-pseudonym-key-for-tests-only")
 os.environ.setdefault("OBSERVATORY_COLLECT_ROOTS", os.pathsep.join([os.getcwd(), tempfile.gettempdir()]))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite stops the servers it starts with SIGTERM, so it runs with the default stop signals however
+    it was started. From a background shell SIGINT is ignored, and Dagster maps SIGTERM to the SIGINT
+    handler it restores after every in-process run: SIGTERM would be ignored from then on, by this process
+    and by every server it starts afterwards (an ignored signal is inherited), whose ``terminate()`` would
+    then wait for ever."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
