@@ -15,7 +15,8 @@ from resources import observatory_resources
 from resources.settings import displayed_value, platform_settings
 from tests.support.helpers import ROOT
 
-HEAVY_JOBS = ("ingest_collection_run", "enrich_collection_run", "cluster_events", "export_content_and_network")
+HEAVY_JOBS = ("ingest_collection_run", "ingest_to_events", "enrich_collection_run", "cluster_events",
+              "export_content_and_network")  # fmt: skip
 BROKER = "redis://:broker-secret@127.0.0.1:6379/0"
 
 
