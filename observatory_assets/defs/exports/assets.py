@@ -61,11 +61,21 @@ class VolumeExportsConfig(dg.Config):
     formats: list[str] = Field(default=list(VOLUME_FORMATS), description="Any of csv, parquet.")
 
 
-def _stored_check(store: ObjectStore, results: list[ExportResult], check_name: str) -> dg.AssetCheckResult:
+#: The check every export asset carries: its files are in object storage with the sizes written.
+OBJECTS_STORED = "export_objects_stored"
+
+
+def _objects_stored_spec(asset: str, files: str = "Every file is") -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        OBJECTS_STORED, asset=asset, description=f"{files} in object storage with the size that was written."
+    )
+
+
+def _stored_check(store: ObjectStore, results: list[ExportResult]) -> dg.AssetCheckResult:
     sizes = {r.format: store.size(r.object_key) for r in results}
     wrong = {r.format: {"stored": sizes[r.format], "written": r.size} for r in results if sizes[r.format] != r.size}
     return dg.AssetCheckResult(
-        check_name=check_name,
+        check_name=OBJECTS_STORED,
         passed=not wrong,
         metadata={"objects": len(results), "missing_or_wrong_size": wrong},
     )
@@ -76,11 +86,7 @@ def _stored_check(store: ObjectStore, results: list[ExportResult], check_name: s
     deps=["raw_items", "item_features"],  # the items with their language and matched search terms
     kinds={"postgres", "csv", "parquet"},
     check_specs=[
-        dg.AssetCheckSpec(
-            "export_objects_stored",
-            asset="content_exports",
-            description="Every file is in object storage with the size that was written.",
-        ),
+        _objects_stored_spec("content_exports"),
         dg.AssetCheckSpec(
             "formats_agree",
             asset="content_exports",
@@ -119,7 +125,7 @@ def content_exports(
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
-            _stored_check(store, results, "export_objects_stored"),
+            _stored_check(store, results),
             dg.AssetCheckResult(
                 check_name="formats_agree", passed=len(set(counts.values())) == 1, metadata={"record_counts": counts}
             ),
@@ -132,11 +138,7 @@ def content_exports(
     deps=["raw_items", "item_features", "events"],  # authors, matched search terms, shared events
     kinds={"postgres", "networkx"},
     check_specs=[
-        dg.AssetCheckSpec(
-            "export_objects_stored",
-            asset="network_exports",
-            description="The GEXF file is in object storage with the size that was written.",
-        ),
+        _objects_stored_spec("network_exports", "The GEXF file is"),
         dg.AssetCheckSpec(
             "network_consistent",
             asset="network_exports",
@@ -185,7 +187,7 @@ def network_exports(
             **worker_metadata(),
         },
         check_results=[
-            _stored_check(store, [result], "export_objects_stored"),
+            _stored_check(store, [result]),
             dg.AssetCheckResult(check_name="network_consistent", passed=consistent, metadata=result.details),
         ],
     )
@@ -195,13 +197,7 @@ def network_exports(
     group_name=EXPORTS,
     deps=["volume_stats"],
     kinds={"postgres", "csv", "parquet"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            "export_objects_stored",
-            asset="volume_exports",
-            description="Every file is in object storage with the size that was written.",
-        )
-    ],
+    check_specs=[_objects_stored_spec("volume_exports")],
 )
 def volume_exports(
     context: dg.AssetExecutionContext, config: VolumeExportsConfig, postgres: PostgresResource,
@@ -224,6 +220,4 @@ def volume_exports(
         metadata[f"{r.format}_object_key"] = r.object_key
         metadata[f"{r.format}_sha256"] = r.sha256
         metadata[f"{r.format}_export_id"] = r.export_id
-    return dg.MaterializeResult(
-        metadata=metadata, check_results=[_stored_check(store, results, "export_objects_stored")]
-    )
+    return dg.MaterializeResult(metadata=metadata, check_results=[_stored_check(store, results)])

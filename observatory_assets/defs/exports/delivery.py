@@ -212,6 +212,29 @@ def _deliver(
     )  # fmt: skip
 
 
+def _deliver_formats(
+    engine: Engine,
+    store: ObjectStore,
+    request_id: str,
+    formats: list[str],
+    filters: ExportFilters,
+    actor: str,
+    kind: str,
+    write: Callable[[Any, str, str], tuple[StoredObject, int, dict]],
+) -> list[ExportResult]:
+    """Each of ``formats`` delivered from one consistent snapshot (the filters checked in it first):
+    ``write(raw_connection, key, fmt)`` writes one file."""
+    with _Snapshot(engine) as conn:
+        validate_filters(conn, filters)
+        raw = conn.connection.driver_connection
+        return [
+            _deliver(
+                engine, store, request_id, fmt, filters, actor, lambda key, fmt=fmt: write(raw, key, fmt), kind=kind
+            )
+            for fmt in formats
+        ]
+
+
 def export_content(
     engine: Engine,
     store: ObjectStore,
@@ -229,14 +252,10 @@ def export_content(
     """
     request_id = request_id or new_request_id()
     chosen = _check_request(request_id, formats, CONTENT_FORMATS)
-    with _Snapshot(engine) as conn:
-        validate_filters(conn, filters)
-        raw = conn.connection.driver_connection
-        return [
-            _deliver(engine, store, request_id, fmt, filters, actor,
-                     lambda key, fmt=fmt: _write_content(raw, store, key, fmt, filters, include_metadata, max_rows_per_sheet))
-            for fmt in chosen
-        ]  # fmt: skip
+    return _deliver_formats(
+        engine, store, request_id, chosen, filters, actor, "items",
+        lambda raw, key, fmt: _write_content(raw, store, key, fmt, filters, include_metadata, max_rows_per_sheet),
+    )  # fmt: skip
 
 
 def _write_content(
@@ -319,14 +338,10 @@ def export_volumes(
     request_id = request_id or new_request_id()
     chosen = _check_request(request_id, formats, VOLUME_FORMATS)
     check_volume_filters(filters)
-    with _Snapshot(engine) as conn:
-        validate_filters(conn, filters)
-        raw = conn.connection.driver_connection
-        return [
-            _deliver(engine, store, request_id, fmt, filters, actor,
-                     lambda key, fmt=fmt: _write_volumes(raw, store, key, fmt, filters), kind="volumes")
-            for fmt in chosen
-        ]  # fmt: skip
+    return _deliver_formats(
+        engine, store, request_id, chosen, filters, actor, "volumes",
+        lambda raw, key, fmt: _write_volumes(raw, store, key, fmt, filters),
+    )  # fmt: skip
 
 
 def _write_volumes(
