@@ -52,8 +52,8 @@ def _ingestion_history(instance: dg.DagsterInstance, partition_key: str) -> tupl
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Requests an ingestion run (a raw_items partition, carried on to its events in the same run) for "
-        "each completed collection run that is "
-        "not ingested yet, and retries one whose ingestion failed (up to 3 times)."
+        "each completed collection run that is not ingested yet, and retries one whose ingestion failed "
+        "(up to 3 times)."
     ),
 )
 def collection_run_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
