@@ -43,6 +43,9 @@ def test_demo_runs_on_embedded_defaults_and_accounts_for_every_row(tmp_path):
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "every delivered row accounted for: True" in demo.stdout
         assert "published to the static site" in demo.stdout
+        # through the sensor's path, run by run from a fresh archive: every event holds one story
+        assert float(re.search(r"B³F1 (\d\.\d+)", demo.stdout).group(1)) >= 0.95
+        assert re.search(r"analysis: volumes counted on [1-9]\d* days; actor network of [1-9]\d* nodes", demo.stdout)
         index = tmp_path / "home" / "objects" / "site" / "index.html"
         assert index.is_file() and "digests/" in index.read_text()
         trend_lines = [line for line in demo.stdout.splitlines() if line.strip().startswith("trend ")]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from observatory_assets.defs.enrichment.embeddings import embed_run
+from observatory_assets.defs.enrichment.embeddings import embed_run, embed_runs_of_older_spaces
 from observatory_assets.defs.enrichment.features import featurize_run, search_items
 from observatory_assets.defs.enrichment.language import (
     DEFAULT_CONFIDENCE_FLOOR,
@@ -21,14 +21,21 @@ from observatory_assets.defs.enrichment.language import (
     text_search_config,
 )
 from observatory_assets.defs.enrichment.lexical import LexicalEmbedder
-from observatory_assets.defs.enrichment.spaces import current_space, new_space, space_status
+from observatory_assets.defs.enrichment.resources import EmbedderResource
+from observatory_assets.defs.enrichment.spaces import (
+    MIN_CALIBRATION_SAMPLE,
+    UNCALIBRATED_THRESHOLD,
+    current_space,
+    new_space,
+    space_status,
+)
 from observatory_assets.defs.enrichment.terms import compile_terms
 from observatory_assets.defs.enrichment.vectors import DIMENSIONS, lead
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import write_demo_dataset
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.lib.chunks import stream_chunks
-from tests.support.helpers import labelled_space, load_rows
+from tests.support.helpers import ROOT, labelled_space, load_rows
 
 
 def test_language_detection_and_confidence_floor():
@@ -223,6 +230,32 @@ def test_document_frequencies_are_learned_from_the_archive_and_frozen_per_space(
     second = new_space(engine)
     assert second.id > first.id and LexicalEmbedder(second).name != embedder.name
     assert 0.05 < second.join_threshold < 0.6 and space_status(engine, second)["archive_documents"] == items
+
+
+def test_a_fresh_installations_provisional_space_is_settled_once_the_archive_has_grown(engine, store, tmp_path):
+    with open(ROOT / "bench" / "data" / "news_headlines_labelled.csv", newline="", encoding="utf-8") as handle:
+        rows = [{**row, "key": f"row-{n}"} for n, row in enumerate(csv.DictReader(handle))]
+    resource = EmbedderResource(backend="lexical")
+    first_run = load_rows(engine, store, tmp_path, rows[:3], name="first")
+    assert not resource.settle_space(engine)  # no space yet: the first embedding takes one
+    provisional = resource.get_embedder(engine)
+    embed_run(engine, provisional, first_run)
+    assert provisional.space.documents == 3 and not provisional.space.mean.any()
+    assert provisional.join_threshold == UNCALIBRATED_THRESHOLD
+    assert not resource.settle_space(engine)  # three items: too few to calibrate on
+
+    second_run = load_rows(engine, store, tmp_path, rows[3:], name="second")
+    assert resource.settle_space(engine)
+    settled = resource.get_embedder(engine)
+    assert settled.name != provisional.name and settled.space.documents == len(rows) > MIN_CALIBRATION_SAMPLE
+    assert settled.space.mean.any() and settled.join_threshold != UNCALIBRATED_THRESHOLD
+    embed_run(engine, settled, second_run)
+    assert embed_runs_of_older_spaces(engine, settled) == 3  # the first run's items, in the settled space
+    with engine.connect() as conn:
+        names = conn.execute(text("SELECT embedder, count(*) FROM item_embeddings GROUP BY 1")).all()
+    assert names == [(settled.name, len(rows))]
+    assert not resource.settle_space(engine)  # once in an archive's life: a settled space stands
+    assert embed_runs_of_older_spaces(engine, settled) == 0
 
 
 def test_embeddings_are_written_once_and_redone_for_another_space(engine, store, tmp_path):

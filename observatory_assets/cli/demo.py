@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
 from observatory_assets.cli.collection import sync_sources
 from observatory_assets.cli.context import Observatory, pass_observatory
-from observatory_assets.cli.runner import ingest_runs, materialize_enrichment_and_events, run_job
+from observatory_assets.cli.runner import ingest_runs, run_job
+from observatory_assets.defs.actors.analysis import analysis_overview
+from observatory_assets.defs.actors.charts import CHART_DAYS
 from observatory_assets.defs.collection.catalog import load_catalog
 from observatory_assets.defs.collection.polling import CycleReport, run_cycle
 from observatory_assets.defs.events.listing import busiest_ended_day, event_counts
@@ -94,6 +96,7 @@ def serve_and_poll_samples(engine, store, samples: list[Path], catalog_dir: Path
 
 #: The unpartitioned jobs the demo runs after ingestion and clustering: the rest of the asset graph.
 DEMO_JOBS = (
+    "analyse_actor_network",
     "partition_rollover",
     "export_content_and_network",
     "nightly_backup",
@@ -105,13 +108,16 @@ DEMO_JOBS = (
 
 
 def run_the_graph(obs: Observatory) -> tuple[list[dict], str | None]:
-    """Ingest every collected run, enrich, cluster, snapshot today's trends, run the rest of the asset graph
-    and publish the digest of the busiest ended day, all through Dagster in-process; (every run's outcome,
-    the digest's day or None)."""
-    outcomes = ingest_runs(obs)
+    """Carry every collected run on to its events as the sensor does (load, features, embeddings, actor
+    links, events, trend evidence in one run each), snapshot today's trends, count the last 30 days'
+    volumes, run the rest of the asset graph and publish the digest of the busiest ended day, all through
+    Dagster in-process; (every run's outcome, the digest's day or None)."""
+    outcomes = ingest_runs(obs, job="ingest_to_events")
     instance = obs.instance
-    outcomes += materialize_enrichment_and_events(instance, [o["collection_run"] for o in outcomes])
-    outcomes.append(run_job(instance, "update_trends", partition_key=datetime.now(UTC).date().isoformat()))
+    today = datetime.now(UTC).date()
+    outcomes.append(run_job(instance, "update_trends", partition_key=today.isoformat()))
+    volume_days = ((today - timedelta(days=CHART_DAYS - 1)).isoformat(), today.isoformat())
+    outcomes.append(run_job(instance, "count_volumes", partition_range=volume_days))
     outcomes += [run_job(instance, name) for name in DEMO_JOBS]
     with obs.engine.connect() as conn:
         digest_day = busiest_ended_day(conn)
@@ -137,6 +143,7 @@ def demo_summary(conn) -> dict:
         "exports": completed_exports(conn),
         "backup": latest_backup(conn),
         "trends": trend_states(conn, active_only=True),
+        "analysis": analysis_overview(conn),
     }
 
 
@@ -166,7 +173,7 @@ def demo(obs: Observatory) -> int:
     lines = [
         "",
         "Observatory demo",
-        "  Dagster runs (ingest, enrich, cluster, trends, rollover, export, backup, verify, audit, publish): "
+        "  Dagster runs (ingest to events, trends, volumes, network, rollover, export, backup, verify, audit, publish): "
         f"{len(outcomes)} ({len(failed)} failed)",
         f"  delivered {t['delivered']} rows: {t['loaded']} loaded, {t['duplicates']} duplicates, {t['rejected']} rejected",
         f"  every delivered row accounted for: {t['accounted_for']}",
@@ -177,6 +184,8 @@ def demo(obs: Observatory) -> int:
         f"(largest: {summary['largest_event']} items)",
         "  events against the sample's story labels: B³F1 {bcubed_f1:.3f} over {items} items of {stories} stories "
         "in {events} events".format(**summary["story_score"]),
+        "  analysis: volumes counted on {volume_days} days; actor network of {nodes} nodes in {communities} "
+        "communities, best connected: {central}".format(**summary["analysis"]),
         "  platforms: " + ", ".join(f"{platform} {n}" for platform, n in summary["platforms"].items()),
         "  rejects by reason: " + ", ".join(f"{r}={n}" for r, n in summary["reasons"]),
         "  exports: " + ", ".join(f"{fmt} ({count} records) {key}" for fmt, count, key in summary["exports"]),

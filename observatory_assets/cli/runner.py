@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from observatory_assets.cli.context import Observatory
 from observatory_assets.defs.ingestion.collect import runs_waiting_after
@@ -15,29 +16,35 @@ def register_partitions(instance: dg.DagsterInstance, run_ids: list[int]) -> Non
     instance.add_dynamic_partitions(collection_run_partitions.name, [str(r) for r in run_ids])
 
 
-def ingest_runs(obs: Observatory, run_ids: list[int] | None = None, force: bool = False) -> list[dict]:
+def ingest_runs(
+    obs: Observatory, run_ids: list[int] | None = None, force: bool = False, job: str = "ingest_collection_run"
+) -> list[dict]:
     """Materialize ``raw_items`` for the given runs (default: every completed run not yet ingested, those the
     sensor gave up on included: a person asked) through Dagster in-process, recorded in the Dagster instance
-    as the sensor's runs are."""
+    as the sensor's runs are; ``job="ingest_to_events"`` carries each load on as the sensor's runs do."""
     engine = obs.engine  # the database at the code's schema before any run starts
     if run_ids is None:
         with engine.connect() as conn:
             run_ids = [run.id for run in runs_waiting_after(conn, include_abandoned=True)]
     register_partitions(obs.instance, run_ids)
     return [
-        run_job(
-            obs.instance, "ingest_collection_run", partition_key=str(run_id), ops_config={"raw_items": {"force": force}}
-        )
+        run_job(obs.instance, job, partition_key=str(run_id), ops_config={"raw_items": {"force": force}})
         for run_id in run_ids
     ]
 
 
 def run_job(
-    instance, name: str, partition_key: str | None = None, ops_config: dict | None = None, output_of: str | None = None
+    instance,
+    name: str,
+    partition_key: str | None = None,
+    ops_config: dict | None = None,
+    output_of: str | None = None,
+    partition_range: tuple[str, str] | None = None,
 ) -> dict:
     """Run a job of the code location, recorded in ``instance`` as the daemon's runs are, with nothing on
     the console (the event log keeps every message and traceback): in-process, or, for a job on the
     Celery executor (``OBSERVATORY_EXECUTOR=celery``), orchestrated here with its steps on the workers.
+    ``partition_range`` (first, last) runs a range of partitions in one run, as a single-run backfill does.
     Returns what happened, with the first failure's reason in one line, for people and scripts (and the
     output of op ``output_of``, when asked and the run succeeded)."""
     from observatory_assets.definitions import defs, resources
@@ -46,18 +53,23 @@ def run_job(
         "ops": {op: {"config": config} for op, config in (ops_config or {}).items()},
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
+    range_tags = (
+        {ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[1]}
+        if partition_range
+        else {}
+    )
     job = defs.resolve_job_def(name)
     if job.executor_def.name == "celery":
-        tags = {"dagster/partition": partition_key} if partition_key else None
+        tags = {**range_tags, **({"dagster/partition": partition_key} if partition_key else {})} or None
         reconstructable = dg.build_reconstructable_job(__name__, job_of_the_code_location.__name__, (name,))
         with dg.execute_job(reconstructable, instance, run_config=run_config, tags=tags) as result:
             return _outcome(name, partition_key, result, output_of)
     # the resources of this command's environment, not those bound when the code location was first imported
     result = job.execute_in_process(
         instance=instance, partition_key=partition_key, run_config=run_config, raise_on_error=False,
-        resources=resources(),
+        resources=resources(), tags=range_tags or None,
     )  # fmt: skip
-    return _outcome(name, partition_key, result, output_of)
+    return _outcome(name, partition_key or (partition_range and "…".join(partition_range)), result, output_of)
 
 
 def job_of_the_code_location(name: str) -> dg.JobDefinition:

@@ -238,3 +238,22 @@ def top_actors_per_community(conn: Connection, per_community: int = 3, communiti
             {"per": per_community, "communities": communities},
         ).mappings()
     ]
+
+
+def analysis_overview(conn: Connection) -> dict:
+    """What the analysis holds, for a summary: the days with counted volumes, the network's nodes and its
+    communities, and its best-connected node."""
+    return dict(
+        conn.execute(
+            text(
+                """
+                SELECT (SELECT count(DISTINCT day) FROM volume_stats) AS volume_days,
+                       count(*) AS nodes, count(DISTINCT community) AS communities,
+                       (SELECT label FROM actor_network_nodes ORDER BY weighted_degree DESC, node LIMIT 1) AS central
+                  FROM actor_network_nodes
+                """
+            )
+        )
+        .mappings()
+        .one()
+    )

@@ -23,7 +23,7 @@ import time
 import dagster as dg
 from pydantic import Field
 
-from observatory_assets.defs.enrichment.embeddings import embed_run
+from observatory_assets.defs.enrichment.embeddings import embed_run, embed_runs_of_older_spaces
 from observatory_assets.defs.enrichment.features import featurize_run
 from observatory_assets.defs.enrichment.integrity import incomplete_features, vectors_of_other_spaces
 from observatory_assets.defs.enrichment.language import DEFAULT_CONFIDENCE_FLOOR
@@ -120,6 +120,7 @@ def item_embeddings(
     name and dimensions; items embedded by another backend are embedded again. Idempotent per run."""
     run_id = int(context.partition_key)
     engine = postgres.get_engine()
+    settled = embedder.settle_space(engine)
     current = embedder.get_embedder(engine)
     last_logged = [0.0]
 
@@ -129,6 +130,9 @@ def item_embeddings(
             context.log.info(f"{current.name}: embedded {done:,} of {total:,} items of collection run {run_id}")
 
     result = embed_run(engine, current, run_id, force=config.force, progress=progress)
+    if settled:
+        context.log.info(f"the archive outgrew its provisional space: every item is embedded again in {current.name}")
+    re_embedded = embed_runs_of_older_spaces(engine, current) if settled else 0
     space = space_status(engine, current.space) if hasattr(current, "space") else {}
     return dg.MaterializeResult(
         metadata={
@@ -140,6 +144,7 @@ def item_embeddings(
             "document_frequencies_counted": result.counted,
             "dimensions": result.dimensions,
             "embedded": result.embedded,
+            "embedded_again_in_a_settled_space": re_embedded,
             "already_embedded": result.already_embedded,
             "seconds": round(result.seconds, 3),
             "items_per_second": round(result.embedded / max(result.seconds, 1e-9), 1),

@@ -130,6 +130,10 @@ def shared_e5() -> E5Embedder:
     return _model("e5", E5Embedder)
 
 
+#: The backends whose vectors live in the archive's lexical space.
+LEXICAL_BACKENDS = ("lexical", "e5-lexical")
+
+
 def make_embedder(backend: str, engine: Engine) -> Embedder:
     """The embedder for ``backend``; the lexical ones in the archive's current space (see ``spaces``)."""
     if backend == "lexical":

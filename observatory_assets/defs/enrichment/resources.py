@@ -4,7 +4,8 @@ import dagster as dg
 from pydantic import Field
 from sqlalchemy import Engine
 
-from observatory_assets.defs.enrichment.embedders import DEFAULT_BACKEND, Embedder, make_embedder
+from observatory_assets.defs.enrichment.embedders import DEFAULT_BACKEND, LEXICAL_BACKENDS, Embedder, make_embedder
+from observatory_assets.defs.enrichment.spaces import settle_provisional_space
 from resources.settings import platform_settings
 
 
@@ -24,6 +25,11 @@ class EmbedderResource(dg.ConfigurableResource):
     @classmethod
     def from_env(cls) -> "EmbedderResource":
         return cls(backend=platform_settings().embedder)
+
+    def settle_space(self, engine: Engine) -> bool:
+        """Whether this call replaced a fresh installation's provisional lexical space by a calibrated one
+        (the archive has grown enough; see ``spaces``); the e5 embedder has no space to settle."""
+        return self.backend in LEXICAL_BACKENDS and settle_provisional_space(engine) is not None
 
     def get_embedder(self, engine: Engine) -> Embedder:
         """The embedder in its current space (one per run: resolve it once and use it throughout)."""

@@ -23,6 +23,14 @@
   the mean, and removing it would leave only their differences. Such a space
   is not centred and joins from ``UNCALIBRATED_THRESHOLD``, so the first items
   of a new installation are grouped as soon as they arrive.
+* **A provisional space is settled once.** A space taken from fewer than
+  ``MIN_CALIBRATION_SAMPLE`` documents is provisional: the first embedding after
+  the archive has grown past that size takes a calibrated one
+  (:func:`settle_provisional_space`), and the items embedded before are embedded
+  again in it. Without this, a fresh installation's first collection run would
+  fix the document frequencies, the (missing) centring and the threshold for
+  good. It happens once in an archive's life, while it is small; later drift is
+  shown in the metadata and a new space is taken on purpose (:func:`new_space`).
 """
 
 from __future__ import annotations
@@ -179,6 +187,26 @@ def current_space(engine: Engine) -> LexicalSpace:
                 return _empty_space()
             _count_uncounted_runs(conn)
             return _take_snapshot(conn)
+
+
+def settle_provisional_space(engine: Engine) -> LexicalSpace | None:
+    """The calibrated space that replaces a provisional one (see module), taken now if the archive has
+    reached ``MIN_CALIBRATION_SAMPLE`` items; None when the newest space stands (or there is none yet)."""
+    with engine.connect() as sa_conn:
+        conn = sa_conn.connection.driver_connection
+        with conn.transaction():
+            latest = _latest(conn)
+            if latest is None or latest.documents >= MIN_CALIBRATION_SAMPLE or not _archive_reaches(conn):
+                return None
+            conn.execute(_LOCK)
+            if _latest(conn).documents >= MIN_CALIBRATION_SAMPLE:  # another run settled it meanwhile
+                return None
+            _count_uncounted_runs(conn)
+            return _take_snapshot(conn)
+
+
+def _archive_reaches(conn, items: int = MIN_CALIBRATION_SAMPLE) -> bool:
+    return conn.execute("SELECT count(*) >= %s FROM (SELECT FROM raw_items LIMIT %s) s", (items, items)).fetchone()[0]
 
 
 def new_space(engine: Engine) -> LexicalSpace:
