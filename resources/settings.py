@@ -158,7 +158,7 @@ class PlatformSettings(BaseSettings):
     )
     youtube_api: str = Field(
         default="https://www.googleapis.com",
-        description="YouTube Data API host: a followed actor's channel is read with search.list?channelId=.",
+        description="YouTube Data API host: a followed actor's channel is read from its uploads playlist (playlistItems.list).",
     )
     reddit_api: str | None = Field(
         default=None,

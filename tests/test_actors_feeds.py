@@ -33,15 +33,17 @@ def _youtube(server: FeedServer, monkeypatch) -> str:
     monkeypatch.setenv("OBSERVATORY_YOUTUBE_API", server.base_url)
     monkeypatch.setenv("OBSERVATORY_YOUTUBE_API_KEYS", "AIza-feed-key-22222222222222222222222")
 
-    def search(handler):
+    def uploads(handler):
         query = parse_qs(urlsplit(handler.path).query)
-        assert query["channelId"] == [CHANNEL_ID] and "q" not in query  # the channel's own videos, no terms
-        page = "search_page2" if query.get("pageToken") == ["CAIQAA"] else "search_page1"
+        # the channel's uploads playlist (1 quota unit a page), not a search of the channel (100)
+        assert query["playlistId"] == ["UU" + CHANNEL_ID[2:]] and query["part"] == ["snippet,contentDetails"]
+        assert not {"q", "channelId", "type", "order"} & set(query)
+        page = "uploads_page2" if query.get("pageToken") == ["EAAaBlBUOkNBSQ"] else "uploads_page1"
         return ok(fixture(f"youtube/{page}.json"))
 
-    server.routes["/youtube/v3/search"] = search
+    server.routes["/youtube/v3/playlistItems"] = uploads
     server.routes["/youtube/v3/videos"] = lambda handler: ok(fixture("youtube/videos_statistics.json"))
-    return "/youtube/v3/search"
+    return "/youtube/v3/playlistItems"
 
 
 def _reddit(server: FeedServer, monkeypatch) -> str:
@@ -54,7 +56,7 @@ def _reddit(server: FeedServer, monkeypatch) -> str:
 #: platform: (the actor's handle there, the loopback API, the posts its feed holds)
 FOLLOWED = {
     "telegram": ("dr_nyheder", _telegram, 4),
-    "youtube": (CHANNEL_ID, _youtube, 3),
+    "youtube": (CHANNEL_ID, _youtube, 3),  # and a private video, skipped
     "reddit": ("nordlys", _reddit, 2),
 }
 
@@ -111,7 +113,12 @@ def test_presences_without_an_author_feed_are_not_followed_and_a_handle_the_api_
     assert catalog.sources == 4  # bluesky, telegram, youtube, reddit: the web has no author feed here
     with engine.connect() as conn:
         urls = dict(conn.execute(text("SELECT name, url FROM sources")).all())
-    assert urls["youtube." + CHANNEL_ID].startswith("https://www.googleapis.com/youtube/v3/search?")
+    assert urls["youtube." + CHANNEL_ID].startswith("https://www.googleapis.com/youtube/v3/playlistItems?")
+    with engine.connect() as conn:
+        cost = conn.execute(
+            text("SELECT cost_per_request FROM sources WHERE name = :n"), {"n": "youtube." + CHANNEL_ID}
+        )
+        assert float(cost.scalar_one()) == 4  # two pages of 1 + 1 quota units (a search's two would be 202)
     assert urls["reddit.nordlys"].startswith("https://www.reddit.com/user/nordlys/submitted.json")
     assert urls["telegram.dr_nyheder"] == "https://t.me/s/dr_nyheder"
 
@@ -120,4 +127,6 @@ def test_presences_without_an_author_feed_are_not_followed_and_a_handle_the_api_
         sync_sources(engine, wrong)
     message = str(refused.value)
     assert "\n" not in message and message.startswith("actors/media.yaml: field actors.DR.presences.0.handle")
-    assert "youtube handle 'DRNyheder' cannot be followed: params.channelId" in message
+    assert message.endswith(
+        "youtube handle 'DRNyheder' cannot be followed: not a YouTube channel id (UC and 22 letters, digits, - or _)"
+    )

@@ -181,6 +181,11 @@ def test_catalog_validates_each_arenas_own_fields(engine, tmp_path, server):
          "params"),
         ({"format": "rss", "url": server.url("/feed"), "params": {"q": "x"}}, "takes none"),
         ({"format": "bluesky"}, "needs its API endpoint"),
+        ({"format": "youtube", "url": server.url("/youtube/v3/playlistItems"),
+          "params": {"playlistId": "UUabcdefghijklmnopqrstuv", "q": "x"}}, r"takes no search parameters \(q\)"),
+        ({"format": "youtube", "url": server.url("/youtube/v3/search"), "params": {"playlistId": "UUabcdefghijklmnopqrstuv"}},
+         "playlistItems endpoint"),
+        ({"format": "youtube", "url": server.url("/youtube/v3/playlistItems"), "params": {"q": "x"}}, "search endpoint"),
     ]  # fmt: skip
     for spec, message in bad:
         with pytest.raises(CatalogError, match=message):

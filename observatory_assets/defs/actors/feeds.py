@@ -7,8 +7,9 @@ the arenas whose API serves one account's posts:
   the author's own posts without replies;
 * **Telegram**: the channel's web preview ``/s/<channel>`` (``OBSERVATORY_TELEGRAM_WEB``): a channel is
   its own author;
-* **YouTube**: ``search.list?channelId=<UC…>`` on the Data API (``OBSERVATORY_YOUTUBE_API``), newest first,
-  100 quota units a page like any YouTube search;
+* **YouTube**: the channel's uploads playlist, ``playlistItems.list?playlistId=<UU…>`` for channel
+  ``UC…``, on the Data API (``OBSERVATORY_YOUTUBE_API``): every upload, newest first, 2 quota units a page
+  with the statistics (a search of the channel would cost 101 and see only what search ranks);
 * **Reddit**: the user's submissions, ``/user/<name>/submitted.json`` (``OBSERVATORY_REDDIT_API``; unset,
   ``oauth.reddit.com`` with OAuth credentials, else ``www.reddit.com``).
 
@@ -27,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from observatory_assets.defs.actors.catalog import ActorCatalog, PresenceSpec
+from observatory_assets.defs.collection.arenas.youtube import PLAYLIST_PATH, uploads_playlist
 from observatory_assets.defs.collection.catalog import Catalog, CatalogError, SourceSpec
 from resources.settings import PlatformSettings
 
@@ -54,7 +56,7 @@ AUTHOR_FEEDS: dict[str, Feed] = {
         {"actor": handle, "filter": "posts_no_replies"},
     ),
     "telegram": lambda handle, s: (f"{_base(s.telegram_web)}/s/{handle}", None),
-    "youtube": lambda handle, s: (f"{_base(s.youtube_api)}/youtube/v3/search", {"channelId": handle}),
+    "youtube": lambda handle, s: (f"{_base(s.youtube_api)}{PLAYLIST_PATH}", {"playlistId": uploads_playlist(handle)}),
     "reddit": lambda handle, s: (f"{_reddit_api(s)}/user/{handle}/submitted.json", {"sort": "new"}),
 }
 
@@ -66,14 +68,15 @@ def _source_name(platform: str, handle: str) -> str:
 def feed_source(presence: PresenceSpec, settings: PlatformSettings, where: str) -> SourceSpec:
     """The catalog source that reads ``presence``'s own posts; a handle the platform's API cannot take is a
     :class:`CatalogError` naming ``where`` (the actor's file and field)."""
-    url, params = AUTHOR_FEEDS[presence.platform](presence.handle, settings)
     try:
+        url, params = AUTHOR_FEEDS[presence.platform](presence.handle, settings)
         return SourceSpec(
             name=_source_name(presence.platform, presence.handle), format=presence.platform, poll=FOLLOW_POLL,
             url=url, params=params,
         )  # fmt: skip
-    except ValidationError as error:
-        message = str(error.errors()[0]["msg"]).removeprefix("Value error, ")
+    except ValueError as error:  # pydantic's ValidationError is one too
+        message = error.errors()[0]["msg"] if isinstance(error, ValidationError) else str(error)
+        message = str(message).removeprefix("Value error, ")
         raise CatalogError(
             f"{where}: {presence.platform} handle {presence.handle!r} cannot be followed: {message}"
         ) from None

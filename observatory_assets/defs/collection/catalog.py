@@ -131,8 +131,8 @@ class SourceSpec(BaseModel):
             message = problem["msg"].removeprefix("Value error, ")
             raise ValueError(f"params{'.' + where if where else ''}: {message}") from None
         self.url = arena.endpoint(self.url, params)
-        if not self.cost.per_request and arena.default_cost:
-            self.cost = Cost(per_request=arena.default_cost, per_1k_items=self.cost.per_1k_items)
+        if not self.cost.per_request and arena.default_cost_of(params):
+            self.cost = Cost(per_request=arena.default_cost_of(params), per_1k_items=self.cost.per_1k_items)
         return self
 
     @field_validator("poll")

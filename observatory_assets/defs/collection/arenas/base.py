@@ -21,7 +21,7 @@ the same way for all of them:
   ``likes``, ``shares``, ``comments``).
 
 Credits are reserved by the poller before the first request: the source's ``cost.per_request`` is what
-one cycle of the source may spend, its pages included (:attr:`Arena.default_cost` when the catalog
+one cycle of the source may spend, its pages included (:meth:`Arena.default_cost_of` when the catalog
 gives none: YouTube's quota units; the other arenas are free APIs).
 """
 
@@ -84,14 +84,17 @@ class Arena(ABC):
     max_pages: ClassVar[int] = 10
     #: The least time between two requests to one host (the platform's published rule).
     min_spacing_s: ClassVar[float] = 0.0
-    #: Credits one cycle may spend when the catalog gives no ``cost.per_request`` (a paid API's units).
-    default_cost: ClassVar[float] = 0.0
     accept: ClassVar[str] = "application/json"
 
     def endpoint(self, url: str, params: ArenaParams) -> str:
         """The full endpoint stored for the source: ``url`` with the params merged into its query; a
         ValueError for a URL that is not this arena's endpoint shape."""
         return with_query(url, params.model_dump(exclude_none=True, by_alias=True))
+
+    def default_cost_of(self, params: ArenaParams) -> float:
+        """Credits one cycle of a source with ``params`` may spend when the catalog gives no
+        ``cost.per_request`` (a paid API's units; free APIs: none)."""
+        return 0.0
 
     def request(self, url: str, cursor: str | None, client: OutboundClient) -> Request:
         """The request for the page at ``cursor`` (None: the newest)."""
