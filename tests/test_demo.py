@@ -15,8 +15,8 @@ from observatory_assets.cli.demo import DEMO_DESIGNS, PLATFORM_SAMPLES
 from observatory_assets.definitions import defs
 from tests.support.helpers import ROOT
 
-#: Every asset check of the code location, by name.
-CHECKS = sorted(key.name for key in defs.resolve_asset_graph().asset_check_keys)
+#: Every asset check of the code location, as ``asset:check`` (several assets have a check of one name).
+CHECKS = sorted(f"{key.asset_key.to_user_string()}:{key.name}" for key in defs.resolve_asset_graph().asset_check_keys)
 
 
 def latest_check_evaluations(dagster_home: Path) -> dict[str, bool | None]:
@@ -30,7 +30,7 @@ def latest_check_evaluations(dagster_home: Path) -> dict[str, bool | None]:
     for key in keys:
         record = records.get(key)
         evaluation = record.event.asset_check_evaluation if record and record.event else None
-        evaluations[key.name] = evaluation.passed if evaluation else None
+        evaluations[f"{key.asset_key.to_user_string()}:{key.name}"] = evaluation.passed if evaluation else None
     return dict(sorted(evaluations.items()))
 
 
