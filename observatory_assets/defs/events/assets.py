@@ -19,7 +19,7 @@ from resources import PostgresResource
 
 
 class EventsConfig(dg.Config):
-    window_hours: float = Field(default=72.0, description="An event stays open this long after its newest item.")
+    window_hours: float = Field(default=24.0, description="An event stays open this long after its newest item.")
     max_span_hours: float = Field(default=168.0, description="An event takes no items this long after its first.")
     threshold: float | None = Field(
         default=None,
@@ -49,7 +49,7 @@ class EventsConfig(dg.Config):
 def events(
     context: dg.AssetExecutionContext, config: EventsConfig, postgres: PostgresResource, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
-    """News events: embedded items clustered online in publication order (72 h window, similarity
+    """News events: embedded items clustered online in publication order (24 h window, similarity
     threshold); open events whose centroids converge merge into the older one. Incremental: each run clusters the items not clustered
     yet; re-running never duplicates, and batching does not change the result."""
     current = embedder.get_embedder(postgres.get_engine())

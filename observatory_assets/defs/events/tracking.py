@@ -25,7 +25,8 @@ class ClusteringParams:
 
     #: Cosine similarity (after the time penalty) from which an item joins an event.
     threshold: float
-    window_hours: float = 72.0
+    #: An event takes no items once it has not been seen for this long (a day without a retelling ends it).
+    window_hours: float = 24.0
     #: An event stops taking items this long after its first one, however often it is retold.
     max_span_hours: float = 168.0
     #: Score lost when the event was last seen a whole window ago (linear in between).
