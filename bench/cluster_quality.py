@@ -44,7 +44,12 @@ from common import ROOT, payload_directory, scratch_database  # noqa: E402
 from observatory_assets.defs.enrichment.embedders import BACKENDS, DEFAULT_BACKEND, make_embedder  # noqa: E402
 from observatory_assets.defs.enrichment.embeddings import embed_run  # noqa: E402
 from observatory_assets.defs.enrichment.features import featurize_run  # noqa: E402
-from observatory_assets.defs.events.clustering import _PENDING, ClusteringParams, cluster_events  # noqa: E402
+from observatory_assets.defs.events.clustering import (  # noqa: E402
+    _PENDING,
+    ClusteringParams,
+    cluster_events,
+    cohesion_exponent_of,
+)
 from observatory_assets.defs.events.quality import bcubed, f1  # noqa: E402
 from observatory_assets.defs.events.tracking import cluster_in_memory  # noqa: E402
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
@@ -155,7 +160,14 @@ def same_partition(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and len(set(a.values())) == len(set(b.values())) == len({(a[i], b[i]) for i in a})
 
 
-_CACHE_SCALARS = ("embedder", "threshold", "merge_margin", "clustering_seconds", "embed_items_per_s")
+_CACHE_SCALARS = (
+    "embedder",
+    "threshold",
+    "merge_margin",
+    "cohesion_exponent",
+    "clustering_seconds",
+    "embed_items_per_s",
+)
 
 
 def _write_cache(path: Path, outcome: dict) -> None:
@@ -196,12 +208,16 @@ def embed_labelled(rows: list[dict], embedder_name: str, cache: Path | None) -> 
         featurize_run(engine, run_id)
         embedder = make_embedder(embedder_name, engine)
         embedded = embed_run(engine, embedder, run_id)
-        params = ClusteringParams(threshold=embedder.join_threshold, merge_margin=embedder.merge_margin)
+        exponent = cohesion_exponent_of(embedder)
+        params = ClusteringParams(
+            embedder.join_threshold, merge_margin=embedder.merge_margin, cohesion_exponent=exponent
+        )
         items = _embedded(engine, embedder.name)
         started = time.perf_counter()
         pipeline = _recluster(engine, embedder, params)
         outcome = {
             "embedder": embedder.name, "threshold": embedder.join_threshold, "merge_margin": embedder.merge_margin,
+            "cohesion_exponent": exponent,
             "items": items, "pipeline": pipeline,
             "clustering_seconds": round(time.perf_counter() - started, 3),
             "embed_items_per_s": round(embedded.embedded / max(embedded.seconds, 1e-9), 1),
@@ -265,7 +281,8 @@ def evaluate(
     pipeline's vectors; ``replay_matches_pipeline`` checks that the replay gives the pipeline's events."""
     started = time.perf_counter()
     run = embed_labelled(rows, embedder_name, cache)
-    base = {"threshold": run["threshold"], "merge_margin": run["merge_margin"], **overrides}
+    base = {"threshold": run["threshold"], "merge_margin": run["merge_margin"],
+            "cohesion_exponent": run["cohesion_exponent"], **overrides}  # fmt: skip
     default_params = ClusteringParams(**base)
     predicted = replay(run["items"], default_params)
     sweep = {t: replay(run["items"], ClusteringParams(**{**base, "threshold": t})) for t in grid}

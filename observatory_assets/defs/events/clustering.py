@@ -85,7 +85,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import Engine
 
-from observatory_assets.defs.events.tracking import ClusteringParams, Event, EventTracker
+from observatory_assets.defs.events.tracking import DEFAULT_COHESION_EXPONENT, ClusteringParams, Event, EventTracker
 from observatory_assets.lib.outbox import EVENT_CREATED_FROM_STAGE
 from observatory_assets.lib.statuses import WebhookSubscriptionStatus
 from resources.postgres import register_vector_type
@@ -344,6 +344,12 @@ class _Clustering:
             {"event": -e, "items": items, "sources": sources, "title": titles.get(-e) or ""}
             for items, e, sources in largest
         ]
+
+
+def cohesion_exponent_of(embedder) -> float:
+    """The strength of the guard against chaining that ``embedder``'s space calls for: its own
+    ``cohesion_exponent`` when it declares one (e5), else :class:`ClusteringParams`' default."""
+    return getattr(embedder, "cohesion_exponent", DEFAULT_COHESION_EXPONENT)
 
 
 def cluster_events(

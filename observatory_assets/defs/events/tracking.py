@@ -18,6 +18,8 @@ from datetime import datetime
 
 import numpy as np
 
+DEFAULT_COHESION_EXPONENT = 0.5
+
 
 @dataclass(frozen=True)
 class ClusteringParams:
@@ -38,8 +40,9 @@ class ClusteringParams:
     #: ``cohesion_min_items`` items is scaled by the event's cohesion (the length of its members' mean
     #: vector, 1.0 when they are all alike) to this power. An event grown from several stories has a
     #: generic centroid that many items resemble a little; its low cohesion keeps it from growing further.
-    #: 0 turns the guard off (pure centroid linkage), 1 is average linkage over the members.
-    cohesion_exponent: float = 0.5
+    #: 0 turns the guard off (pure centroid linkage), 1 is average linkage over the members. An embedder
+    #: may declare its own (see ``clustering.cohesion_exponent_of``): e5's is 0.25.
+    cohesion_exponent: float = DEFAULT_COHESION_EXPONENT
     cohesion_min_items: int = 5
 
 
