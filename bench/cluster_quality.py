@@ -8,17 +8,22 @@ such as ``id`` or ``url`` are ignored). Rows that the loader drops as
 duplicates are not scored. By default both the project's own set and the
 real aggregator headlines of ``../shared/data/uci-news-dev.csv`` (when present)
 are scored, each in its own scratch database; ``summary`` gives, per set, the
-own-threshold F1 (what a user gets) beside the tuned held-out one. Prints one
-JSON object.
+own-threshold F1 (what a user gets) beside the tuned held-out one and the
+own-threshold F1 with that threshold 10 % off either way. The pipeline clusters
+with the embedder's own threshold; the threshold sweep replays the clustering
+in memory on the pipeline's vectors (the same tracker, checked against the
+pipeline's events). Prints one JSON object.
 
     python bench/cluster_quality.py                                   # both sets, default embedder
     python bench/cluster_quality.py --labelled some.csv --labelled other.csv --embedder e5
     python bench/cluster_quality.py --cohesion-exponent 0      # without the guard against chaining
+    python bench/cluster_quality.py --embedder e5 --cache /tmp/cq   # embed once; later runs replay in seconds
     python bench/cluster_quality.py --generate bench/data/generated_labelled.csv   # (re)write the generated set
 """
 
 import argparse
 import csv
+import hashlib
 import json
 import random
 import re
@@ -27,8 +32,11 @@ import time
 import zlib
 from collections import Counter, defaultdict
 from contextlib import contextmanager
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
+from datetime import datetime
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, payload_directory, scratch_database  # noqa: E402
@@ -36,8 +44,14 @@ from common import ROOT, payload_directory, scratch_database  # noqa: E402
 from observatory_assets.defs.enrichment.embedders import BACKENDS, DEFAULT_BACKEND, make_embedder  # noqa: E402
 from observatory_assets.defs.enrichment.embeddings import embed_run  # noqa: E402
 from observatory_assets.defs.enrichment.features import featurize_run  # noqa: E402
-from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events  # noqa: E402
+from observatory_assets.defs.events.clustering import (  # noqa: E402
+    _PENDING,
+    ClusteringParams,
+    cluster_events,
+    cohesion_exponent_of,
+)
 from observatory_assets.defs.events.quality import bcubed, f1  # noqa: E402
+from observatory_assets.defs.events.tracking import cluster_in_memory  # noqa: E402
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect  # noqa: E402
 from observatory_assets.defs.ingestion.loading import ingest_collection_run  # noqa: E402
 from resources.object_store import LocalObjectStore  # noqa: E402
@@ -118,6 +132,101 @@ def _recluster(engine, embedder, params: ClusteringParams) -> dict:
     return dict(assigned)
 
 
+def _embedded(engine, embedder_name: str) -> list[tuple]:
+    """Every embedded item in the order clustering takes them: (external id, time, hash, source, vector)."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT r.external_id, s.at, s.content_hash, s.source_id, e.embedding::text FROM ({_PENDING}) s "
+            "JOIN raw_items r ON r.id = s.item_id JOIN item_embeddings e ON e.item_id = s.item_id "
+            "AND e.embedder = %(embedder)s ORDER BY s.at, s.content_hash",
+            {"embedder": embedder_name},
+        ).all()
+    return [
+        (k, at, bytes(h), source, np.array(json.loads(v), np.float32).astype(np.float64))
+        for k, at, h, source, v in rows
+    ]
+
+
+def replay(items: list[tuple], params: ClusteringParams) -> dict:
+    """The clustering of ``items`` (see :func:`_embedded`) redone in memory (the same tracker as the
+    pipeline's, without Postgres): external id → event id."""
+    numbered = [(n, *item[1:]) for n, item in enumerate(items)]
+    held = cluster_in_memory(numbered, len(items[0][4]) if items else 0, params)
+    return {items[n][0]: event for n, event in held.items()}
+
+
+def same_partition(a: dict, b: dict) -> bool:
+    """Whether two clusterings (item → cluster id) group the same items together, whatever their ids."""
+    return a.keys() == b.keys() and len(set(a.values())) == len(set(b.values())) == len({(a[i], b[i]) for i in a})
+
+
+_CACHE_SCALARS = (
+    "embedder",
+    "threshold",
+    "merge_margin",
+    "cohesion_exponent",
+    "clustering_seconds",
+    "embed_items_per_s",
+)
+
+
+def _write_cache(path: Path, outcome: dict) -> None:
+    """Keep ``embed_labelled``'s outcome as plain arrays (no pickle: a cache file is only data)."""
+    items = outcome["items"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        keys=np.array([i[0] for i in items], dtype=str),
+        times=np.array([i[1].isoformat() for i in items], dtype=str),
+        hashes=np.array([i[2].hex() for i in items], dtype=str),
+        sources=np.array([i[3] for i in items], dtype=np.int64),
+        vectors=np.array([i[4] for i in items], dtype=np.float32).reshape(len(items), -1),
+        meta=np.array(json.dumps({k: outcome[k] for k in _CACHE_SCALARS})),
+    )
+
+
+def _read_cache(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as saved:
+        keys = saved["keys"].tolist()
+        items = [(k, datetime.fromisoformat(t), bytes.fromhex(h), int(s), v.astype(np.float64))
+                 for k, t, h, s, v in zip(keys, saved["times"], saved["hashes"], saved["sources"], saved["vectors"])]  # fmt: skip
+        # the pipeline's events of the run that filled the cache (maybe older code): not compared again
+        return {**json.loads(str(saved["meta"])), "items": items, "pipeline": None}
+
+
+def embed_labelled(rows: list[dict], embedder_name: str, cache: Path | None) -> dict:
+    """Run the pipeline on ``rows`` up to the embeddings and cluster them with the embedder's own
+    threshold (the real path, timed); returns the embedded items for replay with the embedder's
+    threshold and margin, the pipeline's clustering and its speeds. With ``cache`` (a file) the result
+    is read from it when present, else written to it: a later run skips the pipeline (the e5 embedder
+    takes minutes) and replays the clustering only (``pipeline`` is then None: not compared again)."""
+    if cache is not None and cache.exists():
+        return _read_cache(cache)
+    with fresh_database() as (engine, store, workdir):
+        run_id = collect_labelled(engine, store, rows, workdir)
+        ingest_collection_run(engine, store, run_id)
+        featurize_run(engine, run_id)
+        embedder = make_embedder(embedder_name, engine)
+        embedded = embed_run(engine, embedder, run_id)
+        exponent = cohesion_exponent_of(embedder)
+        params = ClusteringParams(
+            embedder.join_threshold, merge_margin=embedder.merge_margin, cohesion_exponent=exponent
+        )
+        items = _embedded(engine, embedder.name)
+        started = time.perf_counter()
+        pipeline = _recluster(engine, embedder, params)
+        outcome = {
+            "embedder": embedder.name, "threshold": embedder.join_threshold, "merge_margin": embedder.merge_margin,
+            "cohesion_exponent": exponent,
+            "items": items, "pipeline": pipeline,
+            "clustering_seconds": round(time.perf_counter() - started, 3),
+            "embed_items_per_s": round(embedded.embedded / max(embedded.seconds, 1e-9), 1),
+        }  # fmt: skip
+    if cache is not None:
+        _write_cache(cache, outcome)
+    return outcome
+
+
 def diagnostics(rows: list[dict], truth: dict, predicted: dict, top: int = 5) -> dict:
     """The stories split into the most events and the events mixing the most stories, with titles."""
     title = {f"row-{n}": row["title"] for n, row in enumerate(rows)}
@@ -146,34 +255,45 @@ def diagnostics(rows: list[dict], truth: dict, predicted: dict, top: int = 5) ->
     }
 
 
-def evaluate(rows: list[dict], embedder_name: str, overrides: dict, grid: list[float]) -> dict:
-    """Run the pipeline on ``rows`` once, then score its events: with the embedder's own threshold, and
-    honestly, tuning the threshold on one half of the stories and reporting on the other, both ways.
-
-    ``bcubed_f1`` is the mean held-out F1 of the two halves; ``tuned_bcubed_f1`` the mean F1 on the half
-    the threshold was tuned on. ``overrides`` change ClusteringParams' other defaults."""
-    started = time.perf_counter()
-    with fresh_database() as (engine, store, workdir):
-        run_id = collect_labelled(engine, store, rows, workdir)
-        ingest_collection_run(engine, store, run_id)
-        featurize_run(engine, run_id)
-        embedder = make_embedder(embedder_name, engine)
-        embedded = embed_run(engine, embedder, run_id)
-        base = {"threshold": embedder.join_threshold, "merge_margin": embedder.merge_margin, **overrides}
-        default_params = ClusteringParams(**base)
-        clustering_started = time.perf_counter()
-        predicted = _recluster(engine, embedder, default_params)
-        clustering_seconds = time.perf_counter() - clustering_started
-        sweep = {t: _recluster(engine, embedder, ClusteringParams(**{**base, "threshold": t})) for t in grid}
-    truth = {f"row-{n}": row["story"] for n, row in enumerate(rows) if f"row-{n}" in predicted}
+def held_out(truth: dict, sweep: dict) -> list[dict]:
+    """Tune the threshold on one half of the stories and score it on the other, both ways."""
     halves = [[i for i in truth if half_of(truth[i]) == h] for h in (0, 1)]
     by_half = []
     for tune, report in ((0, 1), (1, 0)):
         tuned = {t: score(truth, p, halves[tune])["bcubed_f1"] for t, p in sweep.items()}
         best = max(sorted(tuned), key=lambda t: tuned[t])
-        held_out = score(truth, sweep[best], halves[report])
+        held = score(truth, sweep[best], halves[report])
         by_half.append({"tuned_on": tune, "reported_on": report, "threshold": best, "tuned_bcubed_f1": tuned[best],
-                        "stories": len({truth[i] for i in halves[report]}), **held_out})  # fmt: skip
+                        "stories": len({truth[i] for i in halves[report]}), **held})  # fmt: skip
+    return by_half
+
+
+def evaluate(
+    rows: list[dict], embedder_name: str, overrides: dict, grid: list[float], cache: Path | None = None
+) -> dict:
+    """Run the pipeline on ``rows`` once, then score its events: with the embedder's own threshold, and
+    honestly, tuning the threshold on one half of the stories and reporting on the other, both ways.
+
+    ``bcubed_f1`` is the mean held-out F1 of the two halves; ``tuned_bcubed_f1`` the mean F1 on the half
+    the threshold was tuned on; ``threshold_stability`` the own-threshold F1 with that threshold 10 %
+    lower and higher (how much a held-out set whose calibration lands a little off would move).
+    ``overrides`` change ClusteringParams' other defaults. The sweep is replayed in memory on the
+    pipeline's vectors; ``replay_matches_pipeline`` checks that the replay gives the pipeline's events."""
+    started = time.perf_counter()
+    run = embed_labelled(rows, embedder_name, cache)
+    base = {"threshold": run["threshold"], "merge_margin": run["merge_margin"],
+            "cohesion_exponent": run["cohesion_exponent"], **overrides}  # fmt: skip
+    default_params = ClusteringParams(**base)
+    predicted = replay(run["items"], default_params)
+    sweep = {t: replay(run["items"], ClusteringParams(**{**base, "threshold": t})) for t in grid}
+    truth = {f"row-{n}": row["story"] for n, row in enumerate(rows) if f"row-{n}" in predicted}
+    halves = [[i for i in truth if half_of(truth[i]) == h] for h in (0, 1)]
+    by_half = held_out(truth, sweep)
+    stability = {
+        f"x{factor}": score(truth, replay(run["items"], replace(default_params, threshold=base["threshold"] * factor)),
+                            list(truth))["bcubed_f1"]
+        for factor in (0.9, 1.1)
+    }  # fmt: skip
     return {
         "labelled": len(rows),
         "items": len(truth),
@@ -185,13 +305,17 @@ def evaluate(rows: list[dict], embedder_name: str, overrides: dict, grid: list[f
             "events": len(set(predicted.values())),
             **score(truth, predicted, list(truth)),
             "halves_bcubed_f1": [score(truth, predicted, h)["bcubed_f1"] for h in halves],
+            "threshold_stability": stability,
         },  # fmt: skip
+        "replay_matches_pipeline": None
+        if overrides or run["pipeline"] is None
+        else same_partition(predicted, run["pipeline"]),
         "sweep_bcubed_f1": {str(t): score(truth, p, list(truth))["bcubed_f1"] for t, p in sweep.items()},
-        "embedder": embedder.name,
+        "embedder": run["embedder"],
         "params": asdict(default_params),
         "diagnostics": diagnostics(rows, truth, predicted),
-        "embed_items_per_s": round(embedded.embedded / max(embedded.seconds, 1e-9), 1),
-        "clustering_seconds": round(clustering_seconds, 3),
+        "embed_items_per_s": run["embed_items_per_s"],
+        "clustering_seconds": run["clustering_seconds"],
         "seconds": round(time.perf_counter() - started, 2),
     }
 
@@ -221,6 +345,14 @@ def write_generated(path: Path, stories: int = 60, seed: int = 11) -> int:
     return len(rows)
 
 
+def cached(directory: Path | None, labelled: Path, embedder_name: str) -> Path | None:
+    """The cache file of one labelled set's embedded items: named by the set's content and the embedder."""
+    if directory is None:
+        return None
+    digest = hashlib.sha256(labelled.read_bytes()).hexdigest()[:16]
+    return directory / f"{labelled.stem}-{embedder_name}-{digest}.npz"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -229,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedder", default=DEFAULT_BACKEND, choices=BACKENDS)
     parser.add_argument("--grid", default="0.02:0.6:0.02", help="thresholds tuned over, start:stop:step")
     parser.add_argument("--generate", type=Path, help="write the generated labelled set to this path and exit")
+    parser.add_argument(
+        "--cache", type=Path, help="keep each set's embedded items in this directory and replay them on later runs"
+    )
     for f in fields(ClusteringParams):
         kind = float if f.name == "threshold" else type(f.default)
         parser.add_argument(
@@ -244,9 +379,18 @@ def main(argv: list[str] | None = None) -> int:
     start, stop, step = (float(v) for v in args.grid.split(":"))
     grid = [round(start + k * step, 4) for k in range(int(round((stop - start) / step)) + 1)]
     paths = args.labelled or [path for path in DEFAULT_LABELLED if path.exists()]
-    sets = {path.stem: evaluate(read_labelled(path), args.embedder, overrides, grid) for path in paths}
+    sets = {
+        path.stem: evaluate(
+            read_labelled(path), args.embedder, overrides, grid, cached(args.cache, path, args.embedder)
+        )
+        for path in paths
+    }
     summary = {
-        name: {"own_threshold_bcubed_f1": r["own_threshold"]["bcubed_f1"], "held_out_bcubed_f1": r["bcubed_f1"]}
+        name: {
+            "own_threshold_bcubed_f1": r["own_threshold"]["bcubed_f1"],
+            "held_out_bcubed_f1": r["bcubed_f1"],
+            "own_threshold_at_0.9x_1.1x": list(r["own_threshold"]["threshold_stability"].values()),
+        }  # fmt: skip
         for name, r in sets.items()
     }
     print(json.dumps({"embedder": args.embedder, "summary": summary, "sets": sets}))

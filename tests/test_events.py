@@ -173,7 +173,9 @@ def test_an_event_retold_without_pause_closes_after_its_maximum_span(engine, sto
         for day in range(0, 12, 2)
     ]
     _ingest_and_embed(engine, store, tmp_path, rows)
-    _cluster(engine, ClusteringParams(threshold=PARAMS.threshold, max_span_hours=24 * 7))
+    # told every two days, within a three-day window: only the span ends the event
+    params = ClusteringParams(threshold=PARAMS.threshold, window_hours=72.0, max_span_hours=24 * 7)
+    _cluster(engine, params)
     assert {items for items, *_ in _events_by_items(engine)} == {("r0", "r2", "r4", "r6"), ("r10", "r8")}
 
 

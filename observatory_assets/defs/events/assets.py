@@ -6,20 +6,21 @@ import dagster as dg
 from pydantic import Field
 
 from observatory_assets.defs.enrichment.resources import EmbedderResource
-from observatory_assets.defs.events.clustering import EVENTS, ClusteringParams, cluster_events
+from observatory_assets.defs.events.clustering import EVENTS, ClusteringParams, cluster_events, cohesion_exponent_of
 from observatory_assets.defs.events.integrity import (
     check_centroids,
     check_events_have_items,
     check_items_in_one_event,
     count_events,
 )
+from observatory_assets.defs.events.tracking import DEFAULT_COHESION_EXPONENT
 from observatory_assets.lib.dagster import checked_since, follows, worker_metadata
 from observatory_assets.lib.sql import database_now
 from resources import PostgresResource
 
 
 class EventsConfig(dg.Config):
-    window_hours: float = Field(default=72.0, description="An event stays open this long after its newest item.")
+    window_hours: float = Field(default=24.0, description="An event stays open this long after its newest item.")
     max_span_hours: float = Field(default=168.0, description="An event takes no items this long after its first.")
     threshold: float | None = Field(
         default=None,
@@ -30,13 +31,19 @@ class EventsConfig(dg.Config):
         default=None, description="Open events this much above the threshold alike merge; default: the embedder's."
     )
 
-    def params(self, default_threshold: float, default_merge_margin: float) -> ClusteringParams:
+    def params(
+        self,
+        default_threshold: float,
+        default_merge_margin: float,
+        cohesion_exponent: float = DEFAULT_COHESION_EXPONENT,
+    ) -> ClusteringParams:
         return ClusteringParams(
             threshold=default_threshold if self.threshold is None else self.threshold,
             window_hours=self.window_hours,
             max_span_hours=self.max_span_hours,
             time_penalty=self.time_penalty,
             merge_margin=default_merge_margin if self.merge_margin is None else self.merge_margin,
+            cohesion_exponent=cohesion_exponent,
         )
 
 
@@ -49,7 +56,7 @@ class EventsConfig(dg.Config):
 def events(
     context: dg.AssetExecutionContext, config: EventsConfig, postgres: PostgresResource, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
-    """News events: embedded items clustered online in publication order (72 h window, similarity
+    """News events: embedded items clustered online in publication order (24 h window, similarity
     threshold); open events whose centroids converge merge into the older one. Incremental: each run clusters the items not clustered
     yet; re-running never duplicates, and batching does not change the result."""
     current = embedder.get_embedder(postgres.get_engine())
@@ -59,7 +66,7 @@ def events(
         postgres.get_engine(),
         current.name,
         current.dimensions,
-        config.params(current.join_threshold, current.merge_margin),
+        config.params(current.join_threshold, current.merge_margin, cohesion_exponent_of(current)),
     )
     if result.rebuilt:
         context.log.warning(f"events of another embedder were dropped and rebuilt with {current.name}")

@@ -18,6 +18,8 @@ from datetime import datetime
 
 import numpy as np
 
+DEFAULT_COHESION_EXPONENT = 0.5
+
 
 @dataclass(frozen=True)
 class ClusteringParams:
@@ -25,7 +27,8 @@ class ClusteringParams:
 
     #: Cosine similarity (after the time penalty) from which an item joins an event.
     threshold: float
-    window_hours: float = 72.0
+    #: An event takes no items once it has not been seen for this long (a day without a retelling ends it).
+    window_hours: float = 24.0
     #: An event stops taking items this long after its first one, however often it is retold.
     max_span_hours: float = 168.0
     #: Score lost when the event was last seen a whole window ago (linear in between).
@@ -37,8 +40,9 @@ class ClusteringParams:
     #: ``cohesion_min_items`` items is scaled by the event's cohesion (the length of its members' mean
     #: vector, 1.0 when they are all alike) to this power. An event grown from several stories has a
     #: generic centroid that many items resemble a little; its low cohesion keeps it from growing further.
-    #: 0 turns the guard off (pure centroid linkage), 1 is average linkage over the members.
-    cohesion_exponent: float = 0.5
+    #: 0 turns the guard off (pure centroid linkage), 1 is average linkage over the members. An embedder
+    #: may declare its own (see ``clustering.cohesion_exponent_of``): e5's is 0.25.
+    cohesion_exponent: float = DEFAULT_COHESION_EXPONENT
     cohesion_min_items: int = 5
 
 
