@@ -1,14 +1,16 @@
 """The ingest hot path's shortcuts (presence read only from rows that state any, one author verdict per
-run and author, an item's text collapsed for its content hash with what cleaning it learnt, a chunk of
-repeats resolved where it is staged) give exactly what the general code gives."""
+run and author, a JSONL line decoded only when needed, an item's text collapsed for its content hash with
+what cleaning it learnt, a chunk of repeats resolved where it is staged) give exactly what the general
+code gives."""
 
+import io
 import json
 import random
 from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-from observatory_assets.defs.ingestion import loading, payload_reader
+from observatory_assets.defs.ingestion import loading, payload_reader, records
 from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.defs.ingestion.normalizing import (
@@ -161,3 +163,28 @@ def test_the_content_hash_of_a_normalized_item_is_the_content_hash_of_its_title_
             assert item.reason == "empty_content"
             continue
         assert item.content_hash == content_hash(item.title, item.text)
+
+
+def _as_read(record: Record | Rejection) -> tuple:
+    return ("record", record.fields, record.text) if isinstance(record, Record) else ("rejection", record)
+
+
+def test_a_jsonl_line_orjson_reads_gives_what_the_standard_library_reading_of_it_gives():
+    lines = [
+        b'{"id": "1", "title": "caf\xc3\xa9"}',
+        b'{"title": "\xff"}',  # not UTF-8 inside a string
+        b'{"title": "\xed\xa0\x80"}',  # an encoded surrogate
+        b'\xef\xbb\xbf{"title": "bom"}',
+        b'{"title": NaN}',
+        b'{"title": "\\ud800"}',
+        b'{"n": 123456789012345678901234567890}',
+        b'{"n": 1.5, "m": 12345678901234567890123}',
+        b'{"f": 1.5}',
+        b'{"id": "broken", "title": ',
+        b"[1, 2]",
+        b'"text"',
+        b'{"item": {"desc": "a clip"}, "source_platform": "tiktok"}',
+    ]
+    read = list(records.iter_records(io.BytesIO(b"\n".join(lines) + b"\n"), "jsonl"))
+    assert [_as_read(record) for record in read] == [_as_read(records._jsonl_line(line + b"\n")) for line in lines]
+    assert {type(record.raw) for record in read if isinstance(record, Record)} == {bytes, str}

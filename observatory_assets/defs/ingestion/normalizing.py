@@ -299,7 +299,7 @@ def normalize_record(record: Record, now: datetime | None = None) -> Item | Reje
     picked = {name: _pick(fields, name, used) for name in FIELD_ALIASES}
 
     def reject(reason: str, detail: str) -> Rejection:
-        return Rejection(reason, detail, excerpt(record.raw))
+        return Rejection(reason, detail, excerpt(record.text))
 
     try:
         title = _clean_text(picked["title"], notes)

@@ -294,7 +294,7 @@ def _read_row(
     its author stored as ``authors`` says (pseudonymised unless kept in clear; no policy: as delivered)."""
     outcome = record if isinstance(record, Rejection) else normalize_record(record, judged_at)
     if isinstance(outcome, Rejection):
-        size = None if isinstance(record, Rejection) else len(record.raw.encode("utf-8", "surrogatepass"))
+        size = None if isinstance(record, Rejection) else len(record.text.encode("utf-8", "surrogatepass"))
         detail = outcome.detail.replace("\x00", "")
         return _Row((record_no, source_id, None, key, outcome.reason, detail, outcome.payload, size, None, None, None))
     platform, arena, content_type, handle, *counts = _placed(outcome.presence, placement)
