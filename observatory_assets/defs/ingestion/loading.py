@@ -100,10 +100,10 @@ RETURNING item_id, record_no
 
 # The valid rows the insert did not return are items of this run loaded before (a forced re-ingest:
 # this run, this record) or repeat an item by key or content; the repeats are linked, and the outcomes
-# counted per attributed source. The rows the insert returned are loaded by definition. These few rows
-# come as arrays and each looks its matches up by index (LIMIT 1 of a unique key keeps the planner
-# from hashing all of item_keys, which it prefers while the table is small).
-RESOLVE = """
+# counted per attributed source. The rows the insert returned are loaded by definition. Each row looks
+# its matches up by index (LIMIT 1 of a unique key keeps the planner from hashing all of item_keys,
+# which it prefers while the table is small). {pending} names the rows, see RESOLVE and RESOLVE_STAGED.
+_RESOLVE = """
 WITH outcome AS (
     SELECT s.record_no, s.source_id, s.external_id,
            coalesce(k.item_id, h.item_id) AS item_id,
@@ -111,8 +111,7 @@ WITH outcome AS (
                      AND coalesce(k.record_no, h.record_no) = s.record_no THEN 'loaded'
                 WHEN k.item_id IS NOT NULL THEN 'source_external_id'
                 ELSE 'content_hash' END AS outcome
-      FROM unnest(CAST(:record_nos AS integer[]), CAST(:source_ids AS bigint[]), CAST(:external_ids AS text[]),
-                  CAST(:content_hashes AS bytea[])) AS s (record_no, source_id, external_id, content_hash)
+      FROM {pending}
       LEFT JOIN LATERAL (SELECT * FROM item_keys k
                           WHERE k.source_id = s.source_id AND k.external_id = s.external_id LIMIT 1) k ON true
       LEFT JOIN LATERAL (SELECT * FROM item_keys h WHERE h.content_hash = s.content_hash LIMIT 1) h ON true
@@ -125,6 +124,18 @@ SELECT source_id, count(*) FILTER (WHERE outcome = 'loaded') AS loaded,
        count(*) FILTER (WHERE outcome <> 'loaded') AS duplicates
   FROM outcome GROUP BY source_id
 """
+# A few rows of a chunk were not inserted (a first load): they come as arrays.
+RESOLVE = _RESOLVE.format(
+    pending="""unnest(CAST(:record_nos AS integer[]), CAST(:source_ids AS bigint[]), CAST(:external_ids AS text[]),
+                  CAST(:content_hashes AS bytea[])) AS s (record_no, source_id, external_id, content_hash)"""
+)
+# No row of a chunk was inserted (a forced re-ingest, a chunk of repeats): every valid staged row is
+# pending, and is read where it already is instead of crossing to the server again as arrays.
+RESOLVE_STAGED = _RESOLVE.format(
+    pending=f"""(SELECT s.record_no, {_SOURCE} AS source_id, s.external_id, s.content_hash
+               {_ATTRIBUTED}
+              WHERE s.reason IS NULL) AS s"""
+)
 
 INSERT_REJECTS = """
 INSERT INTO rejected_items (collection_run_id, record_no, source_id, reason, detail, payload, payload_key, payload_bytes)
@@ -299,10 +310,8 @@ def _load_chunks(conn: Connection, reader: PayloadReader, run_id: int) -> tuple[
         created += ensure_month_partitions(conn, "raw_items", reader.take_new_months())
         new_ids = {record_no: item_id for item_id, record_no in conn.execute(text(INSERT_NEW_KEYS), params).all()}
         new_items += len(new_ids)
-        pending = reader.not_inserted(new_ids)
-        if pending["record_nos"]:
-            for row in conn.execute(text(RESOLVE), {**params, **pending}):
-                counts.setdefault(row.source_id, Counter()).update(loaded=row.loaded, duplicates=row.duplicates)
+        for row in _resolve(conn, reader, run_id, new_ids):
+            counts.setdefault(row.source_id, Counter()).update(loaded=row.loaded, duplicates=row.duplicates)
         conn.execute(text(INSERT_REJECTS), params)
         for source_id, rejected in reader.take_rejects().items():
             counts.setdefault(source_id, Counter()).update(rejected=rejected)
@@ -310,6 +319,16 @@ def _load_chunks(conn: Connection, reader: PayloadReader, run_id: int) -> tuple[
             counts.setdefault(source_id, Counter()).update(loaded=loaded)
         conn.exec_driver_sql(NEXT_CHUNK)
     return counts, new_items, created
+
+
+def _resolve(conn: Connection, reader: PayloadReader, run_id: int, new_ids: dict[int, int]) -> list:
+    """RESOLVE's outcome counts per source for the chunk's valid rows the key insert did not return."""
+    if not new_ids:
+        return conn.execute(text(RESOLVE_STAGED), {"run_id": run_id}).all()
+    pending = reader.not_inserted(new_ids)
+    if not pending["record_nos"]:
+        return []
+    return conn.execute(text(RESOLVE), {"run_id": run_id, **pending}).all()
 
 
 def ensure_month_partitions(conn: Connection, table: str, months: set[date]) -> list[str]:

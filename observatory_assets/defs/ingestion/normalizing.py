@@ -140,9 +140,14 @@ def _parse_timestamp_text(text: str) -> datetime:
 
 def content_hash(title: str | None, text: str | None) -> bytes:
     """SHA-256 of the case-folded, whitespace-collapsed title and text: equal content, equal hash."""
-    digest = hashlib.sha256(_folded(collapse_whitespace(title or "")).encode("utf-8"))
+    return _collapsed_content_hash(collapse_whitespace(title or ""), collapse_whitespace(text or ""))
+
+
+def _collapsed_content_hash(title: str, text: str) -> bytes:
+    """:func:`content_hash` of a title and text whose whitespace is already collapsed."""
+    digest = hashlib.sha256(_folded(title).encode("utf-8"))
     digest.update(b"\x1f")
-    digest.update(_folded(collapse_whitespace(text or "")).encode("utf-8"))
+    digest.update(_folded(text).encode("utf-8"))
     return digest.digest()
 
 
@@ -152,13 +157,19 @@ def _folded(text: str) -> str:
 
 
 def _clean_text(value: Any, notes: set[str]) -> str | None:
-    """Text without NUL and other control characters, newlines unified, NFC-normalized.
+    """Text without NUL and other control characters, newlines unified, NFC-normalized."""
+    return _clean_text_checked(value, notes)[0]
+
+
+def _clean_text_checked(value: Any, notes: set[str]) -> tuple[str | None, bool]:
+    """:func:`_clean_text`, and whether the text was printable as delivered (then so is the result,
+    and collapsing its whitespace needs no second look at every character).
 
     This runs several times per delivered row, so the common case (nothing to fix)
     is decided by C-level string predicates before any regular expression runs.
     """
     if value is None:
-        return None
+        return None, True
     if isinstance(value, list | dict):
         raise TypeError(type(value).__name__)
     text = value if isinstance(value, str) else str(value)
@@ -175,7 +186,16 @@ def _clean_text(value: Any, notes: set[str]) -> str | None:
             text = _SURROGATES.sub("\ufffd", text)
         if not unicodedata.is_normalized("NFC", text):
             text = unicodedata.normalize("NFC", text)
-    return text.strip() or None
+    return text.strip() or None, printable
+
+
+def _collapsed(text: str | None, printable: bool) -> str:
+    """``collapse_whitespace(text or "")`` for a result of :func:`_clean_text_checked` (stripped already)."""
+    if text is None:
+        return ""
+    if not printable:
+        return collapse_whitespace(text)
+    return text if "  " not in text else " ".join(text.split())
 
 
 def _clean_metadata(value: Any, notes: set[str]) -> Any:
@@ -279,11 +299,11 @@ def normalize_record(record: Record, now: datetime | None = None) -> Item | Reje
     picked = {name: _pick(fields, name, used) for name in FIELD_ALIASES}
 
     def reject(reason: str, detail: str) -> Rejection:
-        return Rejection(reason, detail, excerpt(record.raw))
+        return Rejection(reason, detail, excerpt(record.text))
 
     try:
         title = _clean_text(picked["title"], notes)
-        text = _clean_text(picked["text"], notes)
+        text, text_printable = _clean_text_checked(picked["text"], notes)
         author = _clean_text(picked["author"], notes)
         external_id = _clean_text(picked["external_id"], notes)
         language = _clean_text(picked["language"], notes)
@@ -312,7 +332,7 @@ def normalize_record(record: Record, now: datetime | None = None) -> Item | Reje
     url = normalize_url(picked["url"])
     if picked["url"] and url is None:
         notes.add("url_not_http")
-    digest = content_hash(title, text)
+    digest = _collapsed_content_hash(title or "", _collapsed(text, text_printable))
     outlet = pick_outlet(fields, used, notes)
     presence = read_presence(fields, notes)
     metadata = _clean_metadata({k: v for k, v in fields.items() if k not in used}, notes)

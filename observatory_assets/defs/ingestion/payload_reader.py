@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import orjson
 from psycopg import Copy
-from psycopg.types.json import set_json_dumps
+from psycopg.types.string import BytesBinaryDumper
 from sqlalchemy import Connection, text
 
 from observatory_assets.defs.ingestion.normalizing import Presence, normalize_record
@@ -32,6 +32,9 @@ from resources.object_store import ObjectStore
 #: Rows resolved per round of set-based statements, and rows per hand-over from the reader thread.
 CHUNK_ROWS = 5_000
 BATCH_ROWS = 500
+#: How many chunks the reader may parse ahead: while the server resolves and copies one chunk, the
+#: reader keeps parsing instead of waiting for room (one chunk ahead left it idle behind slow rounds).
+READ_AHEAD_CHUNKS = 3
 
 #: Per chunk, the keys and rejections of every delivered row are staged; the items themselves
 #: stay in memory and are copied straight into raw_items once their dedup outcome is known.
@@ -47,7 +50,7 @@ RAW_ITEM_COLUMNS = (
 )  # fmt: skip
 _RAW_ITEM_TYPES = (
     "int8", "int8", "int8", "int4", "text", "text", "text", "text", "text",
-    "timestamptz", "timestamptz", "text", "bytea", "jsonb",
+    "timestamptz", "timestamptz", "text", "bytea", "bytea",
     "text", "text", "text", "text", "int8", "int8", "int8", "int8", "text",
 )  # fmt: skip
 #: The types whose rows are articles; every other source delivers posts unless a row says otherwise.
@@ -138,7 +141,9 @@ class PayloadReader:
         self._outlet_ids: dict[str, int] = {}
         self._fetched_at = fetched_at
         self._judged_at = judged_at
-        self._batches_ahead = in_background(self._batches(), CHUNK_ROWS // BATCH_ROWS, "payload-reader")
+        self._batches_ahead = in_background(
+            self._batches(), READ_AHEAD_CHUNKS * CHUNK_ROWS // BATCH_ROWS, "payload-reader"
+        )
         self._finished = False
         self._chunk: list[_Row] = []
         self._new_outlets: dict[str, str] = {}
@@ -265,9 +270,10 @@ class PayloadReader:
 @contextmanager
 def _binary_copy(conn: Connection, table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> Iterator[Copy]:
     """A binary ``COPY table (columns) FROM STDIN`` on the loading connection (the server neither
-    unescapes nor parses numbers, timestamps or bytea). jsonb values come serialized (see _metadata_json)."""
+    unescapes nor parses numbers, timestamps or bytea). Bytes go through psycopg's C dumper (the
+    registered DB-API one is Python); jsonb values come already in their binary form (see _metadata_json)."""
     with conn.connection.driver_connection.cursor() as cursor:
-        set_json_dumps(str, context=cursor)
+        cursor.adapters.register_dumper(bytes, BytesBinaryDumper)
         with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT binary)") as copy:
             copy.set_types(types)
             yield copy
@@ -288,7 +294,7 @@ def _read_row(
     its author stored as ``authors`` says (pseudonymised unless kept in clear; no policy: as delivered)."""
     outcome = record if isinstance(record, Rejection) else normalize_record(record, judged_at)
     if isinstance(outcome, Rejection):
-        size = None if isinstance(record, Rejection) else len(record.raw.encode("utf-8", "surrogatepass"))
+        size = None if isinstance(record, Rejection) else len(record.text.encode("utf-8", "surrogatepass"))
         detail = outcome.detail.replace("\x00", "")
         return _Row((record_no, source_id, None, key, outcome.reason, detail, outcome.payload, size, None, None, None))
     platform, arena, content_type, handle, *counts = _placed(outcome.presence, placement)
@@ -315,8 +321,13 @@ def _placed(presence: Presence, placement: Placement) -> tuple:
     )  # fmt: skip
 
 
-def _metadata_json(metadata: dict) -> str:
+#: jsonb's binary wire form is this version byte followed by the JSON text.
+_JSONB_VERSION = b"\x01"
+
+
+def _metadata_json(metadata: dict) -> bytes:
+    """``metadata`` in jsonb's binary COPY form (written as raw bytes: no dumper runs per row)."""
     try:
-        return orjson.dumps(metadata).decode()
+        return _JSONB_VERSION + orjson.dumps(metadata)
     except TypeError:  # an integer beyond 64 bits
-        return json.dumps(metadata, ensure_ascii=False, default=str)
+        return _JSONB_VERSION + json.dumps(metadata, ensure_ascii=False, default=str).encode()

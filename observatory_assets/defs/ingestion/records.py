@@ -48,10 +48,20 @@ class Rejection:
 
 @dataclass(frozen=True)
 class Record:
-    """One delivered row as read from its payload: field name → value."""
+    """One delivered row as read from its payload: field name → value, and the row as delivered: its
+    text, or a JSONL line's bytes (UTF-8, as its parser verified), decoded only when the text is needed."""
 
     fields: dict[str, Any]
-    raw: str
+    raw: str | bytes
+
+    @property
+    def text(self) -> str:
+        """The row as delivered, as text (what a rejection keeps)."""
+        return _text(self.raw)
+
+
+def _text(delivered: str | bytes) -> str:
+    return delivered if isinstance(delivered, str) else delivered.decode("utf-8")
 
 
 def iter_records(stream: BinaryIO, fmt: str) -> Iterator[Record | Rejection]:
@@ -87,34 +97,39 @@ def _jsonl_lines(stream: BinaryIO) -> Iterator[bytes]:
 
 
 def _jsonl_records(stream: BinaryIO) -> Iterator[Record | Rejection]:
+    """Each line read by orjson where it reads exactly what the standard library reads (orjson also
+    verifies the line is UTF-8, so it is decoded only if needed); :func:`_jsonl_line` for the rest."""
     for line in _jsonl_lines(stream):
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raw = line.decode("utf-8", "backslashreplace")
-            yield Rejection("invalid_utf8", f"byte {error.start}: {error.reason}", excerpt(raw))
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            yield _jsonl_line(line)
             continue
-        try:
-            value = _decode_json(line, text)
-        except json.JSONDecodeError as error:
-            yield Rejection("invalid_json", f"{error.msg} at column {error.colno}", excerpt(text))
-            continue
-        if not isinstance(value, dict):
-            yield Rejection("not_an_object", f"a JSON {type(value).__name__}, not an object", excerpt(text))
-            continue
-        yield Record(_flatten_4cat(value), text)
+        if _holds_float(value) and _LONG_DIGIT_RUN.search(line):
+            yield _jsonl_line(line)
+        else:
+            yield _object_record(value, line)
 
 
-def _decode_json(line: bytes, text: str) -> Any:
-    """orjson where it reads exactly what the standard library reads; the standard library for
-    the rest (lone surrogates, NaN, integers beyond 64 bits, a BOM), whose verdict and messages count."""
+def _jsonl_line(line: bytes) -> Record | Rejection:
+    """A line read by the standard library (lone surrogates, NaN, integers beyond 64 bits, a BOM,
+    text that is not JSON or not UTF-8), whose verdict and messages count."""
     try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-    if _holds_float(value) and _LONG_DIGIT_RUN.search(line):
-        return json.loads(text)
-    return value
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raw = line.decode("utf-8", "backslashreplace")
+        return Rejection("invalid_utf8", f"byte {error.start}: {error.reason}", excerpt(raw))
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        return Rejection("invalid_json", f"{error.msg} at column {error.colno}", excerpt(text))
+    return _object_record(value, text)
+
+
+def _object_record(value: Any, delivered: str | bytes) -> Record | Rejection:
+    if isinstance(value, dict):
+        return Record(_flatten_4cat(value), delivered)
+    return Rejection("not_an_object", f"a JSON {type(value).__name__}, not an object", excerpt(_text(delivered)))
 
 
 def _holds_float(value: Any) -> bool:
