@@ -1,5 +1,6 @@
 """Test fixtures: one real embedded PostgreSQL (18 + pgvector) per test session, a freshly
-migrated database per test (cloned from a migrated template), a local object store."""
+migrated database per test (cloned from a migrated template), a Dagster instance per test that needs one
+(its storage cloned from a template with Dagster's tables), a local object store."""
 
 from __future__ import annotations
 
@@ -13,16 +14,24 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from observatory_assets.lib import migrations
 from resources import ObjectStoreResource, PostgresResource
 from resources.embedded import start_embedded_postgres, stop_embedded_postgres
 from resources.object_store import LocalObjectStore
 from resources.postgres import engine_for
+from resources.settings import as_libpq_dsn
 from tests.support.helpers import ROOT, create_database, drop_database, write  # noqa: F401 (shared with tests)
 
 TEMPLATE = "observatory_template"
+DAGSTER_TEMPLATE = "dagster_template"
+#: The session's server is thrown away with its data directory: nothing it writes needs to survive a crash of
+#: the machine, so it never waits for the disk (each commit, and the checkpoint every dropped database forces).
+#: A crash of the server alone (``kill -9``) still loses nothing committed: the files stay in the page cache.
+THROWAWAY_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 # Tests collect files they write under the temporary directory: a root files may be collected from.
 # Authors are stored pseudonymised; tests that point at a database by URL are "production" and need the key.
@@ -75,6 +84,10 @@ def pg_server(pg_home: Path):
     """Superuser URL of the session's embedded server."""
     pgdata = pg_home / "pgdata"
     url = start_embedded_postgres(pgdata)
+    with psycopg.connect(as_libpq_dsn(url), autocommit=True) as conn:
+        for name, value in THROWAWAY_SERVER_SETTINGS.items():
+            conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        conn.execute("SELECT pg_reload_conf()")
     yield url
     stop_embedded_postgres(pgdata)
 
@@ -85,6 +98,23 @@ def migrated_template(pg_server: str) -> str:
     migrations.upgrade(url)
     engine_for(url).dispose()
     return TEMPLATE
+
+
+@pytest.fixture(scope="session")
+def dagster_template(pg_server: str, tmp_path_factory) -> str:
+    """A database holding an empty Dagster instance's tables: each test's instance storage is a copy of it
+    (making the tables takes seconds, copying them a fraction of one)."""
+    import dagster as dg
+    import yaml
+
+    from resources.embedded import dagster_instance_yaml
+
+    home = tmp_path_factory.mktemp("dagster_template_home")
+    url = create_database(pg_server, DAGSTER_TEMPLATE)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(dagster_instance_yaml(url)))
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
+    return DAGSTER_TEMPLATE
 
 
 @pytest.fixture
@@ -154,23 +184,20 @@ def resources(database_url: str, objects_root: Path) -> dict:
 
 
 @pytest.fixture
-def dagster_env(pg_server: str, database_url: str, tmp_path: Path) -> dict[str, str]:
+def dagster_env(pg_server: str, database_url: str, dagster_template: str, tmp_path: Path) -> dict[str, str]:
     """Environment for subprocesses (the dagster and observatory CLIs) bound to this test's
     database, object store and a Dagster instance stored in Postgres (its tables made)."""
-    import dagster as dg
     import yaml
 
     from resources.embedded import dagster_instance_yaml
 
     name = f"dagster_{uuid.uuid4().hex[:10]}"
-    dagster_url = create_database(pg_server, name)
+    # the instance's tables, there before any process starts: processes started together on an empty database
+    # (two Celery workers, a CLI) each create them, and all but one fail (DuplicateObject), a worker dying at start
+    dagster_url = create_database(pg_server, name, template=dagster_template)
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml.safe_dump(dagster_instance_yaml(dagster_url)))
-    # the instance's tables, made once here: processes started together on an empty database (two Celery
-    # workers, a CLI) each create them, and all but one fail (DuplicateObject), a worker dying at start
-    with dg.DagsterInstance.from_config(str(home)):
-        pass
     env = {
         **os.environ,
         "OBSERVATORY_HOME": str(tmp_path),  # objects land in tmp_path/objects, as with `store`

@@ -17,8 +17,6 @@ import hashlib
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -33,8 +31,9 @@ from observatory_assets.defs.webhooks.delivery import deliver_due
 from observatory_assets.defs.webhooks.subscriptions import add_subscription
 from observatory_assets.lib.feed_server import FeedServer, Reply
 from observatory_assets.lib.outbox import EXPORT_COMPLETED, emit
+from resources.postgres import engine_for
 from sensors.webhooks import webhook_delivery_sensor
-from tests.support.helpers import ROOT
+from tests.support.forked import Forked
 
 KILLS = 20
 #: One receiver per subscription, each on its own loopback address.
@@ -45,17 +44,12 @@ BATCH = 4
 ANSWER_DELAY_S = 0.2
 #: One message in this many is answered 503 the first time its receiver sees it (then retried at once).
 FIRST_ANSWER_FAILS_ONE_IN = 5
+#: Seconds a delivery cycle may take to start: a guard, not a speed target.
+STARTS_WITHIN_S = 60
 #: Seconds a killed cycle's session may take to end (and its locks with it): a guard, not a speed target.
 LOCKS_GONE_WITHIN_S = 60
 #: Seconds a receiver holds an answer back at most (the test opens the gate once the cycle is dead).
 ANSWERS_HELD_AT_MOST_S = 60
-DELIVER = """
-import sys
-from observatory_assets.defs.webhooks.delivery import deliver_due
-from resources.postgres import engine_for
-print("ready", flush=True)
-deliver_due(engine_for(sys.argv[1]), batch=int(sys.argv[2]), workers=int(sys.argv[2]))
-"""
 
 
 class Receipts:
@@ -92,6 +86,11 @@ class Receipts:
         return answer
 
 
+def deliver(database_url: str, batch: int) -> None:
+    """One delivery cycle, as a process of its own (the one the test kills)."""
+    deliver_due(engine_for(database_url), batch=batch, workers=batch)
+
+
 def wait_until(condition, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
@@ -112,11 +111,11 @@ SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
 PENDING = "SELECT count(*) FROM webhook_messages WHERE status = 'pending'"
 
 
-def kill_somewhere(cycle: subprocess.Popen, receipts: Receipts, before: int, pending: int, rng: random.Random) -> str:
+def kill_somewhere(cycle: Forked, receipts: Receipts, before: int, pending: int, rng: random.Random) -> str:
     """Kill the cycle, once it has started: at a random moment (the receivers answering), or, while they
     hold their answers back, just after they got the k-th POST (of ``pending`` messages) since ``before``
     receipts: a kill between a POST and the commit that would have recorded it."""
-    assert cycle.stdout.readline().strip() == "ready", "the delivery cycle did not start"
+    assert cycle.started(STARTS_WITHIN_S), "the delivery cycle did not start"
     if receipts.answering.is_set():
         time.sleep(rng.uniform(0, 1.5))
         point = "at a random moment"
@@ -152,8 +151,7 @@ def kill_again_and_again(engine, database_url: str, resources: dict, receipts: R
             pending, before = scalar(engine, PENDING), len(receipts.seen)
             if kill % 2:  # every other round, the kill waits for POSTs whose answers are held back
                 receipts.answering.clear()
-            command = [sys.executable, "-c", DELIVER, database_url, str(BATCH)]
-            with subprocess.Popen(command, cwd=ROOT, env=os.environ, stdout=subprocess.PIPE, text=True) as cycle:
+            with Forked(deliver, database_url, BATCH) as cycle:
                 points.append(kill_somewhere(cycle, receipts, before, pending, rng))
             assert still_held_or_delayed(engine) == 0, "a killed cycle still holds its messages"
             with dg.build_sensor_context(instance=instance, resources=resources) as context:

@@ -11,11 +11,10 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -26,9 +25,12 @@ from observatory_assets.defs.collection.polling import CLAIM_LEASE, run_cycle
 from observatory_assets.defs.credits import ledger
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.lib.feed_server import Document, FeedServer
+from resources.object_store import LocalObjectStore
 from resources.outbound import OutboundClient, OutboundPolicy
+from resources.postgres import engine_for
 from sensors.polling import polling_sensor
-from tests.support.helpers import ROOT, write
+from tests.support.forked import Forked
+from tests.support.helpers import write
 
 KILLS = 20
 FEEDS = ("dr", "tv2", "wire")
@@ -37,16 +39,14 @@ PER_REQUEST = Decimal("0.01")
 ANSWER_DELAY_S = 0.8
 #: Requests a cycle sends at once to one host (the feeds share 127.0.0.1): the default ``per_host``.
 PER_HOST = 2
-CYCLE = """
-import sys
-from pathlib import Path
-from resources.object_store import LocalObjectStore
-from resources.outbound import OutboundClient, OutboundPolicy
-from resources.postgres import engine_for
-from observatory_assets.defs.collection.polling import run_cycle
-with OutboundClient(OutboundPolicy(allow_private_networks=True, total_timeout_s=60)) as client:
-    run_cycle(engine_for(sys.argv[1]), LocalObjectStore(Path(sys.argv[2])), client, poll_run_id=sys.argv[3])
-"""
+#: Seconds a polling cycle may take to start: a guard, not a speed target.
+STARTS_WITHIN_S = 60
+
+
+def cycle(database_url: str, objects_root: Path, poll_run_id: str) -> None:
+    """One polling cycle, as a process of its own (the one the test kills)."""
+    with OutboundClient(OutboundPolicy(allow_private_networks=True, total_timeout_s=60)) as client:
+        run_cycle(engine_for(database_url), LocalObjectStore(objects_root), client, poll_run_id=poll_run_id)
 
 
 def rss(name: str, items: int) -> bytes:
@@ -63,11 +63,12 @@ def wait_until(condition, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def kill_somewhere(cycle: subprocess.Popen, server: FeedServer, rng: random.Random) -> tuple[str, bool]:
+def kill_somewhere(cycle: Forked, server: FeedServer, rng: random.Random) -> tuple[str, bool]:
     """Kill the cycle at a random point: any time after it starts, or just after its k-th request
     arrived; (where, whether it was killed while it fetched: its first requests arrived, none answered yet,
     each answer taking ``ANSWER_DELAY_S``)."""
     sent_before = len(server.requests)
+    assert cycle.started(STARTS_WITHIN_S), "the polling cycle did not start"
     if rng.random() < 0.5:
         time.sleep(rng.uniform(0, 3))
         point = "at a random moment"
@@ -116,10 +117,8 @@ def test_polling_killed_at_random_points_resumes_by_itself_charges_once_and_lose
                 if rng.random() < 0.7:
                     published[name] += 1
                     server.documents[f"/{name}"] = Document(rss(name, published[name]))
-            cycle = subprocess.Popen(
-                [sys.executable, "-c", CYCLE, database_url, str(store.root), f"chaos-{kill}"], cwd=ROOT, env=os.environ
-            )
-            point, fetching = kill_somewhere(cycle, server, rng)
+            with Forked(cycle, database_url, store.root, f"chaos-{kill}") as running:
+                point, fetching = kill_somewhere(running, server, rng)
             points.append(point)
             killed_fetching += fetching
             with engine.connect() as conn:

@@ -1,6 +1,7 @@
-"""Twenty collection runs queued at once through a real ``dagster-daemon``: the sensor requests them in
-one tick, the run queue launches them, and the ``observatory_ingest`` pool lets no more than its limit
-of ``raw_items`` steps run at the same time. Everything is read back from the instance's event log."""
+"""Eight collection runs queued at once through a real ``dagster-daemon``: the sensor requests them in
+one tick, the run queue launches them (twice as many as it runs at once, so some wait in the queue), and
+the ``observatory_ingest`` pool lets no more than its limit of ``raw_items`` steps run at the same time.
+Everything is read back from the instance's event log."""
 
 import subprocess
 import time
@@ -21,7 +22,8 @@ from resources.postgres import engine_for
 from sensors.automation import automation_sensor
 from tests.support.daemon import start_daemon, stop_daemon
 
-COLLECTION_RUNS = 20
+#: Twice the runs the queue lets run at once: as many runs in flight as allowed, and more waiting behind them.
+COLLECTION_RUNS = 8
 ITEMS_PER_RUN = 5
 INGEST_POOL = raw_items.op.pool
 #: Seconds after which the daemon is taken for stuck (a guard against hanging, not a speed target).
@@ -82,7 +84,7 @@ def _most_at_once(spans: list[tuple[float, float]]) -> int:
 
 
 @pytest.mark.slow
-def test_twenty_collection_runs_queued_at_once_through_the_daemon_keep_to_the_ingest_pool(
+def test_eight_collection_runs_queued_at_once_through_the_daemon_keep_to_the_ingest_pool(
     dagster_env, database_url, tmp_path
 ):
     engine = engine_for(database_url)
@@ -98,6 +100,7 @@ def test_twenty_collection_runs_queued_at_once_through_the_daemon_keep_to_the_in
     assert config["concurrency"]["pools"]["default_limit"] == INGEST_POOL_LIMIT  # as every embedded instance
     # more runs may run at once than the pool has slots: only the pool can hold the steps to its limit
     assert config["concurrency"]["runs"]["max_concurrent_runs"] > INGEST_POOL_LIMIT
+    assert COLLECTION_RUNS >= 2 * config["concurrency"]["runs"]["max_concurrent_runs"]  # and the queue holds some
 
     log_path = tmp_path / "daemon.log"
     daemon = start_daemon(dagster_env, log_path)

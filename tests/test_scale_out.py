@@ -47,7 +47,8 @@ def redis_server(tmp_path_factory):
 def celery_env(dagster_env, s3_server, redis_server) -> dict[str, str]:
     """``dagster_env`` with the heavy jobs on Celery (an empty broker) and the objects in S3."""
     redis_server.start()
-    redis.Redis.from_url(redis_server.url(0)).flushall()
+    with redis.Redis.from_url(redis_server.url(0)) as broker:  # closed, not left to the collector
+        broker.flushall()
     return {
         **dagster_env,
         "OBSERVATORY_EXECUTOR": "celery",
@@ -285,11 +286,11 @@ def test_a_run_whose_broker_stops_fails_with_one_reason_and_succeeds_when_it_ret
 ):
     (requests,) = write_payloads(tmp_path, runs=1, items=200)
     run_id = collect(engine, s3_store, requests)
-    broker = redis.Redis.from_url(redis_server.url(0))
     cli = subprocess.Popen(["observatory", "ingest", "--run", str(run_id)], cwd=ROOT, env=celery_env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    queued = lambda: sum(broker.llen(key) for key in broker.keys("ingest*"))  # noqa: E731 (one list per priority)
-    wait_for(queued, 300, "the step in the ingest queue")  # queued: no worker serves it
+    with redis.Redis.from_url(redis_server.url(0)) as broker:  # closed, not left to the collector
+        queued = lambda: sum(broker.llen(key) for key in broker.keys("ingest*"))  # noqa: E731 (one list per priority)
+        wait_for(queued, 300, "the step in the ingest queue")  # queued: no worker serves it
     redis_server.stop()
     out, err = cli.communicate(timeout=120)
     assert cli.returncode == 1

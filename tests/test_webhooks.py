@@ -26,7 +26,8 @@ from observatory_assets.defs.webhooks.subscriptions import (
 from observatory_assets.lib.outbox import EXPORT_COMPLETED, emit
 from resources.http_headers import retry_after_seconds
 from resources.postgres import engine_for
-from tests.support.helpers import ROOT, run
+from tests.support.cli import invoke
+from tests.support.helpers import ROOT
 
 
 class Receiver:
@@ -232,26 +233,33 @@ def test_without_a_key_webhooks_refuse_and_the_log_is_pruned_after_7_days(
         assert conn.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar_one() == 1
 
 
+def _observatory(env: dict[str, str], *args: str) -> str:
+    """What ``observatory ARGS`` printed, run in this process (no Python start-up per command); it must succeed."""
+    done = invoke(*args, env=env)
+    assert done.exit_code == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
 @pytest.mark.slow
 def test_cli_end_to_end_kill_9_during_delivery_and_no_secret_anywhere(dagster_env, engine, receivers, tmp_path):
     env = {**dagster_env, "OBSERVATORY_ALLOW_PRIVATE_NETWORKS": "1", "OBSERVATORY_WEBHOOK_RETRY_SCHEDULE": "0,0"}
-    without_key = subprocess.run(["observatory", "webhooks", "list"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert without_key.returncode != 0 and len(without_key.stderr.strip().splitlines()) == 1
+    without_key = invoke("webhooks", "list", env=env)
+    assert without_key.exit_code != 0 and len(without_key.stderr.strip().splitlines()) == 1
     assert "OBSERVATORY_SECRET_KEY" in without_key.stderr
 
     env["OBSERVATORY_SECRET_KEY"] = Fernet.generate_key().decode()
     slow = receivers(delay_s=0.5)
     outputs = []
     added = json.loads(
-        run(env, "observatory", "webhooks", "add", slow.url, "--events", "export.completed", "--name", "slow", "--json")
+        _observatory(env, "webhooks", "add", slow.url, "--events", "export.completed", "--name", "slow", "--json")
     )
     secret = added.pop("secret")
     assert secret.startswith("whsec_") and added["name"] == "slow"
-    outputs.append(run(env, "observatory", "webhooks", "list"))
-    outputs.append(run(env, "observatory", "webhooks", "list", "--json"))
+    outputs.append(_observatory(env, "webhooks", "list"))
+    outputs.append(_observatory(env, "webhooks", "list", "--json"))
     _emit(engine, 12)
 
-    # kill -9 a delivery run while the slow receiver holds its requests: its locks go with its connection
+    # kill -9 a delivery run (the console script, a process of its own) while the slow receiver holds its requests: its locks go with its connection
     with subprocess.Popen(
         ["observatory", "webhooks", "deliver"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as process:  # its pipes closed with it
@@ -261,7 +269,7 @@ def test_cli_end_to_end_kill_9_during_delivery_and_no_secret_anywhere(dagster_en
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
     assert slow.received, "the delivery run sent nothing before it was killed"
-    outputs.append(run(env, "observatory", "webhooks", "deliver"))
+    outputs.append(_observatory(env, "webhooks", "deliver"))
     ids = [headers["webhook-id"] for headers, _ in slow.received]
     with engine.connect() as conn:
         expected = set(conn.execute(text("SELECT message_id FROM webhook_messages")).scalars())
@@ -270,16 +278,16 @@ def test_cli_end_to_end_kill_9_during_delivery_and_no_secret_anywhere(dagster_en
     for headers, body in slow.received:
         Webhook(secret).verify(body, headers)
 
-    outputs.append(run(env, "observatory", "webhooks", "deliveries", "--json"))
-    outputs.append(run(env, "observatory", "webhooks", "test", "slow"))
-    outputs.append(run(env, "observatory", "webhooks", "deliver"))
-    delivery_id = json.loads(run(env, "observatory", "webhooks", "deliveries", "slow", "--json"))[0]["id"]
-    outputs.append(run(env, "observatory", "webhooks", "redeliver", str(delivery_id)))
-    outputs.append(run(env, "observatory", "webhooks", "disable", "slow"))
-    outputs.append(run(env, "observatory", "webhooks", "enable", "slow"))
-    rotated = run(env, "observatory", "webhooks", "rotate-secret", "slow")
+    outputs.append(_observatory(env, "webhooks", "deliveries", "--json"))
+    outputs.append(_observatory(env, "webhooks", "test", "slow"))
+    outputs.append(_observatory(env, "webhooks", "deliver"))
+    delivery_id = json.loads(_observatory(env, "webhooks", "deliveries", "slow", "--json"))[0]["id"]
+    outputs.append(_observatory(env, "webhooks", "redeliver", str(delivery_id)))
+    outputs.append(_observatory(env, "webhooks", "disable", "slow"))
+    outputs.append(_observatory(env, "webhooks", "enable", "slow"))
+    rotated = _observatory(env, "webhooks", "rotate-secret", "slow")
     new_secret = rotated.split("(shown once): ")[1].split()[0]
-    outputs.append(run(env, "observatory", "webhooks", "deliver"))
+    outputs.append(_observatory(env, "webhooks", "deliver"))
     for text_out in outputs:
         assert secret not in text_out and new_secret not in text_out
     dagster_db = engine_for(env["OBSERVATORY_DAGSTER_DATABASE_URL"])
@@ -290,8 +298,8 @@ def test_cli_end_to_end_kill_9_during_delivery_and_no_secret_anywhere(dagster_en
     assert "deliver_webhooks" in events
     for bare in (secret, new_secret, secret.removeprefix("whsec_"), new_secret.removeprefix("whsec_")):
         assert bare not in events and bare not in audit and bare not in stored
-    run(env, "observatory", "webhooks", "remove", "slow")
-    assert json.loads(run(env, "observatory", "webhooks", "list", "--json")) == []
+    _observatory(env, "webhooks", "remove", "slow")
+    assert json.loads(_observatory(env, "webhooks", "list", "--json")) == []
 
 
 def test_domains_emit_in_their_own_transactions(engine, store, tmp_path, webhook_env):

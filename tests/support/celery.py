@@ -67,11 +67,13 @@ class RedisServer:
         with open(self.root / "redis.log", "ab") as log:
             self.process = subprocess.Popen(["sh", str(ROOT / "docker" / "redis-start.sh")], env=env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1)
         deadline = time.monotonic() + 20
         while True:
             try:
-                client.ping()
+                # closed at once: a client left to the collector may close its socket after the socket's own
+                # finalizer ran (the order within a reference cycle is arbitrary), an unclosed-socket warning
+                with redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1) as client:
+                    client.ping()
                 return self
             except redis.exceptions.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
