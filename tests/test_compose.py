@@ -267,9 +267,13 @@ def test_the_redis_start_script_requires_a_password(tmp_path):
     assert refused.returncode != 0 and "REDIS_PASSWORD" in refused.stderr
     server = RedisServer(tmp_path).start()  # the same script, on a free loopback port
     try:
-        with pytest.raises(redis.exceptions.AuthenticationError):
-            redis.Redis(host="127.0.0.1", port=server.port).ping()
-        assert redis.Redis.from_url(server.url(0)).ping()
+        with (
+            pytest.raises(redis.exceptions.AuthenticationError),
+            redis.Redis(host="127.0.0.1", port=server.port) as anonymous,
+        ):
+            anonymous.ping()
+        with redis.Redis.from_url(server.url(0)) as client:  # closed here, not by the garbage collector
+            assert client.ping()
         listening = {c.laddr.ip for c in psutil_connections(server.port)}
         assert listening == {"127.0.0.1"}
         assert not any(server.password in line for line in command_lines())  # never on a command line
