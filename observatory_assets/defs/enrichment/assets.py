@@ -130,9 +130,10 @@ def item_embeddings(
             context.log.info(f"{current.name}: embedded {done:,} of {total:,} items of collection run {run_id}")
 
     result = embed_run(engine, current, run_id, force=config.force, progress=progress)
+    re_embedded = 0
     if settled:
         context.log.info(f"the archive outgrew its provisional space: every item is embedded again in {current.name}")
-    re_embedded = embed_runs_of_older_spaces(engine, current) if settled else 0
+        re_embedded = embed_runs_of_older_spaces(engine, current)
     space = space_status(engine, current.space) if hasattr(current, "space") else {}
     return dg.MaterializeResult(
         metadata={

@@ -144,14 +144,17 @@ def embed_runs_of_older_spaces(engine: Engine, embedder: Embedder) -> int:
     """Embed again, in ``embedder``'s space, every item whose vector comes from another one (after a
     provisional space was settled: the archive is small); how many were embedded."""
     with engine.connect() as conn:
-        runs = conn.execute(
-            text(
-                "SELECT DISTINCT r.collection_run_id FROM item_embeddings e JOIN raw_items r ON r.id = e.item_id "
-                "WHERE e.embedder <> :embedder ORDER BY 1"
-            ),
-            {"embedder": embedder.name},
-        ).scalars()
-        runs = list(runs)
+        runs = (
+            conn.execute(
+                text(
+                    "SELECT DISTINCT r.collection_run_id FROM item_embeddings e JOIN raw_items r ON r.id = e.item_id "
+                    "WHERE e.embedder <> :embedder ORDER BY 1"
+                ),
+                {"embedder": embedder.name},
+            )
+            .scalars()
+            .all()
+        )
     return sum(embed_run(engine, embedder, run_id).embedded for run_id in runs)
 
 

@@ -195,17 +195,23 @@ def settle_provisional_space(engine: Engine) -> LexicalSpace | None:
     with engine.connect() as sa_conn:
         conn = sa_conn.connection.driver_connection
         with conn.transaction():
-            latest = _latest(conn)
-            if latest is None or latest.documents >= MIN_CALIBRATION_SAMPLE or not _archive_reaches(conn):
+            if not _latest_is_provisional(conn) or not _archive_reaches(conn, MIN_CALIBRATION_SAMPLE):
                 return None
             conn.execute(_LOCK)
-            if _latest(conn).documents >= MIN_CALIBRATION_SAMPLE:  # another run settled it meanwhile
+            if not _latest_is_provisional(conn):  # another run settled it meanwhile
                 return None
             _count_uncounted_runs(conn)
             return _take_snapshot(conn)
 
 
-def _archive_reaches(conn, items: int = MIN_CALIBRATION_SAMPLE) -> bool:
+def _latest_is_provisional(conn) -> bool:
+    """Whether the newest space was taken from too few documents to calibrate on (read without its
+    megabytes of frequencies: every embedding run asks)."""
+    row = conn.execute("SELECT documents FROM lexical_spaces ORDER BY id DESC LIMIT 1").fetchone()
+    return row is not None and row[0] < MIN_CALIBRATION_SAMPLE
+
+
+def _archive_reaches(conn, items: int) -> bool:
     return conn.execute("SELECT count(*) >= %s FROM (SELECT FROM raw_items LIMIT %s) s", (items, items)).fetchone()[0]
 
 
