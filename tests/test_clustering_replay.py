@@ -4,7 +4,6 @@
 pipeline stored; this holds it to what the pipeline itself does: the same items grouped together, at the
 embedder's threshold and at a lower one where events merge as they converge."""
 
-import csv
 import json
 
 import numpy as np
@@ -15,7 +14,7 @@ from observatory_assets.defs.enrichment.embeddings import embed_run
 from observatory_assets.defs.enrichment.lexical import LexicalEmbedder
 from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events
 from observatory_assets.defs.events.tracking import cluster_in_memory
-from tests.support.helpers import ROOT, labelled_space, load_rows
+from tests.support.helpers import labelled_rows, labelled_space, load_rows
 
 EMBEDDER = LexicalEmbedder(labelled_space())
 
@@ -48,8 +47,7 @@ def _grouped(assignment: dict) -> set[frozenset]:
 
 @pytest.mark.parametrize("factor", [1.0, 0.5])
 def test_the_in_memory_replay_groups_the_items_as_the_clustering_run_did(engine, store, tmp_path, factor):
-    with open(ROOT / "bench" / "data" / "news_headlines_labelled.csv", newline="", encoding="utf-8") as handle:
-        rows = [{**row, "key": f"row-{n}"} for n, row in enumerate(csv.DictReader(handle))]
+    rows = labelled_rows()
     run_id = load_rows(engine, store, tmp_path, rows)
     embed_run(engine, EMBEDDER, run_id)
     params = ClusteringParams(threshold=EMBEDDER.join_threshold * factor, merge_margin=EMBEDDER.merge_margin)

@@ -35,7 +35,7 @@ from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import write_demo_dataset
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.lib.chunks import stream_chunks
-from tests.support.helpers import ROOT, labelled_space, load_rows
+from tests.support.helpers import labelled_rows, labelled_space, load_rows
 
 
 def test_language_detection_and_confidence_floor():
@@ -233,8 +233,7 @@ def test_document_frequencies_are_learned_from_the_archive_and_frozen_per_space(
 
 
 def test_a_fresh_installations_provisional_space_is_settled_once_the_archive_has_grown(engine, store, tmp_path):
-    with open(ROOT / "bench" / "data" / "news_headlines_labelled.csv", newline="", encoding="utf-8") as handle:
-        rows = [{**row, "key": f"row-{n}"} for n, row in enumerate(csv.DictReader(handle))]
+    rows = labelled_rows()
     resource = EmbedderResource(backend="lexical")
     first_run = load_rows(engine, store, tmp_path, rows[:3], name="first")
     assert not resource.settle_space(engine)  # no space yet: the first embedding takes one

@@ -2,7 +2,6 @@
 nothing, batching (even out of publication order) does not matter, the time window splits a story
 retold later, a new embedder rebuilds the events, and the asset checks catch what they should."""
 
-import csv
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -23,17 +22,11 @@ from observatory_assets.defs.events.assets import (
 from observatory_assets.defs.events.clustering import ClusteringParams, cluster_events, nearest_events
 from observatory_assets.defs.events.integrity import check_centroids, check_events_have_items, check_items_in_one_event
 from observatory_assets.lib.dagster import collection_run_partitions
-from tests.support.helpers import ROOT, labelled_space, load_rows
+from tests.support.helpers import ROOT, labelled_rows, labelled_space, load_rows
 
 #: One fixed space for every database of this module, so that events of two databases are comparable.
 EMBEDDER = LexicalEmbedder(labelled_space())
 PARAMS = ClusteringParams(threshold=EMBEDDER.join_threshold)
-
-
-def _labelled(limit: int | None = None) -> list[dict]:
-    with open(ROOT / "bench" / "data" / "news_headlines_labelled.csv", newline="", encoding="utf-8") as handle:
-        rows = [{**row, "key": f"row-{n}"} for n, row in enumerate(csv.DictReader(handle))]
-    return rows[:limit] if limit else rows
 
 
 def _ingest_and_embed(engine, store, tmp_path, rows, name="run") -> int:
@@ -75,7 +68,7 @@ def _all_checks_pass(engine) -> bool:
 
 
 def test_stories_become_events_and_a_rerun_changes_nothing(engine, store, tmp_path):
-    rows = _labelled(60)
+    rows = labelled_rows(60)
     _ingest_and_embed(engine, store, tmp_path, rows)
     result = _cluster(engine)
     stories = {row["key"]: row["story"] for row in rows}
@@ -114,7 +107,7 @@ def test_batching_and_arrival_order_do_not_change_the_events(pg_server, migrated
     from resources.postgres import engine_for
     from tests.conftest import create_database, drop_database
 
-    rows = _labelled(120)
+    rows = labelled_rows(120)
     _ingest_and_embed(engine, store, tmp_path, rows, name="all")
     _cluster(engine)
     one_run = _events_by_items(engine)
@@ -180,7 +173,7 @@ def test_an_event_retold_without_pause_closes_after_its_maximum_span(engine, sto
 
 
 def test_a_new_embedder_rebuilds_events_in_its_space(engine, store, tmp_path):
-    run_id = _ingest_and_embed(engine, store, tmp_path, _labelled(30))
+    run_id = _ingest_and_embed(engine, store, tmp_path, labelled_rows(30))
     _cluster(engine)
     other = LexicalEmbedder(labelled_space(2))
     embed_run(engine, other, run_id)
@@ -191,7 +184,7 @@ def test_a_new_embedder_rebuilds_events_in_its_space(engine, store, tmp_path):
 
 
 def test_the_checks_catch_broken_invariants_and_a_rerun_repairs_lost_memberships(engine, store, tmp_path):
-    _ingest_and_embed(engine, store, tmp_path, _labelled(30))
+    _ingest_and_embed(engine, store, tmp_path, labelled_rows(30))
     _cluster(engine)
     assert _all_checks_pass(engine)
     with engine.begin() as conn:
@@ -214,7 +207,7 @@ def test_the_checks_catch_broken_invariants_and_a_rerun_repairs_lost_memberships
 
 
 def test_the_dagster_assets_materialize_with_passing_checks(engine, store, tmp_path, resources):
-    rows = _labelled(40)
+    rows = labelled_rows(40)
     run_id = load_rows(engine, store, tmp_path, rows)
     bound = {**resources, "embedder": EmbedderResource()}
     with dg.DagsterInstance.ephemeral() as instance:  # closed with its temporary directory
@@ -246,7 +239,7 @@ def test_observatory_enrich_search_and_events_cli(dagster_env, tmp_path):
         assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
-    rows = _labelled(30)
+    rows = labelled_rows(30)
     payload = tmp_path / "headlines.jsonl"
     payload.write_text(
         "".join(

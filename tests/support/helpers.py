@@ -54,10 +54,17 @@ def load_rows(engine, store, tmp_path, rows: list[dict], name: str = "run", quer
     return run_id
 
 
+def labelled_rows(limit: int | None = None) -> list[dict]:
+    """The project's labelled headlines (title, text, source, published_at, story), each with a ``key``
+    for :func:`load_rows`; the first ``limit`` of them when given."""
+    with open(ROOT / "bench" / "data" / "news_headlines_labelled.csv", newline="", encoding="utf-8") as handle:
+        rows = [{**row, "key": f"row-{n}"} for n, row in enumerate(csv.DictReader(handle))]
+    return rows[:limit] if limit else rows
+
+
 def labelled_space(space_id: int = 1) -> LexicalSpace:
     """A lexical space whose document frequencies come from the project's labelled headlines."""
-    with open(ROOT / "bench" / "data" / "news_headlines_labelled.csv", newline="", encoding="utf-8") as handle:
-        documents = [(row["title"], row["text"]) for row in csv.DictReader(handle)]
+    documents = [(row["title"], row["text"]) for row in labelled_rows()]
     return calibrated(LexicalSpace(space_id, len(documents), count_documents(documents)), documents)
 
 
