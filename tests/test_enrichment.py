@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
+from observatory_assets.defs.enrichment import language as detector
 from observatory_assets.defs.enrichment.embeddings import embed_run, embed_runs_of_older_spaces
 from observatory_assets.defs.enrichment.features import featurize_run, search_items
 from observatory_assets.defs.enrichment.language import (
@@ -66,6 +67,26 @@ def test_batched_language_detection_answers_as_py3langid_does_text_by_text():
         assert language == expected and confidence == pytest.approx(probability, abs=1e-4)
     assert len({language for language, _ in batched}) > 2  # Danish, English and more: a real mix
     assert detect_languages(documents[5:9]) == batched[5:9]  # independent of the batch
+
+
+def test_the_detector_is_unpacked_once_into_a_cache_and_answers_the_same_from_it(tmp_path, monkeypatch):
+    from py3langid.langid import MODEL_DIR, MODEL_FILE
+
+    samples = ["Regeringen fremlægger finansloven i dag", "The council presents its budget", "Le conseil"]
+    from_package = detector._BatchModel(detector._unpacked(MODEL_DIR / MODEL_FILE)).classify(samples)
+
+    monkeypatch.setattr(detector, "CACHE_DIR", tmp_path / "cache")
+    cold = detector._model_arrays()
+    (cached,) = (tmp_path / "cache").iterdir()  # one finished directory, no scratch left behind
+    assert sorted(p.name for p in cached.iterdir()) == sorted(f"{name}.npy" for name in detector._MODEL_ARRAYS)
+    warm = detector._model_arrays()
+    assert isinstance(warm["nextmove"], np.memmap)
+    assert detector._BatchModel(cold).classify(samples) == from_package
+    assert detector._BatchModel(warm).classify(samples) == from_package
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setattr(detector, "CACHE_DIR", tmp_path / "a-file" / "cache")  # cannot be created
+    assert detector._BatchModel(detector._model_arrays()).classify(samples) == from_package
 
 
 def test_enrichment_streams_a_run_in_chunks_of_the_size_asked(engine):

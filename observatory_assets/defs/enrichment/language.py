@@ -9,10 +9,18 @@ rounding), same answers.
 
 from __future__ import annotations
 
+import io
+import lzma
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
+from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
+from py3langid.langid import LanguageIdentifier
 from scipy import sparse
 
 from observatory_assets.defs.enrichment.vectors import Document, lead
@@ -31,24 +39,61 @@ DEFAULT_CONFIDENCE_FLOOR = 0.6
 DETECT_CHARS = 200
 
 
-@lru_cache(maxsize=1)
-def _identifier():
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+#: Where the detector's arrays are kept uncompressed after a process first unpacks them (see _model_arrays).
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "observatory"
+_MODEL_ARRAYS = ("nextmove", "nextmove_row", "out_feat", "ptc", "pc", "classes")
 
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+def _model_arrays() -> dict[str, np.ndarray]:
+    """py3langid's model arrays, memory-mapped from an uncompressed copy in :data:`CACHE_DIR`.
+
+    The shipped model is an xz-compressed npz: unpacking it costs over a second, in every process that
+    detects a language (each Dagster step is one). The first process writes the arrays out once per
+    py3langid version; the others map them, and the operating system shares their pages. Where the
+    cache cannot be written, the model is read from the package as before.
+    """
+    from py3langid.langid import MODEL_DIR, MODEL_FILE
+
+    model_file = MODEL_DIR / MODEL_FILE
+    cached = CACHE_DIR / f"langid-{version('py3langid')}-{model_file.stat().st_size}"
+    if not cached.is_dir():
+        try:
+            _unpack_model(model_file, cached)
+        except OSError:
+            return _unpacked(model_file)
+    return {name: np.load(cached / f"{name}.npy", mmap_mode="r") for name in _MODEL_ARRAYS}
+
+
+def _unpacked(model_file: Path) -> dict[str, np.ndarray]:
+    with lzma.open(model_file) as compressed, np.load(io.BytesIO(compressed.read())) as arrays:
+        return {name: arrays[name] for name in _MODEL_ARRAYS}
+
+
+def _unpack_model(model_file: Path, cached: Path) -> None:
+    """Write the model's arrays to ``cached`` (a directory of .npy files), whole or not at all."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".langid-"))
+    try:
+        for name, array in _unpacked(model_file).items():
+            np.save(scratch / f"{name}.npy", array)
+        os.rename(scratch, cached)
+    except OSError:
+        if not cached.is_dir():  # else another process got there first
+            raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class _BatchModel:
     """py3langid's model as arrays: the byte n-gram automaton and the per-feature class log-probabilities."""
 
-    def __init__(self, identifier) -> None:
-        self.identifier = identifier
-        self.nextmove = np.frombuffer(identifier.tk_nextmove, dtype=np.dtype(identifier.tk_nextmove.typecode))
-        self.rowbase = np.asarray(identifier.tk_row, dtype=np.int64) << 8
-        self.output = np.asarray(identifier.tk_output, dtype=np.int64)
-        self.ptc = identifier.nb_ptc
-        self.pc = np.asarray(identifier.nb_pc, dtype=np.float32)
-        self.classes = list(identifier.nb_classes)
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.nextmove = arrays["nextmove"]
+        self.rowbase = arrays["nextmove_row"].astype(np.int64) << 8
+        self.output = arrays["out_feat"].astype(np.int64)
+        self.ptc = arrays["ptc"]
+        self.pc = np.asarray(arrays["pc"], dtype=np.float32)
+        self.classes = arrays["classes"].tolist()
         # a label with two columns (a script alias): the first column gets both probabilities
         first: dict[str, int] = {}
         self.aliases: list[tuple[int, int]] = []
@@ -62,7 +107,7 @@ class _BatchModel:
         """(language, probability) of each text, as ``LanguageIdentifier.classify`` with ``norm_probs``."""
         if not texts:
             return []
-        encoded = [self.identifier._encode(text) for text in texts]
+        encoded = [LanguageIdentifier._encode(text) for text in texts]
         lengths = np.fromiter((len(e) for e in encoded), np.int64, len(encoded))
         order = np.argsort(-lengths, kind="stable")  # longest first: the texts still walking are a prefix
         width = int(lengths.max())
@@ -103,7 +148,7 @@ class _BatchModel:
 
 @lru_cache(maxsize=1)
 def _batch_model() -> _BatchModel:
-    return _BatchModel(_identifier())
+    return _BatchModel(_model_arrays())
 
 
 def detect_languages(documents: Sequence[Document]) -> list[tuple[str | None, float]]:
