@@ -98,6 +98,19 @@ def test_stories_become_events_and_a_rerun_changes_nothing(engine, store, tmp_pa
     assert nearest[0]["event"] == dict(_memberships(engine))[item_id] and nearest[0]["similarity"] > 0
 
 
+def test_event_ids_are_taken_as_a_small_archive_needs_them(engine, store, tmp_path):
+    rows = labelled_rows(60)
+    _ingest_and_embed(engine, store, tmp_path, rows[:3], name="first")
+    first = _cluster(engine)
+    _ingest_and_embed(engine, store, tmp_path, rows[3:], name="second")
+    second = _cluster(engine)
+    with engine.connect() as conn:
+        ids = conn.execute(text("SELECT id FROM events ORDER BY id")).scalars().all()
+    assert 1 <= first.new_events <= 3 and max(ids[: first.new_events]) <= 8  # a cold start: one first block
+    # each run's blocks double from eight: together they never take much more than twice what was used
+    assert max(ids) <= 2 * (first.new_events + second.new_events) + 2 * 8
+
+
 def _memberships(engine):
     with engine.connect() as conn:
         return conn.execute(text("SELECT item_id, event_id FROM event_items")).all()

@@ -92,7 +92,10 @@ from resources.postgres import register_vector_type
 
 EVENTS = "events"
 CHUNK_SIZE = 5000
-_ID_BLOCK = 1000
+#: Event ids are taken from the sequence in blocks, doubling from the first size up to the largest: a run
+#: that opens two events uses a few ids, not a thousand (ids left unused in a block are never handed out).
+_FIRST_ID_BLOCK = 8
+_LARGEST_ID_BLOCK = 1000
 _STAGE_FLUSH = 20_000
 
 
@@ -198,6 +201,7 @@ class _Clustering:
         self.tracker = EventTracker(dimensions, params, self._next_id, self._release)
         self.active = self.tracker.active
         self.free_ids: list[int] = []
+        self.id_block = _FIRST_ID_BLOCK
         self.staged_members: list[tuple] = []
         self.staged_events: list[tuple] = []
         self.result = ClusteringResult(embedder=embedder)
@@ -208,9 +212,10 @@ class _Clustering:
     def _next_id(self) -> int:
         if not self.free_ids:
             rows = self.conn.execute(
-                "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, %s)", (_ID_BLOCK,)
+                "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, %s)", (self.id_block,)
             ).fetchall()
             self.free_ids = [r[0] for r in reversed(rows)]
+            self.id_block = min(2 * self.id_block, _LARGEST_ID_BLOCK)
         return self.free_ids.pop()
 
     def reopen_after(self, at: datetime, item_hash: bytes) -> datetime:
