@@ -34,6 +34,7 @@ from observatory_assets.lib.outbox import EXPORT_COMPLETED, emit
 from resources.postgres import engine_for
 from sensors.webhooks import webhook_delivery_sensor
 from tests.support.forked import Forked
+from tests.support.helpers import poll_until
 
 KILLS = 20
 #: One receiver per subscription, each on its own loopback address.
@@ -91,12 +92,6 @@ def deliver(database_url: str, batch: int) -> None:
     deliver_due(engine_for(database_url), batch=batch, workers=batch)
 
 
-def wait_until(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 def scalar(engine, sql: str):
     with engine.connect() as conn:
         return conn.execute(text(sql)).scalar_one()
@@ -121,7 +116,7 @@ def kill_somewhere(cycle: Forked, receipts: Receipts, before: int, pending: int,
         point = "at a random moment"
     else:
         k = rng.randint(1, min(BATCH, pending))
-        wait_until(lambda: len(receipts.seen) - before >= k or cycle.poll() is not None)
+        poll_until(lambda: len(receipts.seen) - before >= k or cycle.poll() is not None, 60, 0.02)
         point = f"after POST {k}"
     if cycle.poll() is None:
         os.kill(cycle.pid, signal.SIGKILL)
@@ -133,7 +128,7 @@ def kill_somewhere(cycle: Forked, receipts: Receipts, before: int, pending: int,
 def still_held_or_delayed(engine) -> int:
     """Wait for a killed cycle's session to end; then the messages it still holds (none, its locks gone with
     it) and those held back until later (none: what is pending is due now, retries included)."""
-    wait_until(lambda: scalar(engine, HELD) == 0, LOCKS_GONE_WITHIN_S)
+    poll_until(lambda: scalar(engine, HELD) == 0, LOCKS_GONE_WITHIN_S, 0.02)
     delayed = "SELECT count(*) FROM webhook_messages WHERE status = 'pending' AND next_attempt_at > now()"
     return scalar(engine, HELD) + scalar(engine, delayed)
 

@@ -30,7 +30,7 @@ from resources.outbound import OutboundClient, OutboundPolicy
 from resources.postgres import engine_for
 from sensors.polling import polling_sensor
 from tests.support.forked import Forked
-from tests.support.helpers import write
+from tests.support.helpers import poll_until, write
 
 KILLS = 20
 FEEDS = ("dr", "tv2", "wire")
@@ -57,12 +57,6 @@ def rss(name: str, items: int) -> bytes:
     return f'<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>{entries}</channel></rss>'.encode()
 
 
-def wait_until(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 def kill_somewhere(cycle: Forked, server: FeedServer, rng: random.Random) -> tuple[str, bool]:
     """Kill the cycle at a random point: any time after it starts, or just after its k-th request
     arrived; (where, whether it was killed while it fetched: its first requests arrived, none answered yet,
@@ -74,7 +68,7 @@ def kill_somewhere(cycle: Forked, server: FeedServer, rng: random.Random) -> tup
         point = "at a random moment"
     else:
         k = rng.randint(1, len(FEEDS))
-        wait_until(lambda: len(server.requests) - sent_before >= k or cycle.poll() is not None)
+        poll_until(lambda: len(server.requests) - sent_before >= k or cycle.poll() is not None, 60, 0.02)
         point = f"after request {k}"
     fetching = cycle.poll() is None and 1 <= len(server.requests) - sent_before <= PER_HOST
     if cycle.poll() is None:

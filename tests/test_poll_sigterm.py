@@ -14,7 +14,7 @@ from sqlalchemy import text
 from observatory_assets.defs.collection.catalog import load_catalog, sync_catalog
 from observatory_assets.defs.credits import ledger
 from observatory_assets.lib.feed_server import Document, FeedServer, Reply
-from tests.support.helpers import ROOT, write
+from tests.support.helpers import ROOT, poll_until, write
 
 FEED = b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><item><guid>g-1</guid></item></channel></rss>'
 
@@ -23,15 +23,6 @@ def _drip():
     for _ in range(30):
         yield b"<"
         time.sleep(4)
-
-
-def _wait_until(condition, timeout: float = 120) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_a_poll_stopped_by_sigterm_exits_at_once_and_leaves_its_sources_to_the_next_cycle(
@@ -59,7 +50,7 @@ def test_a_poll_stopped_by_sigterm_exits_at_once_and_leaves_its_sources_to_the_n
             stderr=subprocess.PIPE,
             text=True,
         ) as poll:
-            assert _wait_until(lambda: dripping.requests or poll.poll() is not None)
+            assert poll_until(lambda: dripping.requests or poll.poll() is not None, 120)
             assert poll.poll() is None, poll.communicate()
             time.sleep(1)  # the first byte is on its way: the fetch is in flight
             stopped = time.monotonic()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import uuid
 from datetime import UTC, datetime
 
@@ -31,7 +30,7 @@ from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from resources.object_store import LocalObjectStore, S3ObjectStore
 from resources.postgres import engine_for
 from tests.support.celery import CeleryWorker, RedisServer, archive_fingerprint
-from tests.support.helpers import ROOT, create_database, drop_database
+from tests.support.helpers import ROOT, create_database, drop_database, poll_until
 
 pytestmark = pytest.mark.slow
 
@@ -197,11 +196,9 @@ def engine_events(dagster_home: str, marker: str) -> list[dg.EventLogEntry]:
 
 
 def wait_for(condition, timeout_s: float, what: str):
-    """Poll ``condition`` until it returns something truthy (``timeout_s``: a guard against hanging)."""
-    deadline = time.monotonic() + timeout_s
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    """``condition()``'s first truthy value (``timeout_s``: a guard against hanging)."""
+    found = poll_until(condition, timeout_s, 0.2)
+    assert found, f"timed out waiting for {what}"
     return found
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from observatory_assets.defs.collection.catalog import load_catalog, source_states, sync_catalog
 from observatory_assets.defs.enrichment.lexical import LexicalSpace, count_documents
@@ -85,3 +88,12 @@ def source_state(engine, name: str) -> dict:
     """One catalog source's fields and polling state."""
     with engine.connect() as conn:
         return source_states(conn, name)[0]
+
+
+def poll_until(condition: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    """``condition()``'s first truthy value, asked every ``interval`` seconds; its last (falsy) value once
+    ``timeout`` seconds have passed (a guard against hanging: the caller asserts what it needed)."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()) and time.monotonic() < deadline:
+        time.sleep(interval)
+    return found
