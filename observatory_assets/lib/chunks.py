@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from threading import Lock
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 #: Rows per chunk, and chunks in flight on the pool (one per core on the reference machine).
 CHUNK_SIZE = 2000
@@ -16,9 +18,26 @@ WORKERS = 2
 def stream_chunks(engine: Engine, query: str, params: dict, chunk_size: int) -> Iterable[list]:
     """Rows of ``query`` in chunks, through a server-side cursor (constant memory)."""
     with engine.connect() as conn:
+        yield from chunks_of(conn, query, params, chunk_size)
+
+
+def chunks_of(conn: Connection, query: str, params: dict, chunk_size: int, lock: Lock | None = None) -> Iterable[list]:
+    """Rows of ``query`` on ``conn`` in chunks, through a server-side cursor closed once read; with ``lock``,
+    every fetch holds it (``conn`` is shared with writers on other threads)."""
+    guard = lock or nullcontext()
+    with guard:
         result = conn.execution_options(yield_per=chunk_size).execute(text(query), params)
-        for partition in result.partitions(chunk_size):
+        partitions = result.partitions(chunk_size)
+    try:
+        while True:
+            with guard:
+                partition = next(partitions, None)
+            if partition is None:
+                return
             yield list(partition)
+    finally:
+        with guard:
+            result.close()
 
 
 def run_pipelined(chunks: Iterable[list], handle: Callable[[list], dict], workers: int) -> Counter:

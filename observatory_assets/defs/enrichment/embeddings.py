@@ -3,9 +3,9 @@
 Inserting into the HNSW graph one vector at a time is most of the cost of a write (measured about
 10x slower per vector than building the graph anew over the whole table). A run that writes a large
 share of the table (a first load, a backfill, a new space) therefore stages all its vectors, then in
-one transaction drops the index, upserts them and builds the index again (through the owner's
-functions of migration 0009, which hold the index's one definition); smaller runs upsert chunk by chunk into the maintained index. Either way
-a killed run leaves either nothing or whole chunks, and a re-run no duplicates.
+one transaction drops the index, replaces them and builds the index again (through the owner's
+functions of migration 0009, which hold the index's one definition); smaller runs upsert chunk by chunk into
+the maintained index. Either way a killed run leaves either nothing or whole chunks, and a re-run no duplicates.
 
 Embedders that learn from the archive (the lexical ones: ``embed_and_count``)
 also count, in the same pass, what the run adds to the archive's document
@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine, text
 from observatory_assets.defs.enrichment.embedders import Embedder
 from observatory_assets.defs.enrichment.spaces import record_run_frequencies
 from observatory_assets.defs.enrichment.vectors import LEAD_CHARS
-from observatory_assets.lib.chunks import CHUNK_SIZE, WORKERS, run_pipelined, stream_chunks
+from observatory_assets.lib.chunks import CHUNK_SIZE, WORKERS, chunks_of, run_pipelined, stream_chunks
 from observatory_assets.lib.statuses import ProcessingStatus
 from resources.postgres import register_vector_type
 
@@ -55,6 +55,12 @@ SELECT r.id, r.title, left(r.text, {2 * LEAD_CHARS}), {_NEEDS_EMBEDDING} AS need
   LEFT JOIN item_embeddings e ON e.item_id = r.id
  WHERE r.collection_run_id = :run_id
    AND ({_NEEDS_EMBEDDING} OR :count_all)
+"""
+
+#: The run's stored vectors that the run replaces (a rebuilding run writes them again with COPY).
+_REPLACED = f"""
+DELETE FROM item_embeddings e USING raw_items r
+ WHERE e.item_id = r.id AND r.collection_run_id = :run_id AND {_NEEDS_EMBEDDING}
 """
 
 _UPSERT_EMBEDDINGS = """
@@ -121,9 +127,8 @@ def embed_run(
             return {"embedded": written}
         return {"embedded": written, "counted": len(documents), "frequencies": frequencies}
 
-    query_params = {**params, "count_all": count_all}
-    with _vector_writer(engine, embedder, params, rebuild) as write:
-        totals = run_pipelined(stream_chunks(engine, _TO_EMBED, query_params, chunk_size), handle, workers)
+    with _vector_writer(engine, embedder, {**params, "count_all": count_all}, rebuild, chunk_size) as (chunks, write):
+        totals = run_pipelined(chunks, handle, workers)
     if count_all and totals["counted"]:
         with engine.connect() as sa_conn:
             raw = sa_conn.connection.driver_connection
@@ -159,14 +164,15 @@ def embed_runs_of_older_spaces(engine: Engine, embedder: Embedder) -> int:
 
 
 @contextmanager
-def _vector_writer(engine: Engine, embedder: Embedder, params: dict, rebuild: bool):
-    """``write(rows, vectors)`` for the pipeline's workers: it stores the vectors of the rows that need one
-    and returns how many.
+def _vector_writer(engine: Engine, embedder: Embedder, params: dict, rebuild: bool, chunk_size: int):
+    """``(chunks, write)`` for the pipeline: the run's rows to embed (``_TO_EMBED``) in chunks, and
+    ``write(rows, vectors)`` for the workers, which stores the vectors of the rows that need one and returns
+    how many.
 
-    Chunk by chunk, each in its own transaction, into the maintained index; or, with ``rebuild``, staged on
-    one connection and upserted when the block ends, in the same transaction as dropping and rebuilding
-    the index. The stream of items (another connection, reading ``item_embeddings``) has ended by then,
-    so taking the table's exclusive lock cannot wait on this run itself.
+    Chunk by chunk, each in its own transaction, upserted into the maintained index (the rows streamed on
+    a connection of their own); or, with ``rebuild``, all in one transaction on one connection: the index
+    dropped and the vectors the run replaces deleted first, the rows streamed and the vectors copied
+    straight into the table, the index built at the end (the table stays locked from the first step on).
     """
     if not rebuild:
 
@@ -177,28 +183,33 @@ def _vector_writer(engine: Engine, embedder: Embedder, params: dict, rebuild: bo
                     raw = sa_conn.connection.driver_connection
                     with raw.transaction():
                         _create_stage(raw, embedder)
-                        _stage(raw, needed)
+                        _copy_vectors(raw, _COPY_STAGE, needed)
                         raw.execute(_UPSERT_EMBEDDINGS, params)
             return len(needed)
 
-        yield write_chunk
+        yield stream_chunks(engine, _TO_EMBED, params, chunk_size), write_chunk
         return
     lock = threading.Lock()
-    with engine.connect() as sa_conn:
+    with engine.begin() as sa_conn:
         raw = sa_conn.connection.driver_connection
-        with raw.transaction():
-            _create_stage(raw, embedder)
+        register_vector_type(raw)
+        raw.execute("SELECT drop_item_embeddings_index()")
+        sa_conn.execute(text(_REPLACED), params)
 
-            def stage_chunk(rows: list, vectors: np.ndarray) -> int:
-                needed = _needed(rows, vectors)
-                with lock:
-                    _stage(raw, needed)
-                return len(needed)
+        def copy_chunk(rows: list, vectors: np.ndarray) -> int:
+            needed = [
+                (item_id, embedder.name, embedder.dimensions, vector) for item_id, vector in _needed(rows, vectors)
+            ]
+            with lock:
+                _copy_vectors(raw, _COPY_TABLE, needed)
+            return len(needed)
 
-            yield stage_chunk
-            raw.execute("SELECT drop_item_embeddings_index()")
-            raw.execute(_UPSERT_EMBEDDINGS, params)
-            raw.execute("SELECT build_item_embeddings_index()")
+        chunks = chunks_of(sa_conn, _TO_EMBED, params, chunk_size, lock)
+        try:
+            yield chunks, copy_chunk
+        finally:
+            chunks.close()  # the stream's cursor: the index cannot be built while it is open
+        raw.execute("SELECT build_item_embeddings_index()")
 
 
 def _needed(rows: list, vectors: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -213,13 +224,21 @@ def _create_stage(raw, embedder: Embedder) -> None:
     )
 
 
-def _stage(raw, needed: list[tuple[int, np.ndarray]]) -> None:
-    """Binary COPY of (item id, vector) rows into this transaction's ``item_embeddings_chunk``."""
+#: Binary COPY of (item id, vector) rows into a transaction's stage, and of whole rows into the table.
+_COPY_STAGE = ("COPY item_embeddings_chunk (item_id, embedding) FROM STDIN WITH (FORMAT BINARY)", ["int8", "vector"])
+_COPY_TABLE = (
+    "COPY item_embeddings (item_id, embedder, dimensions, embedding) FROM STDIN WITH (FORMAT BINARY)",
+    ["int8", "text", "int4", "vector"],
+)
+
+
+def _copy_vectors(raw, copy_statement: tuple[str, list[str]], rows: list[tuple]) -> None:
+    statement, types = copy_statement
     with raw.cursor() as cursor:
-        with cursor.copy("COPY item_embeddings_chunk FROM STDIN WITH (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "vector"])
-            for item_id, vector in needed:
-                copy.write_row((item_id, vector))
+        with cursor.copy(statement) as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
 
 
 _RUNS_TO_ENRICH = """

@@ -382,19 +382,32 @@ def cluster_events(
                     pending.itersize = chunk_size
                     pending.execute(_PENDING, {"embedder": embedder})
                     while keys := pending.fetchmany(chunk_size):
-                        vectors = dict(
-                            conn.execute(
-                                "SELECT item_id, embedding FROM item_embeddings WHERE item_id = ANY(%s)",
-                                ([k[0] for k in keys],),
-                                binary=True,
-                            ).fetchall()
-                        )
-                        for item_id, at, item_hash, source_id in keys:
-                            vector = vectors[item_id].to_numpy().astype(np.float64)
+                        vectors = _vectors_of(conn, [k[0] for k in keys], dimensions)
+                        for (item_id, at, item_hash, source_id), vector in zip(keys, vectors):
                             clustering.assign(item_id, at, item_hash, source_id, vector)
                 clustering.finish()
     clustering.result.seconds = time.perf_counter() - started
     return clustering.result
+
+
+#: The vectors of the given items, in their order, as one bytea of pgvector's binary form.
+_VECTORS_OF = """
+SELECT string_agg(v.embedding, ''::bytea) FROM (
+    SELECT (SELECT vector_send(e.embedding) FROM item_embeddings e WHERE e.item_id = k.item_id) AS embedding
+      FROM unnest(%s::bigint[]) WITH ORDINALITY AS k(item_id, n)
+     ORDER BY k.n
+) v
+"""
+
+
+def _vectors_of(conn, item_ids: list[int], dimensions: int) -> np.ndarray:
+    """The stored vectors of ``item_ids`` (in that order) as float64 rows, decoded in one step."""
+    (packed,) = conn.execute(_VECTORS_OF, (item_ids,), binary=True).fetchone()
+    wire = np.dtype([("dimensions", ">u2"), ("unused", ">u2"), ("values", ">f4", (dimensions,))])
+    vectors = np.frombuffer(packed, dtype=wire)["values"].astype(np.float64)
+    if len(vectors) != len(item_ids):
+        raise LookupError(f"{len(item_ids) - len(vectors)} pending item(s) lost their vector during clustering")
+    return vectors
 
 
 def nearest_events(engine: Engine, item_id: int, limit: int = 5) -> list[dict]:

@@ -11,6 +11,7 @@ tracker serves the clustering run, the offline quality benches and tests.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ class ClusteringParams:
 class Event:
     """One event being built: the running sum of its members' vectors, its members and their sources."""
 
-    __slots__ = ("id", "new", "touched", "sum", "first", "first_hash", "last", "items", "sources", "vectors", "slot")
+    __slots__ = ("id", "new", "touched", "sum", "first", "first_ts", "first_hash", "last", "last_ts", "items",
+                 "sources", "vectors", "slot")  # fmt: skip
 
     def __init__(self, event_id: int, new: bool, dimensions: int):
         self.id = event_id
@@ -57,8 +59,10 @@ class Event:
         self.touched = new
         self.sum = np.zeros(dimensions, dtype=np.float64)
         self.first: datetime | None = None
+        self.first_ts = 0.0  # ``first`` in epoch seconds
         self.first_hash: bytes | None = None
         self.last: datetime | None = None
+        self.last_ts = 0.0  # ``last`` in epoch seconds
         self.items: list[int] = []
         self.sources: Counter = Counter()
         self.vectors = np.zeros((4, dimensions), dtype=np.float64)
@@ -66,9 +70,10 @@ class Event:
 
     def add(self, item_id: int, at: datetime, item_hash: bytes, source_id: int, vector: np.ndarray) -> None:
         self.sum += vector
+        timestamp = at.timestamp()
         if self.first is None:
-            self.first, self.first_hash = at, item_hash
-        self.last = at
+            self.first, self.first_ts, self.first_hash = at, timestamp, item_hash
+        self.last, self.last_ts = at, timestamp
         self.items.append(item_id)
         self.sources[source_id] += 1
         if len(self.items) > len(self.vectors):
@@ -85,13 +90,18 @@ class Event:
         self.items.extend(other.items)
         self.sources.update(other.sources)
         if (other.first, other.first_hash) < (self.first, self.first_hash):
-            self.first, self.first_hash = other.first, other.first_hash
-        self.last = max(self.last, other.last)
+            self.first, self.first_ts, self.first_hash = other.first, other.first_ts, other.first_hash
+        if other.last > self.last:
+            self.last, self.last_ts = other.last, other.last_ts
         other.sum[:] = 0.0
         other.items, other.sources = [], Counter()
 
-    def centroid(self) -> np.ndarray:
-        norm = np.linalg.norm(self.sum)
+    def length(self) -> float:
+        """The length of the sum of the members' vectors (as ``np.linalg.norm`` computes it)."""
+        return math.sqrt(self.sum.dot(self.sum))
+
+    def centroid(self, length: float | None = None) -> np.ndarray:
+        norm = self.length() if length is None else length
         return self.sum / norm if norm else self.sum
 
     def canonical_item(self) -> int:
@@ -127,17 +137,17 @@ class ActiveEvents:
                 self.cohesion = np.concatenate([self.cohesion, np.ones_like(self.cohesion)])
             event.slot = len(self.events)
             self.events.append(event)
-        self.centroids[event.slot] = event.centroid()
-        self.last_seen[event.slot] = event.last.timestamp()
-        self.first_seen[event.slot] = event.first.timestamp()
-        count = len(event.items)
-        self.cohesion[event.slot] = (
-            (np.linalg.norm(event.sum) / count) ** self.cohesion_exponent
+        slot, length, count = event.slot, event.length(), len(event.items)
+        self.centroids[slot] = event.centroid(length)
+        self.last_seen[slot] = event.last_ts
+        self.first_seen[slot] = event.first_ts
+        self.cohesion[slot] = (
+            (length / count) ** self.cohesion_exponent
             if count >= self.cohesion_min_items and self.cohesion_exponent
             else 1.0
         )
-        self.earliest_last = min(self.earliest_last, self.last_seen[event.slot])
-        self.earliest_first = min(self.earliest_first, self.first_seen[event.slot])
+        self.earliest_last = min(self.earliest_last, event.last_ts)
+        self.earliest_first = min(self.earliest_first, event.first_ts)
 
     def expire(self, now: float) -> list[Event]:
         """Drop the events closed at ``now`` (window passed or span exhausted); returns them (in slot order)."""
@@ -175,7 +185,7 @@ class ActiveEvents:
         n = len(self.events)
         similarity = self.centroids[:n] @ self.centroids[event.slot]
         similarity[event.slot] = -np.inf
-        best = int(np.argmax(similarity))
+        best = int(similarity.argmax())
         return (float(similarity[best]), self.events[best]) if similarity[best] >= minimum else None
 
     def best(self, vector: np.ndarray, now: float, params: ClusteringParams) -> tuple[float, float, Event] | None:
@@ -191,9 +201,9 @@ class ActiveEvents:
         gap = now - self.last_seen[:n]
         score = similarity * self.cohesion[:n] - params.time_penalty * gap / self.window
         score[gap > self.window] = -np.inf
-        best = int(np.argmax(score))
+        best = int(score.argmax())
         if score[best] < params.threshold:
-            closest = int(np.argmax(np.where(gap > self.window, -np.inf, similarity)))
+            closest = int(np.where(gap > self.window, -np.inf, similarity).argmax())
             if similarity[closest] >= params.threshold + params.merge_margin:
                 return float(similarity[closest]), float(similarity[closest]), self.events[closest]
         return (float(score[best]), float(similarity[best]), self.events[best]) if np.isfinite(score[best]) else None
