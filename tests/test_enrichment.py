@@ -4,6 +4,7 @@ idempotent, backend-aware embedding."""
 
 import csv
 import json
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -84,9 +85,20 @@ def test_the_detector_is_unpacked_once_into_a_cache_and_answers_the_same_from_it
     assert detector._BatchModel(cold).classify(samples) == from_package
     assert detector._BatchModel(warm).classify(samples) == from_package
 
+    (cached / "ptc.npy").write_bytes(b"damaged by hand")
+    assert detector._BatchModel(detector._model_arrays()).classify(samples) == from_package
+
     (tmp_path / "a-file").write_text("")
     monkeypatch.setattr(detector, "CACHE_DIR", tmp_path / "a-file" / "cache")  # cannot be created
     assert detector._BatchModel(detector._model_arrays()).classify(samples) == from_package
+
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", no_home)
+    assert detector._user_cache() == Path(tempfile.gettempdir())  # a user without a home
 
 
 def test_enrichment_streams_a_run_in_chunks_of_the_size_asked(engine):

@@ -39,8 +39,19 @@ DEFAULT_CONFIDENCE_FLOOR = 0.6
 DETECT_CHARS = 200
 
 
+def _user_cache() -> Path:
+    """The user's cache directory (``$XDG_CACHE_HOME``, else ``~/.cache``; the temporary directory for a
+    user without a home)."""
+    if configured := os.environ.get("XDG_CACHE_HOME"):
+        return Path(configured)
+    try:
+        return Path.home() / ".cache"
+    except RuntimeError:
+        return Path(tempfile.gettempdir())
+
+
 #: Where the detector's arrays are kept uncompressed after a process first unpacks them (see _model_arrays).
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "observatory"
+CACHE_DIR = _user_cache() / "observatory"
 _MODEL_ARRAYS = ("nextmove", "nextmove_row", "out_feat", "ptc", "pc", "classes")
 
 
@@ -61,7 +72,10 @@ def _model_arrays() -> dict[str, np.ndarray]:
             _unpack_model(model_file, cached)
         except OSError:
             return _unpacked(model_file)
-    return {name: np.load(cached / f"{name}.npy", mmap_mode="r") for name in _MODEL_ARRAYS}
+    try:
+        return {name: np.load(cached / f"{name}.npy", mmap_mode="r") for name in _MODEL_ARRAYS}
+    except (OSError, ValueError):  # a cache emptied or damaged by hand
+        return _unpacked(model_file)
 
 
 def _unpacked(model_file: Path) -> dict[str, np.ndarray]:
