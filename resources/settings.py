@@ -12,6 +12,7 @@ line naming the variable and the value.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -129,6 +130,11 @@ class PlatformSettings(BaseSettings):
     sources_dir: Annotated[Path, Resolved] = Field(
         default=PROJECT_ROOT / "sources", description="Directory of the source and query-design YAML files."
     )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Directory for what is rebuilt from installed packages (the language detector's unpacked model, "
+        "66 MB); unset = $XDG_CACHE_HOME/observatory, else ~/.cache/observatory.",
+    )
     allow_private_networks: bool = Field(
         default=False,
         description="Let outbound requests reach loopback and private addresses (tests, private deployments).",
@@ -220,6 +226,18 @@ class PlatformSettings(BaseSettings):
         """The directories local files may be collected from (never the working directory or the home by
         default: a ``.env``, a key or ``~/.ssh`` must not become a payload)."""
         return (self.home / "collect",) if self.collect_roots is None else self.collect_roots
+
+    @property
+    def caches(self) -> Path:
+        """The cache directory: ``cache_dir``, else the user's (the temporary directory for a user without a home)."""
+        if self.cache_dir is not None:
+            return self.cache_dir
+        if configured := os.environ.get("XDG_CACHE_HOME"):
+            return Path(configured) / "observatory"
+        try:
+            return Path.home() / ".cache" / "observatory"
+        except RuntimeError:
+            return Path(tempfile.gettempdir()) / "observatory"
 
     @property
     def pgdata(self) -> Path:

@@ -37,6 +37,7 @@ from observatory_assets.defs.ingestion.collect import SourceRequest, collect
 from observatory_assets.defs.ingestion.demo_data import write_demo_dataset
 from observatory_assets.defs.ingestion.loading import ingest_collection_run
 from observatory_assets.lib.chunks import stream_chunks
+from resources.settings import platform_settings
 from tests.support.helpers import labelled_rows, labelled_space, load_rows
 
 
@@ -76,7 +77,7 @@ def test_the_detector_is_unpacked_once_into_a_cache_and_answers_the_same_from_it
     samples = ["Regeringen fremlægger finansloven i dag", "The council presents its budget", "Le conseil"]
     from_package = detector._BatchModel(detector._unpacked(MODEL_DIR / MODEL_FILE)).classify(samples)
 
-    monkeypatch.setattr(detector, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("OBSERVATORY_CACHE_DIR", str(tmp_path / "cache"))
     cold = detector._model_arrays()
     (cached,) = (tmp_path / "cache").iterdir()  # one finished directory, no scratch left behind
     assert sorted(p.name for p in cached.iterdir()) == sorted(f"{name}.npy" for name in detector._MODEL_ARRAYS)
@@ -89,16 +90,22 @@ def test_the_detector_is_unpacked_once_into_a_cache_and_answers_the_same_from_it
     assert detector._BatchModel(detector._model_arrays()).classify(samples) == from_package
 
     (tmp_path / "a-file").write_text("")
-    monkeypatch.setattr(detector, "CACHE_DIR", tmp_path / "a-file" / "cache")  # cannot be created
-    assert detector._BatchModel(detector._model_arrays()).classify(samples) == from_package
+    cannot_be_created = tmp_path / "a-file" / "cache"
+    assert detector._BatchModel(detector._model_arrays(cannot_be_created)).classify(samples) == from_package
 
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+def test_the_cache_directory_is_the_users_unless_configured(tmp_path, monkeypatch):
+    monkeypatch.delenv("OBSERVATORY_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert platform_settings().caches == tmp_path / "observatory"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert platform_settings().caches == Path.home() / ".cache" / "observatory"
 
     def no_home():
         raise RuntimeError("Could not determine home directory.")
 
     monkeypatch.setattr(Path, "home", no_home)
-    assert detector._user_cache() == Path(tempfile.gettempdir())  # a user without a home
+    assert platform_settings().caches == Path(tempfile.gettempdir()) / "observatory"  # a user without a home
 
 
 def test_enrichment_streams_a_run_in_chunks_of_the_size_asked(engine):

@@ -24,6 +24,7 @@ from py3langid.langid import LanguageIdentifier
 from scipy import sparse
 
 from observatory_assets.defs.enrichment.vectors import Document, lead
+from resources.settings import platform_settings
 
 #: ISO 639-1 code → PostgreSQL text-search configuration (those shipped with PostgreSQL 18).
 TEXT_SEARCH_CONFIGS = {
@@ -39,24 +40,12 @@ DEFAULT_CONFIDENCE_FLOOR = 0.6
 DETECT_CHARS = 200
 
 
-def _user_cache() -> Path:
-    """The user's cache directory (``$XDG_CACHE_HOME``, else ``~/.cache``; the temporary directory for a
-    user without a home)."""
-    if configured := os.environ.get("XDG_CACHE_HOME"):
-        return Path(configured)
-    try:
-        return Path.home() / ".cache"
-    except RuntimeError:
-        return Path(tempfile.gettempdir())
-
-
-#: Where the detector's arrays are kept uncompressed after a process first unpacks them (see _model_arrays).
-CACHE_DIR = _user_cache() / "observatory"
 _MODEL_ARRAYS = ("nextmove", "nextmove_row", "out_feat", "ptc", "pc", "classes")
 
 
-def _model_arrays() -> dict[str, np.ndarray]:
-    """py3langid's model arrays, memory-mapped from an uncompressed copy in :data:`CACHE_DIR`.
+def _model_arrays(cache_dir: Path | None = None) -> dict[str, np.ndarray]:
+    """py3langid's model arrays, memory-mapped from an uncompressed copy in ``cache_dir`` (by default the
+    platform's cache directory, ``OBSERVATORY_CACHE_DIR``).
 
     The shipped model is an xz-compressed npz: unpacking it costs over a second, in every process that
     detects a language (each Dagster step is one). The first process writes the arrays out once per
@@ -66,7 +55,8 @@ def _model_arrays() -> dict[str, np.ndarray]:
     from py3langid.langid import MODEL_DIR, MODEL_FILE
 
     model_file = MODEL_DIR / MODEL_FILE
-    cached = CACHE_DIR / f"langid-{version('py3langid')}-{model_file.stat().st_size}"
+    cache_dir = cache_dir or platform_settings().caches
+    cached = cache_dir / f"langid-{version('py3langid')}-{model_file.stat().st_size}"
     if not cached.is_dir():
         try:
             _unpack_model(model_file, cached)
