@@ -5,7 +5,10 @@ idempotent, backend-aware embedding."""
 import csv
 import json
 import tempfile
+import threading
+import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +95,25 @@ def test_the_detector_is_unpacked_once_into_a_cache_and_answers_the_same_from_it
     (tmp_path / "a-file").write_text("")
     cannot_be_created = tmp_path / "a-file" / "cache"
     assert detector._BatchModel(detector._model_arrays(cannot_be_created)).classify(samples) == from_package
+
+
+def test_threads_asking_for_the_detector_at_once_load_it_once(monkeypatch):
+    loads = []
+    real = detector._model_arrays
+
+    def slow_load():
+        loads.append(threading.get_ident())
+        time.sleep(0.2)  # long enough for the other thread to ask meanwhile
+        return real()
+
+    monkeypatch.setattr(detector, "_model_arrays", slow_load)
+    detector._loaded_batch_model.cache_clear()
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            models = list(pool.map(lambda _: detector._batch_model(), range(2)))
+    finally:
+        detector._loaded_batch_model.cache_clear()
+    assert len(loads) == 1 and models[0] is models[1]
 
 
 def test_the_cache_directory_is_the_users_unless_configured(tmp_path, monkeypatch):

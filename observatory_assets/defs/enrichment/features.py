@@ -77,7 +77,6 @@ def featurize_run(
     started = time.perf_counter()
     with engine.connect() as conn:
         matcher = compile_terms(query_design_terms(conn, run_id))
-    detect_languages([])  # loads the detector once: concurrent first calls would each load it (lru_cache)
 
     def handle(rows: list) -> dict:
         counts: Counter = Counter()

@@ -14,13 +14,14 @@ import lzma
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-from py3langid.langid import LanguageIdentifier
+from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 from scipy import sparse
 
 from observatory_assets.defs.enrichment.vectors import Document, lead
@@ -52,8 +53,6 @@ def _model_arrays(cache_dir: Path | None = None) -> dict[str, np.ndarray]:
     py3langid version; the others map them, and the operating system shares their pages. Where the
     cache cannot be written, the model is read from the package as before.
     """
-    from py3langid.langid import MODEL_DIR, MODEL_FILE
-
     model_file = MODEL_DIR / MODEL_FILE
     cache_dir = cache_dir or platform_settings().caches
     cached = cache_dir / f"langid-{version('py3langid')}-{model_file.stat().st_size}"
@@ -150,8 +149,18 @@ class _BatchModel:
         return [(self.classes[b], float(scores[i, b])) for i, b in enumerate(best)]
 
 
-@lru_cache(maxsize=1)
+_LOADING = threading.Lock()
+
+
 def _batch_model() -> _BatchModel:
+    """The process's one detector: the first caller loads it, callers on other threads meanwhile wait for it
+    (``lru_cache`` alone would let each of them load its own)."""
+    with _LOADING:
+        return _loaded_batch_model()
+
+
+@lru_cache(maxsize=1)
+def _loaded_batch_model() -> _BatchModel:
     return _BatchModel(_model_arrays())
 
 
