@@ -130,7 +130,7 @@ class PlatformSettings(BaseSettings):
     sources_dir: Annotated[Path, Resolved] = Field(
         default=PROJECT_ROOT / "sources", description="Directory of the source and query-design YAML files."
     )
-    cache_dir: Path | None = Field(
+    cache_dir: Annotated[Path, Resolved] | None = Field(
         default=None,
         description="Directory for what is rebuilt from installed packages (the language detector's unpacked model, "
         "66 MB); unset = $XDG_CACHE_HOME/observatory, else ~/.cache/observatory.",
